@@ -1,0 +1,5 @@
+"""``python -m snapshot``: the same CLI as the ``chroma-snapshot`` command."""
+
+from snapshot.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""Opening a restored directory with chromadb, in a child process, before it is swapped in.
+
+Count alone misses most damage (an index can answer ``count()`` with its vectors gone), so each
+collection is checked for its record count, a sample of embeddings fetched from a few offsets
+(right dimension, finite values) and a query with a sampled vector that must find it again.
+
+Chroma writes to chroma.sqlite3 when it opens a directory, so the check runs on a throwaway
+copy: the restored files stay byte-identical to the snapshot. A child process keeps chromadb's
+process-wide state, file handles and any crash in its native index away from the caller.
+
+Run as ``python -m snapshot.chroma_check DIR`` with the expected collections as JSON on stdin;
+prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from snapshot.errors import ChromaCheckError
+from snapshot.manifest import Manifest
+
+SAMPLE = 5
+TIMEOUT = 900
+
+
+def run_chroma_check(built: Path, m: Manifest, scratch: Path) -> dict[str, int]:
+    """Check a copy of ``built`` in ``scratch`` (removed afterwards); returns name -> count."""
+    expected = [
+        {"name": c.name, "records": c.records, "dimension": c.dimension} for c in m.collections
+    ]
+    try:
+        shutil.copytree(built, scratch, dirs_exist_ok=True)
+        # The child must import this very package, installed or not.
+        here = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "snapshot.chroma_check", str(scratch)],
+                input=json.dumps(expected),
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                env=env,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ChromaCheckError(f"chromadb did not open the restored copy in {TIMEOUT}s") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ChromaCheckError(
+            f"chromadb crashed opening the restored snapshot (exit {proc.returncode}): {tail}"
+        ) from None
+    if report.get("problems"):
+        raise ChromaCheckError("Chroma check failed: " + "; ".join(report["problems"]))
+    counts: dict[str, int] = report.get("counts", {})
+    return counts
+
+
+def _check_collection(client: Any, exp: dict[str, Any], problems: list[str]) -> int | None:
+    name = exp["name"]
+    try:
+        col = client.get_collection(name)
+        n = col.count()
+    except Exception as exc:  # noqa: BLE001 - any chromadb failure is a finding
+        problems.append(f"collection {name!r} does not open: {exc}".splitlines()[0])
+        return None
+    if n != exp["records"]:
+        problems.append(f"collection {name!r} has {n} records, the manifest says {exp['records']}")
+        return int(n)
+    if n == 0:
+        return 0
+    try:
+        for offset in sorted({0, n // 2, max(n - SAMPLE, 0)}):
+            got = col.get(limit=SAMPLE, offset=offset, include=["embeddings"])
+            embs = got["embeddings"]
+            if len(got["ids"]) == 0 or embs is None or len(embs) != len(got["ids"]):
+                problems.append(f"collection {name!r}: no embeddings at offset {offset}")
+                return int(n)
+            for e in embs:
+                if exp["dimension"] and len(e) != exp["dimension"]:
+                    problems.append(f"collection {name!r}: embedding of dimension {len(e)}")
+                    return int(n)
+                if not all(math.isfinite(float(x)) for x in e):
+                    problems.append(f"collection {name!r}: non-finite embedding values")
+                    return int(n)
+        probe_id, probe = got["ids"][0], got["embeddings"][0]
+        res = col.query(query_embeddings=[list(map(float, probe))], n_results=min(3, n))
+        ids, dists = res["ids"][0], (res["distances"] or [[]])[0]
+        if not ids:
+            problems.append(f"collection {name!r}: a query returned nothing")
+        elif probe_id not in ids and not (dists and abs(dists[0]) < 1e-4):
+            problems.append(f"collection {name!r}: a query did not find a stored vector")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"collection {name!r} fails to read: {exc}".splitlines()[0])
+    return int(n)
+
+
+def _main(path: str) -> int:
+    expected = json.loads(sys.stdin.read())
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        import chromadb
+        from chromadb.config import Settings
+
+        client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"chromadb refused to open the directory: {exc}".splitlines()[0])
+    else:
+        for exp in expected:
+            n = _check_collection(client, exp, problems)
+            if n is not None:
+                counts[exp["name"]] = n
+    print(json.dumps({"counts": counts, "problems": problems}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

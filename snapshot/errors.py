@@ -1,0 +1,135 @@
+"""The one exception hierarchy of chroma-snapshot; each class carries its CLI exit code.
+
+The exit-code table in README.md is generated from nothing: keep the two in step by hand
+(a test compares them).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+
+
+class SnapshotError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with; ``kind`` names it in --json."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class UsageError(SnapshotError):
+    """Bad arguments or options (also what click itself uses)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class AmbiguousIdError(UsageError):
+    """A snapshot id prefix matches more than one snapshot."""
+
+    kind = "ambiguous-id"
+
+
+class NotFoundError(SnapshotError):
+    """A snapshot, object, repository or source that does not exist."""
+
+    exit_code = 3
+    kind = "not-found"
+
+
+class IntegrityError(SnapshotError):
+    """Stored data or a manifest does not match what it claims to be."""
+
+    exit_code = 4
+    kind = "integrity"
+
+
+class UnsafePathError(IntegrityError):
+    """A manifest path that would escape the restore target."""
+
+    kind = "unsafe-path"
+
+
+class ChromaCheckError(IntegrityError):
+    """A restored directory that Chroma refuses to open, or that opens with wrong contents."""
+
+    kind = "chroma-check"
+
+
+class StorageError(SnapshotError):
+    """The store failed an operation (I/O error, unexpected response)."""
+
+    exit_code = 5
+    kind = "storage"
+
+
+class SourceError(SnapshotError):
+    """The directory to snapshot is not a usable Chroma persist dir, or capture failed."""
+
+    exit_code = 6
+    kind = "source"
+
+
+class TargetError(SnapshotError):
+    """The restore target cannot be used (not empty without --force, not a directory, ...)."""
+
+    exit_code = 7
+    kind = "target"
+
+
+class FormatVersionError(SnapshotError):
+    """A repository or manifest written in a format this version cannot read."""
+
+    exit_code = 8
+    kind = "format-version"
+
+
+class AlreadyExistsError(StorageError):
+    """A create-only write found the key already present."""
+
+    kind = "already-exists"
+
+
+class BucketNotFoundError(StorageError):
+    exit_code = 10
+    kind = "bucket-not-found"
+
+
+class AccessDeniedError(StorageError):
+    exit_code = 11
+    kind = "access-denied"
+
+
+class CredentialsError(StorageError):
+    exit_code = 12
+    kind = "no-credentials"
+
+
+class EndpointError(StorageError):
+    exit_code = 13
+    kind = "endpoint-unreachable"
+
+
+class WrongRegionError(StorageError):
+    exit_code = 14
+    kind = "wrong-region"
+
+
+#: (exit code, meaning) in the order README.md documents them.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "unexpected error"),
+    (2, "usage error: bad arguments, ambiguous snapshot id prefix"),
+    (3, "not found: snapshot, repository, object or source path"),
+    (4, "integrity: hash mismatch, corrupt object or manifest, unsafe path, Chroma check failed"),
+    (5, "storage error: the store failed an operation"),
+    (6, "source error: not a Chroma persist dir, or a consistent capture was not possible"),
+    (7, "target error: restore target not empty (use --force) or unusable"),
+    (8, "format version: repository or manifest from a newer, unknown format"),
+    (10, "S3: bucket does not exist"),
+    (11, "S3: access denied"),
+    (12, "S3: no credentials found"),
+    (13, "S3: endpoint unreachable"),
+    (14, "S3: wrong region for the bucket"),
+    (130, "interrupted (Ctrl-C)"),
+)

@@ -1,0 +1,57 @@
+"""The only place storage keys are built or parsed.
+
+A repository (local folder or S3 prefix) holds::
+
+    config.json                 repository config, written once, create-only
+    snapshots/<id>.json         one manifest per snapshot, the commit point, create-only
+    data/<ab>/<object id>       packs of compressed frames, named by xxh3-128 of their bytes
+"""
+
+from __future__ import annotations
+
+import re
+
+CONFIG_KEY = "config.json"
+SNAPSHOTS_PREFIX = "snapshots/"
+DATA_PREFIX = "data/"
+
+_OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
+#: 20261128T015012-1a2b3c4d: UTC creation time, then 32 random bits.
+SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
+
+
+def snapshot_key(snapshot_id: str) -> str:
+    if not SNAPSHOT_ID.match(snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+    return f"{SNAPSHOTS_PREFIX}{snapshot_id}.json"
+
+
+def snapshot_id_from_key(key: str) -> str | None:
+    """The snapshot id a manifest key names, or None for any other key."""
+    if not (key.startswith(SNAPSHOTS_PREFIX) and key.endswith(".json")):
+        return None
+    sid = key[len(SNAPSHOTS_PREFIX) : -len(".json")]
+    return sid if SNAPSHOT_ID.match(sid) else None
+
+
+def object_key(object_id: str) -> str:
+    if not _OBJECT_ID.match(object_id):
+        raise ValueError(f"not an object id: {object_id!r}")
+    return f"{DATA_PREFIX}{object_id[:2]}/{object_id}"
+
+
+def object_id_from_key(key: str) -> str | None:
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != DATA_PREFIX:
+        return None
+    oid = parts[2]
+    return oid if _OBJECT_ID.match(oid) and parts[1] == oid[:2] else None
+
+
+def is_object_id(value: str) -> bool:
+    return bool(_OBJECT_ID.match(value))
+
+
+def is_data_key(key: str) -> bool:
+    """Data objects are large and rarely read (cold storage classes suit them)."""
+    return key.startswith(DATA_PREFIX)

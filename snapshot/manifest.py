@@ -1,0 +1,343 @@
+"""Snapshot manifests and the repository config: dataclasses, JSON (de)serialisation and
+validation. No I/O here.
+
+A manifest read from a repository is untrusted input: :func:`parse_manifest` checks every
+field it will later act on (paths, sizes, hashes, object ids, chain depth) before returning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from snapshot import layout
+from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
+
+FORMAT_VERSION = 1
+CONFIG_VERSION = 1
+#: Longest delta chain a reader accepts (writers use a smaller configured bound).
+MAX_CHAIN_HARD = 64
+MAX_PATH_LEN = 4096
+
+_HASH = re.compile(r"^[0-9a-f]{32}$")
+ROLES = ("db", "segment", "orphan", "include")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One compressed frame: ``length`` bytes at ``offset`` in pack ``object``, decoding to
+    ``size`` raw bytes whose xxh3-128 is ``hash``."""
+
+    object: str
+    offset: int
+    length: int
+    codec: str
+    size: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A fixed-offset piece of a file. ``frames[0]`` is a full frame; each later frame is a
+    zstd delta against the content the previous one decodes to. The last decodes to
+    ``hash``."""
+
+    hash: str
+    size: int
+    frames: tuple[Frame, ...]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    mode: int
+    hash: str
+    role: str
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    id: str
+    segments: tuple[str, ...]
+    records: int
+    dimension: int | None
+
+
+@dataclass(frozen=True)
+class Totals:
+    files: int
+    bytes: int
+    chunks: int
+    chunks_new: int
+    bytes_new: int
+    objects_new: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    parent: str | None
+    created_at: str
+    tool_version: str
+    chromadb_version: str | None
+    source_path: str
+    source_host: str
+    tags: tuple[str, ...]
+    message: str
+    chunk_size: int
+    files: tuple[FileEntry, ...]
+    collections: tuple[CollectionInfo, ...]
+    totals: Totals
+    format_version: int = FORMAT_VERSION
+
+    def file(self, path: str) -> FileEntry | None:
+        for f in self.files:
+            if f.path == path:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    id: str
+    chunk_size: int
+    codec: str
+    level: int
+    max_chain: int
+    created_at: str
+    format_version: int = CONFIG_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+def dumps(obj: Manifest | RepoConfig) -> bytes:
+    data = asdict(obj)
+    if isinstance(obj, RepoConfig):
+        data.pop("extra")
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def manifest_to_dict(m: Manifest) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(dumps(m))
+    return result
+
+
+def _load_json(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{what} is not a JSON object")
+    return data
+
+
+class _Reader:
+    """Typed field access that names the manifest and field in every error."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def fail(self, msg: str) -> IntegrityError:
+        return IntegrityError(f"{self.what}: {msg}")
+
+    def get(self, d: Any, key: str, typ: type | tuple[type, ...], where: str = "") -> Any:
+        if not isinstance(d, dict) or key not in d:
+            raise self.fail(f"missing field {where}{key}")
+        value = d[key]
+        if isinstance(value, bool) and typ is not bool:
+            raise self.fail(f"field {where}{key} has the wrong type")
+        if not isinstance(value, typ):
+            raise self.fail(f"field {where}{key} has the wrong type")
+        return value
+
+    def nat(self, d: Any, key: str, where: str = "") -> int:
+        v: int = self.get(d, key, int, where)
+        if v < 0:
+            raise self.fail(f"field {where}{key} is negative")
+        return v
+
+    def hash(self, d: Any, key: str, where: str = "") -> str:
+        v: str = self.get(d, key, str, where)
+        if not _HASH.match(v):
+            raise self.fail(f"field {where}{key} is not an xxh3-128 hex digest")
+        return v
+
+
+def check_rel_path(path: str) -> str:
+    """Refuse anything that could land outside a restore target."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_LEN:
+        raise UnsafePathError(f"unsafe path in manifest: {path!r}")
+    if "\x00" in path or "\\" in path or path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise UnsafePathError(f"unsafe path in manifest: {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", "..") or len(part) > 255:
+            raise UnsafePathError(f"unsafe path in manifest: {path!r}")
+    return path
+
+
+def _frame(r: _Reader, d: Any, where: str) -> Frame:
+    obj = r.get(d, "object", str, where)
+    if not layout.is_object_id(obj):
+        raise r.fail(f"field {where}object is not an object id")
+    codec = r.get(d, "codec", str, where)
+    if codec not in ("zstd", "gzip"):
+        raise r.fail(f"unknown codec {codec!r} at {where}")
+    return Frame(
+        object=obj,
+        offset=r.nat(d, "offset", where),
+        length=r.nat(d, "length", where),
+        codec=codec,
+        size=r.nat(d, "size", where),
+        hash=r.hash(d, "hash", where),
+    )
+
+
+def _chunk(r: _Reader, d: Any, where: str, chunk_size: int) -> Chunk:
+    frames_raw = r.get(d, "frames", list, where)
+    if not 1 <= len(frames_raw) <= MAX_CHAIN_HARD:
+        raise r.fail(f"{where}frames must hold 1..{MAX_CHAIN_HARD} frames")
+    frames = tuple(_frame(r, f, f"{where}frames[{i}].") for i, f in enumerate(frames_raw))
+    for f in frames[:-1]:
+        if f.codec != "zstd" or f.size > chunk_size:
+            raise r.fail(f"{where}frames: bad delta base")
+    for f in frames[1:]:
+        if f.codec != "zstd":
+            raise r.fail(f"{where}frames: delta frames must be zstd")
+    chunk = Chunk(hash=r.hash(d, "hash", where), size=r.nat(d, "size", where), frames=frames)
+    if frames[-1].hash != chunk.hash or frames[-1].size != chunk.size:
+        raise r.fail(f"{where}frames do not end in the chunk's content")
+    return chunk
+
+
+def _file(r: _Reader, d: Any, i: int, chunk_size: int) -> FileEntry:
+    where = f"files[{i}]."
+    path = r.get(d, "path", str, where)
+    check_rel_path(path)
+    role = r.get(d, "role", str, where)
+    if role not in ROLES:
+        raise r.fail(f"{where}role {role!r} is unknown")
+    chunks_raw = r.get(d, "chunks", list, where)
+    chunks = tuple(_chunk(r, c, f"{where}chunks[{j}].", chunk_size) for j, c in enumerate(chunks_raw))
+    size = r.nat(d, "size", where)
+    if sum(c.size for c in chunks) != size:
+        raise r.fail(f"{path}: chunk sizes do not add up to the file size")
+    for c in chunks[:-1]:
+        if c.size != chunk_size:
+            raise r.fail(f"{path}: chunk not at a fixed offset")
+    if chunks and not 0 < chunks[-1].size <= chunk_size:
+        raise r.fail(f"{path}: last chunk has a bad size")
+    return FileEntry(
+        path=path,
+        size=size,
+        mode=r.nat(d, "mode", where) & 0o777,
+        hash=r.hash(d, "hash", where),
+        role=role,
+        chunks=chunks,
+    )
+
+
+def _collection(r: _Reader, d: Any, i: int) -> CollectionInfo:
+    where = f"collections[{i}]."
+    segs = r.get(d, "segments", list, where)
+    if not all(isinstance(s, str) for s in segs):
+        raise r.fail(f"{where}segments must be strings")
+    dim = d.get("dimension") if isinstance(d, dict) else None
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool)):
+        raise r.fail(f"{where}dimension has the wrong type")
+    return CollectionInfo(
+        name=r.get(d, "name", str, where),
+        id=r.get(d, "id", str, where),
+        segments=tuple(segs),
+        records=r.nat(d, "records", where),
+        dimension=dim,
+    )
+
+
+def _check_tree(r: _Reader, files: tuple[FileEntry, ...]) -> None:
+    paths = {f.path for f in files}
+    if len(paths) != len(files):
+        raise r.fail("a path appears twice")
+    for p in paths:
+        parts = p.split("/")
+        for k in range(1, len(parts)):
+            if "/".join(parts[:k]) in paths:
+                raise r.fail(f"{p} lies under a path that is a file")
+
+
+def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
+    data = _load_json(raw, what)
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise IntegrityError(f"{what}: missing format_version")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{what} has format_version {version}; this chroma-snapshot reads version "
+            f"{FORMAT_VERSION} (upgrade chroma-snapshot)"
+        )
+    r = _Reader(what)
+    sid = r.get(data, "id", str)
+    if not layout.SNAPSHOT_ID.match(sid):
+        raise r.fail(f"bad snapshot id {sid!r}")
+    parent = data.get("parent")
+    if parent is not None and not (isinstance(parent, str) and layout.SNAPSHOT_ID.match(parent)):
+        raise r.fail("bad parent id")
+    chunk_size = r.nat(data, "chunk_size")
+    if chunk_size < 4096:
+        raise r.fail("chunk_size too small")
+    tags = r.get(data, "tags", list)
+    if not all(isinstance(t, str) for t in tags):
+        raise r.fail("tags must be strings")
+    files = tuple(_file(r, f, i, chunk_size) for i, f in enumerate(r.get(data, "files", list)))
+    _check_tree(r, files)
+    cols = tuple(_collection(r, c, i) for i, c in enumerate(r.get(data, "collections", list)))
+    t = r.get(data, "totals", dict)
+    cv = data.get("chromadb_version")
+    return Manifest(
+        id=sid,
+        parent=parent,
+        created_at=r.get(data, "created_at", str),
+        tool_version=r.get(data, "tool_version", str),
+        chromadb_version=cv if isinstance(cv, str) else None,
+        source_path=r.get(data, "source_path", str),
+        source_host=r.get(data, "source_host", str),
+        tags=tuple(tags),
+        message=r.get(data, "message", str),
+        chunk_size=chunk_size,
+        files=files,
+        collections=cols,
+        totals=Totals(**{k: r.nat(t, k, "totals.") for k in Totals.__dataclass_fields__}),
+    )
+
+
+def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
+    data = _load_json(raw, what)
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise IntegrityError(f"{what}: missing format_version")
+    if version != CONFIG_VERSION:
+        raise FormatVersionError(
+            f"{what} has format_version {version}; this chroma-snapshot reads version "
+            f"{CONFIG_VERSION} (upgrade chroma-snapshot)"
+        )
+    r = _Reader(what)
+    cfg = RepoConfig(
+        id=r.get(data, "id", str),
+        chunk_size=r.nat(data, "chunk_size"),
+        codec=r.get(data, "codec", str),
+        level=r.nat(data, "level"),
+        max_chain=r.nat(data, "max_chain"),
+        created_at=r.get(data, "created_at", str),
+    )
+    if cfg.codec not in ("zstd", "gzip") or not 4096 <= cfg.chunk_size <= 1 << 30:
+        raise r.fail("unsupported codec or chunk size")
+    if not 1 <= cfg.max_chain <= MAX_CHAIN_HARD:
+        raise r.fail("max_chain out of range")
+    return cfg

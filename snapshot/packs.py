@@ -1,0 +1,176 @@
+"""Packs: many independent compressed frames in one content-addressed object.
+
+Writing: :class:`PackWriter` appends frames to an in-memory pack and uploads it (in the
+background, bounded) once it reaches the target size; a pack's id, and so every frame's
+``object``, is known only once the pack is sealed, so frames are handed out as
+:class:`PendingFrame` and resolved after :meth:`PackWriter.close`.
+
+Reading: :class:`ChunkReader` fetches a chunk's frames with range reads, decodes the delta
+chain and checks every hash on the way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from snapshot import layout
+from snapshot.compression import decompress
+from snapshot.errors import IntegrityError, NotFoundError, SnapshotError
+from snapshot.hashing import digest
+from snapshot.manifest import Chunk, Frame
+from snapshot.storage.base import Store
+
+DEFAULT_PACK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    pack: int
+    offset: int
+    length: int
+    codec: str
+    size: int
+    hash: str
+
+
+class PackWriter:
+    """Collects frames into packs of about ``pack_size`` bytes and uploads them."""
+
+    def __init__(self, store: Store, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
+        self.store = store
+        self.pack_size = pack_size
+        self._buf = bytearray()
+        self._pack_no = 0
+        self._ids: dict[int, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
+        self._inflight: list[Future[None]] = []
+        self._slots = threading.Semaphore(uploads + 1)
+        self.objects_uploaded = 0
+        self.bytes_uploaded = 0
+        self._lock = threading.Lock()
+
+    def add(self, frame: bytes, codec: str, size: int, hash_: str) -> PendingFrame:
+        pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
+        self._buf += frame
+        if len(self._buf) >= self.pack_size:
+            self._seal()
+        return pf
+
+    def _seal(self) -> None:
+        if not self._buf:
+            return
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        oid = digest(data)
+        self._ids[self._pack_no] = oid
+        self._pack_no += 1
+        self._slots.acquire()  # bounds packs held in memory while uploading
+        self._inflight.append(self._pool.submit(self._upload, oid, data))
+        self._raise_failed()
+
+    def _upload(self, oid: str, data: bytes) -> None:
+        try:
+            key = layout.object_key(oid)
+            if not self.store.exists(key):
+                self.store.put(key, data)
+                with self._lock:
+                    self.objects_uploaded += 1
+                    self.bytes_uploaded += len(data)
+        finally:
+            self._slots.release()
+
+    def _raise_failed(self) -> None:
+        for f in [f for f in self._inflight if f.done()]:
+            f.result()  # re-raises an upload error in the caller's thread
+
+    def close(self) -> None:
+        """Seal the last pack and wait for every upload; raises the first upload error."""
+        try:
+            self._seal()
+            for f in self._inflight:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def resolve(self, pf: PendingFrame) -> Frame:
+        return Frame(
+            object=self._ids[pf.pack],
+            offset=pf.offset,
+            length=pf.length,
+            codec=pf.codec,
+            size=pf.size,
+            hash=pf.hash,
+        )
+
+
+class ChunkReader:
+    """Rebuilds chunks from their frames, verifying each decoded frame's hash.
+
+    A small LRU of decoded frames lets chains that share a base (successive snapshots of the
+    same chunk) decode the base once.
+    """
+
+    def __init__(self, store: Store, cache_entries: int = 16) -> None:
+        self.store = store
+        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._cache_entries = cache_entries
+        self._lock = threading.Lock()
+        self.bytes_fetched = 0
+
+    def _cached(self, key: tuple[str, int]) -> bytes | None:
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+            return data
+
+    def _remember(self, key: tuple[str, int], data: bytes) -> None:
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > self._cache_entries:
+                self._cache.popitem(last=False)
+
+    def read_frame(self, frame: Frame) -> bytes:
+        """The compressed bytes of one frame."""
+        key = layout.object_key(frame.object)
+        try:
+            data = self.store.get_range(key, frame.offset, frame.length)
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {frame.object} is missing from the repository") from exc
+        with self._lock:
+            self.bytes_fetched += len(data)
+        return data
+
+    def decode(self, frame: Frame, base: bytes | None) -> bytes:
+        raw = self.read_frame(frame)
+        try:
+            content = decompress(raw, frame.codec, frame.size, base)
+        except SnapshotError as exc:
+            raise IntegrityError(
+                f"object {frame.object} at offset {frame.offset}: {exc}"
+            ) from exc
+        if digest(content) != frame.hash:
+            raise IntegrityError(
+                f"object {frame.object} at offset {frame.offset}: content hash mismatch"
+            )
+        return content
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        content: bytes | None = None
+        for i, frame in enumerate(chunk.frames):
+            ck = (frame.object, frame.offset)
+            cached = self._cached(ck)
+            if cached is not None:
+                content = cached
+                continue
+            content = self.decode(frame, content if i else None)
+            if i < len(chunk.frames) - 1:
+                self._remember(ck, content)
+        assert content is not None
+        return content

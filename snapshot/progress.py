@@ -1,0 +1,47 @@
+"""Progress and warnings from library operations, through an injected reporter.
+
+The library never prints: operations call a :class:`Reporter`; the CLI passes one that renders
+a progress bar and warnings on stderr. The default does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def phase(self, name: str, total: int) -> None:
+        """A new phase starts; ``total`` is in bytes (0 when unknown)."""
+
+    def advance(self, amount: int) -> None:
+        """``amount`` more bytes of the current phase are done."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know that does not stop the operation."""
+
+    def done(self) -> None:
+        """The operation finished (successfully or not)."""
+
+
+class NullReporter:
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+class CollectingReporter(NullReporter):
+    """Keeps warnings; handy for library callers and tests."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)

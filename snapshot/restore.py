@@ -1,0 +1,327 @@
+"""Restoring a snapshot: verified, atomic, and re-hydrating an older copy in place of downloads.
+
+1. Validate the manifest (paths are untrusted) and the target.
+2. Index the target's current files: a chunk whose hash matches the manifest is copied from
+   there instead of being read from the repository.
+3. Build the result in a fresh temporary directory beside the target, checking every chunk
+   hash and every file hash.
+4. Only when every hash matched (Chroma opening a partial dir silently rebuilds an empty index)
+   open a throwaway copy with chromadb in a child process: counts, sampled embeddings, a query.
+5. Swap it into place. On any failure the target is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapshot.chroma_check import run_chroma_check
+from snapshot.create import chromadb_version
+from snapshot.errors import IntegrityError, SnapshotError, TargetError
+from snapshot.hashing import FileHasher, digest
+from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
+from snapshot.packs import ChunkReader
+from snapshot.progress import NullReporter, Reporter
+from snapshot.repository import Repository
+
+_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class LocalChunk:
+    path: Path
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Where each chunk comes from: reused from the target, or read from the repository."""
+
+    snapshot: str
+    files: int
+    bytes_total: int
+    chunks_local: int
+    bytes_local: int
+    chunks_remote: int
+    bytes_remote: int
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    id: str
+    target: str
+    files: int
+    bytes_total: int
+    bytes_reused: int
+    bytes_downloaded: int
+    chunks_reused: int
+    chunks_fetched: int
+    chroma_checked: dict[str, int]
+    warnings: tuple[str, ...]
+    seconds: float
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def version_warning(m: Manifest, installed: str | None) -> str | None:
+    if not m.chromadb_version or not installed:
+        return None
+    if _version_tuple(m.chromadb_version) > _version_tuple(installed):
+        return (
+            f"snapshot {m.id} was made with chromadb {m.chromadb_version}, newer than the "
+            f"installed {installed}; Chroma cannot downgrade a database, upgrade chromadb"
+        )
+    return None
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root/rel`` if it is a regular file reached without any symlink, else None."""
+    p = root
+    for part in rel.split("/"):
+        p = p / part
+        if p.is_symlink():
+            return None
+    return p if p.is_file() else None
+
+
+def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
+    """hash -> where that chunk already lies in the target (same paths as the manifest)."""
+    found: dict[str, LocalChunk] = {}
+    if not target.is_dir() or target.is_symlink():
+        return found
+    wanted = {c.hash for f in m.files for c in f.chunks}
+    for f in m.files:
+        p = _inside(target, f.path)
+        if p is None:
+            continue
+        try:
+            with open(p, "rb") as fh:
+                offset = 0
+                while data := fh.read(m.chunk_size):
+                    h = digest(data)
+                    if h in wanted:
+                        found.setdefault(h, LocalChunk(p, offset, len(data)))
+                    offset += len(data)
+        except OSError:
+            continue
+    return found
+
+
+def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
+    """Pure: how much of ``m`` the target already holds."""
+    cl = bl = cr = br = 0
+    for f in m.files:
+        for c in f.chunks:
+            if c.hash in local:
+                cl, bl = cl + 1, bl + c.size
+            else:
+                cr, br = cr + 1, br + c.size
+    return RestorePlan(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br)
+
+
+def check_target(target: Path, force: bool) -> None:
+    if target.is_symlink():
+        raise TargetError(f"target {target} is a symlink; give the real directory path")
+    if target.exists():
+        if not target.is_dir():
+            raise TargetError(f"target {target} exists and is not a directory")
+        if any(target.iterdir()) and not force:
+            raise TargetError(f"target {target} is not empty (use --force to replace it)")
+
+
+class _Fetcher:
+    def __init__(self, reader: ChunkReader, local: dict[str, LocalChunk]) -> None:
+        self.reader = reader
+        self.local = local
+        self.reused = self.fetched = self.bytes_reused = 0
+
+    def _read_local(self, lc: LocalChunk, chunk: Chunk) -> bytes | None:
+        try:
+            with open(lc.path, "rb") as fh:
+                fh.seek(lc.offset)
+                data = fh.read(lc.size)
+        except OSError:
+            return None
+        return data if digest(data) == chunk.hash else None
+
+    def get(self, chunk: Chunk) -> tuple[bytes, bool]:
+        lc = self.local.get(chunk.hash)
+        if lc is not None:
+            data = self._read_local(lc, chunk)
+            if data is not None:
+                return data, True
+        data = self.reader.read_chunk(chunk)
+        if digest(data) != chunk.hash:  # read_chunk checks frames; this guards the chain end
+            raise IntegrityError(f"chunk {chunk.hash} decoded to different content")
+        return data, False
+
+
+def _write_file(
+    root: Path, f: FileEntry, fetcher: _Fetcher, pool: ThreadPoolExecutor, reporter: Reporter
+) -> None:
+    dest = root / f.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(dest, flags, 0o600)
+    hasher = FileHasher()
+    written = 0
+    with os.fdopen(fd, "wb") as fh:
+        pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
+
+        def drain_one() -> None:
+            nonlocal written
+            chunk, fut = pending.popleft()
+            try:
+                data, was_local = fut.result()
+            except SnapshotError as exc:
+                raise type(exc)(f"{f.path}: {exc}") from exc
+            if len(data) != chunk.size:
+                raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
+            if was_local:
+                fetcher.reused += 1
+                fetcher.bytes_reused += len(data)
+            else:
+                fetcher.fetched += 1
+            fh.write(data)
+            hasher.update(data)
+            written += len(data)
+            reporter.advance(len(data))
+
+        for chunk in f.chunks:
+            pending.append((chunk, pool.submit(fetcher.get, chunk)))
+            if len(pending) > _WINDOW:
+                drain_one()
+        while pending:
+            drain_one()
+        fh.flush()
+        os.fsync(fh.fileno())
+    if written != f.size or hasher.hexdigest() != f.hash:
+        raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
+    os.chmod(dest, f.mode & 0o777 or 0o644)
+
+
+def _materialise(
+    repo: Repository, m: Manifest, root: Path, local: dict[str, LocalChunk], reporter: Reporter
+) -> _Fetcher:
+    fetcher = _Fetcher(ChunkReader(repo.store), local)
+    reporter.phase("restore", sum(f.size for f in m.files))
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
+        for f in m.files:
+            _write_file(root, f, fetcher, pool, reporter)
+    return fetcher
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap_into_place(built: Path, target: Path) -> None:
+    """Replace ``target`` with ``built`` (same filesystem); put the old one back on failure."""
+    parent = target.parent
+    old: Path | None = None
+    if target.exists():
+        old = parent / f".{target.name}.old-{secrets.token_hex(4)}"
+        os.rename(target, old)
+    try:
+        os.rename(built, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    _fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _dir_mode(target: Path) -> int:
+    """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
+    if target.is_dir():
+        return target.stat().st_mode & 0o7777
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def temp_beside(target: Path, what: str) -> Path:
+    path = target.parent / f".{target.name}.{what}-{secrets.token_hex(4)}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def iter_db_files(m: Manifest) -> Iterator[FileEntry]:
+    return (f for f in m.files if f.role in ("db", "segment", "orphan"))
+
+
+def restore_snapshot(
+    repo: Repository,
+    ref: str,
+    target: Path,
+    *,
+    force: bool = False,
+    verify_chroma: bool = True,
+    reporter: Reporter | None = None,
+) -> RestoreResult:
+    started = time.monotonic()
+    reporter = reporter or NullReporter()
+    m = repo.get(ref)
+    for f in m.files:
+        check_rel_path(f.path)
+    target = target.expanduser().absolute()
+    check_target(target, force)
+    warnings = []
+    w = version_warning(m, chromadb_version())
+    if w:
+        warnings.append(w)
+        reporter.warn(w)
+    before = repo.store.stats.as_dict()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    local = index_local(target, m)
+    built = temp_beside(target, "restore")
+    try:
+        fetcher = _materialise(repo, m, built, local, reporter)
+        checked: dict[str, int] = {}
+        if verify_chroma and m.file("chroma.sqlite3") is not None:
+            checked = run_chroma_check(built, m, temp_beside(target, "check"))
+        os.chmod(built, _dir_mode(target))
+        swap_into_place(built, target)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    finally:
+        reporter.done()
+    after = repo.store.stats.as_dict()
+    return RestoreResult(
+        id=m.id,
+        target=str(target),
+        files=len(m.files),
+        bytes_total=sum(f.size for f in m.files),
+        bytes_reused=fetcher.bytes_reused,
+        bytes_downloaded=fetcher.reader.bytes_fetched,
+        chunks_reused=fetcher.reused,
+        chunks_fetched=fetcher.fetched,
+        chroma_checked=checked,
+        warnings=tuple(warnings),
+        seconds=round(time.monotonic() - started, 3),
+        requests={k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)},
+    )

@@ -1,0 +1,149 @@
+"""A repository in a local folder: the same keys as S3, one file per key.
+
+Writes are atomic (temp file + fsync + rename; create-only through an exclusive hard link), so
+a crash never leaves a half-written object under its final name. Temp files start with ``.``
+and are never listed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError
+from snapshot.storage.base import ObjectInfo, RequestStats
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    """Store keys as files under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.stats = RequestStats()
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root / key
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        self.stats.add("get")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"object {key} not found in {self.url}") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {key} from {self.url}: {exc.strerror or exc}") from exc
+        self.stats.bytes_down += len(data)
+        return data
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        path = self._path(key)
+        self.stats.add("get_range", down=length)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"object {key} not found in {self.url}") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {key} from {self.url}: {exc.strerror or exc}") from exc
+        if len(data) != length:
+            raise IntegrityError(
+                f"object {key} is truncated: wanted bytes {offset}..{offset + length}, "
+                f"got {len(data)}"
+            )
+        return data
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        path = self._path(key)
+        self.stats.add("put", up=len(data))
+        tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if create_only:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise AlreadyExistsError(f"{key} already exists in {self.url}") from exc
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    # Filesystems without hard links: O_EXCL create, then fill it.
+                    self._exclusive_write(path, data, key)
+            else:
+                os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except AlreadyExistsError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"writing {key} to {self.url}: {exc.strerror or exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _exclusive_write(self, path: Path, data: bytes, key: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as exc:
+            raise AlreadyExistsError(f"{key} already exists in {self.url}") from exc
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def exists(self, key: str) -> bool:
+        self.stats.add("head")
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self.stats.add("list")
+        base = self.root
+        # Walk only the deepest directory the prefix names, then filter by the full prefix.
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = base / head if head else base
+        if not start.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(start):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    full = Path(dirpath) / name
+                    key = full.relative_to(base).as_posix()
+                    if not key.startswith(prefix):
+                        continue
+                    st = full.stat()
+                    found.append(ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime))
+        except OSError as exc:
+            raise StorageError(f"listing {prefix!r} in {self.url}: {exc.strerror or exc}") from exc
+        yield from sorted(found, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        self.stats.add("delete")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"deleting {key} from {self.url}: {exc.strerror or exc}") from exc
