@@ -293,6 +293,11 @@ def create_snapshot(
                 objects_new=builder.writer.objects_uploaded,
             ),
         )
+        if parent_m is not None and not repo.store.exists(layout.snapshot_key(parent_m.id)):
+            # A prune removed the parent while we worked: the frames we reused may be gone.
+            raise SnapshotError(
+                f"parent snapshot {parent_m.id} was removed during this create; run create again"
+            )
         try:
             repo.store.put(layout.snapshot_key(sid), dumps(manifest), create_only=True)
         except AlreadyExistsError as exc:  # 32 random bits in the same second: vanishingly rare

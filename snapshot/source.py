@@ -69,11 +69,7 @@ def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
         ).fetchall()
         vector = tuple(s for s, scope in segs if scope == "VECTOR")
         metadata = [s for s, scope in segs if scope == "METADATA"]
-        records = 0
-        for seg in metadata:
-            records += conn.execute(
-                "SELECT count(*) FROM embeddings WHERE segment_id = ?", (seg,)
-            ).fetchone()[0]
+        records = sum(_records(conn, cid, seg) for seg in metadata)
         out.append(
             CollectionInfo(
                 name=name,
@@ -84,6 +80,48 @@ def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
             )
         )
     return tuple(out)
+
+
+# embeddings_queue.operation codes (chromadb: ADD, UPDATE, UPSERT, DELETE).
+_ADD, _UPSERT, _DELETE = 0, 2, 3
+
+
+def _records(conn: sqlite3.Connection, collection: str, segment: str) -> int:
+    """The record count Chroma will report once it opens this database.
+
+    Chroma commits a write to embeddings_queue before applying it to the metadata segment's
+    tables, and replays the queue past the segment's max_seq_id when it opens. A capture can
+    fall between the two, so the pending queue entries are replayed here as well.
+    """
+    count: int = conn.execute(
+        "SELECT count(*) FROM embeddings WHERE segment_id = ?", (segment,)
+    ).fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"embeddings_queue", "max_seq_id"} <= tables:
+        return count
+    row = conn.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (segment,)).fetchone()
+    seen = row[0] if row and isinstance(row[0], int) else 0
+    present: dict[str, bool] = {}
+    pending = conn.execute(
+        "SELECT operation, id FROM embeddings_queue WHERE seq_id > ? AND topic LIKE ? ORDER BY seq_id",
+        (seen, f"%/{collection}"),
+    )
+    for op, rid in pending:
+        if rid not in present:
+            present[rid] = (
+                conn.execute(
+                    "SELECT 1 FROM embeddings WHERE segment_id = ? AND embedding_id = ?",
+                    (segment, rid),
+                ).fetchone()
+                is not None
+            )
+        if op in (_ADD, _UPSERT) and not present[rid]:
+            count += 1
+            present[rid] = True
+        elif op == _DELETE and present[rid]:
+            count -= 1
+            present[rid] = False
+    return count
 
 
 def check_persist_dir(source: Path) -> Path:

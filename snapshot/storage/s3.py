@@ -1,0 +1,434 @@
+"""The S3 backend: a repository under ``s3://bucket/prefix``; the only module that imports boto3.
+
+It owns three things: building the boto3 client from :class:`StoreOptions` (profile, region and
+endpoint come from boto3's own chain unless given), choosing what each key is written with
+(data keys get the cold storage class; every key gets the same server-side encryption), and
+translating every boto3/botocore failure into a :mod:`snapshot.errors` class, once, here.
+
+Before its first request a store makes one cheap ``HeadBucket`` probe through a client that
+retries once with short timeouts, so a missing bucket, missing credentials or an unreachable
+endpoint fail at once (a black-holed endpoint in about six seconds) instead of after the main
+client's retries and backoff. The probe also makes a 404 from ``HeadObject`` mean "no such key"
+rather than "maybe no such bucket".
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    IncompleteReadError,
+    InvalidRegionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    SSOError,
+    TokenRetrievalError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]
+
+from snapshot import layout
+from snapshot.errors import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    BucketNotFoundError,
+    CredentialsError,
+    EndpointError,
+    IntegrityError,
+    NotFoundError,
+    SnapshotError,
+    StorageError,
+    UsageError,
+    WrongRegionError,
+)
+from snapshot.storage import StoreOptions
+from snapshot.storage.base import ObjectInfo, RequestStats
+
+MiB = 1024 * 1024
+
+#: Everything the AWS libraries raise; OSError for sockets that slip past botocore.
+_AWS_ERRORS = (BotoCoreError, ClientError, Boto3Error, OSError)
+
+_CREDENTIAL_ERRORS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    ProfileNotFound,
+    SSOError,
+    TokenRetrievalError,
+)
+_CREDENTIAL_CODES = {"ExpiredToken", "InvalidToken", "TokenRefreshRequired", "RequestExpired"}
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301"}
+_HOW_TO_CREDENTIALS = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile (or AWS_PROFILE), "
+    "or configure ~/.aws/credentials"
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _safe_endpoint(url: str | None) -> str:
+    """The endpoint for messages, without any user:password@ part."""
+    if not url:
+        return "the default AWS endpoint"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def translate_error(
+    exc: BaseException,
+    *,
+    op: str,
+    what: str,
+    bucket: str,
+    endpoint: str | None = None,
+    bucket_level: bool = False,
+    create_only: bool = False,
+) -> SnapshotError:
+    """The :mod:`snapshot.errors` exception for a boto3/botocore failure of ``op`` on ``what``.
+
+    ``bucket_level`` says the request addressed the bucket (so a bare 404 means no bucket);
+    ``create_only`` says a 412 means the key already exists. The caller raises the result
+    ``from exc``. Messages carry the server's error code and text, never credentials.
+    """
+    head = f"{op} {what}"
+    where = _safe_endpoint(endpoint)
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        detail = _one_line(str(exc))
+        return CredentialsError(f"{head}: no usable AWS credentials ({detail}); {_HOW_TO_CREDENTIALS}")
+    if isinstance(exc, ReadTimeoutError) and not bucket_level:
+        return StorageError(f"{head}: S3 endpoint {where} stopped answering (read timeout)")
+    if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
+        kind = type(exc).__name__
+        return EndpointError(f"{head}: cannot reach S3 endpoint {where} ({kind})")
+    if isinstance(exc, IncompleteReadError):
+        return IntegrityError(f"{head}: the response body was shorter than announced")
+    if not isinstance(exc, ClientError):
+        return StorageError(f"{head}: {type(exc).__name__}: {_one_line(str(exc))}")
+
+    response: dict[str, Any] = getattr(exc, "response", None) or {}
+    error: dict[str, Any] = response.get("Error") or {}
+    meta: dict[str, Any] = response.get("ResponseMetadata") or {}
+    headers: dict[str, Any] = meta.get("HTTPHeaders") or {}
+    code = str(error.get("Code") or "")
+    status = int(meta.get("HTTPStatusCode") or (code if code.isdigit() else 0))
+    server = _one_line(str(error.get("Message") or "")) or "no message"
+    said = f"{code or status}: {server}"
+
+    if code in _CREDENTIAL_CODES:
+        return CredentialsError(f"{head}: the credentials were refused ({said}); {_HOW_TO_CREDENTIALS}")
+    if code in _REGION_CODES or status == 301:
+        region = error.get("Region") or headers.get("x-amz-bucket-region")
+        hint = f"it is in region {region}; pass --region {region}" if region else "pass its --region"
+        return WrongRegionError(f"{head}: bucket {bucket} is in another region ({said}); {hint}")
+    if code == "NoSuchBucket" or (status == 404 and bucket_level):
+        return BucketNotFoundError(f"{head}: bucket {bucket} does not exist at {where}")
+    if code in _DENIED_CODES or status == 403:
+        return AccessDeniedError(f"{head}: access denied ({said}); check the credentials and policy")
+    if code in ("NoSuchKey", "NotFound") or status == 404:
+        return NotFoundError(f"{head}: object not found")
+    if create_only and (code == "PreconditionFailed" or status == 412):
+        return AlreadyExistsError(f"{head}: the key already exists")
+    if code == "InvalidRange" or status == 416:
+        return IntegrityError(f"{head}: the requested range is beyond the end of the object")
+    return StorageError(f"{head}: S3 error {said}")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``; the prefix may be empty."""
+    if not url.startswith("s3://"):
+        raise UsageError(f"not an s3:// URL: {url}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if "@" in bucket:
+        # Do not echo the URL: it may hold a secret.
+        raise UsageError("credentials in an s3:// URL are not supported; use a profile or AWS_* variables")
+    if not bucket or any(c in bucket for c in ":?#") or any(c in prefix for c in "?#"):
+        raise UsageError(f"bad S3 repository URL {url!r}: expected s3://bucket/prefix")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise UsageError(f"bad S3 repository prefix in {url!r}: empty, '.' or '..' component")
+    return bucket, prefix
+
+
+def _sse_args(options: StoreOptions) -> dict[str, str]:
+    sse = options.sse.strip()
+    if sse.lower() == "none":
+        if options.sse_kms_key_id:
+            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+        return {}
+    if sse == "AES256":
+        if options.sse_kms_key_id:
+            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
+        return {"ServerSideEncryption": "AES256"}
+    if sse == "aws:kms":
+        args = {"ServerSideEncryption": "aws:kms"}
+        if options.sse_kms_key_id:
+            args["SSEKMSKeyId"] = options.sse_kms_key_id
+        return args
+    raise UsageError(f"unknown server-side encryption {options.sse!r} (use AES256, aws:kms or none)")
+
+
+def _client_config(
+    options: StoreOptions, *, max_attempts: int, connect_timeout: float, read_timeout: float
+) -> Any:
+    kwargs: dict[str, Any] = {
+        # botocore reads "max_attempts" here as retries after the first try; this is the total.
+        "retries": {"mode": "standard", "total_max_attempts": max_attempts},
+        "connect_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+        # Parallel puts, each possibly multipart with its own threads, share this pool.
+        "max_pool_connections": max(10, 2 * options.max_concurrency),
+    }
+    if options.checksum:
+        if options.checksum not in ("when_supported", "when_required"):
+            raise UsageError(
+                f"unknown checksum mode {options.checksum!r} (use when_supported or when_required)"
+            )
+        kwargs["request_checksum_calculation"] = options.checksum
+        kwargs["response_checksum_validation"] = options.checksum
+    return Config(**kwargs)
+
+
+@dataclass
+class _Request:
+    """What one counted request moved; filled in by the caller inside ``_request``."""
+
+    down: int = 0
+
+
+class S3Store:
+    """Store keys as objects ``prefix/key`` in one S3 bucket (see module docstring)."""
+
+    #: Keys per ListObjectsV2 page (S3's maximum; tests lower it to exercise paging).
+    list_page_size = 1000
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        options: StoreOptions | None = None,
+        *,
+        multipart_threshold: int = 32 * MiB,
+        multipart_chunksize: int = 16 * MiB,
+    ) -> None:
+        self.options = options = options or StoreOptions()
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.stats = RequestStats()
+        self._sse = _sse_args(options)
+        self._storage_class = options.storage_class.strip()
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max(1, options.max_concurrency),
+            preferred_transfer_client="classic",
+        )
+        main_cfg = _client_config(
+            options,
+            max_attempts=options.max_attempts,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+        )
+        # The probe tries twice with at most 3 s to connect and 10 s to answer: a refused port
+        # fails in well under a second, a black-holed one in about six (measured).
+        probe_cfg = _client_config(
+            options,
+            max_attempts=2,
+            connect_timeout=min(options.connect_timeout, 3.0),
+            read_timeout=min(options.read_timeout, 10.0),
+        )
+        try:
+            session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
+            self._client: Any = session.client("s3", endpoint_url=options.endpoint_url, config=main_cfg)
+            self._probe: Any = session.client("s3", endpoint_url=options.endpoint_url, config=probe_cfg)
+        except InvalidRegionError as exc:
+            raise UsageError(f"bad AWS region {options.region!r}") from exc
+        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+            where = _safe_endpoint(options.endpoint_url)
+            raise UsageError(f"bad S3 endpoint URL {where}: expected http(s)://host[:port]") from exc
+        except _AWS_ERRORS as exc:
+            raise translate_error(exc, op="open", what=self.url, bucket=bucket) from exc
+        self.endpoint: str | None = self._client.meta.endpoint_url
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions | None = None) -> S3Store:
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, options)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid storage key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextmanager
+    def _request(
+        self, kind: str, key: str, *, up: int = 0, count: int = 1, create_only: bool = False
+    ) -> Iterator[_Request]:
+        """Count ``count`` requests of ``kind`` and translate whatever the body raises."""
+        req = _Request()
+        try:
+            yield req
+        except _AWS_ERRORS as exc:
+            raise translate_error(
+                exc, op=kind, what=f"{key} in {self.url}", bucket=self.bucket,
+                endpoint=self.endpoint, create_only=create_only,
+            ) from exc
+        finally:
+            for i in range(count):
+                self.stats.add(kind, up=up if i == 0 else 0, down=req.down if i == 0 else 0)
+
+    def check_bucket(self) -> None:
+        """One ``HeadBucket`` through the low-retry client: raises if the bucket is unusable."""
+        self.stats.add("head")
+        try:
+            self._probe.head_bucket(Bucket=self.bucket)
+        except _AWS_ERRORS as exc:
+            raise translate_error(
+                exc, op="open", what=f"repository {self.url}", bucket=self.bucket,
+                endpoint=self.endpoint, bucket_level=True,
+            ) from exc
+        self._ready = True
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                self.check_bucket()
+            except AccessDeniedError:
+                # Policies granting only object actions deny HeadBucket; the object
+                # requests themselves will say whether they are allowed.
+                self._ready = True
+
+    def _put_args(self, key: str) -> dict[str, str]:
+        args = dict(self._sse)
+        if layout.is_data_key(key) and self._storage_class not in ("", "STANDARD"):
+            args["StorageClass"] = self._storage_class
+        return args
+
+    # -- the Store protocol ---------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        full = self._full(key)
+        self._ensure_ready()
+        with self._request("get", key) as req:
+            response = self._client.get_object(Bucket=self.bucket, Key=full)
+            data: bytes = response["Body"].read()
+            req.down = len(data)
+        return data
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        full = self._full(key)
+        if offset < 0 or length < 0:
+            raise StorageError(f"get_range {key} in {self.url}: invalid range {offset}+{length}")
+        if length == 0:
+            if not self.exists(key):
+                raise NotFoundError(f"get_range {key} in {self.url}: object not found")
+            return b""
+        self._ensure_ready()
+        with self._request("get_range", key) as req:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            data: bytes = response["Body"].read()
+            req.down = len(data)
+        if offset and not response.get("ContentRange"):
+            raise StorageError(f"get_range {key} in {self.url}: the server ignored the Range header")
+        if len(data) != length:
+            raise IntegrityError(
+                f"object {key} is truncated: wanted bytes {offset}..{offset + length}, got {len(data)}"
+            )
+        return data
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        full = self._full(key)
+        self._ensure_ready()
+        extra = self._put_args(key)
+        size = len(data)
+        if create_only or size < self._transfer.multipart_threshold:
+            # One PutObject: exactly what upload_fileobj would send below the threshold,
+            # without a transfer thread pool per call.
+            conditional = {"IfNoneMatch": "*"} if create_only else {}
+            with self._request("put", key, up=size, create_only=create_only):
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditional, **extra)
+            return
+        chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
+        requests = math.ceil(size / chunk) + 2  # create + parts + complete
+        with self._request("put", key, up=size, count=requests):
+            self._client.upload_fileobj(
+                io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
+            )
+
+    def exists(self, key: str) -> bool:
+        full = self._full(key)
+        self._ensure_ready()
+        with self._request("head", key):
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=full)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return False
+                raise
+        return True
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Keys under ``prefix``, in S3's order (UTF-8 byte order = code point order)."""
+        self._ensure_ready()
+        base = f"{self.prefix}/" if self.prefix else ""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": base + prefix,
+                "MaxKeys": self.list_page_size,
+            }
+            if token:
+                kwargs["ContinuationToken"] = token
+            with self._request("list", repr(prefix)):
+                page: dict[str, Any] = self._client.list_objects_v2(**kwargs)
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=str(obj["Key"])[len(base) :],
+                    size=int(obj["Size"]),
+                    mtime=float(obj["LastModified"].timestamp()),
+                )
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        self._ensure_ready()
+        with self._request("delete", key):
+            self._client.delete_object(Bucket=self.bucket, Key=full)

@@ -1,0 +1,66 @@
+"""Shared fixtures: real Chroma persist dirs, repositories, an in-process CLI runner, and the
+moto S3 server (s3_fixtures)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chroma_helpers import DEFAULT_SPEC, build_db
+from s3_fixtures import *  # noqa: F401,F403
+
+from snapshot.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str) -> CliResult:
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliResult]:
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def chroma_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Chroma persist dir with two collections (docs 3000, notes 1000), built once."""
+    path = tmp_path_factory.mktemp("template") / "vector_db"
+    build_db(path, DEFAULT_SPEC, seed=0)
+    return path
+
+
+@pytest.fixture
+def chroma_dir(chroma_template: Path, tmp_path: Path) -> Iterator[Path]:
+    """A fresh copy of the template for one test to change at will."""
+    path = tmp_path / "data" / "vector_db"
+    shutil.copytree(chroma_template, path)
+    yield path
+
+
+@pytest.fixture
+def repo_path(tmp_path: Path) -> Path:
+    return tmp_path / "snapshots"

@@ -1,0 +1,95 @@
+"""Consistent capture of a live persist dir while a Chroma writer runs, and what is captured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chroma_helpers import client, counts
+
+
+def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "writer_proc.py"), str(chroma_dir), str(stop)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    ids = []
+    try:
+        time.sleep(3)  # let the writer get going (chromadb import takes a moment)
+        for _ in range(5):
+            r = cli("--repo", repo_path, "create", chroma_dir, "--json")
+            assert r.code == 0, r.stderr
+            ids.append(r.json())
+            time.sleep(0.3)
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=60)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["ops"] > 0, err
+    assert summary["errors"] == 0, err  # our read lock never made the writer fail
+    seen_counts = {r["collections"]["docs"] for r in ids}
+    assert len(seen_counts) > 1, "the writer did not change anything between snapshots"
+    for k, r in enumerate(ids):
+        target = tmp_path / f"restore{k}"
+        res = cli("--repo", repo_path, "restore", r["id"], target, "--json")
+        assert res.code == 0, res.stderr
+        assert res.json()["chroma_checked"] == r["collections"]
+
+
+def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
+    with client(chroma_dir) as c:
+        c.delete_collection("notes")
+    orphan = [p.name for p in chroma_dir.iterdir() if p.is_dir()]
+    progress = tmp_path / "embedding_progress.json"
+    progress.write_text('{"done": 3000}')
+    logs = chroma_dir / "logs"
+    logs.mkdir()
+    (logs / "run.log").write_text("ok\n")
+
+    res = cli("--repo", repo_path, "create", chroma_dir, "--include", progress, "--include", logs, "--json")
+    assert res.code == 0, res.stderr
+    body = res.json()
+    assert body["collections"] == {"docs": 3000}
+    left_out = body["orphans"]
+    if left_out:  # Chroma may or may not leave the deleted collection's folder behind
+        assert "belongs to no collection" in res.stderr
+        assert set(left_out) <= set(orphan)
+    m = cli("--repo", repo_path, "show", "latest", "--json").json()
+    paths = {f["path"]: f["role"] for f in m["files"]}
+    assert paths["embedding_progress.json"] == "include"
+    assert paths["logs/run.log"] == "include"
+    assert not any(p.split("/")[0] in left_out for p in paths)
+
+    target = tmp_path / "restored"
+    assert cli("--repo", repo_path, "restore", "latest", target).code == 0
+    assert (target / "embedding_progress.json").read_text() == '{"done": 3000}'
+    assert (target / "logs" / "run.log").read_text() == "ok\n"
+    assert counts(target) == {"docs": 3000}
+
+    if left_out:
+        res = cli("--repo", repo_path, "create", chroma_dir, "--include-orphans", "--json")
+        m = cli("--repo", repo_path, "show", "latest", "--json").json()
+        assert {f["path"].split("/")[0] for f in m["files"] if f["role"] == "orphan"} == set(left_out)
+
+
+def test_include_clash_and_missing(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
+    res = cli("--repo", repo_path, "create", chroma_dir, "--include", tmp_path / "nope.json")
+    assert res.code == 3 and "nope.json" in res.stderr
+    clash = tmp_path / "chroma.sqlite3"
+    clash.write_text("x")
+    res = cli("--repo", repo_path, "create", chroma_dir, "--include", clash)
+    assert res.code == 2 and "clashes" in res.stderr
+
+
+def test_source_db_is_never_written(cli, chroma_dir: Path, repo_path: Path):
+    db = chroma_dir / "chroma.sqlite3"
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    assert cli("--repo", repo_path, "create", chroma_dir).code == 0
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in chroma_dir.iterdir() if p.name.startswith("chroma.sqlite3")) == [
+        "chroma.sqlite3"
+    ]

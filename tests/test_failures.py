@@ -1,0 +1,255 @@
+"""Every failure path: a clear one-line error, its exit code, and nothing lost or half-written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from chroma_helpers import tree_digest
+
+from snapshot.errors import EXIT_CODES
+
+
+def _snap(cli, repo: Path, src: Path) -> str:
+    r = cli("--repo", repo, "create", src, "--json")
+    assert r.code == 0, r.stderr
+    return str(r.json()["id"])
+
+
+def _packs(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / "data").rglob("*") if p.is_file())
+
+
+def _manifest_path(repo: Path, sid: str) -> Path:
+    return repo / "snapshots" / f"{sid}.json"
+
+
+def _rewrite(repo: Path, sid: str, change) -> None:
+    p = _manifest_path(repo, sid)
+    data = json.loads(p.read_text())
+    change(data)
+    p.write_text(json.dumps(data))
+
+
+def _one_line_error(result, code: int) -> None:
+    assert result.code == code, (result.code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chroma-snapshot: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def existing_target(tmp_path: Path) -> Path:
+    t = tmp_path / "app" / "vector_db"
+    t.mkdir(parents=True)
+    (t / "chroma.sqlite3").write_bytes(b"the old database")
+    (t / "keep.txt").write_text("old")
+    return t
+
+
+def _leftovers(target: Path) -> list[str]:
+    return [p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_flipped_byte_in_any_pack_fails_before_chroma(cli, chroma_dir, repo_path, existing_target, where):
+    _snap(cli, repo_path, chroma_dir)
+    before = tree_digest(existing_target)
+    for pack in _packs(repo_path):
+        data = bytearray(pack.read_bytes())
+        pos = int(len(data) * where)
+        data[pos] ^= 0xFF
+        pack.write_bytes(bytes(data))
+        res = cli("--repo", repo_path, "restore", "latest", existing_target, "--force")
+        _one_line_error(res, 4)
+        assert "chroma check" not in res.stderr.lower()
+        assert any(name in res.stderr for name in ("chroma.sqlite3", ".bin", ".pickle")), res.stderr
+        assert tree_digest(existing_target) == before
+        assert _leftovers(existing_target) == []
+        data[pos] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+
+def test_flipped_byte_into_new_target_leaves_nothing(cli, chroma_dir, repo_path, tmp_path):
+    _snap(cli, repo_path, chroma_dir)
+    pack = _packs(repo_path)[0]
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    pack.write_bytes(bytes(data))
+    target = tmp_path / "fresh"
+    res = cli("--repo", repo_path, "restore", "latest", target)
+    _one_line_error(res, 4)
+    assert not target.exists() and _leftovers(target) == []
+
+
+def test_missing_object(cli, chroma_dir, repo_path, existing_target):
+    _snap(cli, repo_path, chroma_dir)
+    before = tree_digest(existing_target)
+    for pack in _packs(repo_path):
+        pack.unlink()
+    res = cli("--repo", repo_path, "restore", "latest", existing_target, "--force")
+    _one_line_error(res, 3)
+    assert "chroma.sqlite3" in res.stderr and "missing" in res.stderr
+    assert tree_digest(existing_target) == before
+
+
+def test_truncated_object(cli, chroma_dir, repo_path, existing_target):
+    _snap(cli, repo_path, chroma_dir)
+    before = tree_digest(existing_target)
+    pack = _packs(repo_path)[0]
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    res = cli("--repo", repo_path, "restore", "latest", existing_target, "--force")
+    _one_line_error(res, 4)
+    assert tree_digest(existing_target) == before
+
+
+def test_chroma_check_failure_leaves_target(cli, chroma_dir, repo_path, existing_target):
+    sid = _snap(cli, repo_path, chroma_dir)
+    _rewrite(repo_path, sid, lambda d: d["collections"][0].update(records=12345))
+    before = tree_digest(existing_target)
+    res = cli("--repo", repo_path, "restore", sid, existing_target, "--force")
+    _one_line_error(res, 4)
+    assert "12345" in res.stderr
+    assert tree_digest(existing_target) == before and _leftovers(existing_target) == []
+
+
+@pytest.mark.parametrize("bad", ["../x", "../../etc/evil", "/tmp/abs", "a/../../x", "./x", "a//b", "C:/x"])
+def test_unsafe_manifest_path_refused(cli, chroma_dir, repo_path, tmp_path, bad):
+    sid = _snap(cli, repo_path, chroma_dir)
+    _rewrite(repo_path, sid, lambda d: d["files"][0].update(path=bad))
+    target = tmp_path / "deep" / "target"
+    outside_before = tree_digest(tmp_path)
+    res = cli("--repo", repo_path, "restore", sid, target)
+    _one_line_error(res, 4)
+    assert "unsafe path" in res.stderr
+    assert not target.exists()
+    assert tree_digest(tmp_path) == outside_before
+
+
+def test_symlinks_in_old_target_are_not_followed(cli, chroma_dir, repo_path, tmp_path):
+    _snap(cli, repo_path, chroma_dir)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.sqlite3"
+    secret.write_bytes(b"do not touch")
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "chroma.sqlite3").symlink_to(secret)
+    res = cli("--repo", repo_path, "restore", "latest", target, "--force", "--skip-chroma-check")
+    assert res.code == 0, res.stderr
+    assert secret.read_bytes() == b"do not touch"
+    assert not (target / "chroma.sqlite3").is_symlink()
+
+
+def test_symlinked_target_refused(cli, chroma_dir, repo_path, tmp_path):
+    _snap(cli, repo_path, chroma_dir)
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", link, "--force"), 7)
+
+
+def test_unknown_format_version_and_bad_json(cli, chroma_dir, repo_path, tmp_path):
+    sid = _snap(cli, repo_path, chroma_dir)
+    _rewrite(repo_path, sid, lambda d: d.update(format_version=99))
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "t")
+    _one_line_error(res, 8)
+    assert "format_version 99" in res.stderr
+    _manifest_path(repo_path, sid).write_text("{not json")
+    res = cli("--repo", repo_path, "show", sid)
+    _one_line_error(res, 4)
+    assert "not valid JSON" in res.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_newer_repository_format_refused(cli, chroma_dir, repo_path):
+    _snap(cli, repo_path, chroma_dir)
+    cfg = repo_path / "config.json"
+    data = json.loads(cfg.read_text())
+    data["format_version"] = 2
+    cfg.write_text(json.dumps(data))
+    _one_line_error(cli("--repo", repo_path, "list"), 8)
+
+
+def test_non_empty_target_needs_force(cli, chroma_dir, repo_path, existing_target):
+    _snap(cli, repo_path, chroma_dir)
+    before = tree_digest(existing_target)
+    res = cli("--repo", repo_path, "restore", "latest", existing_target)
+    _one_line_error(res, 7)
+    assert "--force" in res.stderr
+    assert tree_digest(existing_target) == before
+
+
+def test_target_is_a_file(cli, chroma_dir, repo_path, tmp_path):
+    _snap(cli, repo_path, chroma_dir)
+    f = tmp_path / "file"
+    f.write_text("x")
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", f, "--force"), 7)
+    assert f.read_text() == "x"
+
+
+def test_bad_sources(cli, repo_path, tmp_path):
+    _one_line_error(cli("--repo", repo_path, "create", tmp_path / "nope"), 3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli("--repo", repo_path, "create", empty)
+    _one_line_error(res, 6)
+    assert "not a Chroma persist dir" in res.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    con = sqlite3.connect(other / "chroma.sqlite3")
+    con.execute("create table t(x)")
+    con.commit()
+    con.close()
+    res = cli("--repo", repo_path, "create", other)
+    _one_line_error(res, 6)
+    assert "lacks Chroma's tables" in res.stderr
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "chroma.sqlite3").write_bytes(b"not sqlite at all" * 100)
+    _one_line_error(cli("--repo", repo_path, "create", garbage), 6)
+    # nothing was written to the repository by the failed creates
+    assert not list((repo_path / "snapshots").glob("*.json")) if (repo_path / "snapshots").exists() else True
+
+
+def test_ids_and_repositories(cli, chroma_dir, repo_path, tmp_path):
+    _one_line_error(cli("--repo", tmp_path / "none", "list"), 3)
+    _one_line_error(cli("list"), 2)  # no --repo, no env
+    a = _snap(cli, repo_path, chroma_dir)
+    b = _snap(cli, repo_path, chroma_dir)
+    common = "".join(x for x, y in zip(a, b, strict=True) if x == y)
+    prefix = a[: len(common)] if a[: len(common)] == b[: len(common)] else a[:8]
+    res = cli("--repo", repo_path, "show", prefix[:8])
+    _one_line_error(res, 2)
+    assert "matches 2 snapshots" in res.stderr
+    _one_line_error(cli("--repo", repo_path, "show", "19990101T"), 3)
+    not_repo = tmp_path / "not_repo"
+    not_repo.mkdir()
+    (not_repo / "stuff.txt").write_text("x")
+    _one_line_error(cli("--repo", not_repo, "create", chroma_dir), 2)
+    assert sorted(p.name for p in not_repo.iterdir()) == ["stuff.txt"]
+
+
+def test_json_errors_are_json(cli, tmp_path):
+    res = cli("--repo", tmp_path / "none", "list", "--json")
+    assert res.code == 3
+    assert json.loads(res.stdout) == {
+        "error": {"code": 3, "kind": "not-found", "message": res.stderr.split("error: ", 1)[1].strip()}
+    }
+
+
+def test_newer_chromadb_warns(cli, chroma_dir, repo_path, tmp_path):
+    sid = _snap(cli, repo_path, chroma_dir)
+    _rewrite(repo_path, sid, lambda d: d.update(chromadb_version="99.1.0"))
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--skip-chroma-check")
+    assert res.code == 0
+    assert "warning" in res.stderr and "99.1.0" in res.stderr and "downgrade" in res.stderr
+
+
+def test_readme_documents_every_exit_code():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for code, _meaning in EXIT_CODES:
+        assert f"| {code} |" in readme, code

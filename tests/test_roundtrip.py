@@ -1,0 +1,142 @@
+"""End-to-end: create, grow, create, restore any version, byte for byte, on a local repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from chroma_helpers import counts, grow, sqlite_payload, tree_digest
+
+from snapshot import Repository
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def assert_same_db(restored: Path, source_copy: dict[str, bytes]) -> None:
+    got = _files(restored)
+    assert set(got) == set(source_copy)
+    for rel, data in source_copy.items():
+        if rel == "chroma.sqlite3":
+            # SQLite's online backup rewrites header counters (bytes < 100); pages are identical.
+            assert len(got[rel]) == len(data)
+            assert got[rel][100:] == data[100:]
+        else:
+            assert got[rel] == data, rel
+
+
+def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+    v1 = _files(chroma_dir)
+    first = cli("--repo", repo_path, "create", chroma_dir, "--tag", "nightly", "-m", "first", "--json")
+    assert first.code == 0, first.stderr
+    r1 = first.json()
+    assert {"id", "parent", "files", "bytes_total", "bytes_uploaded", "objects_uploaded"} <= set(r1)
+    assert r1["parent"] is None and r1["objects_uploaded"] >= 1
+    assert r1["collections"] == {"docs": 3000, "notes": 1000}
+
+    grow(chroma_dir, "docs", 40, seed=1)  # 1% of the 4000 records
+    v2 = _files(chroma_dir)
+    second = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
+    assert second["parent"] == r1["id"]
+    assert second["collections"] == {"docs": 3040, "notes": 1000}
+    assert second["bytes_uploaded"] < r1["bytes_uploaded"] / 5
+    assert second["chunks_delta"] >= 1
+
+    again = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
+    assert again["bytes_uploaded"] < r1["bytes_uploaded"] / 100
+    assert again["objects_uploaded"] == 0 and again["chunks_new"] == 0
+
+    listed = cli("--repo", repo_path, "list", "--json").json()
+    assert [s["id"] for s in listed] == [r1["id"], second["id"], again["id"]]
+    assert listed[0]["tags"] == ["nightly"] and listed[0]["collections"] == {"docs": 3000, "notes": 1000}
+
+    old = tmp_path / "restored"
+    res = cli("--repo", repo_path, "restore", r1["id"][:15], old, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
+    assert_same_db(old, v1)
+    assert counts(old) == {"docs": 3000, "notes": 1000}
+
+    latest = cli("--repo", repo_path, "restore", "latest", old, "--force", "--json")
+    assert latest.code == 0, latest.stderr
+    body = latest.json()
+    assert body["id"] == again["id"] and body["bytes_reused"] > 0
+    assert_same_db(old, v2)
+    assert counts(old) == {"docs": 3040, "notes": 1000}
+
+
+def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+    repo = Repository.open(repo_path, create=True)
+    result = repo.create(chroma_dir, tags=["t1"], message="lib")
+    assert result.collections == {"docs": 3000, "notes": 1000}
+    summaries = repo.list()
+    assert [s.id for s in summaries] == [result.id]
+    m = repo.get(result.id[:10])
+    assert m.id == result.id and m.tags == ("t1",) and m.message == "lib"
+    assert {c.name: c.records for c in m.collections} == {"docs": 3000, "notes": 1000}
+    assert all(c.dimension == 64 for c in m.collections)
+    out = repo.restore("latest", tmp_path / "out")
+    assert out.chroma_checked == {"docs": 3000, "notes": 1000}
+    assert sqlite_payload(tmp_path / "out" / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
+
+
+def test_manifest_records_what_design_requires(cli, chroma_dir: Path, repo_path: Path) -> None:
+    sid = cli("--repo", repo_path, "create", chroma_dir, "--json").json()["id"]
+    shown = cli("--repo", repo_path, "show", sid[:12], "--json")
+    assert shown.code == 0
+    m = shown.json()
+    raw = json.loads((repo_path / "snapshots" / f"{sid}.json").read_text())
+    assert m == raw
+    assert m["format_version"] == 1 and m["id"] == sid and m["parent"] is None
+    for key in ("created_at", "tool_version", "chromadb_version", "source_path", "source_host", "tags",
+                "message", "chunk_size", "files", "collections", "totals"):
+        assert key in m
+    paths = {f["path"] for f in m["files"]}
+    assert "chroma.sqlite3" in paths
+    for col in m["collections"]:
+        assert col["segments"], col
+        for seg in col["segments"]:
+            assert {f"{seg}/header.bin", f"{seg}/data_level0.bin", f"{seg}/index_metadata.pickle"} <= paths
+    f = m["files"][0]
+    assert {"path", "size", "mode", "hash", "chunks", "role"} <= set(f)
+    frame = f["chunks"][0]["frames"][0]
+    assert {"object", "offset", "length", "codec", "size", "hash"} <= set(frame)
+    # plain JSON with sorted keys
+    text = (repo_path / "snapshots" / f"{sid}.json").read_text()
+    assert text == json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_unchanged_segment_folder_costs_nothing(cli, chroma_dir: Path, repo_path: Path) -> None:
+    cli("--repo", repo_path, "create", chroma_dir)
+    grow(chroma_dir, "docs", 30, seed=5)
+    r = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
+    m = cli("--repo", repo_path, "show", r["id"], "--json").json()
+    parent = cli("--repo", repo_path, "show", r["parent"], "--json").json()
+    notes_seg = next(c for c in m["collections"] if c["name"] == "notes")["segments"][0]
+    before = {f["path"]: f for f in parent["files"] if f["path"].startswith(notes_seg)}
+    after = {f["path"]: f for f in m["files"] if f["path"].startswith(notes_seg)}
+    assert before == after  # same frames, so 0 new bytes for the untouched collection
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_codecs_round_trip(cli, codec: str, chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+    r = cli("--repo", repo_path, "create", chroma_dir, "--codec", codec, "--level", "1", "--json")
+    assert r.code == 0, r.stderr
+    m = cli("--repo", repo_path, "show", "latest", "--json").json()
+    assert {fr["codec"] for f in m["files"] for c in f["chunks"] for fr in c["frames"]} == {codec}
+    out = cli("--repo", repo_path, "restore", "latest", tmp_path / "o", "--skip-chroma-check")
+    assert out.code == 0, out.stderr
+    assert tree_digest(tmp_path / "o").keys() == tree_digest(chroma_dir).keys()
+
+
+def test_gzip_packs_decompress_with_plain_gzip(cli, chroma_dir: Path, repo_path: Path) -> None:
+    import gzip
+
+    cli("--repo", repo_path, "create", chroma_dir, "--codec", "gzip")
+    packs = [p for p in (repo_path / "data").rglob("*") if p.is_file()]
+    raw = b"".join(gzip.decompress(p.read_bytes()) for p in packs)
+    assert len(raw) == sum(p.stat().st_size for p in chroma_dir.rglob("*") if p.is_file())
