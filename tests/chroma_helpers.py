@@ -1,86 +1,122 @@
-"""Building and changing real Chroma persist dirs for the tests (explicit, seeded embeddings)."""
+"""Building and changing real Chroma persist dirs for the tests (explicit, seeded embeddings).
+
+Every chromadb call runs in a fresh child process: chromadb keeps per-process state keyed by
+collection and segment ids, and the tests copy one template (same ids) into many directories,
+so in-process clients would read and write stale state across copies.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 DIM = 64
 DEFAULT_SPEC = {"docs": 3000, "notes": 1000}
 
+_WORKER = r'''
+import json, sys
+import numpy as np
+import chromadb
+from chromadb.config import Settings
 
-@contextmanager
-def client(path: Path) -> Iterator[Any]:
-    import chromadb
-    from chromadb.api.client import SharedSystemClient
-    from chromadb.config import Settings
-
-    c = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
-    try:
-        yield c
-    finally:
-        SharedSystemClient.clear_system_cache()
-
-
-def vectors(seed: int, n: int, dim: int = DIM) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, dim)).astype("float32")
+DIM = 64
+def vectors(seed, n):
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype("float32")
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+op, path, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+c = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
+out = None
+if op == "build":
+    for k, (name, n) in enumerate(sorted(args["spec"].items())):
+        col = c.get_or_create_collection(name, embedding_function=None)
+        for start in range(0, n, 1000):
+            stop = min(n, start + 1000)
+            col.add(
+                ids=[f"{name}-{i}" for i in range(start, stop)],
+                embeddings=vectors(args["seed"] * 1000 + k * 100 + start, stop - start),
+                documents=[f"{name} document {i} " + "lorem ipsum " * 10 for i in range(start, stop)],
+                metadatas=[{"i": i, "group": i % 7} for i in range(start, stop)],
+            )
+elif op == "add":
+    ids = args["ids"]
+    c.get_collection(args["name"]).add(
+        ids=ids, embeddings=vectors(10_000 + args["seed"], len(ids)),
+        documents=[f"added {i}" for i in ids], metadatas=[{"i": -1, "group": 99} for _ in ids])
+elif op == "update_metadata":
+    c.get_collection(args["name"]).update(
+        ids=args["ids"], metadatas=[{"i": args["value"], "group": -1} for _ in args["ids"]])
+elif op == "update_embedding":
+    c.get_collection(args["name"]).update(ids=args["ids"], embeddings=vectors(args["seed"], len(args["ids"])))
+elif op == "delete":
+    c.get_collection(args["name"]).delete(ids=args["ids"])
+elif op == "delete_collection":
+    c.delete_collection(args["name"])
+elif op == "counts":
+    out = {col.name: c.get_collection(col.name).count() for col in c.list_collections()}
+elif op == "ids":
+    out = sorted(c.get_collection(args["name"]).get(include=[])["ids"])
+print(json.dumps(out))
+'''
+
+
+def run_chroma(op: str, path: Path, **args: Any) -> Any:
+    proc = subprocess.run(
+        [sys.executable, "-c", _WORKER, op, str(path), json.dumps(args)],
+        capture_output=True, text=True, env=dict(os.environ, ANONYMIZED_TELEMETRY="False"),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"chroma {op} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def build_db(path: Path, spec: dict[str, int] | None = None, seed: int = 0) -> dict[str, int]:
-    spec = spec or DEFAULT_SPEC
-    with client(path) as c:
-        for k, (name, n) in enumerate(sorted(spec.items())):
-            col = c.get_or_create_collection(name, embedding_function=None)
-            for start in range(0, n, 1000):
-                stop = min(n, start + 1000)
-                col.add(
-                    ids=[f"{name}-{i}" for i in range(start, stop)],
-                    embeddings=vectors(seed * 1000 + k * 100 + start, stop - start),
-                    documents=[f"{name} document {i} " + "lorem ipsum " * 10 for i in range(start, stop)],
-                    metadatas=[{"i": i, "group": i % 7} for i in range(start, stop)],
-                )
-    return dict(spec)
+    spec = dict(spec or DEFAULT_SPEC)
+    run_chroma("build", path, spec=spec, seed=seed)
+    return spec
 
 
 def grow(path: Path, name: str, n: int, seed: int, prefix: str = "new") -> list[str]:
     ids = [f"{name}-{prefix}{seed}-{i}" for i in range(n)]
-    with client(path) as c:
-        col = c.get_collection(name)
-        col.add(
-            ids=ids,
-            embeddings=vectors(10_000 + seed, n),
-            documents=[f"added {i}" for i in range(n)],
-            metadatas=[{"i": -i, "group": 99} for i in range(n)],
-        )
+    run_chroma("add", path, name=name, ids=ids, seed=seed)
     return ids
 
 
 def update_metadata(path: Path, name: str, ids: list[str], value: int) -> None:
-    with client(path) as c:
-        c.get_collection(name).update(ids=ids, metadatas=[{"i": value, "group": -1} for _ in ids])
+    run_chroma("update_metadata", path, name=name, ids=ids, value=value)
+
+
+def update_embedding(path: Path, name: str, ids: list[str], seed: int) -> None:
+    run_chroma("update_embedding", path, name=name, ids=ids, seed=seed)
 
 
 def delete(path: Path, name: str, ids: list[str]) -> None:
-    with client(path) as c:
-        c.get_collection(name).delete(ids=ids)
+    run_chroma("delete", path, name=name, ids=ids)
+
+
+def delete_collection(path: Path, name: str) -> None:
+    run_chroma("delete_collection", path, name=name)
+
+
+def ids(path: Path, name: str) -> list[str]:
+    result: list[str] = run_chroma("ids", path, name=name)
+    return result
 
 
 def counts(path: Path) -> dict[str, int]:
-    """Open a throwaway copy (Chroma writes on open) and count every collection."""
+    """Count every collection of a throwaway copy (Chroma writes when it opens a dir)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "db"
         shutil.copytree(path, copy)
-        with client(copy) as c:
-            return {col.name: c.get_collection(col.name).count() for col in c.list_collections()}
+        result: dict[str, int] = run_chroma("counts", copy)
+    return result
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from chroma_helpers import client, counts
+from chroma_helpers import counts, delete_collection
 
 
 def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
@@ -41,8 +41,7 @@ def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_p
 
 
 def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
-    with client(chroma_dir) as c:
-        c.delete_collection("notes")
+    delete_collection(chroma_dir, "notes")
     orphan = [p.name for p in chroma_dir.iterdir() if p.is_dir()]
     progress = tmp_path / "embedding_progress.json"
     progress.write_text('{"done": 3000}')

@@ -173,38 +173,35 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 def _sse_args(options: StoreOptions) -> dict[str, str]:
     sse = options.sse.strip()
+    if sse not in ("AES256", "aws:kms") and sse.lower() != "none":
+        raise UsageError(f"unknown server-side encryption {options.sse!r} (use AES256, aws:kms or none)")
+    if options.sse_kms_key_id and sse != "aws:kms":
+        raise UsageError("--sse-kms-key-id needs --sse aws:kms")
     if sse.lower() == "none":
-        if options.sse_kms_key_id:
-            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
         return {}
-    if sse == "AES256":
-        if options.sse_kms_key_id:
-            raise UsageError("--sse-kms-key-id needs --sse aws:kms")
-        return {"ServerSideEncryption": "AES256"}
-    if sse == "aws:kms":
-        args = {"ServerSideEncryption": "aws:kms"}
-        if options.sse_kms_key_id:
-            args["SSEKMSKeyId"] = options.sse_kms_key_id
-        return args
-    raise UsageError(f"unknown server-side encryption {options.sse!r} (use AES256, aws:kms or none)")
+    args = {"ServerSideEncryption": sse}
+    if options.sse_kms_key_id:
+        args["SSEKMSKeyId"] = options.sse_kms_key_id
+    return args
 
 
-def _client_config(
-    options: StoreOptions, *, max_attempts: int, connect_timeout: float, read_timeout: float
-) -> Any:
+def _client_config(options: StoreOptions, *, probe: bool = False) -> Any:
+    """The main client's config, or the probe's: two tries, 3 s to connect, 10 s to answer.
+
+    A refused port then fails the probe in well under a second, a black-holed one in about
+    six (measured), whatever retries and timeouts the main client is given.
+    """
+    if options.checksum not in (None, "when_supported", "when_required"):
+        raise UsageError(f"unknown checksum mode {options.checksum!r} (use when_supported or when_required)")
     kwargs: dict[str, Any] = {
         # botocore reads "max_attempts" here as retries after the first try; this is the total.
-        "retries": {"mode": "standard", "total_max_attempts": max_attempts},
-        "connect_timeout": connect_timeout,
-        "read_timeout": read_timeout,
+        "retries": {"mode": "standard", "total_max_attempts": 2 if probe else options.max_attempts},
+        "connect_timeout": min(options.connect_timeout, 3.0) if probe else options.connect_timeout,
+        "read_timeout": min(options.read_timeout, 10.0) if probe else options.read_timeout,
         # Parallel puts, each possibly multipart with its own threads, share this pool.
         "max_pool_connections": max(10, 2 * options.max_concurrency),
     }
     if options.checksum:
-        if options.checksum not in ("when_supported", "when_required"):
-            raise UsageError(
-                f"unknown checksum mode {options.checksum!r} (use when_supported or when_required)"
-            )
         kwargs["request_checksum_calculation"] = options.checksum
         kwargs["response_checksum_validation"] = options.checksum
     return Config(**kwargs)
@@ -244,24 +241,13 @@ class S3Store:
             max_concurrency=max(1, options.max_concurrency),
             preferred_transfer_client="classic",
         )
-        main_cfg = _client_config(
-            options,
-            max_attempts=options.max_attempts,
-            connect_timeout=options.connect_timeout,
-            read_timeout=options.read_timeout,
-        )
-        # The probe tries twice with at most 3 s to connect and 10 s to answer: a refused port
-        # fails in well under a second, a black-holed one in about six (measured).
-        probe_cfg = _client_config(
-            options,
-            max_attempts=2,
-            connect_timeout=min(options.connect_timeout, 3.0),
-            read_timeout=min(options.read_timeout, 10.0),
-        )
         try:
             session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
-            self._client: Any = session.client("s3", endpoint_url=options.endpoint_url, config=main_cfg)
-            self._probe: Any = session.client("s3", endpoint_url=options.endpoint_url, config=probe_cfg)
+            endpoint = options.endpoint_url  # None: boto3 reads AWS_ENDPOINT_URL(_S3) itself
+            self._client: Any = session.client("s3", endpoint_url=endpoint, config=_client_config(options))
+            self._probe: Any = session.client(
+                "s3", endpoint_url=endpoint, config=_client_config(options, probe=True)
+            )
         except InvalidRegionError as exc:
             raise UsageError(f"bad AWS region {options.region!r}") from exc
         except ValueError as exc:  # botocore's "Invalid endpoint: ..."
@@ -289,6 +275,9 @@ class S3Store:
             raise StorageError(f"invalid storage key {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _error(self, exc: BaseException, op: str, what: str, **flags: bool) -> SnapshotError:
+        return translate_error(exc, op=op, what=what, bucket=self.bucket, endpoint=self.endpoint, **flags)
+
     @contextmanager
     def _request(
         self, kind: str, key: str, *, up: int = 0, count: int = 1, create_only: bool = False
@@ -298,10 +287,7 @@ class S3Store:
         try:
             yield req
         except _AWS_ERRORS as exc:
-            raise translate_error(
-                exc, op=kind, what=f"{key} in {self.url}", bucket=self.bucket,
-                endpoint=self.endpoint, create_only=create_only,
-            ) from exc
+            raise self._error(exc, kind, f"{key} in {self.url}", create_only=create_only) from exc
         finally:
             for i in range(count):
                 self.stats.add(kind, up=up if i == 0 else 0, down=req.down if i == 0 else 0)
@@ -312,10 +298,7 @@ class S3Store:
         try:
             self._probe.head_bucket(Bucket=self.bucket)
         except _AWS_ERRORS as exc:
-            raise translate_error(
-                exc, op="open", what=f"repository {self.url}", bucket=self.bucket,
-                endpoint=self.endpoint, bucket_level=True,
-            ) from exc
+            raise self._error(exc, "open", f"repository {self.url}", bucket_level=True) from exc
         self._ready = True
 
     def _ensure_ready(self) -> None:

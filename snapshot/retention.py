@@ -1,0 +1,194 @@
+"""Retention: which snapshots a keep policy keeps, and why. Pure functions, no I/O.
+
+The semantics are restic's (``restic forget --keep-*``): every policy is evaluated over the
+snapshots newest first and the results are OR-ed.
+
+* ``last N`` keeps the N newest snapshots;
+* ``hourly/daily/weekly/monthly/yearly N`` keep the newest snapshot in each of the last N
+  distinct buckets (UTC hours, days, ISO weeks, months, years) that hold a snapshot;
+* ``within D`` keeps every snapshot taken less than D before the *newest* snapshot (not before
+  now, so a repository left alone is not emptied by time passing);
+* ``tag T`` keeps every snapshot carrying T (``a,b`` means both a and b).
+
+Unlike restic, the newest snapshot is always kept ("newest"), and a bucket policy does not also
+keep the oldest snapshot when it has counts left over: the brief asks for "newest per bucket".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from snapshot.errors import UsageError
+from snapshot.manifest import Manifest
+
+_DURATION_PART = re.compile(r"(\d+)(min|y|m|w|d|h|s)")
+_UNITS = "y (years), m (months), w (weeks), d (days), h (hours), min (minutes), s (seconds)"
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A calendar duration like restic's: years and months are calendar steps."""
+
+    text: str
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    seconds: int = 0
+
+    def before(self, moment: datetime) -> datetime:
+        """``moment`` minus this duration (month ends normalise like Go's AddDate)."""
+        month0 = moment.year * 12 + (moment.month - 1) - self.years * 12 - self.months
+        year, month = divmod(month0, 12)
+        try:
+            first = moment.replace(year=year, month=month + 1, day=1)
+            shifted = first + timedelta(days=moment.day - 1)
+            return shifted - timedelta(days=self.days, seconds=self.seconds)
+        except (ValueError, OverflowError):  # before year 1: everything is "within"
+            return datetime.min.replace(tzinfo=moment.tzinfo)
+
+    def total_seconds(self, at: datetime) -> float:
+        return (at - self.before(at)).total_seconds()
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_duration(text: str) -> Duration:
+    """``30d``, ``12h``, ``2w``, ``1y2m``, ``90min``, ``0s`` (``m`` is months, as in restic)."""
+    s = text.strip().lower()
+    parts = _DURATION_PART.findall(s)
+    if not s or "".join(n + u for n, u in parts) != s:
+        raise UsageError(f"bad duration {text!r}: use numbers with units {_UNITS}, e.g. 30d or 1y2m")
+    acc = {"y": 0, "m": 0, "w": 0, "d": 0, "h": 0, "min": 0, "s": 0}
+    for number, unit in parts:
+        acc[unit] += int(number)
+    return Duration(
+        text=s,
+        years=acc["y"],
+        months=acc["m"],
+        days=acc["d"] + 7 * acc["w"],
+        seconds=3600 * acc["h"] + 60 * acc["min"] + acc["s"],
+    )
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+    within: Duration | None = None
+    #: Each entry is a set of tags that must all be present; entries are OR-ed.
+    tags: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
+        return not any(counts) and self.within is None and not self.tags
+
+
+@dataclass(frozen=True)
+class SnapshotTime:
+    """What retention needs to know about a snapshot."""
+
+    id: str
+    time: datetime
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: str
+    created_at: str
+    tags: tuple[str, ...]
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """Both lists newest first; every kept snapshot has at least one reason."""
+
+    keep: tuple[Decision, ...]
+    remove: tuple[Decision, ...]
+
+
+def parse_time(created_at: str, snapshot_id: str) -> datetime:
+    """A manifest's creation time (UTC); the id's timestamp if created_at is unreadable."""
+    try:
+        t = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        t = datetime.strptime(snapshot_id[:15], "%Y%m%dT%H%M%S")
+    if t.tzinfo is None:
+        return t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc)
+
+
+def snapshot_times(manifests: Sequence[Manifest]) -> list[SnapshotTime]:
+    return [SnapshotTime(m.id, parse_time(m.created_at, m.id), m.tags) for m in manifests]
+
+
+def _iso_week(t: datetime) -> str:
+    year, week, _ = t.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+_BUCKETS: tuple[tuple[str, Callable[[datetime], str]], ...] = (
+    ("hourly", lambda t: t.strftime("%Y-%m-%dT%H")),
+    ("daily", lambda t: t.strftime("%Y-%m-%d")),
+    ("weekly", _iso_week),
+    ("monthly", lambda t: t.strftime("%Y-%m")),
+    ("yearly", lambda t: t.strftime("%Y")),
+)
+
+
+def plan_retention(snapshots: Sequence[SnapshotTime], policy: RetentionPolicy) -> RetentionPlan:
+    """Which snapshots ``policy`` keeps and why; see the module docstring for the rules."""
+    if policy.empty:
+        raise UsageError("no retention policy given: pass at least one --keep-* option")
+    ordered = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
+    if not ordered:
+        return RetentionPlan((), ())
+    newest = ordered[0]
+    cutoff = policy.within.before(newest.time) if policy.within is not None else None
+    left = {name: getattr(policy, name) for name, _ in _BUCKETS}
+    last_bucket: dict[str, str | None] = {name: None for name, _ in _BUCKETS}
+    kept_last = 0
+    keep: list[Decision] = []
+    remove: list[Decision] = []
+    for snap in ordered:
+        reasons: list[str] = []
+        if kept_last < policy.last:
+            kept_last += 1
+            reasons.append(f"last {kept_last}")
+        for name, bucket_of in _BUCKETS:
+            bucket = bucket_of(snap.time)
+            if left[name] > 0 and bucket != last_bucket[name]:
+                left[name] -= 1
+                last_bucket[name] = bucket
+                reasons.append(f"{name} {bucket}")
+        if cutoff is not None and snap.time > cutoff:
+            reasons.append(f"within {policy.within}")
+        for wanted in policy.tags:
+            if wanted and set(wanted) <= set(snap.tags):
+                reasons.append("tag " + ",".join(wanted))
+        if not reasons and snap is newest:
+            reasons.append("newest")
+        decision = Decision(snap.id, snap.time.isoformat().replace("+00:00", "Z"), snap.tags, tuple(reasons))
+        (keep if reasons else remove).append(decision)
+    return RetentionPlan(tuple(keep), tuple(remove))
+
+
+def parse_tag_options(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """``--keep-tag a,b --keep-tag c`` -> ((a, b), (c,)); empty tags are refused."""
+    out = []
+    for v in values:
+        tags = tuple(t.strip() for t in v.split(","))
+        if not all(tags):
+            raise UsageError(f"bad --keep-tag {v!r}: empty tag")
+        out.append(tags)
+    return tuple(out)
