@@ -1,0 +1,93 @@
+"""The CLI end to end on a real S3 endpoint (moto's server), with the seed's deep prefix."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+from chroma_helpers import counts, grow
+
+
+def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
+    assert s3_repo_url.endswith("/processed/informatika/kelas_10/chromadb")
+    first = cli("--repo", s3_repo_url, "create", chroma_dir, "--tag", "nightly", "--json")
+    assert first.code == 0, first.stderr
+    r1 = first.json()
+    assert r1["objects_uploaded"] >= 1 and r1["requests"]["total"] > 0
+    # packs are uploaded whole, never one PUT per file
+    assert r1["requests"].get("put", 0) <= r1["objects_uploaded"] + 2 < r1["files"]
+
+    grow(chroma_dir, "docs", 40, seed=11)
+    r2 = cli("--repo", s3_repo_url, "create", chroma_dir, "--json").json()
+    assert r2["parent"] == r1["id"] and r2["bytes_uploaded"] < r1["bytes_uploaded"] / 5
+
+    r3 = cli("--repo", s3_repo_url, "create", chroma_dir, "--json").json()
+    assert r3["objects_uploaded"] == 0 and r3["bytes_new"] == 0
+    assert r3["requests"].get("put", 0) == 1  # the manifest, nothing else
+    assert r3["requests"]["total"] <= 8
+
+    listed = cli("--repo", s3_repo_url, "list", "--json").json()
+    assert [s["id"] for s in listed] == [r1["id"], r2["id"], r3["id"]]
+
+    target = tmp_path / "restored"
+    res = cli("--repo", s3_repo_url, "restore", r1["id"][:17], target, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
+    res = cli("--repo", s3_repo_url, "restore", "latest", target, "--force", "--json")
+    assert res.code == 0, res.stderr
+    body = res.json()
+    assert body["chroma_checked"] == {"docs": 3040, "notes": 1000} and body["bytes_reused"] > 0
+    assert counts(target) == {"docs": 3040, "notes": 1000}
+
+
+def test_same_layout_as_local(cli, s3_client, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
+    """A bucket prefix synced down is a valid local repository, and a local one synced up works."""
+    assert cli("--repo", s3_repo_url, "create", chroma_dir).code == 0
+    bucket, prefix = s3_repo_url[5:].split("/", 1)
+    local = tmp_path / "synced"
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    for key in keys:
+        dest = local / key[len(prefix) + 1 :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert sorted(p.relative_to(local).parts[0] for p in local.rglob("*") if p.is_file()) == sorted(
+        ["config.json", "snapshots"] + ["data"] * (len(keys) - 2)
+    )
+    res = cli("--repo", local, "restore", "latest", tmp_path / "a", "--skip-chroma-check")
+    assert res.code == 0, res.stderr
+
+    up = f"s3://{bucket}/elsewhere/repo"
+    for p in local.rglob("*"):
+        if p.is_file():
+            s3_client.put_object(Bucket=bucket, Key=f"elsewhere/repo/{p.relative_to(local).as_posix()}",
+                                 Body=p.read_bytes())
+    res = cli("--repo", up, "restore", "latest", tmp_path / "b", "--skip-chroma-check")
+    assert res.code == 0, res.stderr
+
+
+def test_missing_bucket_fails_fast(cli, s3_endpoint: str, chroma_dir: Path) -> None:
+    started = time.monotonic()
+    res = cli("--repo", "s3://no-such-bucket/x", "create", chroma_dir)
+    assert res.code == 10, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "no-such-bucket" in res.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_unreachable_endpoint_fails_fast(cli, s3_endpoint: str, chroma_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    started = time.monotonic()
+    res = cli("--repo", "s3://bucket/x", "--endpoint-url", f"http://127.0.0.1:{port}", "list")
+    assert res.code == 13, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 15
+
+
+def test_credentials_never_printed(cli, s3_repo_url: str, chroma_dir: Path, monkeypatch) -> None:
+    secret = "S3cr3tV4lue-do-not-print"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    out = cli("--repo", s3_repo_url, "create", chroma_dir, "--json")
+    shown = cli("--repo", s3_repo_url, "show", "latest", "--json")
+    assert secret not in out.stdout + out.stderr + shown.stdout + shown.stderr
