@@ -268,3 +268,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["cli", "main"]
+
+# The maintenance commands (diff, prune, forget, check) register themselves on `cli`.
+from snapshot import cli_maint  # noqa: E402, F401

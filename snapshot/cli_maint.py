@@ -97,9 +97,14 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_jso
 # ------------------------------------------------------------------ prune / forget
 
 
+def _id_time(sid: str) -> str:
+    """The creation time a snapshot id starts with (to the second)."""
+    return f"{sid[0:4]}-{sid[4:6]}-{sid[6:8]} {sid[9:11]}:{sid[11:13]}:{sid[13:15]}"
+
+
 def _prune_text(r: PruneResult) -> list[str]:
     rows = [["keep", d.id, d.created_at[:19].replace("T", " "), ", ".join(d.reasons)] for d in r.kept]
-    rows += [["remove", sid, "", ""] for sid in r.removed]
+    rows += [["remove", sid, _id_time(sid), ""] for sid in r.removed]
     out = [table(rows, ["ACTION", "ID", "CREATED (UTC)", "WHY"])] if rows else ["no snapshots"]
     verb = "would remove" if r.dry_run else "removed"
     out.append(f"{verb} {len(r.removed)} snapshot(s) and {len(r.objects_removed)} object(s), "

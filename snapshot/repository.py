@@ -26,9 +26,13 @@ from snapshot.manifest import Manifest, RepoConfig, dumps, parse_config, parse_m
 from snapshot.storage import Store, StoreOptions, open_store
 
 if TYPE_CHECKING:
+    from snapshot.check import CheckResult, Subset
     from snapshot.create import CreateResult
+    from snapshot.diff import SnapshotDiff
     from snapshot.progress import Reporter
+    from snapshot.prune import PruneResult
     from snapshot.restore import RestorePlan, RestoreResult
+    from snapshot.retention import RetentionPolicy
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_CODEC = "zstd"
@@ -220,3 +224,42 @@ class Repository:
 
         m = self.get(ref)
         return plan_restore(m, index_local(Path(target).expanduser().absolute(), m))
+
+    def diff(
+        self,
+        before: str,
+        after: str | os.PathLike[str],
+        *,
+        records: bool = False,
+        record_limit: int | None = None,
+        tmp_dir: str | os.PathLike[str] | None = None,
+    ) -> SnapshotDiff:
+        """Snapshot ``before`` against snapshot ``after``, or against a live dir at ``after``."""
+        from snapshot.diff import diff_snapshots
+
+        return diff_snapshots(
+            self, before, after, records=records, record_limit=record_limit,
+            tmp_dir=None if tmp_dir is None else Path(tmp_dir),
+        )
+
+    def prune(
+        self, policy: RetentionPolicy, *, dry_run: bool = False, grace: float = 3600.0
+    ) -> PruneResult:
+        """Apply a retention policy, then delete packs no remaining snapshot references."""
+        from snapshot.prune import prune
+
+        return prune(self, policy, dry_run=dry_run, grace=grace)
+
+    def forget(
+        self, refs: Sequence[str], *, dry_run: bool = False, grace: float = 3600.0
+    ) -> PruneResult:
+        """Drop the named snapshots, then the same garbage collection as prune."""
+        from snapshot.prune import forget
+
+        return forget(self, refs, dry_run=dry_run, grace=grace)
+
+    def check(self, *, read_data: bool = False, subset: Subset | None = None) -> CheckResult:
+        """Verify config, manifests and objects (``read_data``: every frame's hash)."""
+        from snapshot.check import check_repository
+
+        return check_repository(self, read_data=read_data, subset=subset)
