@@ -221,7 +221,8 @@ def restore(snapshot_ref: str, target: str, force: bool, skip_chroma_check: bool
             return emit_json(plan)
         click.echo(f"restore {plan.snapshot} into {target}: {plan.files} files, "
                    f"{human_bytes(plan.bytes_total)}; {human_bytes(plan.bytes_local)} reused from the "
-                   f"target, {human_bytes(plan.bytes_remote)} read from the repository (dry run)")
+                   f"target, {human_bytes(plan.bytes_remote)} rebuilt from "
+                   f"{human_bytes(plan.bytes_to_download)} read from the repository (dry run)")
         return
     result = repo.restore(snapshot_ref, target, force=force, verify_chroma=not skip_chroma_check,
                           reporter=CliReporter(not as_json))

@@ -52,6 +52,8 @@ class RestorePlan:
     bytes_local: int
     chunks_remote: int
     bytes_remote: int
+    #: Compressed bytes of the frames to read (less when the target holds a delta base).
+    bytes_to_download: int
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
     found: dict[str, LocalChunk] = {}
     if not target.is_dir() or target.is_symlink():
         return found
-    wanted = {c.hash for f in m.files for c in f.chunks}
+    # Final chunk contents, and the intermediate contents of delta chains: a target holding
+    # the parent's version of a chunk needs only the newer delta frames.
+    wanted = {fr.hash for f in m.files for c in f.chunks for fr in c.frames}
     for f in m.files:
         p = _inside(target, f.path)
         if p is None:
@@ -125,15 +129,21 @@ def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
 
 
 def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
-    """Pure: how much of ``m`` the target already holds."""
-    cl = bl = cr = br = 0
+    """Pure: how much of ``m`` the target already holds, and what must be read."""
+    cl = bl = cr = br = down = 0
     for f in m.files:
         for c in f.chunks:
             if c.hash in local:
                 cl, bl = cl + 1, bl + c.size
-            else:
-                cr, br = cr + 1, br + c.size
-    return RestorePlan(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br)
+                continue
+            cr, br = cr + 1, br + c.size
+            start = 0
+            for i in range(len(c.frames) - 2, -1, -1):
+                if c.frames[i].hash in local:
+                    start = i + 1
+                    break
+            down += sum(fr.length for fr in c.frames[start:])
+    return RestorePlan(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
 
 
 def check_target(target: Path, force: bool) -> None:
@@ -152,21 +162,28 @@ class _Fetcher:
         self.local = local
         self.reused = self.fetched = self.bytes_reused = 0
 
-    def _read_local(self, lc: LocalChunk, chunk: Chunk) -> bytes | None:
+    def _read_local(self, h: str) -> bytes | None:
+        lc = self.local.get(h)
+        if lc is None:
+            return None
         try:
             with open(lc.path, "rb") as fh:
                 fh.seek(lc.offset)
                 data = fh.read(lc.size)
         except OSError:
             return None
-        return data if digest(data) == chunk.hash else None
+        return data if digest(data) == h else None
 
     def get(self, chunk: Chunk) -> tuple[bytes, bool]:
-        lc = self.local.get(chunk.hash)
-        if lc is not None:
-            data = self._read_local(lc, chunk)
-            if data is not None:
-                return data, True
+        data = self._read_local(chunk.hash)
+        if data is not None:
+            return data, True
+        for i in range(len(chunk.frames) - 2, -1, -1):
+            base = self._read_local(chunk.frames[i].hash)
+            if base is not None:  # the target holds an older link of this chain
+                for frame in chunk.frames[i + 1 :]:
+                    base = self.reader.decode(frame, base)
+                return base, False
         data = self.reader.read_chunk(chunk)
         if digest(data) != chunk.hash:  # read_chunk checks frames; this guards the chain end
             raise IntegrityError(f"chunk {chunk.hash} decoded to different content")

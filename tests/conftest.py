@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chroma_helpers import DEFAULT_SPEC, build_db
-from s3_fixtures import *  # noqa: F401,F403
+from s3_fixtures import *  # noqa: F403
 
 from snapshot.cli import main
 

@@ -140,3 +140,24 @@ def test_gzip_packs_decompress_with_plain_gzip(cli, chroma_dir: Path, repo_path:
     packs = [p for p in (repo_path / "data").rglob("*") if p.is_file()]
     raw = b"".join(gzip.decompress(p.read_bytes()) for p in packs)
     assert len(raw) == sum(p.stat().st_size for p in chroma_dir.rglob("*") if p.is_file())
+
+
+def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
+    first = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
+    target = tmp_path / "prod"
+    assert cli("--repo", repo_path, "restore", first["id"], target, "--skip-chroma-check").code == 0
+    before = tree_digest(target)
+    grow(chroma_dir, "docs", 40, seed=3)
+    second = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
+    assert second["chunks_delta"] >= 1
+
+    plan = cli("--repo", repo_path, "restore", "latest", target, "--dry-run", "--json")
+    assert plan.code == 0, plan.stderr
+    p = plan.json()
+    assert tree_digest(target) == before  # a dry run changes nothing
+    assert p["bytes_local"] > 0 and p["bytes_to_download"] <= second["bytes_new"]
+
+    res = cli("--repo", repo_path, "restore", "latest", target, "--force", "--json").json()
+    # only the new delta frames are read: the target holds every base
+    assert res["bytes_downloaded"] == p["bytes_to_download"] <= second["bytes_new"]
+    assert res["chroma_checked"] == {"docs": 3040, "notes": 1000}
