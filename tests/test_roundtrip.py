@@ -81,7 +81,8 @@ def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Pat
     assert all(c.dimension == 64 for c in m.collections)
     out = repo.restore("latest", tmp_path / "out")
     assert out.chroma_checked == {"docs": 3000, "notes": 1000}
-    assert sqlite_payload(tmp_path / "out" / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
+    restored_db = tmp_path / "out" / "chroma.sqlite3"
+    assert sqlite_payload(restored_db) == sqlite_payload(chroma_dir / "chroma.sqlite3")
 
 
 def test_manifest_records_what_design_requires(cli, chroma_dir: Path, repo_path: Path) -> None:
