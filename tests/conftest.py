@@ -40,6 +40,14 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
+    """Run ``create`` and return the new snapshot id (the test fails if create fails)."""
+    res = run_cli("--repo", str(repo), "create", str(source), "--json", *extra)
+    assert res.code == 0, res.stderr
+    sid: str = res.json()["id"]
+    return sid
+
+
 @pytest.fixture
 def cli() -> Callable[..., CliResult]:
     return run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import grow
-from conftest import CliResult, run_cli
+from conftest import CliResult, create_snapshot
 
 from snapshot import layout
 from snapshot.check import check_repository, parse_subset, select_objects
@@ -20,21 +20,15 @@ from snapshot.repository import Repository
 Cli = Callable[..., CliResult]
 
 
-def _create(repo: Path, source: Path) -> str:
-    res = run_cli("--repo", repo, "create", source, "--json")
-    assert res.code == 0, res.stderr
-    sid: str = res.json()["id"]
-    return sid
-
 
 @pytest.fixture(scope="module")
 def built(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     base = tmp_path_factory.mktemp("check")
     live, repo = base / "vector_db", base / "snapshots"
     shutil.copytree(chroma_template, live)
-    ids = [_create(repo, live)]
+    ids = [create_snapshot(repo, live)]
     grow(live, "docs", 200, seed=1)
-    ids.append(_create(repo, live))
+    ids.append(create_snapshot(repo, live))
     return repo, ids
 
 

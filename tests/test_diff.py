@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import delete, grow, tree_digest, update_embedding, update_metadata
-from conftest import CliResult, run_cli
+from conftest import CliResult, create_snapshot
 
 from snapshot.diff import (
     CountChange,
@@ -41,12 +41,6 @@ class History:
     changed_notes: frozenset[str]
 
 
-def _create(repo: Path, source: Path) -> str:
-    res = run_cli("--repo", repo, "create", source, "--json")
-    assert res.code == 0, res.stderr
-    sid: str = res.json()["id"]
-    return sid
-
 
 @pytest.fixture(scope="module")
 def history(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> History:
@@ -54,15 +48,15 @@ def history(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     base = tmp_path_factory.mktemp("diff")
     live, repo = base / "vector_db", base / "snapshots"
     shutil.copytree(chroma_template, live)
-    s1 = _create(repo, live)
+    s1 = create_snapshot(repo, live)
     new_docs = grow(live, "docs", 200, seed=1)
-    s2 = _create(repo, live)
+    s2 = create_snapshot(repo, live)
     new_notes = grow(live, "notes", 30, seed=2)
     update_metadata(live, "notes", [f"notes-{i}" for i in range(50)], 7)
     gone = [f"docs-{i}" for i in range(100, 130)]
     delete(live, "docs", gone + new_docs[:20])  # 20 of the new ones never reach s3
     update_embedding(live, "docs", ["docs-7", "docs-8"], seed=4242)  # only seq_id shows this one
-    s3 = _create(repo, live)
+    s3 = create_snapshot(repo, live)
     return History(
         repo=repo,
         live=live,

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import tree_digest
+from conftest import create_snapshot
 
 from snapshot.errors import EXIT_CODES
 
 
 def _snap(cli, repo: Path, src: Path) -> str:
-    r = cli("--repo", repo, "create", src, "--json")
-    assert r.code == 0, r.stderr
-    return str(r.json()["id"])
+    return create_snapshot(repo, src)
 
 
 def _packs(repo: Path) -> list[Path]:

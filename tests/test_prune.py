@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import build_db, counts, grow, tree_digest
-from conftest import CliResult, run_cli
+from conftest import CliResult, create_snapshot
 
 from snapshot import layout
 from snapshot.hashing import digest
@@ -29,12 +29,6 @@ class Built:
     ids: tuple[str, str, str]
 
 
-def _create(repo: Path, source: Path, *extra: str) -> str:
-    res = run_cli("--repo", repo, "create", source, "--json", *extra)
-    assert res.code == 0, res.stderr
-    sid: str = res.json()["id"]
-    return sid
-
 
 @pytest.fixture(scope="module")
 def built(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
@@ -44,12 +38,12 @@ def built(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Bu
     base = tmp_path_factory.mktemp("prune")
     live, repo = base / "vector_db", base / "snapshots"
     shutil.copytree(chroma_template, live)
-    s1 = _create(repo, live)
+    s1 = create_snapshot(repo, live)
     shutil.rmtree(live)
     build_db(live, {"docs": 300}, seed=5)
-    s2 = _create(repo, live, "--no-delta")
+    s2 = create_snapshot(repo, live, "--no-delta")
     grow(live, "docs", 50, seed=6)
-    s3 = _create(repo, live)
+    s3 = create_snapshot(repo, live)
     return Built(repo, (s1, s2, s3))
 
 
