@@ -119,11 +119,17 @@ def cli() -> None:
 @click.option("--chunk-size", type=int, default=1 << 20, show_default=True,
               help="Chunk size in bytes; only when this create initialises the repository.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False), help="Where the consistent copy is staged.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Base cache: the last capture of each source, kept so the next create deltas against "
+              "it without reading the repository [$CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot].")
+@click.option("--no-cache", is_flag=True, help="Keep no base cache (saves a DB-sized copy on disk; the "
+              "next create then reads delta bases back from the repository).")
 @repo_options
 @json_option
 def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
            include_orphans: bool, parent: str | None, codec: str | None, level: int | None,
-           no_delta: bool, chunk_size: int, tmp_dir: str | None, as_json: bool) -> None:
+           no_delta: bool, chunk_size: int, tmp_dir: str | None, cache_dir: str | None, no_cache: bool,
+           as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     \b
@@ -136,7 +142,8 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
                          "applies only when a create initialises a repository")
     result = repo.create(source, tags=tags, message=message, includes=includes,
                          include_orphans=include_orphans, parent=parent, codec=codec, level=level,
-                         delta=not no_delta, tmp_dir=tmp_dir, reporter=CliReporter(not as_json))
+                         delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache, cache_dir=cache_dir,
+                         reporter=CliReporter(not as_json))
     if as_json:
         return emit_json(result)
     click.echo(f"snapshot {result.id} saved (parent {result.parent or '-'})")

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from snapshot import __version__, layout
+from snapshot.basecache import BaseCache, default_root
 from snapshot.compression import check_codec, compress
 from snapshot.errors import AlreadyExistsError, SnapshotError, UsageError
 from snapshot.hashing import FileHasher, digest
@@ -55,6 +57,9 @@ class CreateResult:
     chunks_new: int
     chunks_delta: int
     bytes_new: int
+    #: Delta bases taken from the local base cache / read back from the repository.
+    bases_cached: int
+    bases_read: int
     collections: dict[str, int]
     orphans: tuple[str, ...]
     skipped: tuple[str, ...]
@@ -102,6 +107,8 @@ class _Plan:
     data: bytes
     hash: str
     base: Chunk | None
+    rel: str = ""
+    index: int = 0
 
 
 class _Builder:
@@ -114,8 +121,12 @@ class _Builder:
         delta: bool,
         reporter: Reporter,
         pack_size: int,
+        cache: BaseCache | None,
     ) -> None:
         self.repo = repo
+        self.cache = cache
+        self.bases_cached = self.bases_read = 0
+        self._count_lock = threading.Lock()
         self.parent = parent
         self.codec = codec
         self.level = level
@@ -144,10 +155,21 @@ class _Builder:
             return None
         return base
 
+    def _base_bytes(self, plan: _Plan) -> bytes:
+        assert plan.base is not None and self.parent is not None
+        if self.cache is not None:
+            raw = self.cache.base(self.parent.id, plan.rel, plan.index, self.chunk_size, plan.base)
+            if raw is not None:
+                with self._count_lock:
+                    self.bases_cached += 1
+                return raw
+        with self._count_lock:
+            self.bases_read += 1
+        return self.reader.read_chunk(plan.base)
+
     def _compress(self, plan: _Plan) -> tuple[bytes, Chunk | None]:
         if plan.base is not None:
-            base_raw = self.reader.read_chunk(plan.base)
-            return compress(plan.data, self.codec, self.level, base_raw), plan.base
+            return compress(plan.data, self.codec, self.level, self._base_bytes(plan)), plan.base
         return compress(plan.data, self.codec, self.level), None
 
     def add_file(self, sf: StagedFile) -> list[list[PendingFrame | Frame]]:
@@ -160,7 +182,7 @@ class _Builder:
             hasher.update(data)
             size += len(data)
             h = digest(data)
-            plan = _Plan(data, h, None)
+            plan = _Plan(data, h, None, sf.rel, index)
             fut = None
             if h not in self.known:
                 plan.base = self._base_for(sf.rel, index)
@@ -222,10 +244,16 @@ def create_snapshot(
     level: int | None = None,
     delta: bool = True,
     tmp_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
     pack_size: int = DEFAULT_PACK_SIZE,
     reporter: Reporter | None = None,
 ) -> CreateResult:
-    """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring."""
+    """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
+
+    With ``use_cache`` the consistent copy is kept in the base cache (``cache_dir``, default
+    $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so the next create deltas against it
+    without reading the repository."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     codec = codec or repo.config.codec
@@ -239,7 +267,13 @@ def create_snapshot(
     requests_before = repo.store.stats.as_dict()
     up_before = repo.store.stats.bytes_up
     parent_m = pick_parent(repo, source, parent)
-    staging = Path(tempfile.mkdtemp(prefix="chroma-snapshot-", dir=tmp_dir))
+    cache = None
+    if use_cache:
+        cache = BaseCache(Path(cache_dir) if cache_dir else default_root(), repo.config.id, source)
+    if cache is not None and tmp_dir is None:
+        staging = cache.new_staging()
+    else:
+        staging = Path(tempfile.mkdtemp(prefix="chroma-snapshot-", dir=tmp_dir))
     try:
         cap = capture(source, staging, includes=includes, include_orphans=include_orphans, log=reporter.warn)
         for orphan in cap.orphans:
@@ -248,7 +282,7 @@ def create_snapshot(
                     f"segment folder {orphan} belongs to no collection: left out "
                     "(--include-orphans keeps it)"
                 )
-        builder = _Builder(repo, parent_m, codec, level, delta, reporter, pack_size)
+        builder = _Builder(repo, parent_m, codec, level, delta, reporter, pack_size, cache)
         try:
             total = sum(sf.staged.stat().st_size for sf in cap.files)
             reporter.phase("snapshot", total)
@@ -302,6 +336,11 @@ def create_snapshot(
             repo.store.put(layout.snapshot_key(sid), dumps(manifest), create_only=True)
         except AlreadyExistsError as exc:  # 32 random bits in the same second: vanishingly rare
             raise SnapshotError(f"snapshot id {sid} already exists; run create again") from exc
+        if cache is not None:
+            try:
+                cache.commit(staging, sid, {sf.rel: sf.staged for sf in cap.files})
+            except OSError as exc:  # the snapshot is committed; only the next delta gets dearer
+                reporter.warn(f"could not update the base cache in {cache.area}: {exc}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         reporter.done()
@@ -318,6 +357,8 @@ def create_snapshot(
         chunks_new=builder.chunks_new,
         chunks_delta=builder.chunks_delta,
         bytes_new=builder.bytes_new,
+        bases_cached=builder.bases_cached,
+        bases_read=builder.bases_read,
         collections={c.name: c.records for c in cap.collections},
         orphans=cap.orphans,
         skipped=cap.skipped,

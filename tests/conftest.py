@@ -48,6 +48,12 @@ def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
     return sid
 
 
+@pytest.fixture(autouse=True)
+def _private_base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own base cache instead of ~/.cache/chroma-snapshot."""
+    monkeypatch.setenv("CHROMA_SNAPSHOT_CACHE", str(tmp_path / "base-cache"))
+
+
 @pytest.fixture
 def cli() -> Callable[..., CliResult]:
     return run_cli
