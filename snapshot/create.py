@@ -334,7 +334,7 @@ def create_snapshot(
             )
         try:
             repo.store.put(layout.snapshot_key(sid), dumps(manifest), create_only=True)
-        except AlreadyExistsError as exc:  # 32 random bits in the same second: vanishingly rare
+        except AlreadyExistsError as exc:  # same 1/65536 s and 16 random bits: vanishingly rare
             raise SnapshotError(f"snapshot id {sid} already exists; run create again") from exc
         if cache is not None:
             try:

@@ -16,7 +16,7 @@ SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
-#: 20261128T015012-1a2b3c4d: UTC creation time, then 32 random bits.
+#: 20261128T015012-1a2b3c4d: UTC creation time in seconds, 16 bits of the second, 16 random bits.
 SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
 
 

@@ -70,8 +70,12 @@ class SnapshotSummary:
 
 
 def new_snapshot_id(now: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now if now is not None else time.time()))
-    return f"{stamp}-{secrets.token_hex(4)}"
+    """``YYYYMMDDTHHMMSS-ffffrrrr``: UTC seconds, then the fraction of the second in 1/65536
+    (so ids sort by creation time even within a second), then 16 random bits."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    fraction = int((now % 1) * 65536)
+    return f"{stamp}-{fraction:04x}{secrets.token_hex(2)}"
 
 
 def utc_now_iso() -> str:

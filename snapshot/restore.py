@@ -67,6 +67,8 @@ class RestoreResult:
     chunks_reused: int
     chunks_fetched: int
     chroma_checked: dict[str, int]
+    #: Chunks chromadb rewrote while the check had the directory open, put back afterwards.
+    chunks_repaired: int
     warnings: tuple[str, ...]
     seconds: float
     requests: dict[str, int] = field(default_factory=dict)
@@ -191,7 +193,7 @@ class _Fetcher:
 
 
 def _write_file(
-    root: Path, f: FileEntry, fetcher: _Fetcher, pool: ThreadPoolExecutor, reporter: Reporter
+    root: Path, f: FileEntry, fetcher: _Fetcher, pool: ThreadPoolExecutor | None, reporter: Reporter
 ) -> None:
     dest = root / f.path
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -221,12 +223,16 @@ def _write_file(
             written += len(data)
             reporter.advance(len(data))
 
+        own_pool = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
         for chunk in f.chunks:
             pending.append((chunk, pool.submit(fetcher.get, chunk)))
             if len(pending) > _WINDOW:
                 drain_one()
         while pending:
             drain_one()
+        if own_pool:
+            pool.shutdown()
         fh.flush()
         os.fsync(fh.fileno())
     if written != f.size or hasher.hexdigest() != f.hash:
@@ -243,6 +249,57 @@ def _materialise(
         for f in m.files:
             _write_file(root, f, fetcher, pool, reporter)
     return fetcher
+
+
+def repair(root: Path, m: Manifest, fetcher: _Fetcher, reporter: Reporter) -> int:
+    """Bring ``root`` back to exactly the snapshot after chromadb opened it: files it added
+    are removed, chunks it rewrote are restored, and every file hash is verified again.
+    Returns how many chunks had to be restored."""
+    wanted = {f.path: f for f in m.files}
+    parents = {"/".join(p.split("/")[:k]) for p in wanted for k in range(1, p.count("/") + 1)}
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if rel not in wanted and rel not in parents:
+                if full.is_dir() and not full.is_symlink():
+                    shutil.rmtree(full)
+                else:
+                    full.unlink()
+    fixed = 0
+    for f in m.files:
+        dest = root / f.path
+        if not dest.is_file() or dest.is_symlink():
+            dest.unlink(missing_ok=True)
+            _write_file(root, f, fetcher, None, reporter)
+            fixed += len(f.chunks)
+            continue
+        fixed += _repair_file(dest, f, fetcher)
+    return fixed
+
+
+def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
+    fixed = 0
+    hasher = FileHasher()
+    with open(dest, "r+b") as fh:
+        offset = 0
+        for chunk in f.chunks:
+            fh.seek(offset)
+            data = fh.read(chunk.size)
+            if digest(data) != chunk.hash:
+                data, _ = fetcher.get(chunk)
+                fh.seek(offset)
+                fh.write(data)
+                fixed += 1
+            hasher.update(data)
+            offset += chunk.size
+        fh.truncate(f.size)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if hasher.hexdigest() != f.hash:
+        raise IntegrityError(f"{f.path}: could not restore the file after Chroma opened it")
+    os.chmod(dest, f.mode & 0o777 or 0o644)
+    return fixed
 
 
 def _fsync_dir(path: Path) -> None:
@@ -318,8 +375,10 @@ def restore_snapshot(
     try:
         fetcher = _materialise(repo, m, built, local, reporter)
         checked: dict[str, int] = {}
+        repaired = 0
         if verify_chroma and m.file("chroma.sqlite3") is not None:
-            checked = run_chroma_check(built, m, temp_beside(target, "check"))
+            checked = run_chroma_check(built, m)
+            repaired = repair(built, m, fetcher, reporter)
         os.chmod(built, _dir_mode(target))
         swap_into_place(built, target)
     except BaseException:
@@ -338,6 +397,7 @@ def restore_snapshot(
         chunks_reused=fetcher.reused,
         chunks_fetched=fetcher.fetched,
         chroma_checked=checked,
+        chunks_repaired=repaired,
         warnings=tuple(warnings),
         seconds=round(time.monotonic() - started, 3),
         requests={k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)},

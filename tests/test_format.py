@@ -139,3 +139,8 @@ def test_snapshot_ids_sort_by_time_and_round_trip_keys():
     oid = digest(b"x")
     assert layout.object_id_from_key(layout.object_key(oid)) == oid
     assert layout.snapshot_id_from_key("snapshots/evil/../x.json") is None
+
+
+def test_ids_sort_within_one_second():
+    ids = [new_snapshot_id(1_700_000_000 + k / 1000) for k in range(0, 1000, 7)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
