@@ -114,7 +114,8 @@ def cli() -> None:
               help="Also keep segment folders that no collection references.")
 @click.option("--parent", metavar="ID", help="Snapshot to dedup and delta against [newest of this source].")
 @click.option("--codec", type=click.Choice(["zstd", "gzip"]), help="Frame codec [repository's, zstd].")
-@click.option("--level", type=int, help="Compression level [zstd 3, gzip 6].")
+@click.option("--level", type=int,
+              help="Compression level of full frames [zstd 1, gzip 6]; zstd deltas use at least 3.")
 @click.option("--no-delta", is_flag=True, help="Store changed chunks whole, not as deltas to the parent.")
 @click.option("--chunk-size", type=int, default=1 << 20, show_default=True,
               help="Chunk size in bytes; only when this create initialises the repository.")

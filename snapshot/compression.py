@@ -32,6 +32,13 @@ def check_codec(codec: str, level: int) -> None:
         raise UsageError(f"unknown codec {codec!r} (choose from {', '.join(CODECS)})")
 
 
+#: Delta frames use at least this level: zstd's fastest levels barely search the dictionary
+#: (measured on Chroma files after a 1% insert: level 1 deltas 17.7% of a full snapshot,
+#: level 3 deltas 0.6%, level 6 no better than 3), while full frames lose ~3% at level 1
+#: and compress twice as fast.
+MIN_DELTA_LEVEL = 3
+
+
 def compress(data: bytes, codec: str, level: int, base: bytes | None = None) -> bytes:
     """One independent frame. ``base`` (zstd only) makes it a delta against that content."""
     if codec == "zstd":
@@ -41,7 +48,7 @@ def compress(data: bytes, codec: str, level: int, base: bytes | None = None) -> 
         if base is not None:
             # The window must reach back over the whole dictionary.
             params = zstandard.ZstdCompressionParameters.from_level(
-                level,
+                max(level, MIN_DELTA_LEVEL),
                 source_size=len(data),
                 dict_size=len(base),
                 write_checksum=True,

@@ -40,7 +40,7 @@ from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository, new_snapshot_id, utc_now_iso
 from snapshot.source import StagedFile, capture
 
-DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
+DEFAULT_LEVELS = {"zstd": 1, "gzip": 6}
 #: Chunks compressed ahead of the one being packed (bounds memory to ~3 MiB per slot).
 _WINDOW = 8
 
@@ -258,7 +258,7 @@ def create_snapshot(
     reporter = reporter or NullReporter()
     codec = codec or repo.config.codec
     if level is None:
-        level = repo.config.level if codec == repo.config.codec else DEFAULT_LEVELS.get(codec, 3)
+        level = repo.config.level if codec == repo.config.codec else DEFAULT_LEVELS.get(codec, 1)
     check_codec(codec, level)
     for t in tags:
         if not t or "," in t or t != t.strip():
