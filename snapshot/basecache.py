@@ -13,6 +13,7 @@ map from snapshot path to cached file) and the captured files themselves.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -74,12 +75,15 @@ class BaseCache:
         rels = {r: p.relative_to(staging).as_posix() for r, p in files.items()}
         index = {"snapshot": snapshot_id, "files": rels}
         (staging / _INDEX).write_text(json.dumps(index, sort_keys=True))
+        self.area.mkdir(parents=True, exist_ok=True)
         old = self.area / f".old-{os.getpid()}-{self.slot.name}"
         if self.slot.exists():
             os.rename(self.slot, old)
         try:
             os.rename(staging, self.slot)
-        except OSError:
-            shutil.copytree(staging, self.slot)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.copytree(staging, self.slot)  # staging was on another filesystem (--tmp-dir)
             shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

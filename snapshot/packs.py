@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from snapshot import layout
 from snapshot.compression import decompress
 from snapshot.errors import IntegrityError, NotFoundError, SnapshotError
-from snapshot.hashing import FileHasher, digest
+from snapshot.hashing import digest
 from snapshot.manifest import Chunk, Frame
 from snapshot.storage.base import Store
 
@@ -42,9 +42,7 @@ class PackWriter:
     def __init__(self, store: Store, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
         self.store = store
         self.pack_size = pack_size
-        self._buf: list[bytes] = []
-        self._len = 0
-        self._hasher = FileHasher()
+        self._buf = bytearray()
         self._pack_no = 0
         self._ids: dict[int, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
@@ -55,20 +53,20 @@ class PackWriter:
         self._lock = threading.Lock()
 
     def add(self, frame: bytes, codec: str, size: int, hash_: str) -> PendingFrame:
-        pf = PendingFrame(self._pack_no, self._len, len(frame), codec, size, hash_)
-        self._buf.append(frame)
-        self._hasher.update(frame)
-        self._len += len(frame)
-        if self._len >= self.pack_size:
+        pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
+        # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and
+        # holding hundreds of them would pin that much memory until the pack is sealed.
+        self._buf += frame
+        if len(self._buf) >= self.pack_size:
             self._seal()
         return pf
 
     def _seal(self) -> None:
         if not self._buf:
             return
-        data = b"".join(self._buf)
-        oid = self._hasher.hexdigest()
-        self._buf, self._len, self._hasher = [], 0, FileHasher()
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        oid = digest(data)
         self._ids[self._pack_no] = oid
         self._pack_no += 1
         self._slots.acquire()  # bounds packs held in memory while uploading

@@ -6,8 +6,9 @@ segment files in place. The capture here (measured to give good copies while a w
 1. open chroma.sqlite3 read-only and hold a read transaction (a SHARED lock: no writer can
    commit while we hold it); read the collection facts inside it;
 2. wait until the segment files are stable (size and mtime), copy them to a staging folder;
-3. copy chroma.sqlite3 with SQLite's online backup API on that same connection (it keeps every
-   page at its offset, unlike VACUUM INTO, so fixed-offset chunks still dedup);
+3. copy chroma.sqlite3 while that transaction is open: a plain copy with a rollback journal
+   (the lock keeps writers off the file), SQLite's online backup API on that same connection in
+   WAL mode; both keep every page at its offset (VACUUM INTO would not, defeating dedup);
 4. re-check the segment files; end the transaction. If anything moved, start over (bounded).
 
 The user's database is never opened for writing.
@@ -266,6 +267,31 @@ def capture(
     return Capture(tuple(files), collections, tuple(orphans), tuple(skipped), attempt)
 
 
+_ROLLBACK_MODES = {"delete", "truncate", "persist"}
+
+
+def _copy_db(conn: sqlite3.Connection, db: Path, dest: Path) -> None:
+    """Copy the database as of ``conn``'s open read transaction.
+
+    With a rollback journal (Chroma's default, ``journal_mode=delete``) our SHARED lock keeps
+    every writer from touching the database file until we end the transaction, so a plain
+    copy is consistent and byte-identical to the source (and ~4x faster than the backup API on
+    a large DB). In WAL mode the file alone is not the database, so SQLite's online backup API
+    copies it through the connection, page for page at the same offsets.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    hot_journal = Path(str(db) + "-journal")
+    if mode in _ROLLBACK_MODES and not (hot_journal.exists() and hot_journal.stat().st_size):
+        shutil.copyfile(db, dest)
+        return
+    target = sqlite3.connect(str(dest))
+    try:
+        conn.backup(target)
+    finally:
+        target.close()
+
+
 def _capture_once(
     source: Path, db: Path, staging: Path, include_orphans: bool, settle: float, timeout: float
 ) -> tuple[tuple[CollectionInfo, ...], list[StagedFile], list[str]] | None:
@@ -295,12 +321,7 @@ def _capture_once(
             role = "orphan" if rel.split("/", 1)[0] in orphans else "segment"
             files.append(StagedFile(rel, dst, f.stat().st_mode & 0o777, role))
         db_copy = staging / "db" / DB_NAME
-        db_copy.parent.mkdir(parents=True, exist_ok=True)
-        target = sqlite3.connect(str(db_copy))
-        try:
-            conn.backup(target)
-        finally:
-            target.close()
+        _copy_db(conn, db, db_copy)
         after = _stat_map([Path(p) for p in stable])
         fresh = {str(f) for d in folders for f in _walk_files(d)}
         if after != stable or fresh != set(stable):
