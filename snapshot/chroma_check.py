@@ -29,40 +29,54 @@ SAMPLE = 5
 TIMEOUT = 900
 
 
-def run_chroma_check(built: Path, m: Manifest) -> dict[str, int]:
-    """Open ``built`` with chromadb in a child process; returns collection name -> count.
+class ChromaChecker:
+    """A child process that imports chromadb at once (over a second) while the restore is
+    still writing files, then checks the directory when :meth:`run` says it is complete.
 
     Chroma writes to the directory it opens, so the caller must bring the files back to the
     snapshot's bytes afterwards (see :func:`snapshot.restore.repair`)."""
-    expected = [
-        {"name": c.name, "records": c.records, "dimension": c.dimension} for c in m.collections
-    ]
-    # The child must import this very package, installed or not.
-    here = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
-    try:
-        proc = subprocess.run(
+
+    def __init__(self, built: Path) -> None:
+        # The child must import this very package, installed or not.
+        here = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+        self._proc = subprocess.Popen(
             [sys.executable, "-m", "snapshot.chroma_check", str(built)],
-            input=json.dumps(expected),
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=TIMEOUT,
             env=env,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise ChromaCheckError(f"chromadb did not open the restored copy in {TIMEOUT}s") from exc
-    try:
-        report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ChromaCheckError(
-            f"chromadb crashed opening the restored snapshot (exit {proc.returncode}): {tail}"
-        ) from None
-    if report.get("problems"):
-        raise ChromaCheckError("Chroma check failed: " + "; ".join(report["problems"]))
-    counts: dict[str, int] = report.get("counts", {})
-    return counts
+
+    def run(self, m: Manifest) -> dict[str, int]:
+        """Check every collection of ``m``; returns collection name -> count."""
+        expected = [
+            {"name": c.name, "records": c.records, "dimension": c.dimension} for c in m.collections
+        ]
+        try:
+            out, err = self._proc.communicate(json.dumps(expected), timeout=TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            self.close()
+            raise ChromaCheckError(f"chromadb did not open the restored copy in {TIMEOUT}s") from exc
+        try:
+            report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            tail = (err.strip().splitlines() or ["no output"])[-1]
+            raise ChromaCheckError(
+                f"chromadb crashed opening the restored snapshot (exit {self._proc.returncode}): {tail}"
+            ) from None
+        if report.get("problems"):
+            raise ChromaCheckError("Chroma check failed: " + "; ".join(report["problems"]))
+        counts: dict[str, int] = report.get("counts", {})
+        return counts
+
+    def close(self) -> None:
+        """Stop the child if it is still waiting (the restore failed before the check)."""
+        if self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.communicate()
 
 
 def _check_collection(client: Any, exp: dict[str, Any], problems: list[str]) -> int | None:
@@ -120,13 +134,16 @@ def _query_probes(
 
 
 def _main(path: str) -> int:
-    expected = json.loads(sys.stdin.read())
     problems: list[str] = []
     counts: dict[str, int] = {}
     try:
         import chromadb
         from chromadb.config import Settings
-
+    except Exception as exc:  # noqa: BLE001
+        print(json.dumps({"counts": {}, "problems": [f"chromadb does not import: {exc}"]}))
+        return 0
+    expected = json.loads(sys.stdin.read())  # the restore sends it once the files are complete
+    try:
         client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
     except Exception as exc:  # noqa: BLE001
         problems.append(f"chromadb refused to open the directory: {exc}".splitlines()[0])

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot.chroma_check import run_chroma_check
+from snapshot.chroma_check import ChromaChecker
 from snapshot.create import chromadb_version
 from snapshot.errors import IntegrityError, SnapshotError, TargetError
 from snapshot.hashing import FileHasher, digest
@@ -372,12 +372,13 @@ def restore_snapshot(
     target.parent.mkdir(parents=True, exist_ok=True)
     local = index_local(target, m)
     built = temp_beside(target, "restore")
+    checker = ChromaChecker(built) if verify_chroma and m.file("chroma.sqlite3") is not None else None
     try:
         fetcher = _materialise(repo, m, built, local, reporter)
         checked: dict[str, int] = {}
         repaired = 0
-        if verify_chroma and m.file("chroma.sqlite3") is not None:
-            checked = run_chroma_check(built, m)
+        if checker is not None:
+            checked = checker.run(m)
             repaired = repair(built, m, fetcher, reporter)
         os.chmod(built, _dir_mode(target))
         swap_into_place(built, target)
@@ -385,6 +386,8 @@ def restore_snapshot(
         shutil.rmtree(built, ignore_errors=True)
         raise
     finally:
+        if checker is not None:
+            checker.close()
         reporter.done()
     after = repo.store.stats.as_dict()
     return RestoreResult(
