@@ -25,6 +25,7 @@ from pathlib import Path
 from snapshot.chroma_check import ChromaChecker
 from snapshot.create import chromadb_version
 from snapshot.errors import IntegrityError, SnapshotError, TargetError
+from snapshot.fsync import fsync_path
 from snapshot.hashing import FileHasher, digest
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.packs import ChunkReader
@@ -244,17 +245,10 @@ def _sync_tree(root: Path, m: Manifest) -> None:
     threads (and, with the Chroma check, while it runs) so that the file system can commit
     them together instead of once per file."""
 
-    def sync(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     dirs = {root} | {(root / f.path).parent for f in m.files}
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
-        list(pool.map(sync, [root / f.path for f in m.files]))
-        list(pool.map(sync, sorted(dirs, key=lambda d: -len(d.parts))))
+        list(pool.map(fsync_path, [root / f.path for f in m.files]))
+        list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
 
 
 def _materialise(
@@ -322,14 +316,6 @@ def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
     return fixed
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def swap_into_place(built: Path, target: Path) -> None:
     """Replace ``target`` with ``built`` (same filesystem); put the old one back on failure."""
     parent = target.parent
@@ -343,7 +329,7 @@ def swap_into_place(built: Path, target: Path) -> None:
         if old is not None:
             os.rename(old, target)
         raise
-    _fsync_dir(parent)
+    fsync_path(parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

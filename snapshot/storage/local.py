@@ -14,15 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError
+from snapshot.fsync import fsync_path
 from snapshot.storage.base import ObjectInfo, RequestStats
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
@@ -93,7 +86,7 @@ class LocalStore:
                     self._exclusive_write(path, data, key)
             else:
                 os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
         except AlreadyExistsError:
             raise
         except OSError as exc:
