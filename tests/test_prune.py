@@ -200,3 +200,29 @@ def test_plan_gc_literal() -> None:
     assert plan.kept == 1
     everything = plan_gc(objs, referenced=set(), released=set(), now=now, grace=0)
     assert len(everything.delete) == 4 and everything.pending == ()
+
+
+def test_keep_last_one_on_a_growing_db_keeps_its_chains(
+    chroma_template: Path, tmp_path: Path, cli: Cli
+) -> None:
+    """Three delta snapshots of a growing DB: the repository already holds about one full
+    snapshot (the rest are small deltas the kept snapshot is built on), so prune removes the
+    manifests, keeps every chain base, and the kept snapshot restores and checks clean."""
+    live, repo = tmp_path / "vector_db", tmp_path / "snapshots"
+    shutil.copytree(chroma_template, live)
+    ids = [create_snapshot(repo, live)]
+    full = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
+    for seed in (31, 32):
+        grow(live, "docs", 40, seed=seed)
+        ids.append(create_snapshot(repo, live))
+    res = cli("--repo", repo, "prune", "--keep-last", "1", "--grace", "0s", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["removed"] == [ids[1], ids[0]] and _snapshots(repo) == [ids[2]]
+    kept = Repository.open(repo).manifest(ids[2])
+    assert _objects(repo) == referenced_objects(kept)
+    stored = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
+    assert stored < full * 1.1  # one full snapshot plus small deltas
+    assert cli("--repo", repo, "check", "--read-data").code == 0
+    target = tmp_path / "restored"
+    assert cli("--repo", repo, "restore", "latest", target).code == 0
+    assert counts(target) == {"docs": 3080, "notes": 1000}
