@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,7 +191,10 @@ class Repository:
         return self.manifest(self.resolve(ref))
 
     def manifests(self) -> list[Manifest]:
-        return [self.manifest(i) for i in self.snapshot_ids()]
+        """Every manifest, oldest first (fetched in parallel: one GET each on S3)."""
+        ids = self.snapshot_ids()
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
+            return list(pool.map(self.manifest, ids))
 
     def list(self) -> list[SnapshotSummary]:
         return [SnapshotSummary.of(m) for m in self.manifests()]
