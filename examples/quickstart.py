@@ -63,11 +63,12 @@ def main(workdir: Path) -> None:
     add(db, "glossary", 0, 300, seed=2)
 
     repo = Repository.open(repo_dir, create=True)
-    first = repo.create(db, tags=["initial"], message="first embeddings run")
+    cache = workdir / "base-cache"  # the last capture, kept so the next create deltas against it
+    first = repo.create(db, tags=["initial"], message="first embeddings run", cache_dir=cache)
     print(f"snapshot 1: {first.id}  {first.collections}  uploaded {first.bytes_uploaded:,} bytes")
 
     add(db, "textbook", 2000, 20, seed=3)  # grow by 1%
-    second = repo.create(db, message="after chapter 5")
+    second = repo.create(db, message="after chapter 5", cache_dir=cache)
     print(f"snapshot 2: {second.id}  {second.collections}  uploaded {second.bytes_uploaded:,} bytes "
           f"({second.chunks_delta} delta chunks)")
 
