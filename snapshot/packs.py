@@ -12,7 +12,6 @@ chain and checks every hash on the way.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -112,31 +111,12 @@ class PackWriter:
 
 
 class ChunkReader:
-    """Rebuilds chunks from their frames, verifying each decoded frame's hash.
+    """Rebuilds chunks from their frames, verifying each decoded frame's hash."""
 
-    A small LRU of decoded frames lets chains that share a base (successive snapshots of the
-    same chunk) decode the base once.
-    """
-
-    def __init__(self, store: Store, cache_entries: int = 16) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._cache_entries = cache_entries
         self._lock = threading.Lock()
         self.bytes_fetched = 0
-
-    def _cached(self, key: tuple[str, int]) -> bytes | None:
-        with self._lock:
-            data = self._cache.get(key)
-            if data is not None:
-                self._cache.move_to_end(key)
-            return data
-
-    def _remember(self, key: tuple[str, int], data: bytes) -> None:
-        with self._lock:
-            self._cache[key] = data
-            while len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
 
     def read_frame(self, frame: Frame) -> bytes:
         """The compressed bytes of one frame."""
@@ -164,15 +144,10 @@ class ChunkReader:
         return content
 
     def read_chunk(self, chunk: Chunk) -> bytes:
+        """The chunk's content: its chain decoded from the full frame, every link verified
+        (the manifest guarantees the last frame's hash is the chunk's)."""
         content: bytes | None = None
-        for i, frame in enumerate(chunk.frames):
-            ck = (frame.object, frame.offset)
-            cached = self._cached(ck)
-            if cached is not None:
-                content = cached
-                continue
-            content = self.decode(frame, content if i else None)
-            if i < len(chunk.frames) - 1:
-                self._remember(ck, content)
+        for frame in chunk.frames:
+            content = self.decode(frame, content)
         assert content is not None
         return content

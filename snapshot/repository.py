@@ -106,9 +106,6 @@ class Repository:
         max_chain: int = DEFAULT_MAX_CHAIN,
     ) -> Repository:
         store = open_store(os.fspath(location), options)
-        check = getattr(store, "check_bucket", None)
-        if check is not None:
-            check()
         try:
             raw = store.get(layout.CONFIG_KEY)
         except NotFoundError:

@@ -131,6 +131,14 @@ def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
     return found
 
 
+def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
+    """Index of the first frame to read: past the deepest link of the chain the target holds."""
+    for i in range(len(chunk.frames) - 2, -1, -1):
+        if chunk.frames[i].hash in local:
+            return i + 1
+    return 0
+
+
 def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
     """Pure: how much of ``m`` the target already holds, and what must be read."""
     cl = bl = cr = br = down = 0
@@ -138,14 +146,9 @@ def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
         for c in f.chunks:
             if c.hash in local:
                 cl, bl = cl + 1, bl + c.size
-                continue
-            cr, br = cr + 1, br + c.size
-            start = 0
-            for i in range(len(c.frames) - 2, -1, -1):
-                if c.frames[i].hash in local:
-                    start = i + 1
-                    break
-            down += sum(fr.length for fr in c.frames[start:])
+            else:
+                cr, br = cr + 1, br + c.size
+                down += sum(fr.length for fr in c.frames[first_missing_frame(c, local) :])
     return RestorePlan(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
 
 
@@ -181,16 +184,14 @@ class _Fetcher:
         data = self._read_local(chunk.hash)
         if data is not None:
             return data, True
-        for i in range(len(chunk.frames) - 2, -1, -1):
-            base = self._read_local(chunk.frames[i].hash)
-            if base is not None:  # the target holds an older link of this chain
-                for frame in chunk.frames[i + 1 :]:
-                    base = self.reader.decode(frame, base)
-                return base, False
-        data = self.reader.read_chunk(chunk)
-        if digest(data) != chunk.hash:  # read_chunk checks frames; this guards the chain end
-            raise IntegrityError(f"chunk {chunk.hash} decoded to different content")
-        return data, False
+        start = first_missing_frame(chunk, self.local)
+        base = self._read_local(chunk.frames[start - 1].hash) if start else None
+        if base is None:
+            start = 0  # the local base vanished or changed since it was indexed
+        for frame in chunk.frames[start:]:
+            base = self.reader.decode(frame, base)  # checks every frame's hash, the last is the chunk's
+        assert base is not None
+        return base, False
 
 
 def _write_file(
@@ -283,12 +284,14 @@ def repair(root: Path, m: Manifest, fetcher: _Fetcher, reporter: Reporter) -> in
         if not dest.is_file() or dest.is_symlink():
             dest.unlink(missing_ok=True)
             _write_file(root, f, fetcher, None, reporter)
+            fsync_path(dest)
             fixed += len(f.chunks)
             continue
         fixed += _repair_file(dest, f, fetcher)
-    # Durable before the swap, removals included: a journal chromadb left behind and that
-    # came back after a crash would be rolled into the restored database.
-    _sync_tree(root, m)
+    # Removals durable before the swap: a journal chromadb left behind that came back after a
+    # crash would be rolled into the restored database. (File contents were synced already.)
+    for d in sorted({root} | {(root / f.path).parent for f in m.files}, key=lambda d: -len(d.parts)):
+        fsync_path(d)
     return fixed
 
 
@@ -307,9 +310,11 @@ def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
                 fixed += 1
             hasher.update(data)
             offset += chunk.size
+        grown = os.fstat(fh.fileno()).st_size != f.size
         fh.truncate(f.size)
         fh.flush()
-        os.fsync(fh.fileno())
+        if fixed or grown:
+            os.fsync(fh.fileno())
     if hasher.hexdigest() != f.hash:
         raise IntegrityError(f"{f.path}: could not restore the file after Chroma opened it")
     os.chmod(dest, f.mode & 0o777 or 0o644)
