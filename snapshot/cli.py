@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from snapshot import __version__
+from snapshot.create import check_arguments
 from snapshot.errors import EXIT_INTERRUPTED, SnapshotError, UsageError
 from snapshot.manifest import manifest_to_dict
 from snapshot.render import (
@@ -119,7 +121,8 @@ def cli() -> None:
 @click.option("--no-delta", is_flag=True, help="Store changed chunks whole, not as deltas to the parent.")
 @click.option("--chunk-size", type=int, default=1 << 20, show_default=True,
               help="Chunk size in bytes; only when this create initialises the repository.")
-@click.option("--tmp-dir", type=click.Path(file_okay=False), help="Where the consistent copy is staged.")
+@click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
+              help="Where the consistent copy is staged (an existing folder).")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Base cache: the last capture of each source, kept so the next create deltas against "
               "it without reading the repository [$CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot].")
@@ -137,6 +140,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     Example:
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
     """
+    check_arguments(Path(source), tags=tags, codec=codec, level=level)  # before any repository write
     repo = open_repo(create=True, chunk_size=chunk_size)
     if chunk_size != repo.config.chunk_size and chunk_size != 1 << 20:
         raise UsageError(f"this repository's chunk size is {repo.config.chunk_size}; --chunk-size "

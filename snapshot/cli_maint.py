@@ -73,7 +73,8 @@ def _diff_text(d: SnapshotDiff) -> list[str]:
 @click.argument("after", metavar="B")
 @click.option("--records", is_flag=True,
               help="Also list record ids added, removed and changed per collection (reads chroma.sqlite3).")
-@click.option("--tmp-dir", type=click.Path(file_okay=False), help="Where temporary copies are made.")
+@click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
+              help="Where temporary copies are made (an existing folder).")
 @repo_options
 @json_option
 def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_json: bool) -> None:

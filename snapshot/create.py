@@ -38,7 +38,7 @@ from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, Totals, dumps
 from snapshot.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository, new_snapshot_id, utc_now_iso
-from snapshot.source import StagedFile, capture
+from snapshot.source import StagedFile, capture, check_persist_dir
 
 DEFAULT_LEVELS = {"zstd": 1, "gzip": 6}
 #: Chunks compressed ahead of the one being packed (bounds memory to ~3 MiB per slot).
@@ -231,6 +231,20 @@ class _Builder:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def check_arguments(
+    source: Path, *, tags: Sequence[str] = (), codec: str | None = None, level: int | None = None
+) -> None:
+    """Everything about a create that can be refused before the repository is touched (the
+    CLI calls this before a create initialises a new repository)."""
+    # Without --codec the repository's codec applies, unknown until it is opened: check what
+    # holds for every codec here, the exact range again in create_snapshot.
+    check_codec(codec or "zstd", level if level is not None else DEFAULT_LEVELS.get(codec or "zstd", 1))
+    for t in tags:
+        if not t or "," in t or t != t.strip():
+            raise UsageError(f"bad tag {t!r}: tags are non-empty, without commas or edge spaces")
+    check_persist_dir(source.expanduser().absolute())
+
+
 def create_snapshot(
     repo: Repository,
     source: Path,
@@ -259,10 +273,7 @@ def create_snapshot(
     codec = codec or repo.config.codec
     if level is None:
         level = repo.config.level if codec == repo.config.codec else DEFAULT_LEVELS.get(codec, 1)
-    check_codec(codec, level)
-    for t in tags:
-        if not t or "," in t or t != t.strip():
-            raise UsageError(f"bad tag {t!r}: tags are non-empty, without commas or edge spaces")
+    check_arguments(source, tags=tags, codec=codec, level=level)
     source = source.expanduser().absolute()
     requests_before = repo.store.stats.as_dict()
     up_before = repo.store.stats.bytes_up

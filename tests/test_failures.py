@@ -252,3 +252,13 @@ def test_readme_documents_every_exit_code():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for code, _meaning in EXIT_CODES:
         assert f"| {code} |" in readme, code
+
+
+def test_refused_create_leaves_no_new_repository(cli, chroma_dir, tmp_path):
+    repo = tmp_path / "new-repo"
+    _one_line_error(cli("--repo", repo, "create", tmp_path / "typo"), 3)
+    _one_line_error(cli("--repo", repo, "create", chroma_dir, "--level", "99"), 2)
+    _one_line_error(cli("--repo", repo, "create", chroma_dir, "--tag", "a,b"), 2)
+    assert not repo.exists()
+    res = cli("--repo", repo, "create", chroma_dir, "--tmp-dir", tmp_path / "missing")
+    assert res.code == 2 and "does not exist" in res.stderr and not repo.exists()
