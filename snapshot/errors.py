@@ -8,6 +8,7 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class SnapshotError(Exception):
@@ -84,6 +85,20 @@ class FormatVersionError(SnapshotError):
     kind = "format-version"
 
 
+class LockedError(SnapshotError):
+    """The repository is locked by another process whose lock conflicts with ours."""
+
+    exit_code = 9
+    kind = "locked"
+
+
+class DiskFullError(SnapshotError):
+    """A local filesystem ran out of space (ENOSPC); the message names the filesystem."""
+
+    exit_code = 15
+    kind = "disk-full"
+
+
 class AlreadyExistsError(StorageError):
     """A create-only write found the key already present."""
 
@@ -126,10 +141,13 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (6, "source error: not a Chroma persist dir, or a consistent capture was not possible"),
     (7, "target error: restore target not empty (use --force) or unusable"),
     (8, "format version: repository or manifest from a newer, unknown format"),
+    (9, "locked: another process holds a conflicting repository lock"),
     (10, "S3: bucket does not exist"),
     (11, "S3: access denied"),
     (12, "S3: no credentials found"),
     (13, "S3: endpoint unreachable"),
     (14, "S3: wrong region for the bucket"),
+    (15, "disk full: no space left on a local filesystem (named in the message)"),
     (130, "interrupted (Ctrl-C)"),
+    (143, "terminated (SIGTERM); temporary files were removed"),
 )

@@ -5,6 +5,7 @@ A repository (local folder or S3 prefix) holds::
     config.json                 repository config, written once, create-only
     snapshots/<id>.json         one manifest per snapshot, the commit point, create-only
     data/<ab>/<object id>       packs of compressed frames, named by xxh3-128 of their bytes
+    locks/<lock id>.json        shared and exclusive locks of running commands
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 CONFIG_KEY = "config.json"
 SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
+LOCKS_PREFIX = "locks/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 #: 20261128T015012-1a2b3c4d: UTC creation time in seconds, 16 bits of the second, 16 random bits.
@@ -55,3 +57,19 @@ def is_object_id(value: str) -> bool:
 def is_data_key(key: str) -> bool:
     """Data objects are large and rarely read (cold storage classes suit them)."""
     return key.startswith(DATA_PREFIX)
+
+
+_LOCK_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def lock_key(lock_id: str) -> str:
+    if not _LOCK_ID.match(lock_id):
+        raise ValueError(f"not a lock id: {lock_id!r}")
+    return f"{LOCKS_PREFIX}{lock_id}.json"
+
+
+def lock_id_from_key(key: str) -> str | None:
+    if not (key.startswith(LOCKS_PREFIX) and key.endswith(".json")):
+        return None
+    lid = key[len(LOCKS_PREFIX) : -len(".json")]
+    return lid if _LOCK_ID.match(lid) else None
