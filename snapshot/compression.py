@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from typing import Any
 
 import zstandard
 
 from snapshot.errors import IntegrityError, UsageError
 
 CODECS = ("zstd", "gzip")
+#: Full-frame level when neither the repository nor the create names one.
+DEFAULT_LEVELS = {"zstd": 1, "gzip": 6}
 
 
 def _raw_dict(base: bytes) -> zstandard.ZstdCompressionDict:
@@ -66,15 +69,22 @@ def compress(data: bytes, codec: str, level: int, base: bytes | None = None) -> 
 
 
 def decompress(frame: bytes, codec: str, size: int, base: bytes | None = None) -> bytes:
-    """Inverse of :func:`compress`; raises IntegrityError on any corruption or size mismatch."""
+    """Inverse of :func:`compress`; raises IntegrityError on any corruption or size mismatch.
+
+    Decoding is streamed and never produces more than ``size + 1`` bytes, whatever the frame's
+    header claims: a hostile frame cannot make us allocate more than the manifest declares."""
     try:
         if codec == "zstd":
+            claimed = zstandard.frame_content_size(frame)
+            if claimed >= 0 and claimed != size:
+                raise IntegrityError(f"zstd frame claims {claimed} bytes, manifest says {size}")
             dctx = (
                 zstandard.ZstdDecompressor(dict_data=_raw_dict(base))
                 if base is not None
                 else zstandard.ZstdDecompressor()
             )
-            out = dctx.decompress(frame, max_output_size=size)
+            with dctx.stream_reader(frame, read_across_frames=False) as reader:
+                out = _read_bounded(reader, size + 1)
         elif codec == "gzip":
             d = zlib.decompressobj(wbits=31)
             out = d.decompress(frame, size + 1)
@@ -87,3 +97,15 @@ def decompress(frame: bytes, codec: str, size: int, base: bytes | None = None) -
     if len(out) != size:
         raise IntegrityError(f"frame decompressed to {len(out)} bytes, manifest says {size}")
     return out
+
+
+def _read_bounded(reader: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < limit:
+        piece = reader.read(min(limit - got, 1 << 20))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import re
 
+from snapshot.ids import is_snapshot_id
+
 CONFIG_KEY = "config.json"
 SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
 LOCKS_PREFIX = "locks/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
-#: 20261128T015012-1a2b3c4d: UTC creation time in seconds, 16 bits of the second, 16 random bits.
-SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")
 
 
 def snapshot_key(snapshot_id: str) -> str:
-    if not SNAPSHOT_ID.match(snapshot_id):
+    if not is_snapshot_id(snapshot_id):
         raise ValueError(f"not a snapshot id: {snapshot_id!r}")
     return f"{SNAPSHOTS_PREFIX}{snapshot_id}.json"
 
@@ -33,7 +33,7 @@ def snapshot_id_from_key(key: str) -> str | None:
     if not (key.startswith(SNAPSHOTS_PREFIX) and key.endswith(".json")):
         return None
     sid = key[len(SNAPSHOTS_PREFIX) : -len(".json")]
-    return sid if SNAPSHOT_ID.match(sid) else None
+    return sid if is_snapshot_id(sid) else None
 
 
 def object_key(object_id: str) -> str:

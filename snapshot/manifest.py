@@ -13,15 +13,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from snapshot import layout
-from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
+from snapshot.chunking import chunk_size_problem
+from snapshot.compression import CODECS, check_codec
+from snapshot.errors import FormatVersionError, IntegrityError, SnapshotError, UnsafePathError
+from snapshot.ids import is_snapshot_id
 
 FORMAT_VERSION = 1
 CONFIG_VERSION = 1
 #: Longest delta chain a reader accepts (writers use a smaller configured bound).
 MAX_CHAIN_HARD = 64
 MAX_PATH_LEN = 4096
+#: No count or size in a manifest may exceed this (bounds arithmetic and allocations).
+MAX_NUMBER = (1 << 62) - 1
+#: Packs are never this large; a frame offset beyond it is damage, not data.
+MAX_OFFSET = 1 << 48
 
 _HASH = re.compile(r"^[0-9a-f]{32}$")
+_REPO_ID = re.compile(r"^[0-9a-f]{32}$")
 ROLES = ("db", "segment", "orphan", "include")
 
 
@@ -134,6 +142,8 @@ def _load_json(raw: bytes, what: str) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise IntegrityError(f"{what} is not a manifest: JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise IntegrityError(f"{what} is not a JSON object")
     return data
@@ -158,10 +168,12 @@ class _Reader:
             raise self.fail(f"field {where}{key} has the wrong type")
         return value
 
-    def nat(self, d: Any, key: str, where: str = "") -> int:
+    def nat(self, d: Any, key: str, where: str = "", limit: int = MAX_NUMBER) -> int:
         v: int = self.get(d, key, int, where)
         if v < 0:
             raise self.fail(f"field {where}{key} is negative")
+        if v > limit:
+            raise self.fail(f"field {where}{key} is out of range ({v} > {limit})")
         return v
 
     def hash(self, d: Any, key: str, where: str = "") -> str:
@@ -183,19 +195,25 @@ def check_rel_path(path: str) -> str:
     return path
 
 
-def _frame(r: _Reader, d: Any, where: str) -> Frame:
+def max_frame_length(chunk_size: int) -> int:
+    """The longest a frame of ``chunk_size`` raw bytes can be (incompressible data grows a
+    little under zstd and gzip)."""
+    return chunk_size + chunk_size // 64 + 4096
+
+
+def _frame(r: _Reader, d: Any, where: str, chunk_size: int) -> Frame:
     obj = r.get(d, "object", str, where)
     if not layout.is_object_id(obj):
         raise r.fail(f"field {where}object is not an object id")
     codec = r.get(d, "codec", str, where)
-    if codec not in ("zstd", "gzip"):
+    if codec not in CODECS:
         raise r.fail(f"unknown codec {codec!r} at {where}")
     return Frame(
         object=obj,
-        offset=r.nat(d, "offset", where),
-        length=r.nat(d, "length", where),
+        offset=r.nat(d, "offset", where, MAX_OFFSET),
+        length=r.nat(d, "length", where, max_frame_length(chunk_size)),
         codec=codec,
-        size=r.nat(d, "size", where),
+        size=r.nat(d, "size", where, chunk_size),
         hash=r.hash(d, "hash", where),
     )
 
@@ -204,14 +222,14 @@ def _chunk(r: _Reader, d: Any, where: str, chunk_size: int) -> Chunk:
     frames_raw = r.get(d, "frames", list, where)
     if not 1 <= len(frames_raw) <= MAX_CHAIN_HARD:
         raise r.fail(f"{where}frames must hold 1..{MAX_CHAIN_HARD} frames")
-    frames = tuple(_frame(r, f, f"{where}frames[{i}].") for i, f in enumerate(frames_raw))
+    frames = tuple(_frame(r, f, f"{where}frames[{i}].", chunk_size) for i, f in enumerate(frames_raw))
     for f in frames[:-1]:
         if f.codec != "zstd" or f.size > chunk_size:
             raise r.fail(f"{where}frames: bad delta base")
     for f in frames[1:]:
         if f.codec != "zstd":
             raise r.fail(f"{where}frames: delta frames must be zstd")
-    chunk = Chunk(hash=r.hash(d, "hash", where), size=r.nat(d, "size", where), frames=frames)
+    chunk = Chunk(hash=r.hash(d, "hash", where), size=r.nat(d, "size", where, chunk_size), frames=frames)
     if frames[-1].hash != chunk.hash or frames[-1].size != chunk.size:
         raise r.fail(f"{where}frames do not end in the chunk's content")
     return chunk
@@ -284,14 +302,15 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
         )
     r = _Reader(what)
     sid = r.get(data, "id", str)
-    if not layout.SNAPSHOT_ID.match(sid):
+    if not is_snapshot_id(sid):
         raise r.fail(f"bad snapshot id {sid!r}")
     parent = data.get("parent")
-    if parent is not None and not (isinstance(parent, str) and layout.SNAPSHOT_ID.match(parent)):
+    if parent is not None and not is_snapshot_id(parent):
         raise r.fail("bad parent id")
-    chunk_size = r.nat(data, "chunk_size")
-    if chunk_size < 4096:
-        raise r.fail("chunk_size too small")
+    chunk_size = r.get(data, "chunk_size", int)
+    problem = chunk_size_problem(chunk_size)
+    if problem:
+        raise r.fail(problem)
     tags = r.get(data, "tags", list)
     if not all(isinstance(t, str) for t in tags):
         raise r.fail("tags must be strings")
@@ -330,14 +349,22 @@ def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
     r = _Reader(what)
     cfg = RepoConfig(
         id=r.get(data, "id", str),
-        chunk_size=r.nat(data, "chunk_size"),
+        chunk_size=r.get(data, "chunk_size", int),
         codec=r.get(data, "codec", str),
-        level=r.nat(data, "level"),
-        max_chain=r.nat(data, "max_chain"),
+        level=r.nat(data, "level", limit=22),
+        max_chain=r.nat(data, "max_chain", limit=MAX_CHAIN_HARD),
         created_at=r.get(data, "created_at", str),
     )
-    if cfg.codec not in ("zstd", "gzip") or not 4096 <= cfg.chunk_size <= 1 << 30:
-        raise r.fail("unsupported codec or chunk size")
-    if not 1 <= cfg.max_chain <= MAX_CHAIN_HARD:
+    # Every field is used later (the id names a cache folder): refuse anything unexpected.
+    if not _REPO_ID.match(cfg.id):
+        raise r.fail(f"repository id {cfg.id[:40]!r} is not 32 hex digits")
+    problem = chunk_size_problem(cfg.chunk_size)
+    if problem:
+        raise r.fail(problem)
+    try:
+        check_codec(cfg.codec, cfg.level)
+    except SnapshotError as exc:
+        raise r.fail(str(exc)) from None
+    if cfg.max_chain < 1:
         raise r.fail("max_chain out of range")
     return cfg
