@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from snapshot import Repository  # noqa: E402
+from snapshot import Repository, create_snapshot, restore_snapshot  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -137,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / name, ignore_errors=True)
     os.environ["CHROMA_SNAPSHOT_CACHE"] = str(work / "cache")  # not ~/.cache
     repo = Repository.open(work / "repo", create=True)
-    _profiled("create (full)", lambda r: repo.create(args.src, reporter=r), args.top)
+    _profiled("create (full)", lambda r: create_snapshot(repo, args.src, reporter=r), args.top)
     _profiled("restore --skip-chroma-check",
-              lambda r: repo.restore("latest", work / "restore" / "nocheck", verify_chroma=False, reporter=r),
+              lambda r: restore_snapshot(repo, "latest", work / "restore" / "nocheck", verify_chroma=False, reporter=r),
               args.top)
     _profiled("restore (with the chroma check)",
-              lambda r: repo.restore("latest", work / "restore" / "vector_db", reporter=r), args.top)
+              lambda r: restore_snapshot(repo, "latest", work / "restore" / "vector_db", reporter=r), args.top)
     building_blocks(args.src, work)
     return 0
 

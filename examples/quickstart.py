@@ -19,6 +19,7 @@ import chromadb
 import numpy as np
 from chromadb.api.client import SharedSystemClient
 
+import snapshot
 from snapshot import Repository
 
 
@@ -64,19 +65,19 @@ def main(workdir: Path) -> None:
 
     repo = Repository.open(repo_dir, create=True)
     cache = workdir / "base-cache"  # the last capture, kept so the next create deltas against it
-    first = repo.create(db, tags=["initial"], message="first embeddings run", cache_dir=cache)
+    first = snapshot.create_snapshot(repo, db, tags=["initial"], message="first embeddings run", cache_dir=cache)
     print(f"snapshot 1: {first.id}  {first.collections}  uploaded {first.bytes_uploaded:,} bytes")
 
     add(db, "textbook", 2000, 20, seed=3)  # grow by 1%
-    second = repo.create(db, message="after chapter 5", cache_dir=cache)
+    second = snapshot.create_snapshot(repo, db, message="after chapter 5", cache_dir=cache)
     print(f"snapshot 2: {second.id}  {second.collections}  uploaded {second.bytes_uploaded:,} bytes "
           f"({second.chunks_delta} delta chunks)")
 
-    result = repo.restore(first.id, restored)
+    result = snapshot.restore_snapshot(repo, first.id, restored)
     print(f"restored {result.id} -> {restored}: Chroma checked {result.chroma_checked}")
     assert count_in(restored) == {"textbook": 2000, "glossary": 300}, "restore verification failed"
 
-    result = repo.restore("latest", restored, force=True)
+    result = snapshot.restore_snapshot(repo, "latest", restored, force=True)
     print(f"restored latest over it, reusing {result.bytes_reused:,} local bytes")
     got = count_in(restored)
     assert got == {"textbook": 2020, "glossary": 300}, f"restore verification failed: {got}"

@@ -17,13 +17,14 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 
-from snapshot.hashing import digest
+from snapshot.chunking import read_verified
 from snapshot.manifest import Chunk
+from snapshot.tempdirs import owned_dir, sweep
 
 ENV = "CHROMA_SNAPSHOT_CACHE"
 _INDEX = "cache.json"
@@ -53,21 +54,18 @@ class BaseCache:
             pass
 
     def new_staging(self) -> Path:
-        """A fresh folder on the cache's filesystem, so commit is a rename."""
+        """A fresh folder on the cache's filesystem, so commit is a rename. Staging folders a
+        killed create left behind (their owner is gone) are removed first."""
         self.area.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.area))
+        sweep(self.area, ".staging-")
+        sweep(self.area, ".old-")
+        return owned_dir(self.area, ".staging-")
 
-    def base(self, snapshot_id: str, rel: str, index: int, chunk_size: int, chunk: Chunk) -> bytes | None:
-        """The parent's chunk ``index`` of ``rel`` if the cache holds exactly it."""
+    def base(self, snapshot_id: str, rel: str, offset: int, chunk: Chunk) -> bytes | None:
+        """The parent's chunk at ``offset`` of ``rel`` if the cache holds exactly it."""
         if self._files is None or self.snapshot_id != snapshot_id or rel not in self._files:
             return None
-        try:
-            with open(self._files[rel], "rb") as fh:
-                fh.seek(index * chunk_size)
-                data = fh.read(chunk.size)
-        except OSError:
-            return None
-        return data if len(data) == chunk.size and digest(data) == chunk.hash else None
+        return read_verified(self._files[rel], offset, chunk.size, chunk.hash)
 
     def commit(self, staging: Path, snapshot_id: str, files: dict[str, Path]) -> None:
         """Make ``staging`` (holding ``files``: snapshot path -> staged file) the cached copy of
@@ -76,7 +74,7 @@ class BaseCache:
         index = {"snapshot": snapshot_id, "files": rels}
         (staging / _INDEX).write_text(json.dumps(index, sort_keys=True))
         self.area.mkdir(parents=True, exist_ok=True)
-        old = self.area / f".old-{os.getpid()}-{self.slot.name}"
+        old = self.area / f".old-{os.getpid()}-{secrets.token_hex(4)}"
         if self.slot.exists():
             os.rename(self.slot, old)
         try:

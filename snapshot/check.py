@@ -4,11 +4,18 @@ Structure (always): the config parses; every manifest parses and validates; ever
 frame lives in exists and is long enough for the frame (``offset + length <= size``). Objects
 are known from one listing of ``data/``, not a request per object.
 
-Data (``read_data``): every referenced frame is read and decoded, and the content of each is
-checked against its hash. Frames form a forest (a delta frame's base is the frame before it in
-its chain), walked depth first so that each distinct frame is read and decoded once while only
-the bases on the current path stay in memory. A subset (``10%`` or restic's ``N/M``) limits the
-walk to the frames in a deterministic part of the objects (plus the bases those need).
+Data (``read_data``): file by file (one path across every snapshot at a time), chunk index by
+chunk index, the chains of all versions at that index form a small forest (a delta frame's base
+is the frame before it in its chain), walked depth first so that each distinct frame there is
+read and decoded once while only the bases on the current branch stay in memory. Every decoded
+frame is checked against its hash, and every distinct version of the file is hashed in chunk
+order against its whole-file hash (which catches a manifest whose chunks were reordered or whose
+file hash was altered). A subset (``10%`` or restic's ``N/M``) limits the walk to the frames in
+a deterministic part of the objects (plus the bases those need); whole-file hashes need every
+chunk, so a subset checks frames only.
+
+A frame that could not be fetched (network, store) is a ``storage`` problem (exit 5), not a
+``data`` one: only bytes that arrived and failed their hash are integrity problems (exit 4).
 
 Problems are collected, never raised one by one: the result names each (snapshot, file, object)
 and :meth:`CheckResult.raise_if_failed` turns them into an :class:`IntegrityError`. Objects no
@@ -23,9 +30,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from snapshot import layout
-from snapshot.errors import IntegrityError, SnapshotError, UsageError
-from snapshot.manifest import Frame, Manifest, parse_config, parse_manifest
+from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
+from snapshot.hashing import FileHasher
+from snapshot.manifest import FileEntry, Frame, Manifest
 from snapshot.packs import ChunkReader
 from snapshot.repository import Repository
 
@@ -34,7 +41,7 @@ _READERS = 4
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # config, manifest, missing-object, short-object, data
+    kind: str  # config, manifest, missing-object, short-object, data, file-hash, storage
     message: str
     snapshot: str | None = None
     path: str | None = None
@@ -60,16 +67,24 @@ class CheckResult:
     objects_selected: int
     frames_verified: int
     bytes_read: int
+    files_verified: int
     problems: tuple[Problem, ...]
     unreferenced: tuple[str, ...]
     unreferenced_bytes: int
     notes: tuple[str, ...] = ()
 
-    def raise_if_failed(self) -> None:
+    def raise_if_failed(self, *, reported: bool = False) -> None:
+        """IntegrityError (exit 4) for damage; StorageError (exit 5) when the only problems
+        were failures to read (the data may be fine: run check again). ``reported``: the
+        caller has already shown this result (the CLI prints no second JSON document)."""
         if self.problems:
             first = self.problems[0].message
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            raise IntegrityError(f"check found {len(self.problems)} problem(s): {first}{more}")
+            text = f"check found {len(self.problems)} problem(s): {first}{more}"
+            storage_only = all(p.kind == "storage" for p in self.problems)
+            exc = StorageError(text) if storage_only else IntegrityError(text)
+            exc.reported = reported
+            raise exc
 
 
 def parse_subset(text: str) -> Subset:
@@ -101,17 +116,6 @@ def select_objects(object_ids: Iterable[str], subset: Subset | None) -> set[str]
 # ------------------------------------------------------------------ structure
 
 
-@dataclass
-class _Node:
-    """A distinct frame in its chain position: its decoded content is the base of its children."""
-
-    frame: Frame
-    snapshot: str
-    path: str
-    children: dict[Frame, _Node] = field(default_factory=dict)
-    wanted: bool = True
-
-
 class _Checker:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
@@ -119,61 +123,47 @@ class _Checker:
         self.notes: list[str] = []
         self.manifests: list[Manifest] = []
         self.objects: dict[str, int] = {}
-        self.roots: dict[Frame, _Node] = {}
 
     def problem(self, p: Problem) -> None:
         self.problems.setdefault((p.kind, p.snapshot, p.path, p.object), p)
 
     def check_config(self) -> None:
-        try:
-            cfg = parse_config(self.repo.store.get(layout.CONFIG_KEY))
-        except SnapshotError as exc:
-            self.problem(Problem("config", f"repository config: {exc}"))
-            return
-        if cfg.chunk_size & (cfg.chunk_size - 1):
-            msg = f"repository config: chunk size {cfg.chunk_size} is not a power of two"
-            self.problem(Problem("config", msg))
+        trouble = self.repo.verify_config()
+        if trouble:
+            self.problem(Problem("config", trouble))
 
     def load_manifests(self) -> int:
         count = 0
-        for info in self.repo.store.list(layout.SNAPSHOTS_PREFIX):
-            sid = layout.snapshot_id_from_key(info.key)
-            if sid is None:
-                self.notes.append(f"unexpected key {info.key} (not a manifest; ignored)")
+        for scan in self.repo.scan_manifests():
+            if scan.id is None:
+                self.notes.append(f"unexpected key {scan.key} (not a manifest; ignored)")
                 continue
             count += 1
-            try:
-                m = parse_manifest(self.repo.store.get(info.key), f"manifest {sid}")
-            except SnapshotError as exc:
-                self.problem(Problem("manifest", str(exc), snapshot=sid))
-                continue
-            if m.id != sid:
-                msg = f"manifest {sid} claims to be snapshot {m.id}"
-                self.problem(Problem("manifest", msg, snapshot=sid))
-                continue
-            self.manifests.append(m)
+            if scan.error is not None:
+                kind = "manifest" if isinstance(scan.error, IntegrityError) or not isinstance(
+                    scan.error, StorageError) else "storage"
+                self.problem(Problem(kind, str(scan.error), snapshot=scan.id))
+            elif scan.manifest is not None:
+                self.manifests.append(scan.manifest)
         return count
 
     def list_objects(self) -> None:
-        for info in self.repo.store.list(layout.DATA_PREFIX):
-            oid = layout.object_id_from_key(info.key)
+        for oid, info in self.repo.list_objects():
             if oid is None:
                 self.notes.append(f"unexpected key {info.key} (not an object; ignored)")
             else:
                 self.objects[oid] = info.size
 
-    def check_frames(self) -> None:
-        """Every frame's object exists and is long enough; builds the frame forest."""
+    def check_frames(self) -> set[str]:
+        """Every frame's object exists and is long enough; returns the referenced objects."""
+        referenced: set[str] = set()
         for m in self.manifests:
             for f in m.files:
                 for c in f.chunks:
-                    level = self.roots
                     for fr in c.frames:
-                        node = level.get(fr)
-                        if node is None:
-                            node = level[fr] = _Node(fr, m.id, f.path)
-                        level = node.children
+                        referenced.add(fr.object)
                         self._check_frame(m.id, f.path, fr)
+        return referenced
 
     def _check_frame(self, sid: str, path: str, fr: Frame) -> None:
         size = self.objects.get(fr.object)
@@ -190,8 +180,50 @@ class _Checker:
 # ------------------------------------------------------------------ data
 
 
-def _mark_wanted(roots: Iterable[_Node], selected: set[str]) -> None:
+@dataclass
+class _Version:
+    """One distinct content of a file (shared by every snapshot that recorded it)."""
+
+    entry: FileEntry
+    snapshots: list[str]
+    hasher: FileHasher = field(default_factory=FileHasher)
+    broken: bool = False
+
+
+@dataclass
+class _Node:
+    frame: Frame
+    children: dict[Frame, _Node] = field(default_factory=dict)
+    #: Versions whose chunk at this index is this node's content.
+    ends: list[_Version] = field(default_factory=list)
+    wanted: bool = True
+
+
+@dataclass
+class _Tally:
+    problems: list[Problem] = field(default_factory=list)
+    frames: set[Frame] = field(default_factory=set)
+    files: int = 0
+
+
+def _forest(versions: Iterable[_Version], index: int) -> dict[Frame, _Node]:
+    roots: dict[Frame, _Node] = {}
+    for v in versions:
+        if index >= len(v.entry.chunks):
+            continue
+        level, node = roots, None
+        for fr in v.entry.chunks[index].frames:
+            node = level.get(fr) or level.setdefault(fr, _Node(fr))
+            level = node.children
+        assert node is not None
+        node.ends.append(v)
+    return roots
+
+
+def _mark_wanted(roots: Iterable[_Node], selected: set[str] | None) -> None:
     """A node is wanted if its object is selected or a descendant is (post-order, iterative)."""
+    if selected is None:
+        return
     stack: list[tuple[_Node, bool]] = [(r, False) for r in roots]
     while stack:
         node, expanded = stack.pop()
@@ -202,37 +234,87 @@ def _mark_wanted(roots: Iterable[_Node], selected: set[str]) -> None:
             node.wanted = node.frame.object in selected or any(c.wanted for c in node.children.values())
 
 
-def _count(node: _Node) -> int:
-    n, stack = 0, list(node.children.values())
+def _subtree_versions(node: _Node) -> list[_Version]:
+    out, stack = [], [node]
     while stack:
-        child = stack.pop()
-        n += 1
-        stack.extend(child.children.values())
-    return n
+        n = stack.pop()
+        out += n.ends
+        stack.extend(n.children.values())
+    return out
 
 
-def _verify_tree(reader: ChunkReader, root: _Node, sizes: dict[str, int]) -> tuple[list[Problem], int, int]:
-    """Decode ``root`` and every wanted frame built on it, each once (depth first)."""
-    problems: list[Problem] = []
-    frames = nbytes = 0
-    stack: list[tuple[_Node, bytes | None]] = [(root, None)]
+def _fail(tally: _Tally, node: _Node, path: str, exc: SnapshotError) -> None:
+    versions = _subtree_versions(node)
+    for v in versions:
+        v.broken = True
+    sid = versions[0].snapshots[0] if versions else None
+    kind = "data" if isinstance(exc, IntegrityError) else "storage"
+    deps = len(versions)
+    tail = f"; {deps} file version(s) built on it not verified" if deps > 1 else ""
+    tally.problems.append(Problem(kind, f"snapshot {sid}: {path}: {exc}{tail}", sid, path, node.frame.object))
+
+
+def _walk_index(
+    reader: ChunkReader, roots: dict[Frame, _Node], path: str, sizes: dict[str, int], tally: _Tally,
+    hash_files: bool,
+) -> None:
+    stack: list[tuple[_Node, bytes | None]] = [(r, None) for r in roots.values()]
     while stack:
         node, base = stack.pop()
         fr = node.frame
-        if not node.wanted or fr.offset + fr.length > sizes.get(fr.object, -1):
-            continue  # a missing or short object is already reported
+        if not node.wanted:
+            continue
+        if fr.offset + fr.length > sizes.get(fr.object, -1):  # missing or short: reported already
+            for v in _subtree_versions(node):
+                v.broken = True
+            continue
         try:
             content = reader.decode(fr, base)
         except SnapshotError as exc:
-            deps = _count(node)
-            tail = f"; {deps} frame(s) built on it not verified" if deps else ""
-            problems.append(Problem("data", f"snapshot {node.snapshot}: {node.path}: {exc}{tail}",
-                                    node.snapshot, node.path, fr.object))
+            _fail(tally, node, path, exc)
             continue
-        frames += 1
-        nbytes += fr.length
+        tally.frames.add(fr)
+        if hash_files:
+            for v in node.ends:
+                v.hasher.update(content)
         stack.extend((child, content) for child in node.children.values())
-    return problems, frames, nbytes
+
+
+def _verify_path(
+    reader: ChunkReader, path: str, versions: list[_Version], sizes: dict[str, int],
+    selected: set[str] | None,
+) -> _Tally:
+    """Every frame of every version of one file, index by index; then the file hashes."""
+    tally = _Tally()
+    for index in range(max(len(v.entry.chunks) for v in versions)):
+        roots = _forest(versions, index)
+        _mark_wanted(roots.values(), selected)
+        _walk_index(reader, roots, path, sizes, tally, hash_files=selected is None)
+    if selected is not None:
+        return tally
+    for v in versions:
+        if v.broken:
+            continue
+        tally.files += 1
+        if v.hasher.hexdigest() != v.entry.hash:
+            sid = v.snapshots[0]
+            tally.problems.append(Problem(
+                "file-hash", f"snapshot {sid}: {path}: its chunks, in the manifest's order, do not hash "
+                f"to the file's hash (chunks reordered or file hash altered)", sid, path))
+    return tally
+
+
+def _versions_by_path(manifests: Iterable[Manifest]) -> dict[str, list[_Version]]:
+    by_path: dict[str, dict[tuple[str, tuple[str, ...]], _Version]] = {}
+    for m in manifests:
+        for f in m.files:
+            key = (f.hash, tuple(c.hash for c in f.chunks))
+            versions = by_path.setdefault(f.path, {})
+            if key in versions:
+                versions[key].snapshots.append(m.id)
+            else:
+                versions[key] = _Version(f, [m.id])
+    return {p: list(v.values()) for p, v in sorted(by_path.items())}
 
 
 def check_repository(
@@ -244,22 +326,24 @@ def check_repository(
     ck.check_config()
     count = ck.load_manifests()
     ck.list_objects()
-    ck.check_frames()
-    referenced = {fr.object for fr in _all_frames(ck.roots.values())}
-    selected: set[str] = set()
-    frames = nbytes = 0
+    referenced = ck.check_frames()
+    selected: set[str] | None = None
+    frames: set[Frame] = set()
+    files = 0
+    reader = ChunkReader(repo)
     if read_data:
-        selected = select_objects(referenced & ck.objects.keys(), subset)
-        _mark_wanted(ck.roots.values(), selected)
-        roots = sorted(
-            (r for r in ck.roots.values() if r.wanted), key=lambda r: (r.frame.object, r.frame.offset)
-        )
-        reader = ChunkReader(repo.store)
+        present = referenced & ck.objects.keys()
+        selected = select_objects(present, subset) if subset is not None else None
+        by_path = _versions_by_path(ck.manifests)
         with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="check") as pool:
-            for found, n, b in pool.map(lambda r: _verify_tree(reader, r, ck.objects), roots):
-                for p in found:
+            work = [(path, versions) for path, versions in by_path.items() if versions and any(
+                v.entry.chunks for v in versions)]
+            for tally in pool.map(lambda pv: _verify_path(reader, pv[0], pv[1], ck.objects, selected), work):
+                for p in tally.problems:
                     ck.problem(p)
-                frames, nbytes = frames + n, nbytes + b
+                frames |= tally.frames
+                files += tally.files
+            files += sum(1 for _, versions in by_path.items() for v in versions if not v.entry.chunks)
     unreferenced = sorted(ck.objects.keys() - referenced)
     if unreferenced and any(p.kind == "manifest" for p in ck.problems.values()):
         ck.notes.append("objects of unreadable manifests count as unreferenced here")
@@ -271,19 +355,13 @@ def check_repository(
         objects_referenced=len(referenced),
         read_data=read_data,
         subset=subset.text if subset else None,
-        objects_selected=len(selected),
-        frames_verified=frames,
-        bytes_read=nbytes,
+        objects_selected=len(selected if selected is not None else referenced & ck.objects.keys())
+        if read_data else 0,
+        frames_verified=len(frames),
+        bytes_read=reader.bytes_fetched,
+        files_verified=files,
         problems=problems,
         unreferenced=tuple(unreferenced),
         unreferenced_bytes=sum(ck.objects[o] for o in unreferenced),
         notes=tuple(ck.notes),
     )
-
-
-def _all_frames(roots: Iterable[_Node]) -> Iterable[Frame]:
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        yield node.frame
-        stack.extend(node.children.values())

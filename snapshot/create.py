@@ -23,24 +23,27 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from snapshot import __version__, layout
+from snapshot import hooks
 from snapshot.basecache import BaseCache, default_root
+from snapshot.chunking import ChunkedFile, chunk_sizes
 from snapshot.compression import check_codec, compress
-from snapshot.errors import AlreadyExistsError, SnapshotError, UsageError
-from snapshot.hashing import FileHasher, digest
-from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, Totals, dumps
+from snapshot.errors import SnapshotError, UsageError
+from snapshot.ids import new_snapshot_id, utc_now_iso
+from snapshot.locks import SHARED, RepositoryLock
+from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, Totals
 from snapshot.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
 from snapshot.progress import NullReporter, Reporter
-from snapshot.repository import Repository, new_snapshot_id, utc_now_iso
-from snapshot.source import StagedFile, capture, check_persist_dir
+from snapshot.repository import Repository
+from snapshot.source import Capture, StagedFile, capture, check_persist_dir
+from snapshot.tempdirs import TEMP_PREFIX, owned_dir
+from snapshot.version import __version__
 
-DEFAULT_LEVELS = {"zstd": 1, "gzip": 6}
 #: Chunks compressed ahead of the one being packed (bounds memory to ~3 MiB per slot).
 _WINDOW = 8
 
@@ -91,15 +94,6 @@ def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | N
     return repo.manifest(ids[-1])
 
 
-def _read_chunks(path: Path, size: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while True:
-            data = fh.read(size)
-            if not data:
-                return
-            yield data
-
-
 @dataclass
 class _Plan:
     """What to do with one chunk, decided in the packing thread."""
@@ -111,12 +105,21 @@ class _Plan:
     index: int = 0
 
 
+@dataclass(frozen=True)
+class _StoredFile:
+    """A file's chunks as frame chains (pending until the packs are sealed)."""
+
+    staged: StagedFile
+    chains: list[list[PendingFrame | Frame]]
+    size: int
+    hash: str
+
+
 class _Builder:
     def __init__(
         self,
         repo: Repository,
         parent: Manifest | None,
-        codec: str,
         level: int,
         delta: bool,
         reporter: Reporter,
@@ -127,25 +130,26 @@ class _Builder:
         self.cache = cache
         self.bases_cached = self.bases_read = 0
         self._count_lock = threading.Lock()
-        self.parent = parent
-        self.codec = codec
-        self.level = level
-        self.delta = delta and codec == "zstd"
-        self.reporter = reporter
+        self.codec = repo.config.codec
         self.chunk_size = repo.config.chunk_size
+        same_chunks = parent is not None and parent.chunk_size == self.chunk_size
+        self.parent = parent if same_chunks else None
+        self.level = level
+        self.delta = delta and self.codec == "zstd"
+        self.reporter = reporter
         self.known: dict[str, tuple[Frame, ...] | list[PendingFrame | Frame]] = {}
-        if parent is not None and parent.chunk_size == self.chunk_size:
-            for f in parent.files:
+        if self.parent is not None:
+            for f in self.parent.files:
                 for c in f.chunks:
                     self.known.setdefault(c.hash, c.frames)
-        self.reader = ChunkReader(repo.store)
-        self.writer = PackWriter(repo.store, pack_size=pack_size)
+        self.reader = ChunkReader(repo)
+        self.writer = PackWriter(repo, pack_size=pack_size)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zstd")
         self.chunks_total = self.chunks_new = self.chunks_delta = 0
         self.bytes_new = 0
 
     def _base_for(self, rel: str, index: int) -> Chunk | None:
-        if not self.delta or self.parent is None or self.parent.chunk_size != self.chunk_size:
+        if not self.delta or self.parent is None:
             return None
         pf = self.parent.file(rel)
         if pf is None or index >= len(pf.chunks):
@@ -158,7 +162,7 @@ class _Builder:
     def _base_bytes(self, plan: _Plan) -> bytes:
         assert plan.base is not None and self.parent is not None
         if self.cache is not None:
-            raw = self.cache.base(self.parent.id, plan.rel, plan.index, self.chunk_size, plan.base)
+            raw = self.cache.base(self.parent.id, plan.rel, plan.index * self.chunk_size, plan.base)
             if raw is not None:
                 with self._count_lock:
                     self.bases_cached += 1
@@ -172,29 +176,23 @@ class _Builder:
             return compress(plan.data, self.codec, self.level, self._base_bytes(plan)), plan.base
         return compress(plan.data, self.codec, self.level), None
 
-    def add_file(self, sf: StagedFile) -> list[list[PendingFrame | Frame]]:
-        """Chunks of one file, as frame chains (pending until the packs are sealed)."""
+    def add_file(self, sf: StagedFile) -> _StoredFile:
         chains: list[list[PendingFrame | Frame]] = []
-        hasher = FileHasher()
         pending: deque[tuple[int, _Plan, Future[tuple[bytes, Chunk | None]] | None]] = deque()
-        size = 0
-        for index, data in enumerate(_read_chunks(sf.staged, self.chunk_size)):
-            hasher.update(data)
-            size += len(data)
-            h = digest(data)
-            plan = _Plan(data, h, None, sf.rel, index)
+        chunked = ChunkedFile(sf.staged, self.chunk_size)
+        for raw in chunked:
+            plan = _Plan(raw.data, raw.hash, None, sf.rel, raw.index)
             fut = None
-            if h not in self.known:
-                plan.base = self._base_for(sf.rel, index)
+            if raw.hash not in self.known:
+                plan.base = self._base_for(sf.rel, raw.index)
                 fut = self.pool.submit(self._compress, plan)
             chains.append([])
-            pending.append((index, plan, fut))
+            pending.append((raw.index, plan, fut))
             while len(pending) > _WINDOW:
                 self._finish(chains, *pending.popleft())
         while pending:
             self._finish(chains, *pending.popleft())
-        self._file_hash, self._file_size = hasher.hexdigest(), size
-        return chains
+        return _StoredFile(sf, chains, chunked.size, chunked.hash)
 
     def _finish(
         self,
@@ -223,146 +221,181 @@ class _Builder:
         if base is not None:
             self.chunks_delta += 1
 
-    def resolve(self, chain: list[PendingFrame | Frame], size: int, h: str) -> Chunk:
-        frames = tuple(self.writer.resolve(f) if isinstance(f, PendingFrame) else f for f in chain)
-        return Chunk(hash=h, size=size, frames=frames)
+    def pack_files(self, files: Sequence[StagedFile]) -> list[_StoredFile]:
+        """Chunk, compress and pack every file; every pack is uploaded when this returns."""
+        try:
+            self.reporter.phase("snapshot", sum(sf.staged.stat().st_size for sf in files))
+            stored = [self.add_file(sf) for sf in files]
+            self.writer.close()
+        except BaseException:
+            self.writer.abort()
+            raise
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return stored
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def entry(self, sf: _StoredFile) -> FileEntry:
+        chunks = []
+        for chain, size in zip(sf.chains, chunk_sizes(sf.size, self.chunk_size), strict=True):
+            frames = tuple(self.writer.resolve(f) if isinstance(f, PendingFrame) else f for f in chain)
+            chunks.append(Chunk(hash=frames[-1].hash, size=size, frames=frames))
+        st = sf.staged
+        return FileEntry(st.rel, sf.size, st.mode, sf.hash, st.role, tuple(chunks))
 
 
 def check_arguments(
-    source: Path, *, tags: Sequence[str] = (), codec: str | None = None, level: int | None = None
+    source: Path, *, tags: Sequence[str] = (), message: str = "", level: int | None = None,
+    codec: str | None = None,
 ) -> None:
     """Everything about a create that can be refused before the repository is touched (the
     CLI calls this before a create initialises a new repository)."""
-    # Without --codec the repository's codec applies, unknown until it is opened: check what
-    # holds for every codec here, the exact range again in create_snapshot.
-    check_codec(codec or "zstd", level if level is not None else DEFAULT_LEVELS.get(codec or "zstd", 1))
+    codec = codec or "zstd"
+    check_codec(codec, level if level is not None else 1)
     for t in tags:
         if not t or "," in t or t != t.strip():
             raise UsageError(f"bad tag {t!r}: tags are non-empty, without commas or edge spaces")
+    for what, text in [("--tag", t) for t in tags] + [("--message", message)]:
+        _check_text(what, text)
+    _check_text("source path", str(source))
     check_persist_dir(source.expanduser().absolute())
+
+
+def _check_text(what: str, text: str) -> None:
+    """Manifests are UTF-8 JSON: refuse text that cannot be encoded (undecodable bytes from the
+    command line arrive as lone surrogates) before anything is uploaded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8: {text.encode('utf-8', 'replace')!r}") from None
+
+
+def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) -> Path:
+    if cache is not None and tmp_dir is None:
+        return cache.new_staging()
+    return owned_dir(Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir()), TEMP_PREFIX)
+
+
+def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
+    """Make the snapshot durable, only once everything it references is known to be there."""
+    hooks.point("create.before-commit")
+    lock.check()  # still holding our shared lock: no prune can have run meanwhile
+    if manifest.parent is not None and not repo.has_snapshot(manifest.parent):
+        # A prune removed the parent while we worked: the frames we reused may be gone.
+        raise SnapshotError(
+            f"parent snapshot {manifest.parent} was removed during this create; run create again"
+        )
+    needed = {fr.object for f in manifest.files for c in f.chunks for fr in c.frames}
+    missing = repo.missing_objects(needed)
+    if missing:
+        raise SnapshotError(
+            f"{len(missing)} object(s) this snapshot needs vanished during create (e.g. "
+            f"{sorted(missing)[0]}); nothing was committed, run create again"
+        )
+    repo.save_manifest(manifest)
+    hooks.point("create.after-commit")
+
+
+def _after_commit(
+    cache: BaseCache | None, staging: Path, manifest: Manifest, cap: Capture, reporter: Reporter
+) -> None:
+    """The snapshot is saved: nothing from here on may turn the outcome into a failure (an
+    interrupt now would report "interrupted" for a snapshot that exists)."""
+    try:
+        if cache is not None:
+            cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files})
+    except OSError as exc:  # only the next delta gets dearer
+        reporter.warn(f"could not update the base cache: {exc}")
+    except KeyboardInterrupt:
+        reporter.warn(f"interrupted after snapshot {manifest.id} was saved; the base cache was not updated")
+
+
+def _manifest(
+    repo: Repository, source: Path, parent: Manifest | None, files: list[FileEntry], cap: Capture,
+    builder: _Builder, tags: Sequence[str], message: str,
+) -> Manifest:
+    return Manifest(
+        id=new_snapshot_id(),
+        parent=parent.id if parent else None,
+        created_at=utc_now_iso(),
+        tool_version=__version__,
+        chromadb_version=chromadb_version(),
+        source_path=str(source),
+        source_host=socket.gethostname(),
+        tags=tuple(dict.fromkeys(tags)),
+        message=message,
+        chunk_size=repo.config.chunk_size,
+        files=tuple(files),
+        collections=cap.collections,
+        totals=Totals(
+            files=len(files),
+            bytes=sum(f.size for f in files),
+            chunks=builder.chunks_total,
+            chunks_new=builder.chunks_new,
+            bytes_new=builder.bytes_new,
+            objects_new=builder.writer.objects_uploaded,
+        ),
+    )
 
 
 def create_snapshot(
     repo: Repository,
-    source: Path,
+    source: str | os.PathLike[str],
     *,
     tags: Sequence[str] = (),
     message: str = "",
     includes: Sequence[str | os.PathLike[str]] = (),
     include_orphans: bool = False,
     parent: str | None = None,
-    codec: str | None = None,
     level: int | None = None,
     delta: bool = True,
     tmp_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     pack_size: int = DEFAULT_PACK_SIZE,
+    wait: float | None = None,
     reporter: Reporter | None = None,
 ) -> CreateResult:
     """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
 
+    The create holds a shared repository lock throughout (a prune cannot run meanwhile);
+    ``wait``: seconds to wait for a prune that holds the exclusive lock.
+
+    The codec is the repository's; ``level`` overrides its full-frame level for this create.
     With ``use_cache`` the consistent copy is kept in the base cache (``cache_dir``, default
     $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so the next create deltas against it
     without reading the repository."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
-    codec = codec or repo.config.codec
-    if level is None:
-        level = repo.config.level if codec == repo.config.codec else DEFAULT_LEVELS.get(codec, 1)
-    check_arguments(source, tags=tags, codec=codec, level=level)
+    level = repo.config.level if level is None else level
+    source = Path(source)
+    check_arguments(source, tags=tags, message=message, level=level, codec=repo.config.codec)
     source = source.expanduser().absolute()
-    requests_before = repo.store.stats.as_dict()
-    up_before = repo.store.stats.bytes_up
-    parent_m = pick_parent(repo, source, parent)
-    cache = None
-    if use_cache:
-        cache = BaseCache(Path(cache_dir) if cache_dir else default_root(), repo.config.id, source)
-    if cache is not None and tmp_dir is None:
-        staging = cache.new_staging()
-    else:
-        staging = Path(tempfile.mkdtemp(prefix="chroma-snapshot-", dir=tmp_dir))
-    try:
-        cap = capture(source, staging, includes=includes, include_orphans=include_orphans, log=reporter.warn)
-        for orphan in cap.orphans:
-            if not include_orphans:
-                reporter.warn(
-                    f"segment folder {orphan} belongs to no collection: left out "
-                    "(--include-orphans keeps it)"
-                )
-        builder = _Builder(repo, parent_m, codec, level, delta, reporter, pack_size, cache)
+    cache = BaseCache(Path(cache_dir) if cache_dir else default_root(), repo.config.id, source) \
+        if use_cache else None
+    with repo.measure() as moved, repo.lock(SHARED, "create", wait=wait or 0.0) as lock:
+        parent_m = pick_parent(repo, source, parent)
+        staging = _staging(cache, tmp_dir)
         try:
-            total = sum(sf.staged.stat().st_size for sf in cap.files)
-            reporter.phase("snapshot", total)
-            raw_files = []
-            for sf in cap.files:
-                chains = builder.add_file(sf)
-                raw_files.append((sf, chains, builder._file_hash, builder._file_size))
-            builder.writer.close()
-        except BaseException:
-            builder.writer.abort()
-            raise
+            cap = capture(source, staging, includes=includes, include_orphans=include_orphans,
+                          log=reporter.warn)
+            for orphan in cap.orphans:
+                if not include_orphans:
+                    reporter.warn(f"segment folder {orphan} belongs to no collection: left out "
+                                  "(--include-orphans keeps it)")
+            builder = _Builder(repo, parent_m, level, delta, reporter, pack_size, cache)
+            files = [builder.entry(sf) for sf in builder.pack_files(cap.files)]
+            manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message)
+            _commit(repo, manifest, lock)
+            _after_commit(cache, staging, manifest, cap, reporter)
         finally:
-            builder.close()
-        files = []
-        for sf, chains, fhash, fsize in raw_files:
-            chunks = []
-            for i, chain in enumerate(chains):
-                csize = min(repo.config.chunk_size, fsize - i * repo.config.chunk_size)
-                last = chain[-1]
-                chunks.append(builder.resolve(chain, csize, last.hash))
-            files.append(FileEntry(sf.rel, fsize, sf.mode, fhash, sf.role, tuple(chunks)))
-        sid = new_snapshot_id()
-        manifest = Manifest(
-            id=sid,
-            parent=parent_m.id if parent_m else None,
-            created_at=utc_now_iso(),
-            tool_version=__version__,
-            chromadb_version=chromadb_version(),
-            source_path=str(source),
-            source_host=socket.gethostname(),
-            tags=tuple(dict.fromkeys(tags)),
-            message=message,
-            chunk_size=repo.config.chunk_size,
-            files=tuple(files),
-            collections=cap.collections,
-            totals=Totals(
-                files=len(files),
-                bytes=sum(f.size for f in files),
-                chunks=builder.chunks_total,
-                chunks_new=builder.chunks_new,
-                bytes_new=builder.bytes_new,
-                objects_new=builder.writer.objects_uploaded,
-            ),
-        )
-        if parent_m is not None and not repo.store.exists(layout.snapshot_key(parent_m.id)):
-            # A prune removed the parent while we worked: the frames we reused may be gone.
-            raise SnapshotError(
-                f"parent snapshot {parent_m.id} was removed during this create; run create again"
-            )
-        try:
-            repo.store.put(layout.snapshot_key(sid), dumps(manifest), create_only=True)
-        except AlreadyExistsError as exc:  # same 1/65536 s and 16 random bits: vanishingly rare
-            raise SnapshotError(f"snapshot id {sid} already exists; run create again") from exc
-        if cache is not None:
-            try:
-                cache.commit(staging, sid, {sf.rel: sf.staged for sf in cap.files})
-            except OSError as exc:  # the snapshot is committed; only the next delta gets dearer
-                reporter.warn(f"could not update the base cache in {cache.area}: {exc}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        reporter.done()
-    after = repo.store.stats.as_dict()
-    requests = {k: after.get(k, 0) - requests_before.get(k, 0) for k in after}
+            shutil.rmtree(staging, ignore_errors=True)
+            reporter.done()
     return CreateResult(
-        id=sid,
+        id=manifest.id,
         parent=manifest.parent,
         files=len(files),
         bytes_total=manifest.totals.bytes,
-        bytes_uploaded=repo.store.stats.bytes_up - up_before,
+        bytes_uploaded=moved.bytes_up,
         objects_uploaded=builder.writer.objects_uploaded,
         chunks_total=builder.chunks_total,
         chunks_new=builder.chunks_new,
@@ -375,5 +408,5 @@ def create_snapshot(
         skipped=cap.skipped,
         capture_attempts=cap.attempts,
         seconds=round(time.monotonic() - started, 3),
-        requests={k: v for k, v in requests.items() if v},
+        requests=moved.requests,
     )

@@ -22,21 +22,19 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import urllib.parse
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from snapshot.chroma_db import DB_NAME, RecordRow, iter_records, metadata_segments, open_readonly
+from snapshot.chunking import ChunkedFile, read_verified
 from snapshot.errors import IntegrityError
-from snapshot.hashing import FileHasher, digest
+from snapshot.hashing import FileHasher
 from snapshot.manifest import CollectionInfo, Manifest
 from snapshot.packs import ChunkReader
 from snapshot.repository import Repository
-from snapshot.source import DB_NAME, Capture, capture
-
-#: (record id, fingerprint): rows of one collection, ascending by id.
-RecordRow = tuple[str, Hashable]
+from snapshot.source import Capture, capture
+from snapshot.tempdirs import TEMP_PREFIX, owned_dir
 
 
 @dataclass(frozen=True)
@@ -247,67 +245,14 @@ def merge_records(
 # ------------------------------------------------------------------ records (sqlite I/O)
 
 
-def _open_db(path: Path) -> sqlite3.Connection:
-    # immutable: a private temp copy nobody writes; no -wal/-shm files, no locks.
-    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True, isolation_level=None)
-
-
-def _metadata_segments(conn: sqlite3.Connection) -> dict[str, list[str]]:
-    rows = conn.execute(
-        "SELECT c.name, s.id FROM collections c JOIN segments s ON s.collection = c.id "
-        "WHERE s.scope = 'METADATA' ORDER BY c.name, s.id"
-    ).fetchall()
-    out: dict[str, list[str]] = {}
-    for name, seg in rows:
-        out.setdefault(name, []).append(seg)
-    return out
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-
-
-def _records_sql(conn: sqlite3.Connection, n_segments: int) -> str:
-    wanted = ("string_value", "int_value", "float_value", "bool_value")
-    cols = [c for c in wanted if c in _columns(conn, "embedding_metadata")]
-    qs = ",".join("?" * n_segments)
-    sql = (
-        f"SELECT e.embedding_id, e.seq_id, m.key, {', '.join('m.' + c for c in cols)} "
-        f"FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id WHERE e.segment_id IN ({qs})"
-    )
-    array_cols = _columns(conn, "embedding_metadata_array")
-    if array_cols and conn.execute("SELECT 1 FROM embedding_metadata_array LIMIT 1").fetchone():
-        values = ", ".join(f"a.{c}" if c in array_cols else "NULL" for c in cols)
-        sql += (
-            f" UNION ALL SELECT e.embedding_id, e.seq_id, '[]' || a.key, {values} FROM embeddings e "
-            f"JOIN embedding_metadata_array a ON a.id = e.id WHERE e.segment_id IN ({qs})"
-        )
-        order = ", ".join(str(i) for i in range(1, len(cols) + 4))
-        return f"{sql} ORDER BY {order}"
-    return sql + " ORDER BY e.embedding_id, m.key"
-
-
-def iter_records(conn: sqlite3.Connection, segments: list[str]) -> Iterator[RecordRow]:
-    """(id, (seq_id, metadata rows)) of a collection's records, ascending by id, streamed."""
-    sql = _records_sql(conn, len(segments))
-    params: list[Any] = list(segments)
-    if "UNION ALL" in sql:
-        params += segments
-    cursor = conn.execute(sql, params)
-    for rid, rows in itertools.groupby(cursor, key=lambda r: r[0]):
-        group = list(rows)
-        yield rid, (group[0][1], tuple(tuple(r[2:]) for r in group if r[2] is not None))
-
-
 def diff_record_dbs(
     before: Path | None, after: Path | None, limit: int | None = None
 ) -> dict[str, RecordDiff]:
     """Record-level diff of two chroma.sqlite3 files (None: a side without one), per collection."""
     conns: list[sqlite3.Connection | None] = []
     try:
-        conns = [_open_db(p) if p is not None else None for p in (before, after)]
-        segs = [_metadata_segments(c) if c is not None else {} for c in conns]
+        conns = [open_readonly(p, immutable=True) if p is not None else None for p in (before, after)]
+        segs = [metadata_segments(c) if c is not None else {} for c in conns]
         out = {}
         for name in sorted(segs[0].keys() | segs[1].keys()):
             sides: list[Iterable[RecordRow]] = []
@@ -338,17 +283,14 @@ def materialise_file(
     local: dict[str, tuple[Path, int]] = {}
     if reuse is not None and reuse[1] is not None and (other := reuse[0].file(path)) is not None:
         local = {c.hash: (reuse[1], i * reuse[0].chunk_size) for i, c in enumerate(other.chunks)}
-    reader = ChunkReader(repo.store)
+    reader = ChunkReader(repo)
     hasher = FileHasher()
     with open(dest, "wb") as out:
         for chunk in entry.chunks:
             data = None
             if chunk.hash in local:
-                src, offset = local[chunk.hash]
-                with open(src, "rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read(chunk.size)
-            if data is None or digest(data) != chunk.hash:
+                data = read_verified(*local[chunk.hash], chunk.size, chunk.hash)
+            if data is None:
                 data = reader.read_chunk(chunk)  # checks every frame; the last one's hash is the chunk's
             hasher.update(data)
             out.write(data)
@@ -361,13 +303,9 @@ def tree_of_capture(label: str, cap: Capture, chunk_size: int) -> Tree:
     """What a create would record for a capture: every staged file hashed chunk by chunk."""
     files = []
     for sf in cap.files:
-        chunks, hasher, size = [], FileHasher(), 0
-        with open(sf.staged, "rb") as fh:
-            while data := fh.read(chunk_size):
-                hasher.update(data)
-                chunks.append((digest(data), len(data)))
-                size += len(data)
-        files.append(TreeFile(sf.rel, size, hasher.hexdigest(), sf.role, tuple(chunks)))
+        chunked = ChunkedFile(sf.staged, chunk_size)
+        chunks = tuple((c.hash, len(c.data)) for c in chunked)
+        files.append(TreeFile(sf.rel, chunked.size, chunked.hash, sf.role, chunks))
     return Tree(label, tuple(files), cap.collections)
 
 
@@ -386,7 +324,7 @@ def diff_snapshots(
     ma = repo.get(before)
     live = Path(after).expanduser()
     is_live = live.is_dir()
-    work = Path(tempfile.mkdtemp(prefix="chroma-snapshot-diff-", dir=tmp_dir))
+    work = owned_dir(Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir()), TEMP_PREFIX)
     try:
         if is_live:
             cap = capture(live.absolute(), work / "capture")

@@ -6,6 +6,9 @@ The exit-code table in README.md is generated from nothing: keep the two in step
 
 from __future__ import annotations
 
+import errno
+import os
+
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -16,6 +19,9 @@ class SnapshotError(Exception):
 
     exit_code = 1
     kind = "error"
+    #: Set when the outcome was already shown (e.g. check's JSON report): the CLI then prints
+    #: the one-line error on stderr only.
+    reported = False
 
 
 class UsageError(SnapshotError):
@@ -97,6 +103,32 @@ class DiskFullError(SnapshotError):
 
     exit_code = 15
     kind = "disk-full"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C (exit 143)."""
+
+
+def mount_point(path: str | os.PathLike[str]) -> str:
+    """The mount point of the filesystem holding ``path`` (or its nearest existing parent)."""
+    p = os.path.abspath(os.fspath(path))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    while not os.path.ismount(p):
+        p = os.path.dirname(p)
+    return p
+
+
+def disk_full(exc: OSError, path: str | os.PathLike[str] | None = None) -> DiskFullError | None:
+    """A DiskFullError naming the full filesystem if ``exc`` is ENOSPC/EDQUOT, else None."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = path if path is not None else exc.filename
+    fs = f"the filesystem at {mount_point(where)}" if where else "a local filesystem"
+    quota = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left"
+    err = DiskFullError(f"{quota} on {fs} (writing {where or '?'}); free some space and run again")
+    err.__cause__ = exc
+    return err
 
 
 class AlreadyExistsError(StorageError):

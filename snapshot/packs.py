@@ -15,12 +15,11 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from snapshot import layout
 from snapshot.compression import decompress
-from snapshot.errors import IntegrityError, NotFoundError, SnapshotError
+from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.hashing import digest
 from snapshot.manifest import Chunk, Frame
-from snapshot.storage.base import Store
+from snapshot.repository import Repository
 
 DEFAULT_PACK_SIZE = 16 << 20
 
@@ -38,8 +37,8 @@ class PendingFrame:
 class PackWriter:
     """Collects frames into packs of about ``pack_size`` bytes and uploads them."""
 
-    def __init__(self, store: Store, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
-        self.store = store
+    def __init__(self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
+        self.repo = repo
         self.pack_size = pack_size
         self._buf = bytearray()
         self._pack_no = 0
@@ -74,9 +73,8 @@ class PackWriter:
 
     def _upload(self, oid: str, data: bytes) -> None:
         try:
-            key = layout.object_key(oid)
-            if not self.store.exists(key):
-                self.store.put(key, data)
+            if not self.repo.has_object(oid):
+                self.repo.put_object(oid, data)
                 with self._lock:
                     self.objects_uploaded += 1
                     self.bytes_uploaded += len(data)
@@ -99,6 +97,11 @@ class PackWriter:
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    @property
+    def object_ids(self) -> list[str]:
+        """Every pack this writer sealed (uploaded now, or found already stored)."""
+        return list(self._ids.values())
+
     def resolve(self, pf: PendingFrame) -> Frame:
         return Frame(
             object=self._ids[pf.pack],
@@ -113,18 +116,14 @@ class PackWriter:
 class ChunkReader:
     """Rebuilds chunks from their frames, verifying each decoded frame's hash."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
         self._lock = threading.Lock()
         self.bytes_fetched = 0
 
     def read_frame(self, frame: Frame) -> bytes:
         """The compressed bytes of one frame."""
-        key = layout.object_key(frame.object)
-        try:
-            data = self.store.get_range(key, frame.offset, frame.length)
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {frame.object} is missing from the repository") from exc
+        data = self.repo.read_frame(frame)
         with self._lock:
             self.bytes_fetched += len(data)
         return data

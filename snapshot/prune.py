@@ -1,43 +1,67 @@
 """Prune and forget: drop snapshots (by a retention policy, or by name), then delete the
 objects no remaining snapshot needs.
 
-Order of side effects (DESIGN.md "Prune"):
+Every prune is ``plan_prune`` (pure: which snapshots go, which objects go, decided from the
+manifests and one listing of data/; printed by ``--dry-run``) followed by ``execute_prune``:
 
-1. every manifest is read first; the snapshots to drop are decided (nothing changed yet);
-2. the dropped manifests are deleted;
-3. the snapshot list is read again, so a create that committed meanwhile keeps its objects;
-4. one listing of ``data/``; an object is deleted only if no remaining manifest references it
-   (any frame of any chain, delta bases included). Objects that only the dropped snapshots
+1. the dropped manifests are deleted first: a crash now leaves objects, never a snapshot that
+   points at deleted data;
+2. :func:`protect_newcomers`: the snapshot list is read again, and any snapshot committed since
+   the plan (a create that ran meanwhile) keeps every object it references;
+3. the planned objects (minus those) are deleted. Objects that only the dropped snapshots
    referenced go at once; objects no manifest referenced at all (a create in flight, or one
-   that crashed before its manifest) go only once older than the grace period.
-
-:func:`plan_gc` is the pure part of step 4; ``dry_run`` stops after planning.
+   that crashed before its manifest) go only once older than the grace period. Objects uploaded
+   after the plan's listing are never touched.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
-from snapshot import layout
 from snapshot.errors import IntegrityError, SnapshotError, UsageError
+from snapshot.locks import EXCLUSIVE
 from snapshot.manifest import Manifest
 from snapshot.repository import Repository
-from snapshot.retention import Decision, RetentionPolicy, plan_retention, snapshot_times
+from snapshot.retention import (
+    DEFAULT_GROUP_BY,
+    Decision,
+    RetentionPolicy,
+    plan_retention,
+    snapshot_times,
+)
 from snapshot.storage.base import ObjectInfo
 
+#: Unreferenced objects younger than this are left alone (a create may still be writing them).
 DEFAULT_GRACE = 3600.0
-_DELETERS = 8
+
+
+#: (object id, its listing)
+Listed = tuple[str, ObjectInfo]
 
 
 @dataclass(frozen=True)
 class GcPlan:
-    delete: tuple[ObjectInfo, ...]
+    delete: tuple[Listed, ...]
     #: Unreferenced, but younger than the grace period: left for a later prune.
-    pending: tuple[ObjectInfo, ...]
+    pending: tuple[Listed, ...]
     kept: int
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What a prune will do: snapshots to drop (newest first), the decision for each kept one,
+    and the objects to delete (by id)."""
+
+    removed: tuple[str, ...]
+    kept: tuple[Decision, ...]
+    #: Every snapshot id known when planning (a later id is a newcomer to protect).
+    known: frozenset[str]
+    gc: GcPlan
+    grace_seconds: float
 
 
 @dataclass(frozen=True)
@@ -60,7 +84,7 @@ def referenced_objects(m: Manifest) -> set[str]:
 
 
 def plan_gc(
-    objects: Iterable[ObjectInfo],
+    objects: Iterable[tuple[str | None, ObjectInfo]],
     referenced: set[str],
     released: set[str],
     now: float,
@@ -68,89 +92,132 @@ def plan_gc(
 ) -> GcPlan:
     """Which listed objects to delete: not ``referenced`` by a remaining snapshot, and either
     ``released`` (referenced only by the snapshots just dropped) or older than ``grace``.
-    Keys under data/ that are not object keys are left alone."""
-    delete: list[ObjectInfo] = []
-    pending: list[ObjectInfo] = []
+    Keys under data/ that are not object keys (id None) are left alone."""
+    delete: list[Listed] = []
+    pending: list[Listed] = []
     kept = 0
-    for info in objects:
-        oid = layout.object_id_from_key(info.key)
+    for oid, info in objects:
         if oid is None:
             continue
         if oid in referenced:
             kept += 1
         elif oid in released or now - info.mtime >= grace:
-            delete.append(info)
+            delete.append((oid, info))
         else:
-            pending.append(info)
+            pending.append((oid, info))
     return GcPlan(tuple(delete), tuple(pending), kept)
 
 
+def plan_prune(
+    kept: Sequence[Decision],
+    kept_manifests: Sequence[Manifest],
+    removed_manifests: Sequence[Manifest | None],
+    removed: Sequence[str],
+    objects: Iterable[tuple[str | None, ObjectInfo]],
+    *,
+    now: float,
+    grace: float,
+) -> PrunePlan:
+    """Pure: from the retention decision, the manifests on both sides and a listing of the
+    objects, what to delete. A dropped snapshot whose manifest cannot be read (None) frees no
+    object at once: its objects wait for the grace period like any unreferenced object."""
+    referenced: set[str] = set()
+    for m in kept_manifests:
+        referenced |= referenced_objects(m)
+    released: set[str] = set()
+    for rm in removed_manifests:
+        if rm is not None:
+            released |= referenced_objects(rm)
+    gc = plan_gc(objects, referenced, released - referenced, now, grace)
+    known = frozenset([d.id for d in kept] + list(removed))
+    return PrunePlan(tuple(removed), tuple(kept), known, gc, grace)
+
+
+def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
+    """Objects referenced by snapshots committed since ``plan`` was made: never deleted."""
+    newer = sorted(set(repo.snapshot_ids()) - plan.known)
+    protected: set[str] = set()
+    for m in _load(repo, newer, "prune"):
+        protected |= referenced_objects(m)
+    return protected
+
+
+def execute_prune(repo: Repository, plan: PrunePlan) -> PruneResult:
+    for sid in plan.removed:  # manifests first: a crash now leaves objects, never a broken snapshot
+        repo.delete_snapshot(sid)
+    protected = protect_newcomers(repo, plan)
+    delete = tuple((oid, info) for oid, info in plan.gc.delete if oid not in protected)
+    repo.delete_objects(oid for oid, _ in delete)
+    return _result(plan, delete, dry_run=False)
+
+
+def _result(plan: PrunePlan, delete: Sequence[Listed], *, dry_run: bool) -> PruneResult:
+    return PruneResult(
+        dry_run=dry_run,
+        removed=plan.removed,
+        kept=plan.kept,
+        objects_removed=tuple(sorted(oid for oid, _ in delete)),
+        bytes_freed=sum(info.size for _, info in delete),
+        objects_kept=plan.gc.kept,
+        objects_in_grace=len(plan.gc.pending),
+        bytes_in_grace=sum(info.size for _, info in plan.gc.pending),
+        grace_seconds=plan.grace_seconds,
+    )
+
+
 def _load(repo: Repository, ids: Sequence[str], why: str) -> list[Manifest]:
-    out = []
-    for sid in ids:
+    try:
+        return repo.manifests(ids)
+    except SnapshotError:
+        pass
+    for sid in ids:  # name the first broken one
         try:
-            out.append(repo.manifest(sid))
+            repo.manifest(sid)
         except SnapshotError as exc:
             raise IntegrityError(
                 f"manifest {sid} cannot be read ({exc}); {why} needs every remaining manifest to "
                 f"know which objects are in use: run `chroma-snapshot check`, then "
                 f"`chroma-snapshot forget {sid}` if it is broken"
             ) from exc
-    return out
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _released(repo: Repository, ids: Sequence[str]) -> set[str]:
-    """Objects the dropped snapshots referenced (a broken dropped manifest adds none: its
-    objects then wait for the grace period like any unreferenced object)."""
-    out: set[str] = set()
-    for sid in ids:
-        try:
-            out |= referenced_objects(repo.manifest(sid))
-        except SnapshotError:
-            continue
-    return out
+def _try_load(repo: Repository, sid: str) -> Manifest | None:
+    try:
+        return repo.manifest(sid)
+    except SnapshotError:
+        return None
 
 
-def _apply(
-    repo: Repository,
-    kept: Sequence[Decision],
-    removed: Sequence[str],
-    all_ids: Sequence[str],
-    *,
-    dry_run: bool,
-    grace: float,
-    now: float | None,
-) -> PruneResult:
-    kept_ids = [d.id for d in kept]
-    referenced: set[str] = set()
-    for m in _load(repo, kept_ids, "prune"):
-        referenced |= referenced_objects(m)
-    released = _released(repo, removed) - referenced
-    if not dry_run:
-        for sid in removed:  # manifests first: a crash now leaves objects, never a broken snapshot
-            repo.store.delete(layout.snapshot_key(sid))
-            repo.forget_cached(sid)
-        newer = sorted(set(repo.snapshot_ids()) - set(all_ids))
-        for m in _load(repo, newer, "prune"):
-            referenced |= referenced_objects(m)
-        released -= referenced
-    plan = plan_gc(
-        repo.store.list(layout.DATA_PREFIX), referenced, released, time.time() if now is None else now, grace
+def _check_grace(grace: float | None) -> float:
+    if grace is None:
+        return DEFAULT_GRACE
+    if grace < 0:
+        raise UsageError("the grace period cannot be negative")
+    return grace
+
+
+def _plan(
+    repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float
+) -> PrunePlan:
+    kept_manifests = _load(repo, [d.id for d in kept], "prune")
+    removed_manifests = [_try_load(repo, sid) for sid in removed]
+    return plan_prune(
+        kept, kept_manifests, removed_manifests, removed, repo.list_objects(),
+        now=time.time() if now is None else now, grace=grace,
     )
-    if not dry_run and plan.delete:
-        with ThreadPoolExecutor(max_workers=_DELETERS, thread_name_prefix="delete") as pool:
-            list(pool.map(repo.store.delete, [info.key for info in plan.delete]))
-    return PruneResult(
-        dry_run=dry_run,
-        removed=tuple(removed),
-        kept=tuple(kept),
-        objects_removed=tuple(sorted(layout.object_id_from_key(i.key) or i.key for i in plan.delete)),
-        bytes_freed=sum(i.size for i in plan.delete),
-        objects_kept=plan.kept,
-        objects_in_grace=len(plan.pending),
-        bytes_in_grace=sum(i.size for i in plan.pending),
-        grace_seconds=grace,
-    )
+
+
+def _run(repo: Repository, plan: PrunePlan, dry_run: bool) -> PruneResult:
+    if dry_run:
+        return _result(plan, plan.gc.delete, dry_run=True)
+    return execute_prune(repo, plan)
+
+
+def _lock(repo: Repository, dry_run: bool, command: str, wait: float | None) -> AbstractContextManager[Any]:
+    """Prune and forget hold the exclusive lock (no create may run while objects are judged
+    unreferenced); a dry run changes nothing and takes none."""
+    return nullcontext() if dry_run else repo.lock(EXCLUSIVE, command, wait=wait or 0.0)
 
 
 def prune(
@@ -158,20 +225,21 @@ def prune(
     policy: RetentionPolicy,
     *,
     dry_run: bool = False,
-    grace: float = DEFAULT_GRACE,
+    grace: float | None = None,
+    group_by: str = DEFAULT_GROUP_BY,
     now: float | None = None,
+    wait: float | None = None,
 ) -> PruneResult:
-    """Drop the snapshots ``policy`` does not keep (never the newest), then collect objects."""
+    """Drop the snapshots ``policy`` does not keep (per source group; never a group's newest),
+    then collect objects."""
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
-    if grace < 0:
-        raise UsageError("the grace period cannot be negative")
-    ids = repo.snapshot_ids()
-    manifests = _load(repo, ids, "prune")
-    plan = plan_retention(snapshot_times(manifests), policy)
-    return _apply(
-        repo, plan.keep, [d.id for d in plan.remove], ids, dry_run=dry_run, grace=grace, now=now
-    )
+    grace = _check_grace(grace)
+    with _lock(repo, dry_run, "prune", wait):
+        manifests = _load(repo, repo.snapshot_ids(), "prune")
+        decision = plan_retention(snapshot_times(manifests), policy, group_by)
+        plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace)
+        return _run(repo, plan, dry_run)
 
 
 def forget(
@@ -179,21 +247,20 @@ def forget(
     refs: Sequence[str],
     *,
     dry_run: bool = False,
-    grace: float = DEFAULT_GRACE,
+    grace: float | None = None,
     now: float | None = None,
+    wait: float | None = None,
 ) -> PruneResult:
     """Drop the named snapshots (ids, prefixes, ``latest``), then collect objects. Every ref is
     resolved before anything is deleted, so one unknown ref deletes nothing."""
     if not refs:
         raise UsageError("name at least one snapshot to forget")
-    if grace < 0:
-        raise UsageError("the grace period cannot be negative")
-    ids = repo.snapshot_ids()
-    targets = set()
-    for ref in refs:
-        targets.add(repo.resolve(ref, ids))
-    remaining = sorted(set(ids) - targets, reverse=True)
-    kept = [Decision(m.id, m.created_at, m.tags, ("not named",)) for m in _load(repo, remaining, "forget")]
-    return _apply(
-        repo, kept, sorted(targets, reverse=True), ids, dry_run=dry_run, grace=grace, now=now
-    )
+    grace = _check_grace(grace)
+    with _lock(repo, dry_run, "forget", wait):
+        ids = repo.snapshot_ids()
+        targets = {repo.resolve(ref, ids) for ref in refs}
+        remaining = sorted(set(ids) - targets, reverse=True)
+        kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
+                for m in _load(repo, remaining, "forget")]
+        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace)
+        return _run(repo, plan, dry_run)

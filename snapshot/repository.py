@@ -1,44 +1,40 @@
-"""A repository: a store plus its config; finds, reads and resolves snapshots.
+"""A repository: the one owner of every read and write of a store holding snapshots.
 
-The operations (create, restore, diff, prune, check) live in their own modules and are exposed
-here as methods so that ``from snapshot import Repository`` is all a caller needs.
+Config, manifests, objects (packs), locks and request statistics all go through
+:class:`Repository`; the operations (create, restore, diff, prune, check) sit above it and
+never build a storage key or call the store themselves.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import secrets
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from snapshot import layout
+from snapshot.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
+from snapshot.compression import DEFAULT_LEVELS, check_codec
 from snapshot.errors import (
     AlreadyExistsError,
     AmbiguousIdError,
+    IntegrityError,
     NotFoundError,
+    SnapshotError,
     UsageError,
 )
-from snapshot.manifest import Manifest, RepoConfig, dumps, parse_config, parse_manifest
-from snapshot.storage import Store, StoreOptions, open_store
+from snapshot.ids import utc_now_iso
+from snapshot.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
+from snapshot.manifest import Frame, Manifest, RepoConfig, dumps, parse_config, parse_manifest
+from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
 
-if TYPE_CHECKING:
-    from snapshot.check import CheckResult, Subset
-    from snapshot.create import CreateResult
-    from snapshot.diff import SnapshotDiff
-    from snapshot.progress import Reporter
-    from snapshot.prune import PruneResult
-    from snapshot.restore import RestorePlan, RestoreResult
-    from snapshot.retention import RetentionPolicy
-
-DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_CODEC = "zstd"
-DEFAULT_LEVEL = 1
 DEFAULT_MAX_CHAIN = 8
+_FETCHERS = 8
 
 
 @dataclass(frozen=True)
@@ -70,21 +66,27 @@ class SnapshotSummary:
         )
 
 
-def new_snapshot_id(now: float | None = None) -> str:
-    """``YYYYMMDDTHHMMSS-ffffrrrr``: UTC seconds, then the fraction of the second in 1/65536
-    (so ids sort by creation time even within a second), then 16 random bits."""
-    now = time.time() if now is None else now
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    fraction = int((now % 1) * 65536)
-    return f"{stamp}-{fraction:04x}{secrets.token_hex(2)}"
+@dataclass
+class Measurement:
+    """Requests and bytes moved while a :meth:`Repository.measure` block ran (filled at exit)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
 
 
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+@dataclass(frozen=True)
+class ManifestScan:
+    """One key under snapshots/: its id (None for a stray key) and the manifest or why not."""
+
+    key: str
+    id: str | None
+    manifest: Manifest | None
+    error: SnapshotError | None
 
 
 class Repository:
-    """Open with :meth:`open` (existing) or :meth:`open` with ``create=True``."""
+    """Open with :meth:`open` (``create=True`` initialises an empty location)."""
 
     def __init__(self, store: Store, config: RepoConfig) -> None:
         self.store = store
@@ -100,11 +102,19 @@ class Repository:
         options: StoreOptions | None = None,
         *,
         create: bool = False,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        codec: str = DEFAULT_CODEC,
-        level: int = DEFAULT_LEVEL,
-        max_chain: int = DEFAULT_MAX_CHAIN,
+        chunk_size: int | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        max_chain: int | None = None,
     ) -> Repository:
+        """Open the repository at ``location``. The settings (chunk size, codec, level, chain
+        bound) apply when this call initialises it; given for an existing repository, a
+        chunk size or codec other than its own is refused."""
+        if chunk_size is not None:
+            check_chunk_size(chunk_size)
+        if codec is not None or level is not None:
+            codec_ = codec or DEFAULT_CODEC
+            check_codec(codec_, level if level is not None else DEFAULT_LEVELS[codec_])
         store = open_store(os.fspath(location), options)
         try:
             raw = store.get(layout.CONFIG_KEY)
@@ -114,29 +124,77 @@ class Repository:
                     f"no repository at {store.url} (create a snapshot there first)"
                 ) from None
             return cls._init(store, chunk_size, codec, level, max_chain)
-        return cls(store, parse_config(raw, f"repository config at {store.url}"))
+        repo = cls(store, parse_config(raw, f"repository config at {store.url}"))
+        repo._refuse_other_settings(chunk_size, codec)
+        return repo
 
     @classmethod
-    def _init(cls, store: Store, chunk_size: int, codec: str, level: int, max_chain: int) -> Repository:
-        if not 4096 <= chunk_size <= 1 << 30 or chunk_size & (chunk_size - 1):
-            raise UsageError(f"chunk size must be a power of two between 4 KiB and 1 GiB, got {chunk_size}")
+    def _init(
+        cls, store: Store, chunk_size: int | None, codec: str | None, level: int | None, max_chain: int | None
+    ) -> Repository:
         if next(iter(store.list("")), None) is not None:
             raise UsageError(
                 f"{store.url} is not empty and holds no chroma-snapshot repository (no config.json)"
             )
+        codec = codec or DEFAULT_CODEC
         config = RepoConfig(
             id=secrets.token_hex(16),
-            chunk_size=chunk_size,
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
             codec=codec,
-            level=level,
-            max_chain=max_chain,
+            level=level if level is not None else DEFAULT_LEVELS[codec],
+            max_chain=max_chain or DEFAULT_MAX_CHAIN,
             created_at=utc_now_iso(),
         )
         try:
             store.put(layout.CONFIG_KEY, dumps(config), create_only=True)
         except AlreadyExistsError:  # another process initialised it first: use theirs
-            return cls(store, parse_config(store.get(layout.CONFIG_KEY)))
+            repo = cls(store, parse_config(store.get(layout.CONFIG_KEY)))
+            repo._refuse_other_settings(chunk_size, codec)
+            return repo
         return cls(store, config)
+
+    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None) -> None:
+        if chunk_size is not None and chunk_size != self.config.chunk_size:
+            raise UsageError(
+                f"this repository's chunk size is {self.config.chunk_size}; --chunk-size applies "
+                "only when a create initialises a repository"
+            )
+        if codec is not None and codec != self.config.codec:
+            raise UsageError(
+                f"this repository's codec is {self.config.codec}; --codec applies only when a "
+                "create initialises a repository"
+            )
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    @property
+    def local_root(self) -> Path | None:
+        """The repository's folder when it is on this machine (restore must not overwrite it)."""
+        return self.store.root if isinstance(self.store, LocalStore) else None
+
+    def verify_config(self) -> str | None:
+        """Re-read the stored config; what is wrong with it, or None."""
+        try:
+            parse_config(self.store.get(layout.CONFIG_KEY))
+        except SnapshotError as exc:
+            return f"repository config: {exc}"
+        return None
+
+    @contextmanager
+    def measure(self) -> Iterator[Measurement]:
+        """Count the requests and bytes of the block (the figures are set when it ends)."""
+        stats = self.store.stats
+        before, up, down = stats.as_dict(), stats.bytes_up, stats.bytes_down
+        result = Measurement()
+        try:
+            yield result
+        finally:
+            after = stats.as_dict()
+            result.requests = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+            result.bytes_up = stats.bytes_up - up
+            result.bytes_down = stats.bytes_down - down
 
     # ------------------------------------------------------------------ snapshots
 
@@ -156,115 +214,127 @@ class Repository:
             raise UsageError("empty snapshot id")
         if ref == "latest":
             if not ids:
-                raise NotFoundError(f"no snapshots in {self.store.url}")
+                raise NotFoundError(f"no snapshots in {self.url}")
             return ids[-1]
         if ref in ids:
             return ref
         matches = [i for i in ids if i.startswith(ref)]
         if not matches:
-            raise NotFoundError(f"no snapshot matches {ref!r} in {self.store.url}")
+            raise NotFoundError(f"no snapshot matches {ref!r} in {self.url}")
         if len(matches) > 1:
             shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
             raise AmbiguousIdError(f"{ref!r} matches {len(matches)} snapshots: {shown}")
         return matches[0]
 
+    def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
+        m = parse_manifest(raw, f"manifest {snapshot_id}")
+        if m.id != snapshot_id:
+            raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
+        return m
+
     def manifest(self, snapshot_id: str) -> Manifest:
         """The parsed, validated manifest of an exact id (cached)."""
         if snapshot_id not in self._manifests:
-            key = layout.snapshot_key(snapshot_id)
             try:
-                raw = self.store.get(key)
+                raw = self.store.get(layout.snapshot_key(snapshot_id))
             except NotFoundError:
-                raise NotFoundError(f"snapshot {snapshot_id} not found in {self.store.url}") from None
-            m = parse_manifest(raw, f"manifest {snapshot_id}")
-            if m.id != snapshot_id:
-                from snapshot.errors import IntegrityError
-
-                raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
-            self._manifests[snapshot_id] = m
+                raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
+            self._manifests[snapshot_id] = self._parse(raw, snapshot_id)
         return self._manifests[snapshot_id]
 
     def get(self, ref: str) -> Manifest:
         return self.manifest(self.resolve(ref))
 
-    def manifests(self) -> list[Manifest]:
-        """Every manifest, oldest first (fetched in parallel: one GET each on S3)."""
-        ids = self.snapshot_ids()
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="manifest") as pool:
+    def manifests(self, ids: Sequence[str] | None = None) -> list[Manifest]:
+        """The manifests of ``ids`` (default: all), in that order, fetched in parallel."""
+        ids = self.snapshot_ids() if ids is None else ids
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
             return list(pool.map(self.manifest, ids))
+
+    def scan_manifests(self) -> Iterator[ManifestScan]:
+        """Every key under snapshots/, oldest first, with its manifest or the error reading it
+        (for check and list, which report a broken manifest instead of stopping at it)."""
+        keys = [info.key for info in self.store.list(layout.SNAPSHOTS_PREFIX)]
+
+        def load(key: str) -> ManifestScan:
+            sid = layout.snapshot_id_from_key(key)
+            if sid is None:
+                return ManifestScan(key, None, None, None)
+            try:
+                return ManifestScan(key, sid, self.manifest(sid), None)
+            except SnapshotError as exc:
+                return ManifestScan(key, sid, None, exc)
+
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
+            yield from pool.map(load, keys)
 
     def list(self) -> list[SnapshotSummary]:
         return [SnapshotSummary.of(m) for m in self.manifests()]
 
-    def forget_cached(self, snapshot_id: str) -> None:
+    def has_snapshot(self, snapshot_id: str) -> bool:
+        return self.store.exists(layout.snapshot_key(snapshot_id))
+
+    def save_manifest(self, m: Manifest) -> None:
+        """Commit a snapshot: its manifest, create-only. A retry whose first attempt did land
+        (its response was lost) finds our own bytes there: that is success."""
+        key = layout.snapshot_key(m.id)
+        data = dumps(m)
+        try:
+            self.store.put(key, data, create_only=True)
+        except AlreadyExistsError as exc:
+            try:
+                ours = self.store.get(key) == data
+            except SnapshotError:
+                ours = False
+            if not ours:  # same 1/65536 s and 16 random bits: vanishingly rare
+                raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
+        self._manifests[m.id] = m
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.store.delete(layout.snapshot_key(snapshot_id))
         self._manifests.pop(snapshot_id, None)
 
-    # ------------------------------------------------------------------ operations
+    # ------------------------------------------------------------------ locks
 
-    def create(self, source: str | os.PathLike[str], **kwargs: Any) -> CreateResult:
-        from snapshot.create import create_snapshot
+    def lock(self, kind: str, command: str, *, wait: float = 0.0) -> RepositoryLock:
+        """Take a shared (writers) or exclusive (prune) lock; see snapshot/locks.py."""
+        return acquire(self.store, kind, command, wait=wait)
 
-        return create_snapshot(self, Path(source), **kwargs)
+    def list_locks(self) -> builtins.list[tuple[LockInfo | None, ObjectInfo, bool]]:
+        return list_locks(self.store)
 
-    def restore(
-        self,
-        ref: str,
-        target: str | os.PathLike[str],
-        *,
-        force: bool = False,
-        verify_chroma: bool = True,
-        reporter: Reporter | None = None,
-    ) -> RestoreResult:
-        from snapshot.restore import restore_snapshot
+    def remove_stale_locks(self, *, all_locks: bool = False) -> builtins.list[str]:
+        return remove_stale_locks(self.store, all_locks=all_locks)
 
-        return restore_snapshot(
-            self, ref, Path(target), force=force, verify_chroma=verify_chroma, reporter=reporter
-        )
+    # ------------------------------------------------------------------ objects
 
+    def has_object(self, object_id: str) -> bool:
+        return self.store.exists(layout.object_key(object_id))
 
+    def put_object(self, object_id: str, data: bytes) -> None:
+        self.store.put(layout.object_key(object_id), data)
 
-    def plan_restore(self, ref: str, target: str | os.PathLike[str]) -> RestorePlan:
-        """What a restore into ``target`` would reuse and read (changes nothing)."""
-        from snapshot.restore import index_local, plan_restore
+    def read_frame(self, frame: Frame) -> bytes:
+        """The stored (compressed) bytes of one frame: a range read of its pack."""
+        try:
+            return self.store.get_range(layout.object_key(frame.object), frame.offset, frame.length)
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {frame.object} is missing from the repository") from exc
 
-        m = self.get(ref)
-        return plan_restore(m, index_local(Path(target).expanduser().absolute(), m))
+    def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
+        """(object id, listing) for every key under data/; the id is None for a stray key."""
+        for info in self.store.list(layout.DATA_PREFIX):
+            yield layout.object_id_from_key(info.key), info
 
-    def diff(
-        self,
-        before: str,
-        after: str | os.PathLike[str],
-        *,
-        records: bool = False,
-        record_limit: int | None = None,
-        tmp_dir: str | os.PathLike[str] | None = None,
-    ) -> SnapshotDiff:
-        """Snapshot ``before`` against snapshot ``after``, or against a live dir at ``after``."""
-        from snapshot.diff import diff_snapshots
+    def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
+        """Which of ``object_ids`` the repository does not hold (one listing)."""
+        wanted = set(object_ids)
+        if not wanted:
+            return set()
+        present = {oid for oid, _ in self.list_objects() if oid is not None}
+        return wanted - present
 
-        return diff_snapshots(
-            self, before, after, records=records, record_limit=record_limit,
-            tmp_dir=None if tmp_dir is None else Path(tmp_dir),
-        )
-
-    def prune(
-        self, policy: RetentionPolicy, *, dry_run: bool = False, grace: float = 3600.0
-    ) -> PruneResult:
-        """Apply a retention policy, then delete packs no remaining snapshot references."""
-        from snapshot.prune import prune
-
-        return prune(self, policy, dry_run=dry_run, grace=grace)
-
-    def forget(
-        self, refs: Sequence[str], *, dry_run: bool = False, grace: float = 3600.0
-    ) -> PruneResult:
-        """Drop the named snapshots, then the same garbage collection as prune."""
-        from snapshot.prune import forget
-
-        return forget(self, refs, dry_run=dry_run, grace=grace)
-
-    def check(self, *, read_data: bool = False, subset: Subset | None = None) -> CheckResult:
-        """Verify config, manifests and objects (``read_data``: every frame's hash)."""
-        from snapshot.check import check_repository
-
-        return check_repository(self, read_data=read_data, subset=subset)
+    def delete_objects(self, object_ids: Iterable[str]) -> None:
+        keys = [layout.object_key(oid) for oid in object_ids]
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
+            list(pool.map(self.store.delete, keys))

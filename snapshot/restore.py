@@ -13,24 +13,26 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
+from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.create import chromadb_version
-from snapshot.errors import IntegrityError, SnapshotError, TargetError
+from snapshot.errors import IntegrityError, SnapshotError, UsageError
 from snapshot.fsync import fsync_path
-from snapshot.hashing import FileHasher, digest
+from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.packs import ChunkReader
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
+from snapshot.swap import recover, swap_into_place, sweep_beside, temp_beside
+from snapshot.target import check_restore_target
 
 _WINDOW = 8
 
@@ -43,8 +45,8 @@ class LocalChunk:
 
 
 @dataclass(frozen=True)
-class RestorePlan:
-    """Where each chunk comes from: reused from the target, or read from the repository."""
+class RestoreSummary:
+    """What a restore will reuse from the target and read from the repository."""
 
     snapshot: str
     files: int
@@ -55,6 +57,17 @@ class RestorePlan:
     bytes_remote: int
     #: Compressed bytes of the frames to read (less when the target holds a delta base).
     bytes_to_download: int
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore decided: the snapshot, the target, and where each chunk comes from (reused
+    from the target when ``local`` holds its hash, else read from the repository)."""
+
+    manifest: Manifest
+    target: Path
+    local: dict[str, LocalChunk]
+    summary: RestoreSummary
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ def _inside(root: Path, rel: str) -> Path | None:
         p = p / part
         if p.is_symlink():
             return None
-    return p if p.is_file() else None
+    return p if is_regular_file(p) else None
 
 
 def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
@@ -119,13 +132,9 @@ def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
         if p is None:
             continue
         try:
-            with open(p, "rb") as fh:
-                offset = 0
-                while data := fh.read(m.chunk_size):
-                    h = digest(data)
-                    if h in wanted:
-                        found.setdefault(h, LocalChunk(p, offset, len(data)))
-                    offset += len(data)
+            for raw in ChunkedFile(p, m.chunk_size):
+                if raw.hash in wanted:
+                    found.setdefault(raw.hash, LocalChunk(p, raw.offset, len(raw.data)))
         except OSError:
             continue
     return found
@@ -139,7 +148,7 @@ def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
     return 0
 
 
-def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
+def plan_restore(m: Manifest, target: Path, local: dict[str, LocalChunk]) -> RestorePlan:
     """Pure: how much of ``m`` the target already holds, and what must be read."""
     cl = bl = cr = br = down = 0
     for f in m.files:
@@ -149,17 +158,25 @@ def plan_restore(m: Manifest, local: dict[str, LocalChunk]) -> RestorePlan:
             else:
                 cr, br = cr + 1, br + c.size
                 down += sum(fr.length for fr in c.frames[first_missing_frame(c, local) :])
-    return RestorePlan(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
+    summary = RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
+    return RestorePlan(m, target, local, summary)
 
 
-def check_target(target: Path, force: bool) -> None:
-    if target.is_symlink():
-        raise TargetError(f"target {target} is a symlink; give the real directory path")
-    if target.exists():
-        if not target.is_dir():
-            raise TargetError(f"target {target} exists and is not a directory")
-        if any(target.iterdir()) and not force:
-            raise TargetError(f"target {target} is not empty (use --force to replace it)")
+def target_path(target: str | os.PathLike[str]) -> Path:
+    """The absolute target path; an empty string is refused rather than meaning "here"."""
+    raw = os.fspath(target)
+    if not raw.strip():
+        raise UsageError("empty restore target: name the directory to restore into")
+    return Path(raw).expanduser().absolute()
+
+
+def prepare_restore(repo: Repository, ref: str, target: str | os.PathLike[str]) -> RestorePlan:
+    """Read and validate the snapshot, index what the target already holds, and plan."""
+    path = target_path(target)
+    m = repo.get(ref)
+    for f in m.files:
+        check_rel_path(f.path)
+    return plan_restore(m, path, index_local(path, m))
 
 
 class _Fetcher:
@@ -170,15 +187,7 @@ class _Fetcher:
 
     def _read_local(self, h: str) -> bytes | None:
         lc = self.local.get(h)
-        if lc is None:
-            return None
-        try:
-            with open(lc.path, "rb") as fh:
-                fh.seek(lc.offset)
-                data = fh.read(lc.size)
-        except OSError:
-            return None
-        return data if digest(data) == h else None
+        return None if lc is None else read_verified(lc.path, lc.offset, lc.size, h)
 
     def get(self, chunk: Chunk) -> tuple[bytes, bool]:
         data = self._read_local(chunk.hash)
@@ -255,7 +264,7 @@ def _sync_tree(root: Path, m: Manifest) -> None:
 def _materialise(
     repo: Repository, m: Manifest, root: Path, local: dict[str, LocalChunk], reporter: Reporter
 ) -> _Fetcher:
-    fetcher = _Fetcher(ChunkReader(repo.store), local)
+    fetcher = _Fetcher(ChunkReader(repo), local)
     reporter.phase("restore", sum(f.size for f in m.files))
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
         for f in m.files:
@@ -301,9 +310,8 @@ def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
     with open(dest, "r+b") as fh:
         offset = 0
         for chunk in f.chunks:
-            fh.seek(offset)
-            data = fh.read(chunk.size)
-            if digest(data) != chunk.hash:
+            data = read_verified(dest, offset, chunk.size, chunk.hash)
+            if data is None:
                 data, _ = fetcher.get(chunk)
                 fh.seek(offset)
                 fh.write(data)
@@ -321,24 +329,6 @@ def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
     return fixed
 
 
-def swap_into_place(built: Path, target: Path) -> None:
-    """Replace ``target`` with ``built`` (same filesystem); put the old one back on failure."""
-    parent = target.parent
-    old: Path | None = None
-    if target.exists():
-        old = parent / f".{target.name}.old-{secrets.token_hex(4)}"
-        os.rename(target, old)
-    try:
-        os.rename(built, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    fsync_path(parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _dir_mode(target: Path) -> int:
     """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
     if target.is_dir():
@@ -348,63 +338,73 @@ def _dir_mode(target: Path) -> int:
     return 0o777 & ~mask
 
 
-def temp_beside(target: Path, what: str) -> Path:
-    path = target.parent / f".{target.name}.{what}-{secrets.token_hex(4)}"
-    path.mkdir(mode=0o700)
-    return path
-
-
-def iter_db_files(m: Manifest) -> Iterator[FileEntry]:
-    return (f for f in m.files if f.role in ("db", "segment", "orphan"))
+def _include_names(m: Manifest) -> set[str]:
+    return {f.path.split("/", 1)[0] for f in m.files if f.role == "include"}
 
 
 def restore_snapshot(
     repo: Repository,
     ref: str,
-    target: Path,
+    target: str | os.PathLike[str],
     *,
     force: bool = False,
     verify_chroma: bool = True,
     reporter: Reporter | None = None,
 ) -> RestoreResult:
+    """Plan a restore of snapshot ``ref`` into ``target`` and execute it."""
+    target = target_path(target)
+    recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
+    plan = prepare_restore(repo, ref, target)
+    result = execute_restore(repo, plan, force=force, verify_chroma=verify_chroma, reporter=reporter)
+    return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
+
+
+def execute_restore(
+    repo: Repository,
+    plan: RestorePlan,
+    *,
+    force: bool = False,
+    verify_chroma: bool = True,
+    reporter: Reporter | None = None,
+) -> RestoreResult:
+    """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
-    m = repo.get(ref)
-    for f in m.files:
-        check_rel_path(f.path)
-    target = target.expanduser().absolute()
-    check_target(target, force)
+    m, target = plan.manifest, plan.target
+    protected = [(default_root(), "the base cache")]
+    if repo.local_root is not None:
+        protected.append((repo.local_root, "the repository"))
+    check_restore_target(target, force=force, protected=protected, allowed_names=_include_names(m))
     warnings = []
     w = version_warning(m, chromadb_version())
     if w:
         warnings.append(w)
         reporter.warn(w)
-    before = repo.store.stats.as_dict()
     target.parent.mkdir(parents=True, exist_ok=True)
-    local = index_local(target, m)
-    built = temp_beside(target, "restore")
-    checker = ChromaChecker(built) if verify_chroma and m.file("chroma.sqlite3") is not None else None
-    try:
-        fetcher = _materialise(repo, m, built, local, reporter)
-        checked: dict[str, int] = {}
-        repaired = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
-            synced = bg.submit(_sync_tree, built, m)
+    sweep_beside(target)
+    with repo.measure() as moved:
+        built = temp_beside(target, "restore")
+        checker = ChromaChecker(built) if verify_chroma and m.file("chroma.sqlite3") is not None else None
+        try:
+            fetcher = _materialise(repo, m, built, plan.local, reporter)
+            checked: dict[str, int] = {}
+            repaired = 0
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
+                synced = bg.submit(_sync_tree, built, m)
+                if checker is not None:
+                    checked = checker.run(m)
+                synced.result()
             if checker is not None:
-                checked = checker.run(m)
-            synced.result()
-        if checker is not None:
-            repaired = repair(built, m, fetcher, reporter)  # fsyncs what it rewrites
-        os.chmod(built, _dir_mode(target))
-        swap_into_place(built, target)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
-    finally:
-        if checker is not None:
-            checker.close()
-        reporter.done()
-    after = repo.store.stats.as_dict()
+                repaired = repair(built, m, fetcher, reporter)  # fsyncs what it rewrites
+            os.chmod(built, _dir_mode(target))
+            swap_into_place(built, target)
+        except BaseException:
+            shutil.rmtree(built, ignore_errors=True)
+            raise
+        finally:
+            if checker is not None:
+                checker.close()
+            reporter.done()
     return RestoreResult(
         id=m.id,
         target=str(target),
@@ -418,5 +418,5 @@ def restore_snapshot(
         chunks_repaired=repaired,
         warnings=tuple(warnings),
         seconds=round(time.monotonic() - started, 3),
-        requests={k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)},
+        requests=moved.requests,
     )

@@ -10,8 +10,10 @@ snapshots newest first and the results are OR-ed.
   now, so a repository left alone is not emptied by time passing);
 * ``tag T`` keeps every snapshot carrying T (``a,b`` means both a and b).
 
-Unlike restic, the newest snapshot is always kept ("newest"), and a bucket policy does not also
-keep the oldest snapshot when it has counts left over: the brief asks for "newest per bucket".
+Like restic, snapshots are grouped by source (host and path) by default and the policy applies
+to each group on its own (``group_by``: ``host,path``, ``host``, ``path`` or ``none``). Unlike
+restic, the newest snapshot of every group is always kept ("newest"), and a bucket policy does
+not also keep the oldest snapshot when it has counts left over.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from snapshot.errors import UsageError
+from snapshot.ids import id_time
 from snapshot.manifest import Manifest
 
 _DURATION_PART = re.compile(r"(\d+)(min|y|m|w|d|h|s)")
@@ -92,6 +95,19 @@ class RetentionPolicy:
         return not any(counts) and self.within is None and not self.tags
 
 
+GROUP_BY_CHOICES = ("host,path", "host", "path", "none")
+DEFAULT_GROUP_BY = "host,path"
+
+
+def check_group_by(value: str) -> str:
+    v = value.replace(" ", "")
+    if v == "path,host":
+        v = "host,path"
+    if v not in GROUP_BY_CHOICES:
+        raise UsageError(f"bad --group-by {value!r}: choose from {', '.join(GROUP_BY_CHOICES)}")
+    return v
+
+
 @dataclass(frozen=True)
 class SnapshotTime:
     """What retention needs to know about a snapshot."""
@@ -99,6 +115,12 @@ class SnapshotTime:
     id: str
     time: datetime
     tags: tuple[str, ...] = ()
+    host: str = ""
+    path: str = ""
+
+    def group(self, group_by: str) -> str:
+        parts = {"host,path": [self.host, self.path], "host": [self.host], "path": [self.path]}
+        return ":".join(parts.get(group_by, [])) or "all"
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,7 @@ class Decision:
     created_at: str
     tags: tuple[str, ...]
     reasons: tuple[str, ...]
+    group: str = "all"
 
 
 @dataclass(frozen=True)
@@ -122,14 +145,17 @@ def parse_time(created_at: str, snapshot_id: str) -> datetime:
     try:
         t = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
     except ValueError:
-        t = datetime.strptime(snapshot_id[:15], "%Y%m%dT%H%M%S")
+        t = id_time(snapshot_id)
     if t.tzinfo is None:
         return t.replace(tzinfo=timezone.utc)
     return t.astimezone(timezone.utc)
 
 
 def snapshot_times(manifests: Sequence[Manifest]) -> list[SnapshotTime]:
-    return [SnapshotTime(m.id, parse_time(m.created_at, m.id), m.tags) for m in manifests]
+    return [
+        SnapshotTime(m.id, parse_time(m.created_at, m.id), m.tags, m.source_host, m.source_path)
+        for m in manifests
+    ]
 
 
 def _iso_week(t: datetime) -> str:
@@ -146,13 +172,35 @@ _BUCKETS: tuple[tuple[str, Callable[[datetime], str]], ...] = (
 )
 
 
-def plan_retention(snapshots: Sequence[SnapshotTime], policy: RetentionPolicy) -> RetentionPlan:
-    """Which snapshots ``policy`` keeps and why; see the module docstring for the rules."""
+def plan_retention(
+    snapshots: Sequence[SnapshotTime], policy: RetentionPolicy, group_by: str = "none"
+) -> RetentionPlan:
+    """Which snapshots ``policy`` keeps and why, applied to each group of ``group_by`` on its
+    own; see the module docstring for the rules. Both lists are newest first."""
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
+    group_by = check_group_by(group_by)
+    groups: dict[str, list[SnapshotTime]] = {}
+    for snap in snapshots:
+        groups.setdefault(snap.group(group_by), []).append(snap)
+    keep: list[Decision] = []
+    remove: list[Decision] = []
+    for name in sorted(groups):
+        k, r = _plan_group(groups[name], policy, name)
+        keep += k
+        remove += r
+    order = {s.id: (s.time, s.id) for s in snapshots}
+    newest_first = lambda d: order[d.id]  # noqa: E731
+    return RetentionPlan(
+        tuple(sorted(keep, key=newest_first, reverse=True)),
+        tuple(sorted(remove, key=newest_first, reverse=True)),
+    )
+
+
+def _plan_group(
+    snapshots: Sequence[SnapshotTime], policy: RetentionPolicy, group: str
+) -> tuple[list[Decision], list[Decision]]:
     ordered = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
-    if not ordered:
-        return RetentionPlan((), ())
     newest = ordered[0]
     cutoff = policy.within.before(newest.time) if policy.within is not None else None
     left = {name: getattr(policy, name) for name, _ in _BUCKETS}
@@ -178,9 +226,9 @@ def plan_retention(snapshots: Sequence[SnapshotTime], policy: RetentionPolicy) -
                 reasons.append("tag " + ",".join(wanted))
         if not reasons and snap is newest:
             reasons.append("newest")
-        decision = Decision(snap.id, snap.time.isoformat().replace("+00:00", "Z"), snap.tags, tuple(reasons))
-        (keep if reasons else remove).append(decision)
-    return RetentionPlan(tuple(keep), tuple(remove))
+        created = snap.time.isoformat().replace("+00:00", "Z")
+        (keep if reasons else remove).append(Decision(snap.id, created, snap.tags, tuple(reasons), group))
+    return keep, remove
 
 
 def parse_tag_options(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:

@@ -21,17 +21,15 @@ import re
 import shutil
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from snapshot.chroma_db import DB_NAME, REQUIRED_TABLES, open_readonly, read_collections, table_names
 from snapshot.errors import NotFoundError, SourceError, UsageError
 from snapshot.manifest import CollectionInfo, check_rel_path
 
-DB_NAME = "chroma.sqlite3"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_REQUIRED_TABLES = {"collections", "segments", "embeddings"}
 
 StatMap = dict[str, tuple[int, int]]
 
@@ -55,76 +53,6 @@ class Capture:
     attempts: int
 
 
-def open_readonly(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
-    uri = "file:" + urllib.parse.quote(str(db.absolute())) + "?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-
-
-def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
-    """Collections, their vector segment folders and record counts, as Chroma stores them."""
-    rows = conn.execute("SELECT id, name, dimension FROM collections ORDER BY name").fetchall()
-    out = []
-    for cid, name, dim in rows:
-        segs = conn.execute(
-            "SELECT id, scope FROM segments WHERE collection = ? ORDER BY id", (cid,)
-        ).fetchall()
-        vector = tuple(s for s, scope in segs if scope == "VECTOR")
-        metadata = [s for s, scope in segs if scope == "METADATA"]
-        records = sum(_records(conn, cid, seg) for seg in metadata)
-        out.append(
-            CollectionInfo(
-                name=name,
-                id=cid,
-                segments=vector,
-                records=records,
-                dimension=dim if isinstance(dim, int) else None,
-            )
-        )
-    return tuple(out)
-
-
-# embeddings_queue.operation codes (chromadb: ADD, UPDATE, UPSERT, DELETE).
-_ADD, _UPSERT, _DELETE = 0, 2, 3
-
-
-def _records(conn: sqlite3.Connection, collection: str, segment: str) -> int:
-    """The record count Chroma will report once it opens this database.
-
-    Chroma commits a write to embeddings_queue before applying it to the metadata segment's
-    tables, and replays the queue past the segment's max_seq_id when it opens. A capture can
-    fall between the two, so the pending queue entries are replayed here as well.
-    """
-    count: int = conn.execute(
-        "SELECT count(*) FROM embeddings WHERE segment_id = ?", (segment,)
-    ).fetchone()[0]
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"embeddings_queue", "max_seq_id"} <= tables:
-        return count
-    row = conn.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (segment,)).fetchone()
-    seen = row[0] if row and isinstance(row[0], int) else 0
-    present: dict[str, bool] = {}
-    pending = conn.execute(
-        "SELECT operation, id FROM embeddings_queue WHERE seq_id > ? AND topic LIKE ? ORDER BY seq_id",
-        (seen, f"%/{collection}"),
-    )
-    for op, rid in pending:
-        if rid not in present:
-            present[rid] = (
-                conn.execute(
-                    "SELECT 1 FROM embeddings WHERE segment_id = ? AND embedding_id = ?",
-                    (segment, rid),
-                ).fetchone()
-                is not None
-            )
-        if op in (_ADD, _UPSERT) and not present[rid]:
-            count += 1
-            present[rid] = True
-        elif op == _DELETE and present[rid]:
-            count -= 1
-            present[rid] = False
-    return count
-
-
 def check_persist_dir(source: Path) -> Path:
     """The path of chroma.sqlite3, or a clear error saying why ``source`` is not usable."""
     if not source.exists():
@@ -137,12 +65,12 @@ def check_persist_dir(source: Path) -> Path:
     try:
         conn = open_readonly(db)
         try:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            names = table_names(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"{db} is not a readable SQLite database: {exc}") from exc
-    missing = _REQUIRED_TABLES - names
+    missing = REQUIRED_TABLES - names
     if missing:
         raise SourceError(
             f"{source} is not a Chroma persist dir: {DB_NAME} lacks Chroma's tables "
@@ -197,6 +125,7 @@ def _copy(src: Path, dst: Path) -> None:
 def _include_entries(source: Path, includes: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
     """(path in snapshot, real path) for every --include file; dirs are walked."""
     out: list[tuple[str, Path]] = []
+    origin: dict[str, str] = {}
     for inc in includes:
         p = Path(inc).expanduser().absolute()
         if not p.exists():
@@ -207,14 +136,29 @@ def _include_entries(source: Path, includes: Sequence[str | os.PathLike[str]]) -
             base = p.name
         if base in ("", "."):
             raise UsageError(f"--include {inc}: cannot include the persist dir itself")
+        _check_text(f"--include {inc}", base)
+        for other, first in origin.items():
+            if base == other or base.startswith(other + "/") or other.startswith(base + "/"):
+                raise UsageError(f"--include {inc} and --include {first} both restore to {other}")
+        origin[base] = str(inc)
         if p.is_dir():
             for f in _walk_files(p):
                 out.append((f"{base}/{f.relative_to(p).as_posix()}", f))
         else:
             out.append((base, p))
     for rel, _ in out:
+        _check_text("included file name", rel)
         check_rel_path(rel)
     return out
+
+
+def _check_text(what: str, name: str) -> None:
+    """Snapshot paths are UTF-8 in the manifest: refuse names that are not (before uploading)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise SourceError(f"{what}: file name {shown!r} is not valid UTF-8") from None
 
 
 def capture(
@@ -233,9 +177,9 @@ def capture(
     db = check_persist_dir(source)
     extra = _include_entries(source, includes)
     for attempt in range(1, attempts + 1):
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        for part in ("db", "include"):  # a retry starts from nothing (the folder itself is owned)
+            shutil.rmtree(staging / part, ignore_errors=True)
+        staging.mkdir(parents=True, exist_ok=True)
         result = _capture_once(source, db, staging, include_orphans, settle, stable_timeout)
         if result is not None:
             collections, files, orphans = result

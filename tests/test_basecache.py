@@ -40,14 +40,16 @@ def test_no_cache_reads_bases_from_repository(cli, chroma_dir, repo_path, tmp_pa
 def test_damaged_cache_falls_back_and_stays_correct(cli, chroma_dir, repo_path, tmp_path):
     cache = tmp_path / "c"
     cli("--repo", repo_path, "create", chroma_dir, "--cache-dir", cache)
-    for f in _cached_files(cache):
+    for f in _cached_files(cache):  # every chunk damaged, so every delta base is refused
         data = bytearray(f.read_bytes())
-        if data:
-            data[len(data) // 2] ^= 0xFF
-            f.write_bytes(bytes(data))
+        for offset in range(0, len(data), 1 << 20):
+            data[offset + min(len(data) - offset, 1 << 20) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
     grow(chroma_dir, "docs", 40, seed=23)
     second = cli("--repo", repo_path, "create", chroma_dir, "--cache-dir", cache, "--json").json()
-    assert second["bases_read"] >= 1  # every damaged base was refused and read from the repository
+    # every damaged base was refused and read from the repository
+    assert second["chunks_delta"] >= 1 and second["bases_cached"] == 0
+    assert second["bases_read"] == second["chunks_delta"]
     res = cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--json")
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3040, "notes": 1000}

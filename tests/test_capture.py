@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,10 @@ def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_p
 
 def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
     delete_collection(chroma_dir, "notes")
+    # Chroma may or may not leave the deleted collection's folder behind: make sure one
+    # segment folder belongs to no collection (a copy of a live one under a new UUID).
+    live_seg = next(p for p in chroma_dir.iterdir() if p.is_dir())
+    shutil.copytree(live_seg, chroma_dir / "0badc0de-0000-4000-8000-000000000001")
     orphan = [p.name for p in chroma_dir.iterdir() if p.is_dir()]
     progress = tmp_path / "embedding_progress.json"
     progress.write_text('{"done": 3000}')
@@ -54,9 +59,9 @@ def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: 
     body = res.json()
     assert body["collections"] == {"docs": 3000}
     left_out = body["orphans"]
-    if left_out:  # Chroma may or may not leave the deleted collection's folder behind
-        assert "belongs to no collection" in res.stderr
-        assert set(left_out) <= set(orphan)
+    assert "0badc0de-0000-4000-8000-000000000001" in left_out
+    assert "belongs to no collection" in res.stderr
+    assert set(left_out) <= set(orphan) and live_seg.name not in left_out
     m = cli("--repo", repo_path, "show", "latest", "--json").json()
     paths = {f["path"]: f["role"] for f in m["files"]}
     assert paths["embedding_progress.json"] == "include"
@@ -69,10 +74,10 @@ def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: 
     assert (target / "logs" / "run.log").read_text() == "ok\n"
     assert counts(target) == {"docs": 3000}
 
-    if left_out:
-        res = cli("--repo", repo_path, "create", chroma_dir, "--include-orphans", "--json")
-        m = cli("--repo", repo_path, "show", "latest", "--json").json()
-        assert {f["path"].split("/")[0] for f in m["files"] if f["role"] == "orphan"} == set(left_out)
+    res = cli("--repo", repo_path, "create", chroma_dir, "--include-orphans", "--json")
+    assert res.code == 0, res.stderr
+    m = cli("--repo", repo_path, "show", "latest", "--json").json()
+    assert {f["path"].split("/")[0] for f in m["files"] if f["role"] == "orphan"} == set(left_out)
 
 
 def test_include_clash_and_missing(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):

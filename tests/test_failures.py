@@ -44,7 +44,9 @@ def existing_target(tmp_path: Path) -> Path:
     t = tmp_path / "app" / "vector_db"
     t.mkdir(parents=True)
     (t / "chroma.sqlite3").write_bytes(b"the old database")
-    (t / "keep.txt").write_text("old")
+    seg = t / "0badc0de-0000-4000-8000-00000000000a"
+    seg.mkdir()
+    (seg / "header.bin").write_text("old")
     return t
 
 
@@ -136,10 +138,41 @@ def test_symlinks_in_old_target_are_not_followed(cli, chroma_dir, repo_path, tmp
     target = tmp_path / "target"
     target.mkdir()
     (target / "chroma.sqlite3").symlink_to(secret)
+    # a symlinked chroma.sqlite3 does not make a Chroma persist dir: refused, nothing touched
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", target, "--force"), 7)
+    assert secret.read_bytes() == b"do not touch" and (target / "chroma.sqlite3").is_symlink()
+
+    (target / "chroma.sqlite3").unlink()
+    (target / "chroma.sqlite3").write_bytes(b"old")
+    m = cli("--repo", repo_path, "show", "latest", "--json").json()
+    seg_file = next(f["path"] for f in m["files"] if f["role"] == "segment")
+    (target / seg_file).parent.mkdir()
+    (target / seg_file).symlink_to(secret)  # re-hydration must not read or write through it
     res = cli("--repo", repo_path, "restore", "latest", target, "--force", "--skip-chroma-check")
     assert res.code == 0, res.stderr
     assert secret.read_bytes() == b"do not touch"
-    assert not (target / "chroma.sqlite3").is_symlink()
+    assert not (target / seg_file).is_symlink() and not (target / "chroma.sqlite3").is_symlink()
+
+
+def test_force_replaces_only_a_chroma_persist_dir(cli, chroma_dir, repo_path, tmp_path, existing_target):
+    _snap(cli, repo_path, chroma_dir)
+    (existing_target / "keep.txt").write_text("not Chroma's")
+    before = tree_digest(existing_target)
+    res = cli("--repo", repo_path, "restore", "latest", existing_target, "--force")
+    _one_line_error(res, 7)
+    assert "keep.txt" in res.stderr and tree_digest(existing_target) == before
+    # the repository inside the target (issue: `restore latest backups --force` wiped it)
+    backups = tmp_path / "backups"
+    inner = backups / "repo"
+    _snap(cli, inner, chroma_dir)
+    repo_before = tree_digest(backups)
+    _one_line_error(cli("--repo", inner, "restore", "latest", backups, "--force"), 7)
+    _one_line_error(cli("--repo", inner, "restore", "latest", inner, "--force"), 7)
+    assert tree_digest(backups) == repo_before
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", "", "--force"), 2)
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", "/", "--force"), 7)
+    _one_line_error(cli("--repo", repo_path, "restore", "latest", Path.home(), "--force"), 7)
+    assert _leftovers(existing_target) == []
 
 
 def test_symlinked_target_refused(cli, chroma_dir, repo_path, tmp_path):
@@ -250,8 +283,12 @@ def test_newer_chromadb_warns(cli, chroma_dir, repo_path, tmp_path):
 
 def test_readme_documents_every_exit_code():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for code, _meaning in EXIT_CODES:
-        assert f"| {code} |" in readme, code
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].isdigit():
+            rows[int(cells[0])] = cells[1].replace("`", "")
+    assert rows == {code: meaning for code, meaning in EXIT_CODES}
 
 
 def test_refused_create_leaves_no_new_repository(cli, chroma_dir, tmp_path):

@@ -12,10 +12,10 @@ from snapshot import layout
 from snapshot.compression import compress, decompress
 from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
 from snapshot.hashing import digest
+from snapshot.ids import SNAPSHOT_ID, new_snapshot_id
 from snapshot.manifest import FORMAT_VERSION, check_rel_path, parse_manifest
 from snapshot.packs import ChunkReader, PackWriter
-from snapshot.repository import new_snapshot_id
-from snapshot.storage import LocalStore
+from snapshot.repository import Repository
 
 H = "0" * 32
 
@@ -119,8 +119,8 @@ def test_corrupt_frames_and_size_bombs_are_integrity_errors():
 
 
 def test_packs_round_trip_chain(tmp_path):
-    store = LocalStore(tmp_path)
-    w = PackWriter(store, pack_size=10)
+    repo = Repository.open(tmp_path, create=True)
+    w = PackWriter(repo, pack_size=10)
     a, b = b"a" * 5000 + b"tail", b"a" * 4999 + b"Xtail"
     fa = w.add(compress(a, "zstd", 3), "zstd", len(a), digest(a))
     fb = w.add(compress(b, "zstd", 3, a), "zstd", len(b), digest(b))
@@ -128,13 +128,13 @@ def test_packs_round_trip_chain(tmp_path):
     from snapshot.manifest import Chunk
 
     chunk = Chunk(hash=digest(b), size=len(b), frames=(w.resolve(fa), w.resolve(fb)))
-    assert ChunkReader(store).read_chunk(chunk) == b
+    assert ChunkReader(repo).read_chunk(chunk) == b
     assert w.objects_uploaded == 2  # the pack size was exceeded after each frame
 
 
 def test_snapshot_ids_sort_by_time_and_round_trip_keys():
     a, b = new_snapshot_id(1_700_000_000), new_snapshot_id(1_700_000_001)
-    assert a < b and layout.SNAPSHOT_ID.match(a)
+    assert a < b and SNAPSHOT_ID.match(a)
     assert layout.snapshot_id_from_key(layout.snapshot_key(a)) == a
     oid = digest(b"x")
     assert layout.object_id_from_key(layout.object_key(oid)) == oid

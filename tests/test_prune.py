@@ -194,11 +194,12 @@ def test_plan_gc_literal() -> None:
         _info("d", now - 3600),  # never referenced, exactly the grace old: goes
         ObjectInfo("data/zz/not-an-object", 5, 0),  # foreign key: left alone
     ]
-    plan = plan_gc(objs, referenced={"a" * 32}, released={"b" * 32}, now=now, grace=3600)
-    assert [i.key for i in plan.delete] == [layout.object_key("b" * 32), layout.object_key("d" * 32)]
-    assert [i.key for i in plan.pending] == [layout.object_key("c" * 32)]
+    listed = [(layout.object_id_from_key(o.key), o) for o in objs]
+    plan = plan_gc(listed, referenced={"a" * 32}, released={"b" * 32}, now=now, grace=3600)
+    assert [oid for oid, _ in plan.delete] == ["b" * 32, "d" * 32]
+    assert [i.key for _, i in plan.pending] == [layout.object_key("c" * 32)]
     assert plan.kept == 1
-    everything = plan_gc(objs, referenced=set(), released=set(), now=now, grace=0)
+    everything = plan_gc(listed, referenced=set(), released=set(), now=now, grace=0)
     assert len(everything.delete) == 4 and everything.pending == ()
 
 

@@ -1,15 +1,25 @@
-"""Turning library results into text for people and JSON for scripts. No logic lives here."""
+"""Turning library results into text for people and JSON for scripts (every command renders
+here; no decisions are made here)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from snapshot.check import CheckResult
+from snapshot.create import CreateResult
+from snapshot.diff import RecordDiff, SnapshotDiff
 from snapshot.errors import SnapshotError
+from snapshot.ids import id_time
+from snapshot.manifest import Manifest
+from snapshot.prune import PruneResult
+from snapshot.repository import SnapshotSummary
+from snapshot.restore import RestoreResult, RestoreSummary
 
 
 def human_bytes(n: float) -> str:
@@ -81,3 +91,157 @@ class CliReporter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def emit(obj: Any, as_json: bool, render: Callable[[Any], list[str]]) -> None:
+    """Print ``obj`` as JSON or through its renderer."""
+    if as_json:
+        emit_json(obj)
+    else:
+        click.echo("\n".join(render(obj)))
+
+
+def _signed(n: int) -> str:
+    return ("+" if n >= 0 else "-") + human_bytes(abs(n))
+
+
+# ------------------------------------------------------------------ snapshots
+
+
+def render_create(r: CreateResult) -> list[str]:
+    out = [
+        f"snapshot {r.id} saved (parent {r.parent or '-'})",
+        f"  {r.files} files, {human_bytes(r.bytes_total)}; stored {human_bytes(r.bytes_new)} new in "
+        f"{r.chunks_new} of {r.chunks_total} chunks ({r.chunks_delta} as deltas), {r.objects_uploaded} "
+        f"objects, {human_bytes(r.bytes_uploaded)} uploaded, {r.seconds:.1f}s",
+        f"  collections: {collections_text(r.collections)}",
+    ]
+    if r.skipped:
+        out.append(f"  not captured (not Chroma's; see --include): {', '.join(r.skipped)}")
+    return out
+
+
+def render_list(snaps: list[SnapshotSummary]) -> list[str]:
+    if not snaps:
+        return ["no snapshots"]
+    rows = [[s.id, s.created_at[:19].replace("T", " "), human_bytes(s.bytes_total),
+             human_bytes(s.bytes_new), ",".join(s.tags) or "-", collections_text(s.collections),
+             s.message] for s in snaps]
+    return [table(rows, ["ID", "CREATED (UTC)", "SIZE", "STORED", "TAGS", "COLLECTIONS", "MESSAGE"])]
+
+
+def render_show(m: Manifest) -> list[str]:
+    return [
+        f"snapshot   {m.id}", f"parent     {m.parent or '-'}", f"created    {m.created_at}",
+        f"source     {m.source_host}:{m.source_path}", f"tags       {', '.join(m.tags) or '-'}",
+        f"message    {m.message or '-'}",
+        f"tool       chroma-snapshot {m.tool_version}, chromadb {m.chromadb_version or '?'}",
+        f"size       {human_bytes(m.totals.bytes)} in {m.totals.files} files; "
+        f"{human_bytes(m.totals.bytes_new)} stored new",
+        "",
+        table([[c.name, str(c.records), str(c.dimension or "-"), ",".join(c.segments) or "-"]
+               for c in m.collections], ["COLLECTION", "RECORDS", "DIM", "SEGMENTS"]),
+        "",
+        table([[f.path, human_bytes(f.size), f.role, str(len(f.chunks)), f.hash] for f in m.files],
+              ["FILE", "SIZE", "ROLE", "CHUNKS", "XXH3-128"]),
+    ]
+
+
+def render_restore_plan(p: RestoreSummary) -> list[str]:
+    return [f"restore {p.snapshot}: {p.files} files, {human_bytes(p.bytes_total)}; "
+            f"{human_bytes(p.bytes_local)} reused from the target, {human_bytes(p.bytes_remote)} rebuilt "
+            f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)"]
+
+
+def render_restore(r: RestoreResult) -> list[str]:
+    out = [f"restored {r.id} into {r.target}: {r.files} files, {human_bytes(r.bytes_total)} verified; "
+           f"{human_bytes(r.bytes_reused)} reused from the target, {human_bytes(r.bytes_downloaded)} read, "
+           f"{r.seconds:.1f}s"]
+    if r.chroma_checked:
+        out.append(f"  chroma opened it: {collections_text(r.chroma_checked)}")
+    return out
+
+
+# ------------------------------------------------------------------ diff
+
+
+def _records_text(name: str, rd: RecordDiff) -> list[str]:
+    lines = [f"  {name}: {rd.added_count} added, {rd.removed_count} removed, {rd.changed_count} changed"]
+    for kind, ids, total in (("added", rd.added, rd.added_count), ("removed", rd.removed, rd.removed_count),
+                             ("changed", rd.changed, rd.changed_count)):
+        if ids:
+            more = f" ... and {total - len(ids)} more" if total > len(ids) else ""
+            lines.append(f"    {kind}: {', '.join(ids)}{more}")
+    return lines
+
+
+def render_diff(d: SnapshotDiff) -> list[str]:
+    out = [f"diff {d.before} -> {d.after}{' (live dir, nothing uploaded)' if d.after_is_path else ''}"]
+    rows = []
+    for name, c in d.collections.items():
+        delta = "-" if c.before is None or c.after is None else f"{c.after - c.before:+d}"
+        before = "-" if c.before is None else str(c.before)
+        rows.append([name, before, "-" if c.after is None else str(c.after), delta])
+    out += ["", table(rows, ["COLLECTION", "BEFORE", "AFTER", "DELTA"]), ""]
+    f = d.files
+    out.append(f"files: {len(f.added)} added, {len(f.removed)} removed, {len(f.changed)} changed, "
+               f"{f.unchanged} unchanged; {human_bytes(d.bytes_before)} -> {human_bytes(d.bytes_after)} "
+               f"({_signed(d.bytes_after - d.bytes_before)})")
+    out += [f"  + {a.path} ({human_bytes(a.size)})" for a in f.added]
+    out += [f"  - {r.path} ({human_bytes(r.size)})" for r in f.removed]
+    out += [f"  ~ {c.path} ({human_bytes(c.size_before)} -> {human_bytes(c.size_after)}, "
+            f"{c.chunks_changed} chunks differ)" for c in f.changed]
+    if d.changed_segments:
+        out.append("segments: " + ", ".join(f"{s.segment} ({s.collection or 'no collection'}) {s.change}"
+                                            for s in d.changed_segments))
+    what = "a create would store now" if d.after_is_path else f"{d.after} holds that {d.before} does not"
+    out.append(f"new chunks ({what}): {d.chunks_new}, {human_bytes(d.bytes_new)} before compression")
+    if d.records is not None:
+        out.append("records:")
+        for name, rd in d.records.items():
+            out += _records_text(name, rd)
+    return out
+
+
+# ------------------------------------------------------------------ prune, check, unlock
+
+
+def render_prune(r: PruneResult) -> list[str]:
+    rows = [["keep", d.id, d.created_at[:19].replace("T", " "), d.group, ", ".join(d.reasons)]
+            for d in r.kept]
+    rows += [["remove", sid, id_time(sid).strftime("%Y-%m-%d %H:%M:%S"), "", ""] for sid in r.removed]
+    out = [table(rows, ["ACTION", "ID", "CREATED (UTC)", "GROUP", "WHY"])] if rows else ["no snapshots"]
+    verb = "would remove" if r.dry_run else "removed"
+    out.append(f"{verb} {len(r.removed)} snapshot(s) and {len(r.objects_removed)} object(s), "
+               f"{human_bytes(r.bytes_freed)} {'to free' if r.dry_run else 'freed'}; "
+               f"{r.objects_kept} object(s) still in use")
+    if r.objects_in_grace:
+        out.append(f"{r.objects_in_grace} unreferenced object(s) ({human_bytes(r.bytes_in_grace)}) are "
+                   f"younger than the grace period ({r.grace_seconds:.0f}s) and were kept "
+                   "(a create may be running)")
+    if r.dry_run:
+        out.append("dry run: nothing was changed")
+    return out
+
+
+def render_check(r: CheckResult) -> list[str]:
+    out = [f"checked {r.snapshots} snapshot(s), {r.objects} object(s) ({r.objects_referenced} referenced)"]
+    if r.read_data:
+        part = f" (subset {r.subset}: {r.objects_selected} object(s))" if r.subset else ""
+        files = f", {r.files_verified} whole file(s)" if r.files_verified else ""
+        size = human_bytes(r.bytes_read)
+        out.append(f"read and verified {r.frames_verified} frame(s){files}, {size}{part}")
+    if r.unreferenced:
+        out.append(f"{len(r.unreferenced)} unreferenced object(s), {human_bytes(r.unreferenced_bytes)} "
+                   "(not an error; prune removes them)")
+    out += [f"note: {n}" for n in r.notes]
+    if r.problems:
+        out.append(f"{len(r.problems)} problem(s):")
+        out += [f"  [{p.kind}] {p.message}" for p in r.problems]
+    else:
+        out.append("no problems found")
+    return out
+
+
+def render_unlock(removed: list[str]) -> list[str]:
+    return [f"removed {len(removed)} stale lock(s)"] + [f"  {r}" for r in removed]

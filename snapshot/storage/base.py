@@ -86,3 +86,26 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Options for remote stores; a local folder ignores them.
+
+    ``None`` means "boto3's standard chain decides" (profile, region, endpoint from the
+    environment or ~/.aws). ``sse`` is ``"AES256"``, ``"aws:kms"`` or ``"none"``.
+    ``checksum`` is botocore's request/response checksum mode: ``"when_supported"`` (the
+    default) or ``"when_required"`` for stores that reject flexible checksums.
+    """
+
+    profile: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str = "STANDARD_IA"
+    sse: str = "AES256"
+    sse_kms_key_id: str | None = None
+    checksum: str | None = None
+    max_concurrency: int = 8
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5

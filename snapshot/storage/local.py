@@ -127,7 +127,10 @@ class LocalStore:
                     key = full.relative_to(base).as_posix()
                     if not key.startswith(prefix):
                         continue
-                    st = full.stat()
+                    try:
+                        st = full.stat()
+                    except FileNotFoundError:  # deleted since the walk saw it: not listed
+                        continue
                     found.append(ObjectInfo(key=key, size=st.st_size, mtime=st.st_mtime))
         except OSError as exc:
             raise StorageError(f"listing {prefix!r} in {self.url}: {exc.strerror or exc}") from exc

@@ -1,0 +1,91 @@
+"""The chroma-snapshot command line: the group, its commands, and the one exit path.
+
+Every command parses, calls one library function and renders; :func:`main` is the only place
+that turns an outcome into an exit code (the ``exit_code`` of the exception raised, see
+snapshot/errors.py and the table in README.md; click's usage errors exit 2, Ctrl-C 130,
+SIGTERM 143).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from snapshot.cli.maint import check_cmd, diff_cmd, forget_cmd, prune_cmd, unlock_cmd
+from snapshot.cli.options import group_store_options
+from snapshot.cli.render import emit_error
+from snapshot.cli.snapshots import create, list_, restore, show
+from snapshot.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, SnapshotError, Terminated, disk_full
+from snapshot.version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="chroma-snapshot")
+@group_store_options
+def cli() -> None:
+    """Versioned, verified, incremental snapshots of ChromaDB persist directories.
+
+    \b
+    Example:
+      export CHROMA_SNAPSHOT_REPO=./snapshots
+      chroma-snapshot create data/vector_db --tag nightly
+      chroma-snapshot restore latest /srv/app/vector_db --force
+    """
+
+
+for _command in (create, list_, show, restore, diff_cmd, prune_cmd, forget_cmd, check_cmd, unlock_cmd):
+    cli.add_command(_command)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def _run(args: list[str], as_json: bool) -> int:
+    try:
+        cli.main(args=args, prog_name="chroma-snapshot", standalone_mode=False)
+    except SnapshotError as exc:
+        if not getattr(exc, "reported", False) or not as_json:
+            emit_error(exc, exc.exit_code, exc.kind, as_json and not getattr(exc, "reported", False))
+        return exc.exit_code
+    except Terminated:
+        emit_error("terminated; temporary files were removed", EXIT_TERMINATED, "terminated", as_json)
+        return EXIT_TERMINATED
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        emit_error("interrupted", EXIT_INTERRUPTED, "interrupted", as_json)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        if as_json:
+            emit_error(exc.format_message(), exc.exit_code, "usage", True)
+        else:
+            exc.show()
+        return exc.exit_code
+    except OSError as exc:
+        full = disk_full(exc)
+        if full is not None:
+            emit_error(full, full.exit_code, full.kind, as_json)
+            return full.exit_code
+        emit_error(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1, "os-error", as_json)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the CLI and maps every outcome to its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): leave signals alone
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _run(args, "--json" in args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,103 @@
+"""Options shared by several commands, each defined once as a decorator, and the one function
+that opens the repository from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import click
+
+from snapshot.errors import UsageError
+from snapshot.repository import Repository
+from snapshot.retention import parse_duration
+from snapshot.storage import StoreOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and param.name:
+        ctx.find_root().ensure_object(dict)[param.name] = value
+    return value
+
+
+def _store_options(envvar: bool) -> list[Callable[[F], F]]:
+    def opt(*decls: str, **kw: Any) -> Callable[[F], F]:
+        return click.option(*decls, expose_value=False, callback=_remember, **kw)
+
+    return [
+        opt("--repo", metavar="PATH|s3://BUCKET/PREFIX", envvar="CHROMA_SNAPSHOT_REPO" if envvar else None,
+            help="Repository: a folder (default), file:///path or s3://bucket/prefix. "
+            "Env: CHROMA_SNAPSHOT_REPO."),
+        opt("--profile", metavar="NAME", help="AWS profile (boto3's standard chain otherwise)."),
+        opt("--endpoint-url", metavar="URL",
+            help="S3-compatible endpoint (MinIO, R2, B2...). Also AWS_ENDPOINT_URL(_S3)."),
+        opt("--region", metavar="REGION", help="Bucket region (boto3's chain otherwise)."),
+        opt("--storage-class", metavar="CLASS", help="Storage class for data objects [STANDARD_IA]."),
+        opt("--sse", type=click.Choice(["AES256", "aws:kms", "none"]),
+            help="Server-side encryption for every object [AES256]; 'none' for stores that refuse it."),
+        opt("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms."),
+        opt("--s3-checksum", type=click.Choice(["when_supported", "when_required"]),
+            help="botocore checksum mode; when_required for MinIO/R2/B2 that reject flexible checksums."),
+    ]
+
+
+def group_store_options(f: F) -> F:
+    """--repo (also from CHROMA_SNAPSHOT_REPO) and the S3 options, before the command."""
+    for deco in reversed(_store_options(envvar=True)):
+        f = deco(f)
+    return f
+
+
+def repo_options(f: F) -> F:
+    """--repo and the S3 options, accepted after the command as well as before it."""
+    for deco in reversed(_store_options(envvar=False)):
+        f = deco(f)
+    return f
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(f)
+
+
+def dry_run_option(f: F) -> F:
+    return click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")(f)
+
+
+GRACE_HELP = ("Unreferenced objects younger than this are kept (a create may still be writing them) "
+              "[1h]. Units: y m(onths) w d h min s.")
+
+
+def grace_option(f: F) -> F:
+    return click.option("--grace", metavar="DURATION", help=GRACE_HELP)(f)
+
+
+def wait_option(f: F) -> F:
+    return click.option("--wait", metavar="DURATION",
+                        help="If the repository is locked, wait up to DURATION for the lock [0s].")(f)
+
+
+def seconds(text: str | None) -> float | None:
+    """A duration option's value in seconds (None when not given)."""
+    if text is None:
+        return None
+    return parse_duration(text).total_seconds(datetime.now(timezone.utc))
+
+
+def open_repo(create: bool = False, **settings: Any) -> Repository:
+    obj = click.get_current_context().find_root().ensure_object(dict)
+    options = StoreOptions(
+        profile=obj.get("profile"),
+        endpoint_url=obj.get("endpoint_url"),
+        region=obj.get("region"),
+        storage_class=obj.get("storage_class") or "STANDARD_IA",
+        sse=obj.get("sse") or "AES256",
+        sse_kms_key_id=obj.get("sse_kms_key_id"),
+        checksum=obj.get("s3_checksum"),
+    )
+    repo = obj.get("repo")
+    if not repo:
+        raise UsageError("no repository given: pass --repo PATH or set CHROMA_SNAPSHOT_REPO")
+    return Repository.open(repo, options, create=create, **settings)
