@@ -41,7 +41,7 @@ from snapshot.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFr
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
 from snapshot.source import Capture, StagedFile, capture, check_persist_dir
-from snapshot.tempdirs import TEMP_PREFIX, owned_dir
+from snapshot.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
 
 #: Chunks compressed ahead of the one being packed (bounds memory to ~3 MiB per slot).
@@ -272,7 +272,9 @@ def _check_text(what: str, text: str) -> None:
 def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) -> Path:
     if cache is not None and tmp_dir is None:
         return cache.new_staging()
-    return owned_dir(Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir()), TEMP_PREFIX)
+    parent = Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir())
+    sweep(parent, TEMP_PREFIX)  # what killed creates and diffs left behind
+    return owned_dir(parent, TEMP_PREFIX)
 
 
 def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
@@ -292,7 +294,6 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
             f"{sorted(missing)[0]}); nothing was committed, run create again"
         )
     repo.save_manifest(manifest)
-    hooks.point("create.after-commit")
 
 
 def _after_commit(
@@ -301,8 +302,10 @@ def _after_commit(
     """The snapshot is saved: nothing from here on may turn the outcome into a failure (an
     interrupt now would report "interrupted" for a snapshot that exists)."""
     try:
+        hooks.point("create.after-commit")
         if cache is not None:
             cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files})
+            hooks.point("create.cache-committed")
     except OSError as exc:  # only the next delta gets dearer
         reporter.warn(f"could not update the base cache: {exc}")
     except KeyboardInterrupt:
@@ -378,6 +381,7 @@ def create_snapshot(
         try:
             cap = capture(source, staging, includes=includes, include_orphans=include_orphans,
                           log=reporter.warn)
+            hooks.point("create.captured")
             for orphan in cap.orphans:
                 if not include_orphans:
                     reporter.warn(f"segment folder {orphan} belongs to no collection: left out "

@@ -34,7 +34,7 @@ from snapshot.manifest import CollectionInfo, Manifest
 from snapshot.packs import ChunkReader
 from snapshot.repository import Repository
 from snapshot.source import Capture, capture
-from snapshot.tempdirs import TEMP_PREFIX, owned_dir
+from snapshot.tempdirs import TEMP_PREFIX, owned_dir, sweep
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,9 @@ def diff_snapshots(
     ma = repo.get(before)
     live = Path(after).expanduser()
     is_live = live.is_dir()
-    work = owned_dir(Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir()), TEMP_PREFIX)
+    parent = Path(tmp_dir) if tmp_dir else Path(tempfile.gettempdir())
+    sweep(parent, TEMP_PREFIX)
+    work = owned_dir(parent, TEMP_PREFIX)
     try:
         if is_live:
             cap = capture(live.absolute(), work / "capture")

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from snapshot import hooks
 from snapshot.compression import decompress
 from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.hashing import digest
@@ -73,11 +74,13 @@ class PackWriter:
 
     def _upload(self, oid: str, data: bytes) -> None:
         try:
-            if not self.repo.has_object(oid):
-                self.repo.put_object(oid, data)
-                with self._lock:
-                    self.objects_uploaded += 1
-                    self.bytes_uploaded += len(data)
+            # Always written, also when a pack with these bytes exists (left by a create that
+            # was killed): the write makes it fresh, so a prune's grace period protects it.
+            self.repo.put_object(oid, data)
+            with self._lock:
+                self.objects_uploaded += 1
+                self.bytes_uploaded += len(data)
+            hooks.point("create.pack-uploaded")
         finally:
             self._slots.release()
 

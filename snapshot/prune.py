@@ -22,7 +22,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from snapshot.errors import IntegrityError, SnapshotError, UsageError
+from snapshot import hooks
+from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.locks import EXCLUSIVE
 from snapshot.manifest import Manifest
 from snapshot.repository import Repository
@@ -145,7 +146,9 @@ def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
 def execute_prune(repo: Repository, plan: PrunePlan) -> PruneResult:
     for sid in plan.removed:  # manifests first: a crash now leaves objects, never a broken snapshot
         repo.delete_snapshot(sid)
+        hooks.point("prune.manifest-deleted")
     protected = protect_newcomers(repo, plan)
+    hooks.point("prune.newcomers-read")
     delete = tuple((oid, info) for oid, info in plan.gc.delete if oid not in protected)
     repo.delete_objects(oid for oid, _ in delete)
     return _result(plan, delete, dry_run=False)
@@ -173,6 +176,8 @@ def _load(repo: Repository, ids: Sequence[str], why: str) -> list[Manifest]:
     for sid in ids:  # name the first broken one
         try:
             repo.manifest(sid)
+        except StorageError:
+            raise  # unreadable now (network, store): not a broken manifest
         except SnapshotError as exc:
             raise IntegrityError(
                 f"manifest {sid} cannot be read ({exc}); {why} needs every remaining manifest to "

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot import layout
+from snapshot import hooks, layout
 from snapshot.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
 from snapshot.compression import DEFAULT_LEVELS, check_codec
 from snapshot.errors import (
@@ -49,6 +49,12 @@ class SnapshotSummary:
     bytes_total: int
     bytes_new: int
     collections: dict[str, int]
+    #: Set when the manifest could not be read; the other fields are then empty.
+    error: str | None = None
+
+    @classmethod
+    def unreadable(cls, snapshot_id: str, error: SnapshotError) -> SnapshotSummary:
+        return cls(snapshot_id, None, "", (), "", "", "", 0, 0, {}, str(error))
 
     @classmethod
     def of(cls, m: Manifest) -> SnapshotSummary:
@@ -269,7 +275,15 @@ class Repository:
             yield from pool.map(load, keys)
 
     def list(self) -> list[SnapshotSummary]:
-        return [SnapshotSummary.of(m) for m in self.manifests()]
+        """Every snapshot, oldest first; one whose manifest cannot be read is listed with its
+        error (so that a user can find it to forget it) instead of failing the listing."""
+        out = []
+        for scan in self.scan_manifests():
+            if scan.manifest is not None:
+                out.append(SnapshotSummary.of(scan.manifest))
+            elif scan.id is not None and scan.error is not None:
+                out.append(SnapshotSummary.unreadable(scan.id, scan.error))
+        return out
 
     def has_snapshot(self, snapshot_id: str) -> bool:
         return self.store.exists(layout.snapshot_key(snapshot_id))
@@ -336,5 +350,10 @@ class Repository:
 
     def delete_objects(self, object_ids: Iterable[str]) -> None:
         keys = [layout.object_key(oid) for oid in object_ids]
+
+        def delete(key: str) -> None:
+            self.store.delete(key)
+            hooks.point("repository.object-deleted")
+
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
-            list(pool.map(self.store.delete, keys))
+            list(pool.map(delete, keys))

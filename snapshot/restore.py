@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
 from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
@@ -269,6 +270,7 @@ def _materialise(
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
         for f in m.files:
             _write_file(root, f, fetcher, pool, reporter)
+            hooks.point("restore.file-written")
     return fetcher
 
 
@@ -396,6 +398,7 @@ def execute_restore(
                 synced.result()
             if checker is not None:
                 repaired = repair(built, m, fetcher, reporter)  # fsyncs what it rewrites
+            hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
             swap_into_place(built, target)
         except BaseException:

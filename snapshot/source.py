@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapshot.chroma_db import DB_NAME, REQUIRED_TABLES, open_readonly, read_collections, table_names
-from snapshot.errors import NotFoundError, SourceError, UsageError
+from snapshot.errors import NotFoundError, SourceError, UsageError, disk_full
 from snapshot.manifest import CollectionInfo, check_rel_path
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -118,8 +118,14 @@ def _wait_stable(folders: Sequence[Path], settle: float, timeout: float) -> tupl
 
 
 def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    except OSError as exc:
+        full = disk_full(exc, dst)  # name the filesystem that is full, not the source file
+        if full is not None:
+            raise full from exc
+        raise
 
 
 def _include_entries(source: Path, includes: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
@@ -260,6 +266,7 @@ def _capture_once(
         files: list[StagedFile] = []
         for f in seg_files:
             rel = f.relative_to(source).as_posix()
+            _check_text(f"segment folder {rel.split('/', 1)[0]}", rel)
             dst = staging / "db" / rel
             _copy(f, dst)
             role = "orphan" if rel.split("/", 1)[0] in orphans else "segment"

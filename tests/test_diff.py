@@ -89,7 +89,7 @@ def test_diff_first_and_last_counts_and_files(history: History, cli: Cli) -> Non
 
 def test_diff_records_lists_exactly_the_changed_ids(history: History, cli: Cli) -> None:
     s1, _, s3 = history.ids
-    res = cli("--repo", history.repo, "diff", s1[:15], "latest", "--records", "--json")
+    res = cli("--repo", history.repo, "diff", s1[:20], "latest", "--records", "--json")  # a unique prefix
     assert res.code == 0, res.stderr
     assert (res.json()["before"], res.json()["after"]) == (s1, s3)
     rec = res.json()["records"]

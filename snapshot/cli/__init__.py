@@ -52,10 +52,11 @@ def _run(args: list[str], as_json: bool) -> int:
         if not getattr(exc, "reported", False) or not as_json:
             emit_error(exc, exc.exit_code, exc.kind, as_json and not getattr(exc, "reported", False))
         return exc.exit_code
-    except Terminated:
-        emit_error("terminated; temporary files were removed", EXIT_TERMINATED, "terminated", as_json)
-        return EXIT_TERMINATED
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns a KeyboardInterrupt (and so our Terminated) into Abort, chained
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            emit_error("terminated; temporary files were removed", EXIT_TERMINATED, "terminated", as_json)
+            return EXIT_TERMINATED
         emit_error("interrupted", EXIT_INTERRUPTED, "interrupted", as_json)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:

@@ -126,8 +126,14 @@ def render_list(snaps: list[SnapshotSummary]) -> list[str]:
         return ["no snapshots"]
     rows = [[s.id, s.created_at[:19].replace("T", " "), human_bytes(s.bytes_total),
              human_bytes(s.bytes_new), ",".join(s.tags) or "-", collections_text(s.collections),
-             s.message] for s in snaps]
-    return [table(rows, ["ID", "CREATED (UTC)", "SIZE", "STORED", "TAGS", "COLLECTIONS", "MESSAGE"])]
+             s.message] if s.error is None else [s.id, "?", "?", "?", "-", "-", f"UNREADABLE: {s.error}"]
+            for s in snaps]
+    out = [table(rows, ["ID", "CREATED (UTC)", "SIZE", "STORED", "TAGS", "COLLECTIONS", "MESSAGE"])]
+    bad = sum(1 for s in snaps if s.error is not None)
+    if bad:
+        out.append(f"{bad} manifest(s) could not be read: run `chroma-snapshot check`; "
+                   "`chroma-snapshot forget ID` removes a broken one")
+    return out
 
 
 def render_show(m: Manifest) -> list[str]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError
+from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError, disk_full
 from snapshot.fsync import fsync_path
 from snapshot.storage.base import ObjectInfo, RequestStats
 
@@ -34,11 +36,21 @@ class LocalStore:
             raise StorageError(f"invalid storage key {key!r}")
         return self.root / key
 
+    def _open_regular(self, path: Path, key: str) -> BinaryIO:
+        """Open for reading only a regular file: a FIFO or device in the repository (damage or
+        malice) must not block or feed us forever."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageError(f"{key} in {self.url} is not a regular file")
+        return os.fdopen(fd, "rb")
+
     def get(self, key: str) -> bytes:
         path = self._path(key)
         self.stats.add("get")
         try:
-            data = path.read_bytes()
+            with self._open_regular(path, key) as fh:
+                data = fh.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"object {key} not found in {self.url}") from exc
         except OSError as exc:
@@ -50,7 +62,7 @@ class LocalStore:
         path = self._path(key)
         self.stats.add("get_range", down=length)
         try:
-            with open(path, "rb") as fh:
+            with self._open_regular(path, key) as fh:
                 fh.seek(offset)
                 data = fh.read(length)
         except FileNotFoundError as exc:
@@ -90,6 +102,9 @@ class LocalStore:
         except AlreadyExistsError:
             raise
         except OSError as exc:
+            full = disk_full(exc, path.parent)
+            if full is not None:
+                raise full from exc
             raise StorageError(f"writing {key} to {self.url}: {exc.strerror or exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
