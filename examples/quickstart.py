@@ -73,8 +73,8 @@ def main(workdir: Path) -> None:
     print(f"snapshot 2: {second.id}  {second.collections}  uploaded {second.bytes_uploaded:,} bytes "
           f"({second.chunks_delta} delta chunks)")
 
-    result = snapshot.restore_snapshot(repo, first.id, restored)
-    print(f"restored {result.id} -> {restored}: Chroma checked {result.chroma_checked}")
+    result = snapshot.restore_snapshot(repo, first.id, restored, chroma_check=True)
+    print(f"restored {result.id} -> {restored}: checked {result.checks}, chromadb opened {result.chroma_checked}")
     assert count_in(restored) == {"textbook": 2000, "glossary": 300}, "restore verification failed"
 
     result = snapshot.restore_snapshot(repo, "latest", restored, force=True)

@@ -1,4 +1,5 @@
-"""Opening a restored directory with chromadb, in a child process, before it is swapped in.
+"""``restore --chroma-check``: opening a restored directory with chromadb, in child processes,
+before it is swapped in.
 
 Count alone misses most damage (an index can answer ``count()`` with its vectors gone), so each
 collection is checked for its record count, a sample of embeddings fetched from a few offsets
@@ -7,6 +8,10 @@ collection is checked for its record count, a sample of embeddings fetched from 
 Chroma writes to chroma.sqlite3 when it opens a directory; the restore brings every file back
 to the snapshot's bytes afterwards and verifies them again. A child process keeps chromadb's
 process-wide state, file handles and any crash in its native index away from the caller.
+
+Memory is bounded by a batch of collections, not the sum: chromadb keeps every collection it
+has loaded, so the collections are checked in batches (at most :data:`BATCH` collections and
+about as many records as the largest collection holds), each in a fresh child process.
 
 Run as ``python -m snapshot.chroma_check DIR`` with the expected collections as JSON on stdin;
 prints one JSON object.
@@ -27,22 +32,54 @@ from snapshot.manifest import Manifest
 
 SAMPLE = 5
 TIMEOUT = 900
+#: Collections per child process (chromadb's per-collection overhead is a few MB even for
+#: tiny ones).
+BATCH = 32
+
+
+#: Records a batch may hold even when every collection is smaller (tiny collections cost
+#: chromadb more per collection than per record).
+BATCH_RECORDS = 50_000
+
+
+def batches(expected: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split the collections so that no batch holds more records than the largest collection
+    (or BATCH_RECORDS) nor more than BATCH collections: a child then needs at most about twice
+    what opening the largest collection alone needs."""
+    limit = max([int(e["records"]) for e in expected] + [BATCH_RECORDS])
+    out: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    total = 0
+    for exp in sorted(expected, key=lambda e: e["name"]):
+        if current and (total + int(exp["records"]) > limit or len(current) >= BATCH):
+            out.append(current)
+            current, total = [], 0
+        current.append(exp)
+        total += int(exp["records"])
+    if current:
+        out.append(current)
+    return out
 
 
 class ChromaChecker:
-    """A child process that imports chromadb at once (over a second) while the restore is
-    still writing files, then checks the directory when :meth:`run` says it is complete.
+    """Child processes that open the directory with chromadb, one batch of collections each.
+    The first child starts at once, so its chromadb import overlaps the restore's writing.
 
     Chroma writes to the directory it opens, so the caller must bring the files back to the
     snapshot's bytes afterwards (see :func:`snapshot.restore.repair`)."""
 
     def __init__(self, built: Path) -> None:
+        self.built = built
+        self.batches = 0
+        self._proc: subprocess.Popen[str] | None = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[str]:
         # The child must import this very package, installed or not.
         here = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
         env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "snapshot.chroma_check", str(built)],
+        return subprocess.Popen(
+            [sys.executable, "-m", "snapshot.chroma_check", os.fsdecode(self.built)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -55,17 +92,27 @@ class ChromaChecker:
         expected = [
             {"name": c.name, "records": c.records, "dimension": c.dimension} for c in m.collections
         ]
+        counts: dict[str, int] = {}
+        for batch in batches(expected) or [[]]:
+            proc = self._proc or self._spawn()
+            self._proc = None
+            counts.update(self._run_one(proc, batch))
+            self.batches += 1
+        return counts
+
+    def _run_one(self, proc: subprocess.Popen[str], batch: list[dict[str, Any]]) -> dict[str, int]:
         try:
-            out, err = self._proc.communicate(json.dumps(expected), timeout=TIMEOUT)
+            out, err = proc.communicate(json.dumps(batch), timeout=TIMEOUT)
         except subprocess.TimeoutExpired as exc:
-            self.close()
+            proc.kill()
+            proc.communicate()
             raise ChromaCheckError(f"chromadb did not open the restored copy in {TIMEOUT}s") from exc
         try:
             report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
             tail = (err.strip().splitlines() or ["no output"])[-1]
             raise ChromaCheckError(
-                f"chromadb crashed opening the restored snapshot (exit {self._proc.returncode}): {tail}"
+                f"chromadb crashed opening the restored snapshot (exit {proc.returncode}): {tail}"
             ) from None
         if report.get("problems"):
             raise ChromaCheckError("Chroma check failed: " + "; ".join(report["problems"]))
@@ -73,8 +120,8 @@ class ChromaChecker:
         return counts
 
     def close(self) -> None:
-        """Stop the child if it is still waiting (the restore failed before the check)."""
-        if self._proc.returncode is None:
+        """Stop a child that is still waiting (the restore failed before the check)."""
+        if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
             self._proc.communicate()
 

@@ -8,11 +8,15 @@ Connections are read-only; the user's database is never opened for writing.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import urllib.parse
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from snapshot.manifest import CollectionInfo
 
@@ -26,7 +30,7 @@ RecordRow = tuple[str, Hashable]
 def open_readonly(db: Path, timeout: float = 30.0, *, immutable: bool = False) -> sqlite3.Connection:
     """``immutable``: a private copy nobody writes (no locks, no -wal/-shm files)."""
     flags = "?mode=ro&immutable=1" if immutable else "?mode=ro"
-    uri = "file:" + urllib.parse.quote(str(db.absolute())) + flags
+    uri = "file:" + urllib.parse.quote(os.fsencode(db.absolute())) + flags  # paths are bytes
     return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
 
 
@@ -58,45 +62,111 @@ def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
 
 
 # embeddings_queue.operation codes (chromadb: ADD, UPDATE, UPSERT, DELETE).
-_ADD, _UPSERT, _DELETE = 0, 2, 3
+ADD, UPSERT, DELETE = 0, 2, 3
+_MASK = (1 << 64) - 1
+
+
+def segment_seq(conn: sqlite3.Connection, segment: str) -> int:
+    """The last queue entry a segment has applied (0: none). Older Chroma stored it as a
+    big-endian blob."""
+    if "max_seq_id" not in table_names(conn):
+        return 0
+    row = conn.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (segment,)).fetchone()
+    if row is None:
+        return 0
+    value = row[0]
+    if isinstance(value, bytes):
+        return int.from_bytes(value, "big")
+    return value if isinstance(value, int) else 0
+
+
+def pending_ops(conn: sqlite3.Connection, collection: str, after: int) -> Iterator[tuple[int, str]]:
+    """(operation, record id) of the queue entries of ``collection`` past seq id ``after``, in
+    order: what Chroma replays into a segment when it opens the directory."""
+    if "embeddings_queue" not in table_names(conn):
+        return iter(())
+    rows = conn.execute(
+        "SELECT operation, id FROM embeddings_queue WHERE seq_id > ? AND topic LIKE ? ORDER BY seq_id",
+        (after, f"%/{collection}"),
+    )
+    return ((int(op), str(rid)) for op, rid in rows)
+
+
+def replay(present: Callable[[str], bool], ops: Iterable[tuple[int, str]]) -> Iterator[tuple[str, int]]:
+    """Membership changes the queue entries make: (id, +1 added / -1 removed)."""
+    state: dict[str, bool] = {}
+    for op, rid in ops:
+        if rid not in state:
+            state[rid] = present(rid)
+        if op in (ADD, UPSERT) and not state[rid]:
+            state[rid] = True
+            yield rid, 1
+        elif op == DELETE and state[rid]:
+            state[rid] = False
+            yield rid, -1
+
+
+def id_digest(rid: str) -> int:
+    return xxhash.xxh3_64_intdigest(rid.encode("utf-8", "surrogatepass"))
+
+
+def metadata_ids(conn: sqlite3.Connection, collection: str, segment: str) -> tuple[int, int]:
+    """(count, order-free digest of the ids) of the records Chroma will report once it opens
+    this database: the metadata segment's rows plus the queue entries it has not applied yet
+    (Chroma commits a write to the queue before it applies it, and replays on opening)."""
+    count, digest = 0, 0
+    for (rid,) in conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ?", (segment,)):
+        count += 1
+        digest = (digest + id_digest(str(rid))) & _MASK
+
+    def present(rid: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM embeddings WHERE segment_id = ? AND embedding_id = ?", (segment, rid)
+        ).fetchone()
+        return row is not None
+
+    for rid, sign in replay(present, pending_ops(conn, collection, segment_seq(conn, segment))):
+        count += sign
+        digest = (digest + sign * id_digest(rid)) & _MASK
+    return count, digest
 
 
 def _records(conn: sqlite3.Connection, collection: str, segment: str) -> int:
-    """The record count Chroma will report once it opens this database.
+    return metadata_ids(conn, collection, segment)[0]
 
-    Chroma commits a write to embeddings_queue before applying it to the metadata segment's
-    tables, and replays the queue past the segment's max_seq_id when it opens. A capture can
-    fall between the two, so the pending queue entries are replayed here as well.
-    """
-    count: int = conn.execute(
-        "SELECT count(*) FROM embeddings WHERE segment_id = ?", (segment,)
-    ).fetchone()[0]
-    tables = table_names(conn)
-    if not {"embeddings_queue", "max_seq_id"} <= tables:
-        return count
-    row = conn.execute("SELECT seq_id FROM max_seq_id WHERE segment_id = ?", (segment,)).fetchone()
-    seen = row[0] if row and isinstance(row[0], int) else 0
-    present: dict[str, bool] = {}
-    pending = conn.execute(
-        "SELECT operation, id FROM embeddings_queue WHERE seq_id > ? AND topic LIKE ? ORDER BY seq_id",
-        (seen, f"%/{collection}"),
-    )
-    for op, rid in pending:
-        if rid not in present:
-            present[rid] = (
-                conn.execute(
-                    "SELECT 1 FROM embeddings WHERE segment_id = ? AND embedding_id = ?",
-                    (segment, rid),
-                ).fetchone()
-                is not None
-            )
-        if op in (_ADD, _UPSERT) and not present[rid]:
-            count += 1
-            present[rid] = True
-        elif op == _DELETE and present[rid]:
-            count -= 1
-            present[rid] = False
-    return count
+
+@dataclass(frozen=True)
+class SegmentRow:
+    collection_id: str
+    collection: str
+    segment: str
+    scope: str
+
+
+def segments(conn: sqlite3.Connection) -> list[SegmentRow]:
+    rows = conn.execute(
+        "SELECT c.id, c.name, s.id, s.scope FROM collections c JOIN segments s ON s.collection = c.id "
+        "ORDER BY c.name, s.scope, s.id"
+    ).fetchall()
+    return [SegmentRow(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def schema_levels(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+    """Per migrations dir (sysdb, metadb, embeddings_queue): the highest version applied and
+    its file name. Chroma refuses a database with a migration it does not know."""
+    if "migrations" not in table_names(conn):
+        return {}
+    out: dict[str, tuple[int, str]] = {}
+    for d, version, filename in conn.execute("SELECT dir, version, filename FROM migrations"):
+        if isinstance(version, int) and (d not in out or version > out[d][0]):
+            out[str(d)] = (version, str(filename))
+    return out
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """SQLite's own structural check; None when it finds nothing."""
+    rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    return None if rows == ["ok"] else "; ".join(rows[:3])
 
 
 def metadata_segments(conn: sqlite3.Connection) -> dict[str, list[str]]:

@@ -33,10 +33,11 @@ from snapshot import hooks
 from snapshot.basecache import BaseCache, default_root
 from snapshot.chunking import ChunkedFile, chunk_sizes
 from snapshot.compression import check_codec, compress
-from snapshot.errors import SnapshotError, UsageError
+from snapshot.consistency import Verification, verify_dir
+from snapshot.errors import InconsistentSourceError, SnapshotError, UsageError
 from snapshot.ids import new_snapshot_id, utc_now_iso
 from snapshot.locks import SHARED, RepositoryLock
-from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, Totals
+from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, SchemaLevel, Totals, Verified
 from snapshot.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
@@ -69,6 +70,10 @@ class CreateResult:
     capture_attempts: int
     seconds: float
     requests: dict[str, int] = field(default_factory=dict)
+    #: The consistency checks the capture passed (snapshot/consistency.py), and what failed
+    #: when --allow-inconsistent let an inconsistent directory through.
+    checks: tuple[str, ...] = ()
+    inconsistencies: tuple[str, ...] = ()
 
 
 def chromadb_version() -> str | None:
@@ -312,9 +317,74 @@ def _after_commit(
         reporter.warn(f"interrupted after snapshot {manifest.id} was saved; the base cache was not updated")
 
 
+@dataclass
+class _Job:
+    """Capture, verify the capture (in a thread, beside compression) and pack it. A capture
+    that fails a check is taken once more and checked before packing: a writer may have caught
+    it mid-flight; if it fails again the source itself is inconsistent (SourceError, exit 6),
+    unless ``allow_inconsistent``."""
+
+    repo: Repository
+    source: Path
+    staging: Path
+    parent: Manifest | None
+    level: int
+    delta: bool
+    reporter: Reporter
+    pack_size: int
+    cache: BaseCache | None
+    includes: Sequence[str | os.PathLike[str]]
+    include_orphans: bool
+    allow_inconsistent: bool
+
+    def _capture(self) -> Capture:
+        cap = capture(self.source, self.staging, includes=self.includes,
+                      include_orphans=self.include_orphans, log=self.reporter.warn)
+        hooks.point("create.captured")
+        return cap
+
+    def _pack(self, cap: Capture) -> tuple[_Builder, list[FileEntry]]:
+        builder = _Builder(self.repo, self.parent, self.level, self.delta, self.reporter, self.pack_size,
+                           self.cache)
+        return builder, [builder.entry(sf) for sf in builder.pack_files(cap.files)]
+
+    def run(self) -> tuple[Capture, _Builder, list[FileEntry], Verification]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as checker:
+            cap = self._capture()
+            pending = checker.submit(verify_dir, self.staging / "db")
+            try:
+                builder, files = self._pack(cap)
+            finally:
+                verification = pending.result()
+        if not verification.ok:
+            self.reporter.warn(f"the capture failed a consistency check ({verification.problems[0]}); "
+                               "taking it again")
+            cap = self._capture()
+            verification = verify_dir(self.staging / "db")
+            if verification.ok or self.allow_inconsistent:
+                builder, files = self._pack(cap)
+        if not verification.ok:
+            if not self.allow_inconsistent:
+                raise InconsistentSourceError(
+                    f"{self.source} is not consistent: {verification.problems[0]}"
+                    + (f" (and {len(verification.problems) - 1} more)" if len(verification.problems) > 1
+                       else "") + "; --allow-inconsistent snapshots it anyway")
+            self.reporter.warn(f"snapshotting an inconsistent directory: {'; '.join(verification.problems)}")
+        for orphan in cap.orphans:
+            if not self.include_orphans:
+                self.reporter.warn(f"segment folder {orphan} belongs to no collection: left out "
+                                   "(--include-orphans keeps it)")
+        return cap, builder, files, verification
+
+
+def _verified(v: Verification) -> Verified:
+    schema = {d: SchemaLevel(version, filename) for d, (version, filename) in v.schema.items()}
+    return Verified(v.checks, schema, dict(v.collections), v.problems)
+
+
 def _manifest(
     repo: Repository, source: Path, parent: Manifest | None, files: list[FileEntry], cap: Capture,
-    builder: _Builder, tags: Sequence[str], message: str,
+    builder: _Builder, tags: Sequence[str], message: str, verification: Verification,
 ) -> Manifest:
     return Manifest(
         id=new_snapshot_id(),
@@ -337,6 +407,7 @@ def _manifest(
             bytes_new=builder.bytes_new,
             objects_new=builder.writer.objects_uploaded,
         ),
+        verified=_verified(verification),
     )
 
 
@@ -356,6 +427,7 @@ def create_snapshot(
     cache_dir: str | os.PathLike[str] | None = None,
     pack_size: int = DEFAULT_PACK_SIZE,
     wait: float | None = None,
+    allow_inconsistent: bool = False,
     reporter: Reporter | None = None,
 ) -> CreateResult:
     """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
@@ -379,16 +451,10 @@ def create_snapshot(
         parent_m = pick_parent(repo, source, parent)
         staging = _staging(cache, tmp_dir)
         try:
-            cap = capture(source, staging, includes=includes, include_orphans=include_orphans,
-                          log=reporter.warn)
-            hooks.point("create.captured")
-            for orphan in cap.orphans:
-                if not include_orphans:
-                    reporter.warn(f"segment folder {orphan} belongs to no collection: left out "
-                                  "(--include-orphans keeps it)")
-            builder = _Builder(repo, parent_m, level, delta, reporter, pack_size, cache)
-            files = [builder.entry(sf) for sf in builder.pack_files(cap.files)]
-            manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message)
+            job = _Job(repo, source, staging, parent_m, level, delta, reporter, pack_size, cache,
+                       includes, include_orphans, allow_inconsistent)
+            cap, builder, files, verification = job.run()
+            manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message, verification)
             _commit(repo, manifest, lock)
             _after_commit(cache, staging, manifest, cap, reporter)
         finally:
@@ -413,4 +479,6 @@ def create_snapshot(
         capture_attempts=cap.attempts,
         seconds=round(time.monotonic() - started, 3),
         requests=moved.requests,
+        checks=verification.checks,
+        inconsistencies=verification.problems,
     )

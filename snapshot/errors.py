@@ -77,6 +77,13 @@ class SourceError(SnapshotError):
     kind = "source"
 
 
+class InconsistentSourceError(SourceError):
+    """The captured directory fails a consistency check (its HNSW files and chroma.sqlite3
+    disagree), also when taken again."""
+
+    kind = "inconsistent-source"
+
+
 class TargetError(SnapshotError):
     """The restore target cannot be used (not empty without --force, not a directory, ...)."""
 
@@ -170,7 +177,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (3, "not found: snapshot, repository, object or source path"),
     (4, "integrity: hash mismatch, corrupt object or manifest, unsafe path, Chroma check failed"),
     (5, "storage error: the store failed an operation"),
-    (6, "source error: not a Chroma persist dir, or a consistent capture was not possible"),
+    (6, "source error: not a Chroma persist dir, no consistent capture, or it fails a consistency check"),
     (7, "target error: restore target not empty (use --force) or unusable"),
     (8, "format version: repository or manifest from a newer, unknown format"),
     (9, "locked: another process holds a conflicting repository lock"),

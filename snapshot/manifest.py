@@ -87,6 +87,26 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class SchemaLevel:
+    """The highest migration Chroma applied in one migrations dir (sysdb, metadb, ...)."""
+
+    version: int
+    filename: str
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The consistency proof taken at capture (snapshot/consistency.py): which checks ran, the
+    DB's schema levels, the record count per collection they established, and any problem
+    found (only recorded when the create was told --allow-inconsistent)."""
+
+    checks: tuple[str, ...]
+    schema: dict[str, SchemaLevel]
+    collections: dict[str, int]
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Manifest:
     id: str
     parent: str | None
@@ -102,6 +122,8 @@ class Manifest:
     collections: tuple[CollectionInfo, ...]
     totals: Totals
     format_version: int = FORMAT_VERSION
+    #: Absent in snapshots of chroma-snapshot before 0.2 (then a restore checks hashes only).
+    verified: Verified | None = None
 
     def file(self, path: str) -> FileEntry | None:
         for f in self.files:
@@ -129,6 +151,8 @@ def dumps(obj: Manifest | RepoConfig) -> bytes:
     data = asdict(obj)
     if isinstance(obj, RepoConfig):
         data.pop("extra")
+    elif data.get("verified") is None:
+        data.pop("verified", None)
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -279,6 +303,23 @@ def _collection(r: _Reader, d: Any, i: int) -> CollectionInfo:
     )
 
 
+def _verified(r: _Reader, d: Any) -> Verified | None:
+    if d is None:
+        return None
+    where = "verified."
+    checks = r.get(d, "checks", list, where)
+    problems = r.get(d, "problems", list, where)
+    if not all(isinstance(c, str) for c in checks + problems):
+        raise r.fail("verified.checks and verified.problems must be strings")
+    schema = {}
+    for name, level in r.get(d, "schema", dict, where).items():
+        schema[str(name)] = SchemaLevel(r.nat(level, "version", f"{where}schema."),
+                                        r.get(level, "filename", str, f"{where}schema."))
+    cols = r.get(d, "collections", dict, where)
+    counts = {str(k): r.nat(cols, k, f"{where}collections.") for k in cols}
+    return Verified(tuple(checks), schema, counts, tuple(problems))
+
+
 def _check_tree(r: _Reader, files: tuple[FileEntry, ...]) -> None:
     paths = {f.path for f in files}
     if len(paths) != len(files):
@@ -333,6 +374,7 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
         files=files,
         collections=cols,
         totals=Totals(**{k: r.nat(t, k, "totals.") for k in Totals.__dataclass_fields__}),
+        verified=_verified(r, data.get("verified")),
     )
 
 

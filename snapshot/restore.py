@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +25,11 @@ from pathlib import Path
 from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
+from snapshot.chroma_db import open_readonly, schema_levels
 from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
+from snapshot.consistency import Verification, known_migrations, unknown_schema, verify_dir
 from snapshot.create import chromadb_version
-from snapshot.errors import IntegrityError, SnapshotError, UsageError
+from snapshot.errors import ChromaCheckError, IntegrityError, SnapshotError, UsageError
 from snapshot.fsync import fsync_path
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
@@ -87,27 +91,48 @@ class RestoreResult:
     warnings: tuple[str, ...]
     seconds: float
     requests: dict[str, int] = field(default_factory=dict)
+    #: What this restore proved before the swap: "hashes", the capture's consistency checks
+    #: again, and "chromadb" with --chroma-check (run in ``chroma_batches`` child processes).
+    checks: tuple[str, ...] = ()
+    chroma_batches: int = 0
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
-def version_warning(m: Manifest, installed: str | None) -> str | None:
-    if not m.chromadb_version or not installed:
+def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
+                   knows: Callable[[str], bool] | None) -> str | None:
+    """A warning when the installed chromadb cannot open the restored DB: its schema holds a
+    migration the installed chromadb does not know (compared by schema, not package version)."""
+    if knows is None:
+        return "chromadb is not installed here: cannot tell whether it can open this database"
+    unknown = unknown_schema(schema, knows)
+    if not unknown:
         return None
-    if _version_tuple(m.chromadb_version) > _version_tuple(installed):
-        return (
-            f"snapshot {m.id} was made with chromadb {m.chromadb_version}, newer than the "
-            f"installed {installed}; Chroma cannot downgrade a database, upgrade chromadb"
-        )
-    return None
+    made = f" (made with chromadb {m.chromadb_version})" if m.chromadb_version else ""
+    return (f"snapshot {m.id}{made} has a database schema the installed chromadb "
+            f"{chromadb_version() or '?'} does not know ({', '.join(unknown)}); it cannot open it: "
+            "upgrade chromadb")
+
+
+def check_consistency(built: Path, m: Manifest) -> tuple[Verification | None, list[str]]:
+    """The capture's consistency checks again, on the restored directory (SQLite's
+    quick_check excepted: the hashes already prove the file byte-identical to the copy that
+    passed it). Raises IntegrityError if the result differs from what create established."""
+    notes: list[str] = []
+    if m.verified is None:
+        notes.append(f"snapshot {m.id} was made without consistency checks (an older chroma-snapshot): "
+                     "checked hashes only")
+        return None, notes
+    if m.verified.problems:
+        notes.append(f"snapshot {m.id} was taken of an inconsistent directory (--allow-inconsistent): "
+                     + "; ".join(m.verified.problems))
+        return None, notes
+    v = verify_dir(built, sqlite_check=False)
+    if v.problems:
+        raise IntegrityError(f"the restored directory fails a consistency check: {v.problems[0]}")
+    recorded = {c.name: c.records for c in m.collections}
+    if v.collections != m.verified.collections or v.collections != recorded:
+        raise IntegrityError(f"the restored directory holds {v.collections}, the snapshot recorded "
+                             f"{recorded}")
+    return v, notes
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -340,6 +365,16 @@ def _dir_mode(target: Path) -> int:
     return 0o777 & ~mask
 
 
+def read_schema(db: Path) -> dict[str, tuple[int, str]]:
+    conn = open_readonly(db, immutable=True)
+    try:
+        return schema_levels(conn)
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+
+
 def _include_names(m: Manifest) -> set[str]:
     return {f.path.split("/", 1)[0] for f in m.files if f.role == "include"}
 
@@ -350,15 +385,32 @@ def restore_snapshot(
     target: str | os.PathLike[str],
     *,
     force: bool = False,
-    verify_chroma: bool = True,
+    chroma_check: bool = False,
+    strict: bool = False,
     reporter: Reporter | None = None,
 ) -> RestoreResult:
     """Plan a restore of snapshot ``ref`` into ``target`` and execute it."""
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
     plan = prepare_restore(repo, ref, target)
-    result = execute_restore(repo, plan, force=force, verify_chroma=verify_chroma, reporter=reporter)
+    result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
+                             reporter=reporter)
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
+
+
+def _check(built: Path, m: Manifest, strict: bool, reporter: Reporter) -> tuple[list[str], tuple[str, ...]]:
+    """Consistency and schema of the built directory: (warnings, checks that passed)."""
+    verification, warnings = check_consistency(built, m)
+    db = built / "chroma.sqlite3"
+    schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
+    w = schema_warning(m, schema, known_migrations()) if schema else None
+    if w is not None:
+        if strict:
+            raise ChromaCheckError(w)
+        warnings.append(w)
+    for note in warnings:
+        reporter.warn(note)
+    return warnings, ("hashes", *(verification.checks if verification is not None else ()))
 
 
 def execute_restore(
@@ -366,10 +418,14 @@ def execute_restore(
     plan: RestorePlan,
     *,
     force: bool = False,
-    verify_chroma: bool = True,
+    chroma_check: bool = False,
+    strict: bool = False,
     reporter: Reporter | None = None,
 ) -> RestoreResult:
-    """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically."""
+    """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically.
+
+    Every chunk and file hash is checked, then the capture's consistency checks; with
+    ``chroma_check`` chromadb also opens it (in batches of collections, child processes)."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     m, target = plan.manifest, plan.target
@@ -377,22 +433,18 @@ def execute_restore(
     if repo.local_root is not None:
         protected.append((repo.local_root, "the repository"))
     check_restore_target(target, force=force, protected=protected, allowed_names=_include_names(m))
-    warnings = []
-    w = version_warning(m, chromadb_version())
-    if w:
-        warnings.append(w)
-        reporter.warn(w)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_beside(target)
+    checked: dict[str, int] = {}
+    repaired = 0
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
-        checker = ChromaChecker(built) if verify_chroma and m.file("chroma.sqlite3") is not None else None
+        checker = ChromaChecker(built) if chroma_check and m.file("chroma.sqlite3") is not None else None
         try:
             fetcher = _materialise(repo, m, built, plan.local, reporter)
-            checked: dict[str, int] = {}
-            repaired = 0
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(_sync_tree, built, m)
+                warnings, passed = _check(built, m, strict, reporter)
                 if checker is not None:
                     checked = checker.run(m)
                 synced.result()
@@ -422,4 +474,6 @@ def execute_restore(
         warnings=tuple(warnings),
         seconds=round(time.monotonic() - started, 3),
         requests=moved.requests,
+        checks=passed + (("chromadb",) if checker is not None else ()),
+        chroma_batches=checker.batches if checker is not None else 0,
     )

@@ -22,7 +22,7 @@ def test_second_create_reads_no_bases_from_repository(cli, chroma_dir, repo_path
     assert second["bases_cached"] == second["chunks_delta"] and second["bases_read"] == 0
     assert "get_range" not in second["requests"]  # nothing read back from the repository
     assert second["parent"] == first["id"]
-    res = cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--json")
+    res = cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--json", "--chroma-check")
     assert res.code == 0 and res.json()["chroma_checked"] == {"docs": 3040, "notes": 1000}
 
 
@@ -50,7 +50,7 @@ def test_damaged_cache_falls_back_and_stays_correct(cli, chroma_dir, repo_path, 
     # every damaged base was refused and read from the repository
     assert second["chunks_delta"] >= 1 and second["bases_cached"] == 0
     assert second["bases_read"] == second["chunks_delta"]
-    res = cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--json")
+    res = cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--json", "--chroma-check")
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3040, "notes": 1000}
     check = cli("--repo", repo_path, "check", "--read-data")

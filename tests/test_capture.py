@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_p
     assert len(seen_counts) > 1, "the writer did not change anything between snapshots"
     for k, r in enumerate(ids):
         target = tmp_path / f"restore{k}"
-        res = cli("--repo", repo_path, "restore", r["id"], target, "--json")
+        res = cli("--repo", repo_path, "restore", r["id"], target, "--json", "--chroma-check")
         assert res.code == 0, res.stderr
         assert res.json()["chroma_checked"] == r["collections"]
 
@@ -45,7 +46,10 @@ def test_orphans_and_includes(cli, chroma_dir: Path, repo_path: Path, tmp_path: 
     delete_collection(chroma_dir, "notes")
     # Chroma may or may not leave the deleted collection's folder behind: make sure one
     # segment folder belongs to no collection (a copy of a live one under a new UUID).
-    live_seg = next(p for p in chroma_dir.iterdir() if p.is_dir())
+    with sqlite3.connect(chroma_dir / "chroma.sqlite3") as conn:
+        (docs_seg,) = conn.execute("SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+                                   "WHERE c.name = 'docs' AND s.scope = 'VECTOR'").fetchone()
+    live_seg = chroma_dir / docs_seg
     shutil.copytree(live_seg, chroma_dir / "0badc0de-0000-4000-8000-000000000001")
     orphan = [p.name for p in chroma_dir.iterdir() if p.is_dir()]
     progress = tmp_path / "embedding_progress.json"

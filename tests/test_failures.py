@@ -273,12 +273,24 @@ def test_json_errors_are_json(cli, tmp_path):
     }
 
 
-def test_newer_chromadb_warns(cli, chroma_dir, repo_path, tmp_path):
+def test_compatibility_is_judged_by_schema_not_package_version(cli, chroma_dir, repo_path, tmp_path):
     sid = _snap(cli, repo_path, chroma_dir)
+    # a snapshot taken where a much newer chromadb was installed, of a DB whose schema the
+    # installed chromadb knows: no warning
     _rewrite(repo_path, sid, lambda d: d.update(chromadb_version="99.1.0"))
-    res = cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--skip-chroma-check")
-    assert res.code == 0
-    assert "warning" in res.stderr and "99.1.0" in res.stderr and "downgrade" in res.stderr
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "t")
+    assert res.code == 0 and "warning" not in res.stderr, res.stderr
+    # a DB that a newer Chroma migrated: the installed one cannot open it
+    with sqlite3.connect(chroma_dir / "chroma.sqlite3") as conn:
+        conn.execute("INSERT INTO migrations (dir, version, filename, sql, hash) "
+                     "VALUES ('metadb', 99, '00099-from-the-future.sqlite.sql', '', '')")
+    sid = _snap(cli, repo_path, chroma_dir)
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "u")
+    assert res.code == 0 and "warning" in res.stderr and "00099-from-the-future" in res.stderr
+    assert "upgrade chromadb" in res.stderr
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "v", "--strict")
+    _one_line_error(res, 4)
+    assert not (tmp_path / "v").exists()
 
 
 def test_readme_documents_every_exit_code():

@@ -58,10 +58,11 @@ def test_console_script_round_trip_outside_repo(installed, chroma_dir: Path, tmp
     assert "snapshot " in made.stdout and "saved" in made.stdout
     listed = subprocess.run([*script, "list"], cwd=work, env=env, capture_output=True, text=True)
     assert "nightly" in listed.stdout and "docs=3000" in listed.stdout
-    restored = subprocess.run([*script, "restore", "latest", str(tmp_path / "out")], cwd=work, env=env,
-                              capture_output=True, text=True)
+    restored = subprocess.run([*script, "restore", "latest", str(tmp_path / "out"), "--chroma-check"],
+                              cwd=work, env=env, capture_output=True, text=True)
     assert restored.returncode == 0, restored.stderr
-    assert "chroma opened it: docs=3000, notes=1000" in restored.stdout
+    assert "checked: hashes, segment-files, hnsw-header, hnsw-sizes, ids-match, chromadb" in restored.stdout
+    assert "chromadb opened it (1 batch(es)): docs=3000, notes=1000" in restored.stdout
 
 
 @pytest.mark.parametrize("how", ["module", "shim"])

@@ -55,13 +55,13 @@ def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path,
     assert listed[0]["tags"] == ["nightly"] and listed[0]["collections"] == {"docs": 3000, "notes": 1000}
 
     old = tmp_path / "restored"
-    res = cli("--repo", repo_path, "restore", r1["id"][:15], old, "--json")
+    res = cli("--repo", repo_path, "restore", r1["id"][:15], old, "--json", "--chroma-check")
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
     assert_same_db(old, v1)
     assert counts(old) == {"docs": 3000, "notes": 1000}
 
-    latest = cli("--repo", repo_path, "restore", "latest", old, "--force", "--json")
+    latest = cli("--repo", repo_path, "restore", "latest", old, "--force", "--json", "--chroma-check")
     assert latest.code == 0, latest.stderr
     body = latest.json()
     assert body["id"] == again["id"] and body["bytes_reused"] > 0
@@ -79,7 +79,7 @@ def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Pat
     assert m.id == result.id and m.tags == ("t1",) and m.message == "lib"
     assert {c.name: c.records for c in m.collections} == {"docs": 3000, "notes": 1000}
     assert all(c.dimension == 64 for c in m.collections)
-    out = restore_snapshot(repo, "latest", tmp_path / "out")
+    out = restore_snapshot(repo, "latest", tmp_path / "out", chroma_check=True)
     assert out.chroma_checked == {"docs": 3000, "notes": 1000}
     restored_db = tmp_path / "out" / "chroma.sqlite3"
     assert sqlite_payload(restored_db) == sqlite_payload(chroma_dir / "chroma.sqlite3")
@@ -171,7 +171,7 @@ def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_p
               "--json").json()
     # only the new delta frames are read: the target holds every base
     assert res["bytes_downloaded"] == p["bytes_to_download"] <= second["bytes_new"]
-    again = cli("--repo", repo_path, "restore", "latest", target, "--force", "--json").json()
+    again = cli("--repo", repo_path, "restore", "latest", target, "--force", "--json", "--chroma-check").json()
     assert again["chroma_checked"] == {"docs": 3040, "notes": 1000}
     assert again["bytes_reused"] == again["bytes_total"]
     # chromadb rewrites a page or two of chroma.sqlite3 when the check opens it; those chunks

@@ -163,8 +163,10 @@ def render_restore(r: RestoreResult) -> list[str]:
     out = [f"restored {r.id} into {r.target}: {r.files} files, {human_bytes(r.bytes_total)} verified; "
            f"{human_bytes(r.bytes_reused)} reused from the target, {human_bytes(r.bytes_downloaded)} read, "
            f"{r.seconds:.1f}s"]
+    out.append(f"  checked: {', '.join(r.checks)}")
     if r.chroma_checked:
-        out.append(f"  chroma opened it: {collections_text(r.chroma_checked)}")
+        opened = collections_text(r.chroma_checked)
+        out.append(f"  chromadb opened it ({r.chroma_batches} batch(es)): {opened}")
     return out
 
 

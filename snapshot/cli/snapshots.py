@@ -46,13 +46,16 @@ from snapshot.restore import prepare_restore, restore_snapshot
               "it without reading the repository [$CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot].")
 @click.option("--no-cache", is_flag=True, help="Keep no base cache (saves a DB-sized copy on disk; the "
               "next create then reads delta bases back from the repository).")
+@click.option("--allow-inconsistent", is_flag=True,
+              help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
+              "snapshot; restores of it warn).")
 @wait_option
 @repo_options
 @json_option
 def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
            include_orphans: bool, parent: str | None, codec: str | None, level: int | None,
            no_delta: bool, chunk_size: int | None, tmp_dir: str | None, cache_dir: str | None,
-           no_cache: bool, wait: str | None, as_json: bool) -> None:
+           no_cache: bool, allow_inconsistent: bool, wait: str | None, as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     \b
@@ -64,7 +67,8 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     result = create_snapshot(repo, Path(source), tags=tags, message=message, includes=includes,
                              include_orphans=include_orphans, parent=parent, level=level,
                              delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache,
-                             cache_dir=cache_dir, wait=seconds(wait), reporter=CliReporter(not as_json))
+                             cache_dir=cache_dir, wait=seconds(wait), allow_inconsistent=allow_inconsistent,
+                             reporter=CliReporter(not as_json))
     emit(result, as_json, render_create)
 
 
@@ -101,14 +105,23 @@ def show(snapshot_ref: str, as_json: bool) -> None:
 @click.argument("target", type=click.Path(path_type=str))
 @click.option("--force", is_flag=True,
               help="Replace a non-empty TARGET (atomically); only an empty dir or a Chroma persist dir.")
-@click.option("--skip-chroma-check", is_flag=True,
-              help="Do not open the result with chromadb before swapping it in (hashes are still checked).")
+@click.option("--chroma-check", is_flag=True,
+              help="Also open the result with chromadb (counts, sampled embeddings, queries) before "
+              "swapping it in; collections are opened in batches, in child processes.")
+@click.option("--skip-chroma-check", is_flag=True, hidden=True,
+              help="Accepted for compatibility: chromadb does not open the result unless --chroma-check.")
+@click.option("--strict", is_flag=True,
+              help="Refuse (exit 4) instead of warning when the installed chromadb cannot open the "
+              "snapshot's database schema.")
 @dry_run_option
 @repo_options
 @json_option
-def restore(snapshot_ref: str, target: str, force: bool, skip_chroma_check: bool, dry_run: bool,
-            as_json: bool) -> None:
+def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
+            strict: bool, dry_run: bool, as_json: bool) -> None:
     """Restore snapshot ID (id, prefix or `latest`) into TARGET, verified and atomic.
+
+    Every chunk and file hash is checked, and the consistency checks the capture passed are run
+    again on the result; only then is it swapped in.
 
     \b
     Example:
@@ -118,5 +131,6 @@ def restore(snapshot_ref: str, target: str, force: bool, skip_chroma_check: bool
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, force=force,
-                              verify_chroma=not skip_chroma_check, reporter=CliReporter(not as_json))
+                              chroma_check=chroma_check and not skip_chroma_check, strict=strict,
+                              reporter=CliReporter(not as_json))
     emit(result, as_json, render_restore)

@@ -1,0 +1,274 @@
+"""Proving a captured Chroma directory consistent without loading any index.
+
+For every collection, the records Chroma will report once it opens the directory (the metadata
+segment plus the queue entries it has not applied) must be exactly the records its HNSW index
+will hold (the ids of ``index_metadata.pickle`` plus the queue entries past the vector
+segment's max_seq_id): same count, same order-free digest of the ids. The HNSW files must
+agree with their header (``header.bin`` whole, ``length.bin`` and ``data_level0.bin`` sized
+for its element count), a segment that has applied queue entries must have its folder, and
+``chroma.sqlite3`` must pass SQLite's ``PRAGMA quick_check``.
+
+These checks run on the consistent copy at create (and are recorded in the manifest) and again
+on a restored directory before it is swapped in. Memory is bounded by the largest collection
+(its id map), never the sum; nothing of chromadb is imported.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sqlite3
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snapshot.chroma_db import (
+    DB_NAME,
+    SegmentRow,
+    id_digest,
+    metadata_ids,
+    open_readonly,
+    pending_ops,
+    quick_check,
+    replay,
+    schema_levels,
+    segment_seq,
+    segments,
+)
+
+HEADER = "header.bin"
+PICKLE = "index_metadata.pickle"
+SEGMENT_FILES = (HEADER, "data_level0.bin", "length.bin", "link_lists.bin")
+#: hnswlib's persisted header: version, offsetLevel0, max_elements, cur_element_count,
+#: size_data_per_element, label_offset, offsetData, maxlevel, enterpoint_node, maxM, maxM0, M,
+#: mult, ef_construction.
+_HEADER = struct.Struct("<iQQQQQQiIQQQdQ")
+_MASK = (1 << 64) - 1
+CHECKS = ("sqlite-quick-check", "segment-files", "hnsw-header", "hnsw-sizes", "ids-match")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the checks found: per collection the record count; ``problems`` empty if sound."""
+
+    checks: tuple[str, ...]
+    schema: dict[str, tuple[int, str]]
+    collections: dict[str, int]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class HnswHeader:
+    max_elements: int
+    count: int
+    size_per_element: int
+
+
+def read_header(path: Path) -> HnswHeader:
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        raise ValueError(f"{HEADER} is {len(data)} bytes, shorter than hnswlib's {_HEADER.size}")
+    f = _HEADER.unpack_from(data)
+    header = HnswHeader(max_elements=f[2], count=f[3], size_per_element=f[4])
+    if not 0 <= header.count <= header.max_elements or header.size_per_element <= 0:
+        raise ValueError(f"{HEADER} holds impossible values (count {header.count}, capacity "
+                         f"{header.max_elements}, element size {header.size_per_element})")
+    return header
+
+
+class _Stub:
+    """Stands in for the one class older chromadb pickled (its fields land in __dict__)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Plain data only: an index_metadata.pickle read from a repository must not run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "PersistentData" and module.startswith("chromadb."):
+            return _Stub
+        raise pickle.UnpicklingError(f"{PICKLE} refers to {module}.{name}, which is not plain data")
+
+
+def read_id_map(path: Path) -> dict[str, int]:
+    with open(path, "rb") as fh:
+        data = _SafeUnpickler(io.BufferedReader(fh)).load()
+    fields = data if isinstance(data, dict) else getattr(data, "__dict__", {})
+    id_to_label = fields.get("id_to_label")
+    label_to_id = fields.get("label_to_id")
+    if not isinstance(id_to_label, dict) or not isinstance(label_to_id, dict):
+        raise ValueError(f"{PICKLE} has no id maps")
+    if len(id_to_label) != len(label_to_id):
+        sizes = f"{len(id_to_label)} vs {len(label_to_id)}"
+        raise ValueError(f"{PICKLE}: its two id maps differ in size ({sizes})")
+    return id_to_label
+
+
+def _hnsw_ids(folder: Path, problems: list[str], where: str) -> set[str] | None:
+    """The ids the persisted index holds (empty when nothing was persisted yet); None after a
+    problem was recorded."""
+    missing = [n for n in SEGMENT_FILES if not (folder / n).is_file()]
+    if missing:
+        problems.append(f"{where}: segment folder lacks {', '.join(missing)}")
+        return None
+    try:
+        header = read_header(folder / HEADER)
+    except (OSError, ValueError) as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    sizes = {n: (folder / n).stat().st_size for n in SEGMENT_FILES}
+    allowed = {header.count, header.max_elements}
+    if sizes["length.bin"] // 4 not in allowed or sizes["length.bin"] % 4:
+        problems.append(f"{where}: length.bin is {sizes['length.bin']} bytes, not 4 per element "
+                        f"of the header's {header.count}")
+        return None
+    if sizes["data_level0.bin"] not in {n * header.size_per_element for n in allowed}:
+        problems.append(f"{where}: data_level0.bin is {sizes['data_level0.bin']} bytes, not "
+                        f"{header.count} elements of {header.size_per_element}")
+        return None
+    if not (folder / PICKLE).is_file():
+        if header.count:
+            problems.append(f"{where}: {header.count} elements in the index but no {PICKLE}")
+            return None
+        return set()
+    try:
+        ids = set(read_id_map(folder / PICKLE))
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    if len(ids) > header.count:
+        problems.append(f"{where}: {PICKLE} maps {len(ids)} ids, the index holds {header.count}")
+        return None
+    return ids
+
+
+def _check_collection(
+    conn: sqlite3.Connection, root: Path, name: str, rows: list[SegmentRow], problems: list[str]
+) -> int:
+    cid = rows[0].collection_id
+    meta = [r.segment for r in rows if r.scope == "METADATA"]
+    count, digest = 0, 0
+    for seg in meta:
+        c, d = metadata_ids(conn, cid, seg)
+        count, digest = count + c, (digest + d) & _MASK
+    for r in rows:
+        if r.scope != "VECTOR":
+            continue
+        where = f"collection {name!r} (segment {r.segment})"
+        folder = root / r.segment
+        seen = segment_seq(conn, r.segment)
+        if folder.is_dir():
+            ids = _hnsw_ids(folder, problems, where)
+            if ids is None:
+                continue
+        elif seen:
+            problems.append(f"{where}: segment folder missing, though the segment applied queue "
+                            f"entries up to {seen}")
+            continue
+        else:
+            ids = set()
+        n = len(ids)
+        d = sum(id_digest(i) for i in ids) & _MASK
+        for rid, sign in replay(ids.__contains__, pending_ops(conn, cid, seen)):
+            n += sign
+            d = (d + sign * id_digest(rid)) & _MASK
+        if meta and (n, d) != (count, digest):
+            what = f"{n} records" if n != count else "other record ids"
+            problems.append(f"{where}: the HNSW index holds {what} than chroma.sqlite3 ({count})")
+    return count
+
+
+def verify_dir(root: Path, *, sqlite_check: bool = True) -> Verification:
+    """Run every check on the Chroma directory ``root`` (a private copy: opened immutable)."""
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        conn = open_readonly(root / DB_NAME, immutable=True)
+    except sqlite3.Error as exc:
+        return Verification(CHECKS, {}, {}, (f"{DB_NAME} does not open: {exc}",))
+    try:
+        if sqlite_check and (trouble := quick_check(conn)):
+            problems.append(f"{DB_NAME} fails SQLite's quick_check: {trouble}")
+        schema = schema_levels(conn)
+        by_collection: dict[str, list[SegmentRow]] = {}
+        for row in segments(conn):
+            by_collection.setdefault(row.collection, []).append(row)
+        for name, rows in sorted(by_collection.items()):
+            counts[name] = _check_collection(conn, root, name, rows, problems)
+    except sqlite3.Error as exc:
+        problems.append(f"{DB_NAME} cannot be read: {exc}")
+        schema = {}
+    finally:
+        conn.close()
+    checks = CHECKS if sqlite_check else tuple(c for c in CHECKS if c != "sqlite-quick-check")
+    return Verification(checks, schema, counts, tuple(problems))
+
+
+# ------------------------------------------------------------------ what the installed chromadb reads
+
+
+def _chromadb_files() -> Iterable[Path]:
+    """The installed chromadb's migration sources: its Python migrations folder and the
+    compiled Rust bindings that embed them (chromadb >= 1.0). Found without importing it."""
+    import importlib.util
+
+    for name in ("chromadb", "chromadb_rust_bindings"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            base = Path(loc)
+            yield from base.glob("migrations/*/*.sql")
+            yield from base.glob("*.so")
+            yield from base.glob("*.pyd")
+
+
+def known_migrations(files: Callable[[], Iterable[Path]] = _chromadb_files) -> Callable[[str], bool] | None:
+    """A test "does the installed chromadb know this migration file name"; None if chromadb
+    is not installed."""
+    names: set[str] = set()
+    blobs: list[Path] = []
+    for f in files():
+        (names.add(f.name) if f.suffix == ".sql" else blobs.append(f))
+    if not names and not blobs:
+        return None
+
+    def knows(filename: str) -> bool:
+        if filename in names:
+            return True
+        needle = filename.encode()
+        for blob in blobs:
+            try:
+                with open(blob, "rb") as fh:
+                    if _contains(fh, needle):
+                        return True
+            except OSError:
+                continue
+        return False
+
+    return knows
+
+
+def _contains(fh: io.BufferedReader | Any, needle: bytes, block: int = 8 << 20) -> bool:
+    tail = b""
+    while data := fh.read(block):
+        if needle in tail + data:
+            return True
+        tail = data[-len(needle):]
+    return False
+
+
+def unknown_schema(schema: dict[str, tuple[int, str]], knows: Callable[[str], bool]) -> list[str]:
+    """The migrations of ``schema`` (dir -> (version, file)) that the installed chromadb lacks."""
+    return [f"{d} {filename}" for d, (_v, filename) in sorted(schema.items()) if not knows(filename)]
+
