@@ -99,7 +99,7 @@ def test_restore_re_checks_consistency_and_refuses_a_forged_manifest(
     data["verified"]["collections"]["docs"] = 2999
     key.write_text(json.dumps(data))
     res = run_cli("--repo", repo_path, "restore", sid, tmp_path / "t")
-    assert res.code == 4 and "2999" in res.stderr or "3000" in res.stderr, res.stderr
+    assert (res.code == 4 and "2999" in res.stderr) or "3000" in res.stderr, res.stderr
     assert not (tmp_path / "t").exists()
     key.write_text(good)
     ok = run_cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--json")

@@ -9,15 +9,27 @@ Before its first request a store makes one cheap ``HeadBucket`` probe through a 
 retries once with short timeouts, so a missing bucket, missing credentials or an unreachable
 endpoint fail at once (a black-holed endpoint in about six seconds) instead of after the main
 client's retries and backoff. The probe also makes a 404 from ``HeadObject`` mean "no such key"
-rather than "maybe no such bucket".
+rather than "maybe no such bucket". Only a definite answer from the probe is final; a transient
+one (a 5xx, a cut connection) is asked again through the main client and its retries.
+
+botocore retries a request until its response headers arrive, and re-requests a non-streaming
+response whose XML is cut off, but not a GET whose body is cut off while it is read, nor a
+response cut to zero bytes (which would parse as an empty listing). So :meth:`S3Store.get` and
+:meth:`S3Store.get_range` re-request a body that breaks off or comes up short, up to
+``max_attempts`` times with jittered exponential backoff, and a short non-streaming body is
+turned into a 500 for botocore's own retries. A response that never arrives whole is a
+:class:`StorageError`; :class:`IntegrityError` is kept for an object S3 says is too short.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import math
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,18 +42,23 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     CredentialRetrievalError,
+    EndpointResolutionError,
     IncompleteReadError,
     InvalidRegionError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
+    ResponseStreamingError,
     SSOError,
     TokenRetrievalError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]
+from urllib3.exceptions import HTTPError as URLLib3Error
+from urllib3.exceptions import ProtocolError
 
 from snapshot import layout
 from snapshot.errors import (
@@ -57,13 +74,15 @@ from snapshot.errors import (
     UsageError,
     WrongRegionError,
 )
-from snapshot.storage import StoreOptions
-from snapshot.storage.base import ObjectInfo, RequestStats
+from snapshot.storage.base import ObjectInfo, RequestStats, StoreOptions
 
 MiB = 1024 * 1024
 
-#: Everything the AWS libraries raise; OSError for sockets that slip past botocore.
-_AWS_ERRORS = (BotoCoreError, ClientError, Boto3Error, OSError)
+#: Everything the AWS libraries raise; OSError and urllib3's errors for what slips past botocore.
+_AWS_ERRORS = (BotoCoreError, ClientError, Boto3Error, OSError, URLLib3Error)
+
+#: What reading a GET body raises when the connection breaks off or the body comes up short.
+_CUT_OFF = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ProtocolError, ConnectionError)
 
 _CREDENTIAL_ERRORS = (
     NoCredentialsError,
@@ -87,13 +106,32 @@ def _one_line(text: str) -> str:
 
 
 def _safe_endpoint(url: str | None) -> str:
-    """The endpoint for messages, without any user:password@ part."""
+    """The endpoint for messages, without any user:password@ part; never raises, even for
+    a URL that does not parse (a bad port, an unclosed IPv6 bracket)."""
     if not url:
         return "the default AWS endpoint"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    try:
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        netloc, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}".split("?")[0].split("#")[0]
+
+
+def _ended_early(exc: BaseException) -> bool:
+    """Whether a body read failed because the server closed the connection before the body's
+    end (urllib3's IncompleteRead, wrapped by botocore) rather than resetting it."""
+    inner: Any = exc.kwargs.get("error") if isinstance(exc, ResponseStreamingError) else exc
+    args = inner.args if isinstance(inner, ProtocolError) else ()
+    return any(isinstance(arg, http.client.IncompleteRead) for arg in args)
 
 
 def translate_error(
@@ -105,15 +143,29 @@ def translate_error(
     endpoint: str | None = None,
     bucket_level: bool = False,
     create_only: bool = False,
+    attempts: int | None = None,
 ) -> SnapshotError:
     """The :mod:`snapshot.errors` exception for a boto3/botocore failure of ``op`` on ``what``.
 
     ``bucket_level`` says the request addressed the bucket (so a bare 404 means no bucket);
-    ``create_only`` says a 412 means the key already exists. The caller raises the result
+    ``create_only`` says a 412 means the key already exists; ``attempts`` says ``exc`` broke
+    off a response body that many requests in a row. The caller raises the result
     ``from exc``. Messages carry the server's error code and text, never credentials.
     """
     head = f"{op} {what}"
     where = _safe_endpoint(endpoint)
+    tries = f" ({attempts} attempts)" if attempts else ""
+    if isinstance(exc, IncompleteReadError):
+        got, wanted = exc.kwargs.get("actual_bytes"), exc.kwargs.get("expected_bytes")
+        return StorageError(f"{head}: truncated response from {where}: {got} of {wanted} bytes{tries}")
+    if attempts and _ended_early(exc):
+        return StorageError(f"{head}: truncated response from {where}: the body ended early{tries}")
+    if attempts and isinstance(exc, _CUT_OFF):
+        return StorageError(f"{head}: connection cut off while reading the response from {where}{tries}")
+    if isinstance(exc, EndpointResolutionError):
+        if endpoint:
+            return UsageError(f"{head}: bad S3 endpoint URL {where}: expected http(s)://host[:port]")
+        return UsageError(f"{head}: {_one_line(str(exc))}")
     if isinstance(exc, _CREDENTIAL_ERRORS):
         detail = _one_line(str(exc))
         return CredentialsError(f"{head}: no usable AWS credentials ({detail}); {_HOW_TO_CREDENTIALS}")
@@ -122,8 +174,8 @@ def translate_error(
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
         kind = type(exc).__name__
         return EndpointError(f"{head}: cannot reach S3 endpoint {where} ({kind})")
-    if isinstance(exc, IncompleteReadError):
-        return IntegrityError(f"{head}: the response body was shorter than announced")
+    if isinstance(exc, (ResponseStreamingError, ProtocolError)):
+        return StorageError(f"{head}: connection to {where} cut off ({type(exc).__name__})")
     if not isinstance(exc, ClientError):
         return StorageError(f"{head}: {type(exc).__name__}: {_one_line(str(exc))}")
 
@@ -150,9 +202,34 @@ def translate_error(
         return NotFoundError(f"{head}: object not found")
     if create_only and (code == "PreconditionFailed" or status == 412):
         return AlreadyExistsError(f"{head}: the key already exists")
+    if code == _TRUNCATED_CODE:
+        return StorageError(f"{head}: truncated response from {where}: {server}")
     if code == "InvalidRange" or status == 416:
         return IntegrityError(f"{head}: the requested range is beyond the end of the object")
     return StorageError(f"{head}: S3 error {said}")
+
+
+#: The error code :func:`_fail_short_body` gives a response whose body came up short.
+_TRUNCATED_CODE = "TruncatedResponse"
+
+
+def _fail_short_body(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
+    """A ``before-parse`` hook: a non-streaming body shorter than its Content-Length is a 500.
+
+    botocore reads these bodies without enforcing the length and, like this hook, turns a
+    200 whose XML is cut off into a 500 so its retries take over; but a body cut to nothing
+    would parse as an empty (say, ListObjectsV2) result. HEAD answers carry no body.
+    """
+    body = response_dict.get("body")
+    length = response_dict.get("headers", {}).get("content-length")
+    if operation_model.http.get("method") == "HEAD" or not isinstance(body, bytes) or not length:
+        return
+    if length.isdigit() and len(body) < int(length):
+        response_dict["status_code"] = 500
+        response_dict["body"] = (
+            f"<Error><Code>{_TRUNCATED_CODE}</Code><Message>{len(body)} of {length} bytes"
+            "</Message></Error>"
+        ).encode()
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -207,6 +284,10 @@ def _client_config(options: StoreOptions, *, probe: bool = False) -> Any:
     return Config(**kwargs)
 
 
+#: Checks a GetObject response and its body (see :meth:`S3Store._get_object`).
+_BodyCheck = Callable[[dict[str, Any], bytes], None]
+
+
 @dataclass
 class _Request:
     """What one counted request moved; filled in by the caller inside ``_request``."""
@@ -214,11 +295,25 @@ class _Request:
     down: int = 0
 
 
+def _transient(exc: BaseException) -> bool:
+    """A failure the probe should not take as final: the endpoint answered, just not well."""
+    if isinstance(exc, ConnectionClosedError):
+        return True
+    if not isinstance(exc, ClientError):
+        return False
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or status == 429
+
+
 class S3Store:
     """Store keys as objects ``prefix/key`` in one S3 bucket (see module docstring)."""
 
     #: Keys per ListObjectsV2 page (S3's maximum; tests lower it to exercise paging).
     list_page_size = 1000
+    #: Backoff before re-requesting a cut-off body: uniform in [0, base * 2**(n-1)], capped;
+    #: botocore's own scale for errors that are not throttling.
+    retry_base_delay = 0.05
+    retry_max_delay = 20.0
 
     def __init__(
         self,
@@ -250,11 +345,17 @@ class S3Store:
             )
         except InvalidRegionError as exc:
             raise UsageError(f"bad AWS region {options.region!r}") from exc
-        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
-            where = _safe_endpoint(options.endpoint_url)
+        except ValueError as exc:  # botocore's "Invalid endpoint: ..." or urllib's "Invalid IPv6 URL"
+            where = (
+                _safe_endpoint(options.endpoint_url)
+                if options.endpoint_url
+                else "set by AWS_ENDPOINT_URL(_S3) or the AWS config file"
+            )
             raise UsageError(f"bad S3 endpoint URL {where}: expected http(s)://host[:port]") from exc
         except _AWS_ERRORS as exc:
             raise translate_error(exc, op="open", what=self.url, bucket=bucket) from exc
+        for client in (self._client, self._probe):
+            client.meta.events.register("before-parse.s3", _fail_short_body)
         self.endpoint: str | None = self._client.meta.endpoint_url
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -275,8 +376,12 @@ class S3Store:
             raise StorageError(f"invalid storage key {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _error(self, exc: BaseException, op: str, what: str, **flags: bool) -> SnapshotError:
-        return translate_error(exc, op=op, what=what, bucket=self.bucket, endpoint=self.endpoint, **flags)
+    def _error(
+        self, exc: BaseException, op: str, what: str, *, attempts: int | None = None, **flags: bool
+    ) -> SnapshotError:
+        return translate_error(
+            exc, op=op, what=what, bucket=self.bucket, endpoint=self.endpoint, attempts=attempts, **flags
+        )
 
     @contextmanager
     def _request(
@@ -293,10 +398,17 @@ class S3Store:
                 self.stats.add(kind, up=up if i == 0 else 0, down=req.down if i == 0 else 0)
 
     def check_bucket(self) -> None:
-        """One ``HeadBucket`` through the low-retry client: raises if the bucket is unusable."""
+        """One ``HeadBucket`` through the low-retry client (again through the main client if
+        the answer was only transient): raises if the bucket is unusable."""
         self.stats.add("head")
         try:
-            self._probe.head_bucket(Bucket=self.bucket)
+            try:
+                self._probe.head_bucket(Bucket=self.bucket)
+            except (ClientError, ConnectionClosedError) as exc:
+                if not _transient(exc):
+                    raise
+                self.stats.add("head")
+                self._client.head_bucket(Bucket=self.bucket)
         except _AWS_ERRORS as exc:
             raise self._error(exc, "open", f"repository {self.url}", bucket_level=True) from exc
         self._ready = True
@@ -320,39 +432,73 @@ class S3Store:
             args["StorageClass"] = self._storage_class
         return args
 
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, base * 2**(attempt-1)], capped."""
+        return random.uniform(0.0, min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1)))
+
+    def _get_object(self, kind: str, key: str, check: _BodyCheck | None = None, **params: Any) -> bytes:
+        """GetObject's whole body, re-requested while the body breaks off or comes up short.
+
+        ``check(response, data)`` may raise :class:`IncompleteReadError` for a body shorter than
+        wanted (retried) or a :class:`SnapshotError` (final). Every attempt counts as a request;
+        failures before the body (5xx, resets, timeouts) are botocore's to retry.
+        """
+        full = self._full(key)
+        self._ensure_ready()
+        attempts, attempt = max(1, self.options.max_attempts), 1
+        while True:
+            with self._request(kind, key) as req:
+                response: dict[str, Any] = self._client.get_object(Bucket=self.bucket, Key=full, **params)
+                body = response["Body"]
+                try:
+                    data: bytes = body.read()
+                    req.down = len(data)
+                    if check is not None:
+                        check(response, data)
+                    return data
+                except _CUT_OFF as exc:
+                    body.close()
+                    if attempt >= attempts:
+                        raise self._error(exc, kind, f"{key} in {self.url}", attempts=attempts) from exc
+            time.sleep(self._backoff(attempt))
+            attempt += 1
+
     # -- the Store protocol ---------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
-        full = self._full(key)
-        self._ensure_ready()
-        with self._request("get", key) as req:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
-            data: bytes = response["Body"].read()
-            req.down = len(data)
-        return data
+        return self._get_object("get", key)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        full = self._full(key)
+        self._full(key)
         if offset < 0 or length < 0:
             raise StorageError(f"get_range {key} in {self.url}: invalid range {offset}+{length}")
         if length == 0:
             if not self.exists(key):
                 raise NotFoundError(f"get_range {key} in {self.url}: object not found")
             return b""
-        self._ensure_ready()
-        with self._request("get_range", key) as req:
-            response = self._client.get_object(
-                Bucket=self.bucket, Key=full, Range=f"bytes={offset}-{offset + length - 1}"
-            )
-            data: bytes = response["Body"].read()
-            req.down = len(data)
-        if offset and not response.get("ContentRange"):
-            raise StorageError(f"get_range {key} in {self.url}: the server ignored the Range header")
-        if len(data) != length:
-            raise IntegrityError(
-                f"object {key} is truncated: wanted bytes {offset}..{offset + length}, got {len(data)}"
-            )
-        return data
+        end = offset + length
+
+        def check(response: dict[str, Any], data: bytes) -> None:
+            # What S3 says of the object decides IntegrityError; fewer bytes than it promised
+            # is a cut-off response, re-requested.
+            content_range = str(response.get("ContentRange") or "")  # "bytes 0-9/1234"
+            first, _, rest = content_range.removeprefix("bytes ").partition("-")
+            total = rest.partition("/")[2]
+            size: int | None
+            if content_range and first.isdigit() and int(first) == offset:
+                size = int(total) if total.isdigit() else None
+            elif not content_range and offset == 0 and len(data) <= length:
+                size = len(data)  # a 200: the whole object, shorter than the range
+            else:
+                raise StorageError(f"get_range {key} in {self.url}: the server ignored the Range header")
+            if size is not None and size < end:
+                raise IntegrityError(
+                    f"object {key} is truncated: wanted bytes {offset}..{end}, it holds {size}"
+                )
+            if len(data) != length:
+                raise IncompleteReadError(actual_bytes=len(data), expected_bytes=length)
+
+        return self._get_object("get_range", key, check, Range=f"bytes={offset}-{end - 1}")
 
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         full = self._full(key)
@@ -363,8 +509,12 @@ class S3Store:
             # One PutObject: exactly what upload_fileobj would send below the threshold,
             # without a transfer thread pool per call.
             conditional = {"IfNoneMatch": "*"} if create_only else {}
-            with self._request("put", key, up=size, create_only=create_only):
-                self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditional, **extra)
+            try:
+                with self._request("put", key, up=size, create_only=create_only):
+                    self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditional, **extra)
+            except AlreadyExistsError as exc:
+                if not self._landed_before(exc, key, data):
+                    raise
             return
         chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
         requests = math.ceil(size / chunk) + 2  # create + parts + complete
@@ -372,6 +522,18 @@ class S3Store:
             self._client.upload_fileobj(
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
+
+    def _landed_before(self, exc: AlreadyExistsError, key: str, data: bytes) -> bool:
+        """Whether a create-only put refused after botocore retried it found our own bytes:
+        the earlier attempt landed and only its response was lost."""
+        cause = exc.__cause__
+        meta = cause.response.get("ResponseMetadata", {}) if isinstance(cause, ClientError) else {}
+        if not meta.get("RetryAttempts"):
+            return False
+        try:
+            return self.get(key) == data
+        except SnapshotError:
+            return False
 
     def exists(self, key: str) -> bool:
         full = self._full(key)
