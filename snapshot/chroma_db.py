@@ -80,16 +80,46 @@ def segment_seq(conn: sqlite3.Connection, segment: str) -> int:
     return value if isinstance(value, int) else 0
 
 
+class Queue:
+    """The queue entries a set of segments may still have to replay, read in one pass (a query
+    per collection would scan the whole queue once per collection)."""
+
+    def __init__(self, conn: sqlite3.Connection, after: int) -> None:
+        self.after = after
+        self._by_collection: dict[str, list[tuple[int, int, str]]] = {}
+        if "embeddings_queue" not in table_names(conn):
+            return
+        rows = conn.execute(
+            "SELECT topic, seq_id, operation, id FROM embeddings_queue WHERE seq_id > ? ORDER BY seq_id",
+            (after,),
+        )
+        for topic, seq, op, rid in rows:
+            cid = str(topic).rsplit("/", 1)[-1]
+            self._by_collection.setdefault(cid, []).append((int(seq), int(op), str(rid)))
+
+    def ops(self, collection: str, after: int) -> Iterator[tuple[int, str]]:
+        """(operation, record id) of ``collection``'s entries past seq id ``after``, in order:
+        what Chroma replays into a segment when it opens the directory."""
+        if after < self.after:
+            raise ValueError("queue read from a later seq id than asked for")
+        return ((op, rid) for seq, op, rid in self._by_collection.get(collection, ()) if seq > after)
+
+
 def pending_ops(conn: sqlite3.Connection, collection: str, after: int) -> Iterator[tuple[int, str]]:
-    """(operation, record id) of the queue entries of ``collection`` past seq id ``after``, in
-    order: what Chroma replays into a segment when it opens the directory."""
-    if "embeddings_queue" not in table_names(conn):
-        return iter(())
-    rows = conn.execute(
-        "SELECT operation, id FROM embeddings_queue WHERE seq_id > ? AND topic LIKE ? ORDER BY seq_id",
-        (after, f"%/{collection}"),
-    )
-    return ((int(op), str(rid)) for op, rid in rows)
+    """The queue entries of one collection past ``after`` (see :class:`Queue`)."""
+    return Queue(conn, after).ops(collection, after)
+
+
+def min_segment_seq(conn: sqlite3.Connection) -> int:
+    """The lowest seq id any segment has applied (segments without a row count as 0)."""
+    if "max_seq_id" not in table_names(conn):
+        return 0
+    segs = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+    row = conn.execute("SELECT count(*), min(seq_id) FROM max_seq_id").fetchone()
+    if row[0] < segs or row[1] is None:
+        return 0
+    low = row[1]
+    return int.from_bytes(low, "big") if isinstance(low, bytes) else int(low)
 
 
 def replay(present: Callable[[str], bool], ops: Iterable[tuple[int, str]]) -> Iterator[tuple[str, int]]:
@@ -110,7 +140,9 @@ def id_digest(rid: str) -> int:
     return xxhash.xxh3_64_intdigest(rid.encode("utf-8", "surrogatepass"))
 
 
-def metadata_ids(conn: sqlite3.Connection, collection: str, segment: str) -> tuple[int, int]:
+def metadata_ids(
+    conn: sqlite3.Connection, collection: str, segment: str, queue: Queue | None = None
+) -> tuple[int, int]:
     """(count, order-free digest of the ids) of the records Chroma will report once it opens
     this database: the metadata segment's rows plus the queue entries it has not applied yet
     (Chroma commits a write to the queue before it applies it, and replays on opening)."""
@@ -125,7 +157,9 @@ def metadata_ids(conn: sqlite3.Connection, collection: str, segment: str) -> tup
         ).fetchone()
         return row is not None
 
-    for rid, sign in replay(present, pending_ops(conn, collection, segment_seq(conn, segment))):
+    seen = segment_seq(conn, segment)
+    ops = queue.ops(collection, seen) if queue is not None else pending_ops(conn, collection, seen)
+    for rid, sign in replay(present, ops):
         count += sign
         digest = (digest + sign * id_digest(rid)) & _MASK
     return count, digest

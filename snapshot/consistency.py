@@ -26,11 +26,12 @@ from typing import Any
 
 from snapshot.chroma_db import (
     DB_NAME,
+    Queue,
     SegmentRow,
     id_digest,
     metadata_ids,
+    min_segment_seq,
     open_readonly,
-    pending_ops,
     quick_check,
     replay,
     schema_levels,
@@ -152,13 +153,14 @@ def _hnsw_ids(folder: Path, problems: list[str], where: str) -> set[str] | None:
 
 
 def _check_collection(
-    conn: sqlite3.Connection, root: Path, name: str, rows: list[SegmentRow], problems: list[str]
+    conn: sqlite3.Connection, queue: Queue, root: Path, name: str, rows: list[SegmentRow],
+    problems: list[str],
 ) -> int:
     cid = rows[0].collection_id
     meta = [r.segment for r in rows if r.scope == "METADATA"]
     count, digest = 0, 0
     for seg in meta:
-        c, d = metadata_ids(conn, cid, seg)
+        c, d = metadata_ids(conn, cid, seg, queue)
         count, digest = count + c, (digest + d) & _MASK
     for r in rows:
         if r.scope != "VECTOR":
@@ -178,7 +180,7 @@ def _check_collection(
             ids = set()
         n = len(ids)
         d = sum(id_digest(i) for i in ids) & _MASK
-        for rid, sign in replay(ids.__contains__, pending_ops(conn, cid, seen)):
+        for rid, sign in replay(ids.__contains__, queue.ops(cid, seen)):
             n += sign
             d = (d + sign * id_digest(rid)) & _MASK
         if meta and (n, d) != (count, digest):
@@ -202,8 +204,9 @@ def verify_dir(root: Path, *, sqlite_check: bool = True) -> Verification:
         by_collection: dict[str, list[SegmentRow]] = {}
         for row in segments(conn):
             by_collection.setdefault(row.collection, []).append(row)
+        queue = Queue(conn, min_segment_seq(conn))
         for name, rows in sorted(by_collection.items()):
-            counts[name] = _check_collection(conn, root, name, rows, problems)
+            counts[name] = _check_collection(conn, queue, root, name, rows, problems)
     except sqlite3.Error as exc:
         problems.append(f"{DB_NAME} cannot be read: {exc}")
         schema = {}

@@ -30,7 +30,7 @@ from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.consistency import Verification, known_migrations, unknown_schema, verify_dir
 from snapshot.create import chromadb_version
 from snapshot.errors import ChromaCheckError, IntegrityError, SnapshotError, UsageError
-from snapshot.fsync import fsync_path
+from snapshot.fsync import fsync_path, sync_filesystem
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.packs import ChunkReader
@@ -277,10 +277,11 @@ def _write_file(
 
 
 def _sync_tree(root: Path, m: Manifest) -> None:
-    """fsync every restored file and folder before the swap makes them the target. Run in
-    threads (and, with the Chroma check, while it runs) so that the file system can commit
-    them together instead of once per file."""
-
+    """Make every restored file and folder durable before the swap makes them the target: one
+    syncfs where the OS has it, else an fsync per file and folder in threads (run beside the
+    consistency checks)."""
+    if sync_filesystem(root):
+        return
     dirs = {root} | {(root / f.path).parent for f in m.files}
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
         list(pool.map(fsync_path, [root / f.path for f in m.files]))
