@@ -169,6 +169,8 @@ class _Seen:
     info: LockInfo | None
     problem: str | None
     stale: bool
+    #: Held by a process of this host that no longer runs: certainly gone.
+    dead: bool = False
 
 
 def _read(store: Store, obj: ObjectInfo) -> tuple[LockInfo | None, str | None] | None:
@@ -207,7 +209,7 @@ def _survey(
             continue
         info, problem = found
         dead = info is not None and info.host == host and not _pid_running(info.pid)
-        seen.append(_Seen(obj, info, problem, stale=aged or dead))
+        seen.append(_Seen(obj, info, problem, stale=aged or dead, dead=dead))
     return seen
 
 
@@ -229,6 +231,10 @@ def _try_lock(store: Store, info: LockInfo, *, clock: Clock, stale_after: float)
         raise
     if conflicts:
         store.delete(key)
+    for s in seen:  # a killed process of this host left it: nobody will ever release it
+        if s.dead:
+            with contextlib.suppress(SnapshotError):
+                store.delete(s.obj.key)
     return conflicts
 
 

@@ -291,13 +291,14 @@ def test_dead_pid_on_this_host_is_stale_at_once(store: Store, held: list[Reposit
     pid = dead_pid()
     dead = plant(store, kind=EXCLUSIVE, host=HOST, pid=pid, command="prune")
     alive_elsewhere = plant(store, kind=SHARED, host="other-host", pid=pid, command="create")
-    lock = acquire(store, SHARED, "create", sleep=no_sleep)
-    held.append(lock)
     judged = {info.id: stale for info, _, stale in list_locks(store) if info}
-    assert judged == {dead.id: True, alive_elsewhere.id: False, lock.id: False}
-    assert remove_stale_locks(store) == [layout.lock_key(dead.id)]
+    assert judged == {dead.id: True, alive_elsewhere.id: False}
+    lock = acquire(store, SHARED, "create", sleep=no_sleep)  # not blocked, and it cleans up:
+    held.append(lock)
     assert sorted(lock_keys(store)) == sorted([layout.lock_key(alive_elsewhere.id), lock.key])
     lock.check()
+    again = plant(store, kind=EXCLUSIVE, host=HOST, pid=pid, command="prune")
+    assert remove_stale_locks(store) == [layout.lock_key(again.id)]
 
 
 def test_live_pid_on_this_host_is_not_stale(store: Store) -> None:
