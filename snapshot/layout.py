@@ -11,6 +11,7 @@ A repository (local folder or S3 prefix) holds::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from snapshot.ids import is_snapshot_id
 
@@ -22,18 +23,26 @@ LOCKS_PREFIX = "locks/"
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def _json_key(prefix: str, name: str, valid: Callable[[str], bool], what: str) -> str:
+    if not valid(name):
+        raise ValueError(f"not a {what}: {name!r}")
+    return f"{prefix}{name}.json"
+
+
+def _json_name(prefix: str, key: str, valid: Callable[[str], bool]) -> str | None:
+    if not (key.startswith(prefix) and key.endswith(".json")):
+        return None
+    name = key[len(prefix) : -len(".json")]
+    return name if valid(name) else None
+
+
 def snapshot_key(snapshot_id: str) -> str:
-    if not is_snapshot_id(snapshot_id):
-        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
-    return f"{SNAPSHOTS_PREFIX}{snapshot_id}.json"
+    return _json_key(SNAPSHOTS_PREFIX, snapshot_id, is_snapshot_id, "snapshot id")
 
 
 def snapshot_id_from_key(key: str) -> str | None:
     """The snapshot id a manifest key names, or None for any other key."""
-    if not (key.startswith(SNAPSHOTS_PREFIX) and key.endswith(".json")):
-        return None
-    sid = key[len(SNAPSHOTS_PREFIX) : -len(".json")]
-    return sid if is_snapshot_id(sid) else None
+    return _json_name(SNAPSHOTS_PREFIX, key, is_snapshot_id)
 
 
 def object_key(object_id: str) -> str:
@@ -59,17 +68,13 @@ def is_data_key(key: str) -> bool:
     return key.startswith(DATA_PREFIX)
 
 
-_LOCK_ID = re.compile(r"^[0-9a-f]{32}$")
+def _is_lock_id(value: str) -> bool:
+    return bool(_OBJECT_ID.match(value))  # 32 random hex digits, like object ids
 
 
 def lock_key(lock_id: str) -> str:
-    if not _LOCK_ID.match(lock_id):
-        raise ValueError(f"not a lock id: {lock_id!r}")
-    return f"{LOCKS_PREFIX}{lock_id}.json"
+    return _json_key(LOCKS_PREFIX, lock_id, _is_lock_id, "lock id")
 
 
 def lock_id_from_key(key: str) -> str | None:
-    if not (key.startswith(LOCKS_PREFIX) and key.endswith(".json")):
-        return None
-    lid = key[len(LOCKS_PREFIX) : -len(".json")]
-    return lid if _LOCK_ID.match(lid) else None
+    return _json_name(LOCKS_PREFIX, key, _is_lock_id)

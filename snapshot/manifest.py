@@ -331,16 +331,22 @@ def _check_tree(r: _Reader, files: tuple[FileEntry, ...]) -> None:
                 raise r.fail(f"{p} lies under a path that is a file")
 
 
-def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
+def _versioned(raw: bytes, what: str, supported: int) -> dict[str, Any]:
+    """The JSON object of ``raw`` if its format_version is ``supported``."""
     data = _load_json(raw, what)
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise IntegrityError(f"{what}: missing format_version")
-    if version != FORMAT_VERSION:
+    if version != supported:
         raise FormatVersionError(
             f"{what} has format_version {version}; this chroma-snapshot reads version "
-            f"{FORMAT_VERSION} (upgrade chroma-snapshot)"
+            f"{supported} (upgrade chroma-snapshot)"
         )
+    return data
+
+
+def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
+    data = _versioned(raw, what, FORMAT_VERSION)
     r = _Reader(what)
     sid = r.get(data, "id", str)
     if not is_snapshot_id(sid):
@@ -379,15 +385,7 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
 
 
 def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
-    data = _load_json(raw, what)
-    version = data.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise IntegrityError(f"{what}: missing format_version")
-    if version != CONFIG_VERSION:
-        raise FormatVersionError(
-            f"{what} has format_version {version}; this chroma-snapshot reads version "
-            f"{CONFIG_VERSION} (upgrade chroma-snapshot)"
-        )
+    data = _versioned(raw, what, CONFIG_VERSION)
     r = _Reader(what)
     cfg = RepoConfig(
         id=r.get(data, "id", str),

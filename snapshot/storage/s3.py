@@ -512,8 +512,8 @@ class S3Store:
             try:
                 with self._request("put", key, up=size, create_only=create_only):
                     self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditional, **extra)
-            except AlreadyExistsError as exc:
-                if not self._landed_before(exc, key, data):
+            except StorageError as exc:
+                if not (create_only and self._landed_anyway(exc, key, data)):
                     raise
             return
         chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
@@ -523,12 +523,19 @@ class S3Store:
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
 
-    def _landed_before(self, exc: AlreadyExistsError, key: str, data: bytes) -> bool:
-        """Whether a create-only put refused after botocore retried it found our own bytes:
-        the earlier attempt landed and only its response was lost."""
+    def _landed_anyway(self, exc: StorageError, key: str, data: bytes) -> bool:
+        """Whether a failed create-only put wrote our bytes after all. Only asked when its
+        outcome is unknown: an attempt's response may have been lost (it was retried, or the
+        connection broke) or the server failed (5xx). Keys written create-only are unique to
+        their writer, so finding exactly our bytes there means one of our attempts landed."""
         cause = exc.__cause__
-        meta = cause.response.get("ResponseMetadata", {}) if isinstance(cause, ClientError) else {}
-        if not meta.get("RetryAttempts"):
+        if isinstance(cause, ClientError):
+            meta: dict[str, Any] = cause.response.get("ResponseMetadata") or {}
+            status = int(meta.get("HTTPStatusCode") or 0)
+            unknown = bool(meta.get("RetryAttempts")) or status >= 500 or status == 429
+        else:
+            unknown = isinstance(cause, _AWS_ERRORS) and not isinstance(cause, _CREDENTIAL_ERRORS)
+        if not unknown:
             return False
         try:
             return self.get(key) == data
