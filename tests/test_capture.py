@@ -91,6 +91,13 @@ def test_include_clash_and_missing(cli, chroma_dir: Path, repo_path: Path, tmp_p
     clash.write_text("x")
     res = cli("--repo", repo_path, "create", chroma_dir, "--include", clash)
     assert res.code == 2 and "clashes" in res.stderr
+    a, b = tmp_path / "a" / "progress.json", tmp_path / "b" / "progress.json"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text("{}")
+    res = cli("--repo", repo_path, "create", chroma_dir, "--include", a, "--include", b)
+    assert res.code == 2 and str(a) in res.stderr and str(b) in res.stderr, res.stderr
+    assert "Chroma dir" not in res.stderr
 
 
 def test_source_db_is_never_written(cli, chroma_dir: Path, repo_path: Path):
