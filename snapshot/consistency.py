@@ -100,7 +100,9 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{PICKLE} refers to {module}.{name}, which is not plain data")
 
 
-def read_id_map(path: Path) -> dict[str, int]:
+def read_id_map(path: Path) -> tuple[dict[str, int], int]:
+    """The index's id map and the max_seq_id it records (0 if none: chromadb >= 1.0 keeps it
+    in chroma.sqlite3 instead)."""
     with open(path, "rb") as fh:
         data = _SafeUnpickler(io.BufferedReader(fh)).load()
     fields = data if isinstance(data, dict) else getattr(data, "__dict__", {})
@@ -111,12 +113,13 @@ def read_id_map(path: Path) -> dict[str, int]:
     if len(id_to_label) != len(label_to_id):
         sizes = f"{len(id_to_label)} vs {len(label_to_id)}"
         raise ValueError(f"{PICKLE}: its two id maps differ in size ({sizes})")
-    return id_to_label
+    seq = fields.get("max_seq_id")
+    return id_to_label, seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
-def _hnsw_ids(folder: Path, problems: list[str], where: str) -> set[str] | None:
-    """The ids the persisted index holds (empty when nothing was persisted yet); None after a
-    problem was recorded."""
+def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[set[str], int] | None:
+    """The ids the persisted index holds (empty when nothing was persisted yet) and the
+    max_seq_id its pickle records; None after a problem was recorded."""
     missing = [n for n in SEGMENT_FILES if not (folder / n).is_file()]
     if missing:
         problems.append(f"{where}: segment folder lacks {', '.join(missing)}")
@@ -140,16 +143,17 @@ def _hnsw_ids(folder: Path, problems: list[str], where: str) -> set[str] | None:
         if header.count:
             problems.append(f"{where}: {header.count} elements in the index but no {PICKLE}")
             return None
-        return set()
+        return set(), 0
     try:
-        ids = set(read_id_map(folder / PICKLE))
+        id_map, pickled_seq = read_id_map(folder / PICKLE)
+        ids = set(id_map)
     except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         problems.append(f"{where}: {exc}")
         return None
     if len(ids) > header.count:
         problems.append(f"{where}: {PICKLE} maps {len(ids)} ids, the index holds {header.count}")
         return None
-    return ids
+    return ids, pickled_seq
 
 
 def _check_collection(
@@ -169,9 +173,11 @@ def _check_collection(
         folder = root / r.segment
         seen = segment_seq(conn, r.segment)
         if folder.is_dir():
-            ids = _hnsw_ids(folder, problems, where)
-            if ids is None:
+            found = _hnsw_ids(folder, problems, where)
+            if found is None:
                 continue
+            ids, pickled_seq = found
+            seen = max(seen, pickled_seq)  # chromadb < 1.0 kept it in the pickle
         elif seen:
             problems.append(f"{where}: segment folder missing, though the segment applied queue "
                             f"entries up to {seen}")
