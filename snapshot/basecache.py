@@ -17,17 +17,21 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
 from pathlib import Path
 
 from snapshot.chunking import read_verified
+from snapshot.hashing import digest
 from snapshot.manifest import Chunk
 from snapshot.tempdirs import owned_dir, sweep
 
 ENV = "CHROMA_SNAPSHOT_CACHE"
 _INDEX = "cache.json"
+_TABLES = "tables"
+_HASH = re.compile(r"^[0-9a-f]{32}$")
 
 
 def default_root() -> Path:
@@ -67,11 +71,29 @@ class BaseCache:
             return None
         return read_verified(self._files[rel], offset, chunk.size, chunk.hash)
 
-    def commit(self, staging: Path, snapshot_id: str, files: dict[str, Path]) -> None:
+    def table(self, expected: str) -> bytes | None:
+        """The cached chunk table with hash ``expected`` (the last snapshot's tables are kept
+        with its capture, so the next create reads none from the repository)."""
+        if self._files is None or not _HASH.match(expected):
+            return None
+        try:
+            raw = (self.slot / _TABLES / expected).read_bytes()
+        except OSError:
+            return None
+        return raw if digest(raw) == expected else None
+
+    def commit(
+        self, staging: Path, snapshot_id: str, files: dict[str, Path], tables: dict[str, bytes] | None = None
+    ) -> None:
         """Make ``staging`` (holding ``files``: snapshot path -> staged file) the cached copy of
-        ``snapshot_id``. The old copy is replaced whole; a failure leaves no half cache."""
+        ``snapshot_id``, with its chunk ``tables`` (hash -> bytes). The old copy is replaced
+        whole; a failure leaves no half cache."""
         rels = {r: p.relative_to(staging).as_posix() for r, p in files.items()}
         index = {"snapshot": snapshot_id, "files": rels}
+        if tables:
+            (staging / _TABLES).mkdir(exist_ok=True)
+            for h, raw in tables.items():
+                (staging / _TABLES / h).write_bytes(raw)
         (staging / _INDEX).write_text(json.dumps(index, sort_keys=True))
         self.area.mkdir(parents=True, exist_ok=True)
         old = self.area / f".old-{os.getpid()}-{secrets.token_hex(4)}"

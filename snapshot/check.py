@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.hashing import FileHasher
-from snapshot.manifest import FileEntry, Frame, Manifest
+from snapshot.manifest import Chunk, FileEntry, Frame, Manifest
 from snapshot.packs import ChunkReader
 from snapshot.repository import Repository
 
@@ -155,17 +155,30 @@ class _Checker:
                 self.objects[oid] = info.size
 
     def check_frames(self) -> set[str]:
-        """Every frame's object exists and is long enough; returns the referenced objects."""
+        """Every chunk table and every frame's object exists and is long enough (a table
+        shared by many snapshots is read once); returns the referenced objects."""
         referenced: set[str] = set()
+        tables: set[str] = set()
         for m in self.manifests:
             for f in m.files:
-                for c in f.chunks:
+                if f.table is not None:
+                    referenced.add(f.table.object)
+                    if not self._check_frame(m.id, f.path, f.table.frame()) or f.table.hash in tables:
+                        continue
+                    tables.add(f.table.hash)
+                try:
+                    chunks = self.repo.chunks(m, f)
+                except SnapshotError as exc:
+                    kind = "storage" if isinstance(exc, StorageError) else "table"
+                    self.problem(Problem(kind, str(exc), m.id, f.path, f.table.object if f.table else None))
+                    continue
+                for c in chunks:
                     for fr in c.frames:
                         referenced.add(fr.object)
                         self._check_frame(m.id, f.path, fr)
         return referenced
 
-    def _check_frame(self, sid: str, path: str, fr: Frame) -> None:
+    def _check_frame(self, sid: str, path: str, fr: Frame) -> bool:
         size = self.objects.get(fr.object)
         if size is None:
             self.problem(Problem("missing-object", f"snapshot {sid}: {path}: object {fr.object} is missing",
@@ -175,6 +188,9 @@ class _Checker:
                 "short-object",
                 f"snapshot {sid}: {path}: object {fr.object} is {size} bytes, shorter than a frame "
                 f"at {fr.offset}+{fr.length} (truncated?)", sid, path, fr.object))
+        else:
+            return True
+        return False
 
 
 # ------------------------------------------------------------------ data
@@ -182,12 +198,15 @@ class _Checker:
 
 @dataclass
 class _Version:
-    """One distinct content of a file (shared by every snapshot that recorded it)."""
+    """One distinct content of a file (shared by every snapshot that recorded it); its
+    chunks are read when its path is verified."""
 
     entry: FileEntry
+    manifest: Manifest
     snapshots: list[str]
     hasher: FileHasher = field(default_factory=FileHasher)
     broken: bool = False
+    chunks: tuple[Chunk, ...] = ()
 
 
 @dataclass
@@ -209,10 +228,10 @@ class _Tally:
 def _forest(versions: Iterable[_Version], index: int) -> dict[Frame, _Node]:
     roots: dict[Frame, _Node] = {}
     for v in versions:
-        if index >= len(v.entry.chunks):
+        if v.broken or index >= len(v.chunks):
             continue
         level, node = roots, None
-        for fr in v.entry.chunks[index].frames:
+        for fr in v.chunks[index].frames:
             node = level.get(fr) or level.setdefault(fr, _Node(fr))
             level = node.children
         assert node is not None
@@ -284,9 +303,15 @@ def _verify_path(
     reader: ChunkReader, path: str, versions: list[_Version], sizes: dict[str, int],
     selected: set[str] | None,
 ) -> _Tally:
-    """Every frame of every version of one file, index by index; then the file hashes."""
+    """Every frame of every version of one file, index by index; then the file hashes. The
+    chunk tables of this one path are held meanwhile, no others."""
     tally = _Tally()
-    for index in range(max(len(v.entry.chunks) for v in versions)):
+    for v in versions:
+        try:
+            v.chunks = reader.repo.chunks(v.manifest, v.entry)
+        except SnapshotError:
+            v.broken = True  # reported by the structure pass
+    for index in range(max(len(v.chunks) for v in versions)):
         roots = _forest(versions, index)
         _mark_wanted(roots.values(), selected)
         _walk_index(reader, roots, path, sizes, tally, hash_files=selected is None)
@@ -305,15 +330,15 @@ def _verify_path(
 
 
 def _versions_by_path(manifests: Iterable[Manifest]) -> dict[str, list[_Version]]:
-    by_path: dict[str, dict[tuple[str, tuple[str, ...]], _Version]] = {}
+    by_path: dict[str, dict[tuple[str, str, tuple[str, ...]], _Version]] = {}
     for m in manifests:
         for f in m.files:
-            key = (f.hash, tuple(c.hash for c in f.chunks))
+            key = (f.hash, f.table.hash if f.table else "", tuple(c.hash for c in f.chunks))
             versions = by_path.setdefault(f.path, {})
             if key in versions:
                 versions[key].snapshots.append(m.id)
             else:
-                versions[key] = _Version(f, [m.id])
+                versions[key] = _Version(f, m, [m.id])
     return {p: list(v.values()) for p, v in sorted(by_path.items())}
 
 
@@ -336,14 +361,12 @@ def check_repository(
         selected = select_objects(present, subset) if subset is not None else None
         by_path = _versions_by_path(ck.manifests)
         with ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="check") as pool:
-            work = [(path, versions) for path, versions in by_path.items() if versions and any(
-                v.entry.chunks for v in versions)]
+            work = list(by_path.items())
             for tally in pool.map(lambda pv: _verify_path(reader, pv[0], pv[1], ck.objects, selected), work):
                 for p in tally.problems:
                     ck.problem(p)
                 frames |= tally.frames
                 files += tally.files
-            files += sum(1 for _, versions in by_path.items() for v in versions if not v.entry.chunks)
     unreferenced = sorted(ck.objects.keys() - referenced)
     if unreferenced and any(p.kind == "manifest" for p in ck.problems.values()):
         ck.notes.append("objects of unreadable manifests count as unreferenced here")

@@ -35,13 +35,26 @@ from snapshot.chunking import ChunkedFile, chunk_sizes
 from snapshot.compression import check_codec, compress
 from snapshot.consistency import Verification, verify_dir
 from snapshot.errors import InconsistentSourceError, SnapshotError, UsageError
+from snapshot.hashing import digest
 from snapshot.ids import new_snapshot_id, utc_now_iso
 from snapshot.locks import SHARED, RepositoryLock
-from snapshot.manifest import Chunk, FileEntry, Frame, Manifest, SchemaLevel, Totals, Verified
+from snapshot.manifest import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    Chunk,
+    FileEntry,
+    Frame,
+    Manifest,
+    SchemaLevel,
+    TableRef,
+    Totals,
+    Verified,
+)
 from snapshot.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
 from snapshot.source import Capture, StagedFile, capture, check_persist_dir
+from snapshot.tables import encode_table, parse_table
 from snapshot.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
 
@@ -142,24 +155,46 @@ class _Builder:
         self.level = level
         self.delta = delta and self.codec == "zstd"
         self.reporter = reporter
+        #: Chunks stored by this create (any file), and those of the parent's version of the
+        #: file being packed: one file's chunk table of the parent is held at a time.
         self.known: dict[str, tuple[Frame, ...] | list[PendingFrame | Frame]] = {}
-        if self.parent is not None:
-            for f in self.parent.files:
-                for c in f.chunks:
-                    self.known.setdefault(c.hash, c.frames)
+        self._parent_chunks: tuple[Chunk, ...] = ()
+        self._parent_known: dict[str, tuple[Frame, ...]] = {}
+        self.parent_tables: dict[str, tuple[TableRef, set[str]]] = {}
         self.reader = ChunkReader(repo)
         self.writer = PackWriter(repo, pack_size=pack_size)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zstd")
         self.chunks_total = self.chunks_new = self.chunks_delta = 0
         self.bytes_new = 0
+        self.tables_uploaded = 0
+        self.format_version = FORMAT_VERSION
+        #: The new snapshot's chunk tables (hash -> bytes), kept in the base cache with it.
+        self.tables: dict[str, bytes] = {}
+
+    def _load_parent(self, rel: str) -> None:
+        """The parent's chunks of ``rel`` (for dedup and delta bases), and its chunk table to
+        reuse if the file did not change."""
+        self._parent_chunks, self._parent_known = (), {}
+        pf = self.parent.file(rel) if self.parent is not None else None
+        if self.parent is None or pf is None:
+            return
+        raw = self.cache.table(pf.table.hash) if self.cache is not None and pf.table is not None else None
+        if raw is not None:
+            self._parent_chunks = parse_table(raw, pf, self.parent.chunk_size, f"snapshot {self.parent.id}")
+        else:
+            self._parent_chunks = self.repo.chunks(self.parent, pf)
+        self._parent_known = {c.hash: c.frames for c in self._parent_chunks}
+        if pf.table is not None:
+            objects = {fr.object for c in self._parent_chunks for fr in c.frames}
+            self.parent_tables[rel] = (pf.table, objects | {pf.table.object})
+
+    def _known(self, h: str) -> tuple[Frame, ...] | list[PendingFrame | Frame] | None:
+        return self.known.get(h) or self._parent_known.get(h)
 
     def _base_for(self, rel: str, index: int) -> Chunk | None:
-        if not self.delta or self.parent is None:
+        if not self.delta or index >= len(self._parent_chunks):
             return None
-        pf = self.parent.file(rel)
-        if pf is None or index >= len(pf.chunks):
-            return None
-        base = pf.chunks[index]
+        base = self._parent_chunks[index]
         if len(base.frames) >= self.repo.config.max_chain or base.frames[-1].codec != "zstd":
             return None
         return base
@@ -185,10 +220,11 @@ class _Builder:
         chains: list[list[PendingFrame | Frame]] = []
         pending: deque[tuple[int, _Plan, Future[tuple[bytes, Chunk | None]] | None]] = deque()
         chunked = ChunkedFile(sf.staged, self.chunk_size)
+        self._load_parent(sf.rel)
         for raw in chunked:
             plan = _Plan(raw.data, raw.hash, None, sf.rel, raw.index)
             fut = None
-            if raw.hash not in self.known:
+            if self._known(raw.hash) is None:
                 plan.base = self._base_for(sf.rel, raw.index)
                 fut = self.pool.submit(self._compress, plan)
             chains.append([])
@@ -208,7 +244,7 @@ class _Builder:
     ) -> None:
         self.chunks_total += 1
         self.reporter.advance(len(plan.data))
-        known = self.known.get(plan.hash)
+        known = self._known(plan.hash)
         if known is not None:  # stored before, maybe earlier in this very snapshot
             chains[index] = list(known)
             if fut is not None:
@@ -239,13 +275,58 @@ class _Builder:
             self.pool.shutdown(wait=True, cancel_futures=True)
         return stored
 
-    def entry(self, sf: _StoredFile) -> FileEntry:
+    def _chunks(self, sf: _StoredFile) -> tuple[Chunk, ...]:
         chunks = []
         for chain, size in zip(sf.chains, chunk_sizes(sf.size, self.chunk_size), strict=True):
             frames = tuple(self.writer.resolve(f) if isinstance(f, PendingFrame) else f for f in chain)
             chunks.append(Chunk(hash=frames[-1].hash, size=size, frames=frames))
-        st = sf.staged
-        return FileEntry(st.rel, sf.size, st.mode, sf.hash, st.role, tuple(chunks))
+        return tuple(chunks)
+
+    def entries(self, stored: Sequence[_StoredFile]) -> tuple[list[FileEntry], set[str]]:
+        """The snapshot's files, each pointing at its chunk table (the parent's when the file
+        did not change, else a new table frame packed now), and every object they need."""
+        if self.format_version == 1:  # chunks inline (what chroma-snapshot 0.1 wrote)
+            files = []
+            needed: set[str] = set()
+            for sf in stored:
+                chunks = self._chunks(sf)
+                needed |= {fr.object for c in chunks for fr in c.frames}
+                st = sf.staged
+                files.append(FileEntry(st.rel, sf.size, st.mode, sf.hash, st.role, chunks, None, len(chunks)))
+            return files, needed
+        tables = PackWriter(self.repo, pack_size=self.writer.pack_size)
+        pending: list[tuple[_StoredFile, int, TableRef | PendingFrame]] = []
+        written: dict[str, PendingFrame] = {}
+        needed = set()
+        try:
+            for sf in stored:
+                chunks = self._chunks(sf)
+                needed |= {fr.object for c in chunks for fr in c.frames}
+                raw = encode_table(chunks)
+                h = digest(raw)
+                self.tables[h] = raw
+                reuse = self.parent_tables.get(sf.staged.rel)
+                if reuse is not None and reuse[0].hash == h:
+                    pending.append((sf, len(chunks), reuse[0]))
+                    needed |= reuse[1]
+                    continue
+                if h not in written:
+                    written[h] = tables.add(compress(raw, self.codec, self.level), self.codec, len(raw), h)
+                pending.append((sf, len(chunks), written[h]))
+            tables.close()
+        except BaseException:
+            tables.abort()
+            raise
+        self.tables_uploaded = tables.objects_uploaded
+        files = []
+        for sf, count, ref in pending:
+            if isinstance(ref, PendingFrame):
+                fr = tables.resolve(ref)
+                ref = TableRef(fr.object, fr.offset, fr.length, fr.size, fr.hash, fr.codec)
+                needed.add(ref.object)
+            st = sf.staged
+            files.append(FileEntry(st.rel, sf.size, st.mode, sf.hash, st.role, table=ref, chunk_count=count))
+        return files, needed
 
 
 def check_arguments(
@@ -282,7 +363,7 @@ def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) ->
     return owned_dir(parent, TEMP_PREFIX)
 
 
-def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
+def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str]) -> None:
     """Make the snapshot durable, only once everything it references is known to be there."""
     hooks.point("create.before-commit")
     lock.check()  # still holding our shared lock: no prune can have run meanwhile
@@ -291,7 +372,6 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
         raise SnapshotError(
             f"parent snapshot {manifest.parent} was removed during this create; run create again"
         )
-    needed = {fr.object for f in manifest.files for c in f.chunks for fr in c.frames}
     missing = repo.missing_objects(needed)
     if missing:
         raise SnapshotError(
@@ -302,14 +382,15 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock) -> None:
 
 
 def _after_commit(
-    cache: BaseCache | None, staging: Path, manifest: Manifest, cap: Capture, reporter: Reporter
+    cache: BaseCache | None, staging: Path, manifest: Manifest, cap: Capture, tables: dict[str, bytes],
+    reporter: Reporter,
 ) -> None:
     """The snapshot is saved: nothing from here on may turn the outcome into a failure (an
     interrupt now would report "interrupted" for a snapshot that exists)."""
     try:
         hooks.point("create.after-commit")
         if cache is not None:
-            cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files})
+            cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files}, tables)
             hooks.point("create.cache-committed")
     except OSError as exc:  # only the next delta gets dearer
         reporter.warn(f"could not update the base cache: {exc}")
@@ -343,12 +424,12 @@ class _Job:
         hooks.point("create.captured")
         return cap
 
-    def _pack(self, cap: Capture) -> tuple[_Builder, list[FileEntry]]:
+    def _pack(self, cap: Capture) -> tuple[_Builder, list[_StoredFile]]:
         builder = _Builder(self.repo, self.parent, self.level, self.delta, self.reporter, self.pack_size,
                            self.cache)
-        return builder, [builder.entry(sf) for sf in builder.pack_files(cap.files)]
+        return builder, builder.pack_files(cap.files)
 
-    def run(self) -> tuple[Capture, _Builder, list[FileEntry], Verification]:
+    def run(self) -> tuple[Capture, _Builder, list[_StoredFile], Verification]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as checker:
             cap = self._capture()
             pending = checker.submit(verify_dir, self.staging / "db")
@@ -405,9 +486,10 @@ def _manifest(
             chunks=builder.chunks_total,
             chunks_new=builder.chunks_new,
             bytes_new=builder.bytes_new,
-            objects_new=builder.writer.objects_uploaded,
+            objects_new=builder.writer.objects_uploaded + builder.tables_uploaded,
         ),
         verified=_verified(verification),
+        format_version=builder.format_version,
     )
 
 
@@ -428,6 +510,7 @@ def create_snapshot(
     pack_size: int = DEFAULT_PACK_SIZE,
     wait: float | None = None,
     allow_inconsistent: bool = False,
+    format_version: int = FORMAT_VERSION,
     reporter: Reporter | None = None,
 ) -> CreateResult:
     """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
@@ -438,7 +521,10 @@ def create_snapshot(
     The codec is the repository's; ``level`` overrides its full-frame level for this create.
     With ``use_cache`` the consistent copy is kept in the base cache (``cache_dir``, default
     $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so the next create deltas against it
-    without reading the repository."""
+    without reading the repository. ``format_version`` 1 writes what chroma-snapshot 0.1 wrote
+    (chunk lists inline; for compatibility tests)."""
+    if format_version not in READABLE_VERSIONS:
+        raise UsageError(f"cannot write manifest format {format_version}")
     started = time.monotonic()
     reporter = reporter or NullReporter()
     level = repo.config.level if level is None else level
@@ -453,10 +539,12 @@ def create_snapshot(
         try:
             job = _Job(repo, source, staging, parent_m, level, delta, reporter, pack_size, cache,
                        includes, include_orphans, allow_inconsistent)
-            cap, builder, files, verification = job.run()
+            cap, builder, stored, verification = job.run()
+            builder.format_version = format_version
+            files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message, verification)
-            _commit(repo, manifest, lock)
-            _after_commit(cache, staging, manifest, cap, reporter)
+            _commit(repo, manifest, lock, needed)
+            _after_commit(cache, staging, manifest, cap, builder.tables, reporter)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
@@ -466,7 +554,7 @@ def create_snapshot(
         files=len(files),
         bytes_total=manifest.totals.bytes,
         bytes_uploaded=moved.bytes_up,
-        objects_uploaded=builder.writer.objects_uploaded,
+        objects_uploaded=builder.writer.objects_uploaded + builder.tables_uploaded,
         chunks_total=builder.chunks_total,
         chunks_new=builder.chunks_new,
         chunks_delta=builder.chunks_delta,

@@ -122,9 +122,12 @@ class SnapshotDiff:
 # ------------------------------------------------------------------ trees (pure)
 
 
-def tree_of_manifest(m: Manifest) -> Tree:
+def tree_of_manifest(repo: Repository, m: Manifest) -> Tree:
+    """A snapshot's side of a diff: per file only (hash, size) of each chunk, its chunk table
+    read and dropped one file at a time."""
     files = tuple(
-        TreeFile(f.path, f.size, f.hash, f.role, tuple((c.hash, c.size) for c in f.chunks)) for f in m.files
+        TreeFile(f.path, f.size, f.hash, f.role, tuple((c.hash, c.size) for c in repo.chunks(m, f)))
+        for f in m.files
     )
     return Tree(m.id, files, m.collections)
 
@@ -282,11 +285,12 @@ def materialise_file(
         return None
     local: dict[str, tuple[Path, int]] = {}
     if reuse is not None and reuse[1] is not None and (other := reuse[0].file(path)) is not None:
-        local = {c.hash: (reuse[1], i * reuse[0].chunk_size) for i, c in enumerate(other.chunks)}
+        theirs = repo.chunks(reuse[0], other)
+        local = {c.hash: (reuse[1], i * reuse[0].chunk_size) for i, c in enumerate(theirs)}
     reader = ChunkReader(repo)
     hasher = FileHasher()
     with open(dest, "wb") as out:
-        for chunk in entry.chunks:
+        for chunk in repo.chunks(m, entry):
             data = None
             if chunk.hash in local:
                 data = read_verified(*local[chunk.hash], chunk.size, chunk.hash)
@@ -331,11 +335,11 @@ def diff_snapshots(
         if is_live:
             cap = capture(live.absolute(), work / "capture")
             now = tree_of_capture(str(live), cap, repo.config.chunk_size)
-            result = diff_trees(tree_of_manifest(ma), now, after_is_path=True)
+            result = diff_trees(tree_of_manifest(repo, ma), now, after_is_path=True)
             db_b = next((f.staged for f in cap.files if f.rel == DB_NAME), None)
         else:
             mb = repo.get(os.fspath(after))
-            result = diff_trees(tree_of_manifest(ma), tree_of_manifest(mb))
+            result = diff_trees(tree_of_manifest(repo, ma), tree_of_manifest(repo, mb))
         if not records:
             return result
         db_a = materialise_file(repo, ma, DB_NAME, work / "before.sqlite3")

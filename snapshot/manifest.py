@@ -18,7 +18,9 @@ from snapshot.compression import CODECS, check_codec
 from snapshot.errors import FormatVersionError, IntegrityError, SnapshotError, UnsafePathError
 from snapshot.ids import is_snapshot_id
 
-FORMAT_VERSION = 1
+#: What writers write; readers read every version in READABLE_VERSIONS.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CONFIG_VERSION = 1
 #: Longest delta chain a reader accepts (writers use a smaller configured bound).
 MAX_CHAIN_HARD = 64
@@ -58,13 +60,37 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class TableRef:
+    """Where a file's chunk table lives (format 2): a zstd frame of ``length`` bytes at
+    ``offset`` in pack ``object``, decoding to ``size`` bytes of JSON lines whose xxh3-128 is
+    ``hash``. Snapshots whose file did not change share it."""
+
+    object: str
+    offset: int
+    length: int
+    size: int
+    hash: str
+    #: The repository's codec (gzip repositories keep every pack readable by ``gzip -d``).
+    codec: str = "zstd"
+
+    def frame(self) -> Frame:
+        return Frame(self.object, self.offset, self.length, self.codec, self.size, self.hash)
+
+
+@dataclass(frozen=True)
 class FileEntry:
+    """A file of a snapshot. Format 1 lists its ``chunks`` inline; format 2 points at its
+    chunk ``table`` (``chunks`` is then empty: ``Repository.chunks`` reads the table) and
+    records how many chunks it has."""
+
     path: str
     size: int
     mode: int
     hash: str
     role: str
-    chunks: tuple[Chunk, ...]
+    chunks: tuple[Chunk, ...] = ()
+    table: TableRef | None = None
+    chunk_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,8 +177,15 @@ def dumps(obj: Manifest | RepoConfig) -> bytes:
     data = asdict(obj)
     if isinstance(obj, RepoConfig):
         data.pop("extra")
-    elif data.get("verified") is None:
-        data.pop("verified", None)
+    else:
+        if data.get("verified") is None:
+            data.pop("verified", None)
+        for f in data["files"]:
+            if obj.format_version == 1:  # chunks inline
+                f.pop("table")
+                f.pop("chunk_count")
+            else:  # a reference to the chunk table
+                f.pop("chunks")
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -173,7 +206,7 @@ def _load_json(raw: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-class _Reader:
+class Reader:
     """Typed field access that names the manifest and field in every error."""
 
     def __init__(self, what: str) -> None:
@@ -225,7 +258,7 @@ def max_frame_length(chunk_size: int) -> int:
     return chunk_size + chunk_size // 64 + 4096
 
 
-def _frame(r: _Reader, d: Any, where: str, chunk_size: int) -> Frame:
+def _frame(r: Reader, d: Any, where: str, chunk_size: int) -> Frame:
     obj = r.get(d, "object", str, where)
     if not layout.is_object_id(obj):
         raise r.fail(f"field {where}object is not an object id")
@@ -242,7 +275,7 @@ def _frame(r: _Reader, d: Any, where: str, chunk_size: int) -> Frame:
     )
 
 
-def _chunk(r: _Reader, d: Any, where: str, chunk_size: int) -> Chunk:
+def parse_chunk(r: Reader, d: Any, where: str, chunk_size: int) -> Chunk:
     frames_raw = r.get(d, "frames", list, where)
     if not 1 <= len(frames_raw) <= MAX_CHAIN_HARD:
         raise r.fail(f"{where}frames must hold 1..{MAX_CHAIN_HARD} frames")
@@ -259,16 +292,8 @@ def _chunk(r: _Reader, d: Any, where: str, chunk_size: int) -> Chunk:
     return chunk
 
 
-def _file(r: _Reader, d: Any, i: int, chunk_size: int) -> FileEntry:
-    where = f"files[{i}]."
-    path = r.get(d, "path", str, where)
-    check_rel_path(path)
-    role = r.get(d, "role", str, where)
-    if role not in ROLES:
-        raise r.fail(f"{where}role {role!r} is unknown")
-    chunks_raw = r.get(d, "chunks", list, where)
-    chunks = tuple(_chunk(r, c, f"{where}chunks[{j}].", chunk_size) for j, c in enumerate(chunks_raw))
-    size = r.nat(d, "size", where)
+def check_chunks(r: Reader, path: str, chunks: tuple[Chunk, ...], size: int, chunk_size: int) -> None:
+    """Chunks sit at fixed offsets and add up to the file's size."""
     if sum(c.size for c in chunks) != size:
         raise r.fail(f"{path}: chunk sizes do not add up to the file size")
     for c in chunks[:-1]:
@@ -276,17 +301,47 @@ def _file(r: _Reader, d: Any, i: int, chunk_size: int) -> FileEntry:
             raise r.fail(f"{path}: chunk not at a fixed offset")
     if chunks and not 0 < chunks[-1].size <= chunk_size:
         raise r.fail(f"{path}: last chunk has a bad size")
-    return FileEntry(
-        path=path,
-        size=size,
-        mode=r.nat(d, "mode", where) & 0o777,
-        hash=r.hash(d, "hash", where),
-        role=role,
-        chunks=chunks,
-    )
 
 
-def _collection(r: _Reader, d: Any, i: int) -> CollectionInfo:
+#: Longest chunk table a reader accepts (JSON lines of a 1 TiB file at 4 KiB chunks fit).
+MAX_TABLE = 1 << 34
+
+
+def _table(r: Reader, d: Any, where: str) -> TableRef:
+    where = f"{where}table."
+    obj = r.get(d, "object", str, where)
+    if not layout.is_object_id(obj):
+        raise r.fail(f"field {where}object is not an object id")
+    size = r.nat(d, "size", where, MAX_TABLE)
+    codec = r.get(d, "codec", str, where)
+    if codec not in CODECS:
+        raise r.fail(f"unknown codec {codec!r} at {where}")
+    length = r.nat(d, "length", where, size + size // 64 + 4096)
+    return TableRef(obj, r.nat(d, "offset", where, MAX_OFFSET), length, size, r.hash(d, "hash", where), codec)
+
+
+def _file(r: Reader, d: Any, i: int, chunk_size: int, version: int) -> FileEntry:
+    where = f"files[{i}]."
+    path = r.get(d, "path", str, where)
+    check_rel_path(path)
+    role = r.get(d, "role", str, where)
+    if role not in ROLES:
+        raise r.fail(f"{where}role {role!r} is unknown")
+    size = r.nat(d, "size", where)
+    common = dict(path=path, size=size, mode=r.nat(d, "mode", where) & 0o777, hash=r.hash(d, "hash", where),
+                  role=role)
+    if version >= 2:
+        count = r.nat(d, "chunk_count", where)
+        if count != -(-size // chunk_size):
+            raise r.fail(f"{path}: {count} chunks cannot hold {size} bytes")
+        return FileEntry(**common, table=_table(r, r.get(d, "table", dict, where), where), chunk_count=count)
+    chunks_raw = r.get(d, "chunks", list, where)
+    chunks = tuple(parse_chunk(r, c, f"{where}chunks[{j}].", chunk_size) for j, c in enumerate(chunks_raw))
+    check_chunks(r, path, chunks, size, chunk_size)
+    return FileEntry(**common, chunks=chunks, chunk_count=len(chunks))
+
+
+def _collection(r: Reader, d: Any, i: int) -> CollectionInfo:
     where = f"collections[{i}]."
     segs = r.get(d, "segments", list, where)
     if not all(isinstance(s, str) for s in segs):
@@ -303,7 +358,7 @@ def _collection(r: _Reader, d: Any, i: int) -> CollectionInfo:
     )
 
 
-def _verified(r: _Reader, d: Any) -> Verified | None:
+def _verified(r: Reader, d: Any) -> Verified | None:
     if d is None:
         return None
     where = "verified."
@@ -320,7 +375,7 @@ def _verified(r: _Reader, d: Any) -> Verified | None:
     return Verified(tuple(checks), schema, counts, tuple(problems))
 
 
-def _check_tree(r: _Reader, files: tuple[FileEntry, ...]) -> None:
+def _check_tree(r: Reader, files: tuple[FileEntry, ...]) -> None:
     paths = {f.path for f in files}
     if len(paths) != len(files):
         raise r.fail("a path appears twice")
@@ -331,23 +386,23 @@ def _check_tree(r: _Reader, files: tuple[FileEntry, ...]) -> None:
                 raise r.fail(f"{p} lies under a path that is a file")
 
 
-def _versioned(raw: bytes, what: str, supported: int) -> dict[str, Any]:
-    """The JSON object of ``raw`` if its format_version is ``supported``."""
+def _versioned(raw: bytes, what: str, supported: tuple[int, ...]) -> tuple[dict[str, Any], int]:
+    """The JSON object of ``raw`` and its format_version, if that is ``supported``."""
     data = _load_json(raw, what)
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise IntegrityError(f"{what}: missing format_version")
-    if version != supported:
+    if version not in supported:
         raise FormatVersionError(
             f"{what} has format_version {version}; this chroma-snapshot reads version "
-            f"{supported} (upgrade chroma-snapshot)"
+            f"{', '.join(map(str, supported))} (upgrade chroma-snapshot)"
         )
-    return data
+    return data, version
 
 
 def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
-    data = _versioned(raw, what, FORMAT_VERSION)
-    r = _Reader(what)
+    data, version = _versioned(raw, what, READABLE_VERSIONS)
+    r = Reader(what)
     sid = r.get(data, "id", str)
     if not is_snapshot_id(sid):
         raise r.fail(f"bad snapshot id {sid!r}")
@@ -361,7 +416,7 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
     tags = r.get(data, "tags", list)
     if not all(isinstance(t, str) for t in tags):
         raise r.fail("tags must be strings")
-    files = tuple(_file(r, f, i, chunk_size) for i, f in enumerate(r.get(data, "files", list)))
+    files = tuple(_file(r, f, i, chunk_size, version) for i, f in enumerate(r.get(data, "files", list)))
     _check_tree(r, files)
     cols = tuple(_collection(r, c, i) for i, c in enumerate(r.get(data, "collections", list)))
     t = r.get(data, "totals", dict)
@@ -381,12 +436,13 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
         collections=cols,
         totals=Totals(**{k: r.nat(t, k, "totals.") for k in Totals.__dataclass_fields__}),
         verified=_verified(r, data.get("verified")),
+        format_version=version,
     )
 
 
 def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
-    data = _versioned(raw, what, CONFIG_VERSION)
-    r = _Reader(what)
+    data, _ = _versioned(raw, what, (CONFIG_VERSION,))
+    r = Reader(what)
     cfg = RepoConfig(
         id=r.get(data, "id", str),
         chunk_size=r.get(data, "chunk_size", int),

@@ -32,7 +32,7 @@ from snapshot.retention import (
     Decision,
     RetentionPolicy,
     plan_retention,
-    snapshot_times,
+    snapshot_time,
 )
 from snapshot.storage.base import ObjectInfo
 
@@ -79,9 +79,33 @@ class PruneResult:
     grace_seconds: float
 
 
-def referenced_objects(m: Manifest) -> set[str]:
-    """Every object a snapshot needs: the objects of every frame of every chain."""
-    return {fr.object for f in m.files for c in f.chunks for fr in c.frames}
+class References:
+    """Every object snapshots need: each file's chunk table and the objects of every frame of
+    every chain in it. A table shared by many snapshots is read once (tables are cached by
+    hash as the set of objects they reference, a few pack ids each)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._tables: dict[str, frozenset[str]] = {}
+
+    def of(self, m: Manifest) -> set[str]:
+        out: set[str] = set()
+        for f in m.files:
+            if f.table is None:
+                out |= {fr.object for c in f.chunks for fr in c.frames}
+                continue
+            known = self._tables.get(f.table.hash)
+            if known is None:
+                chunks = self.repo.chunks(m, f)
+                known = self._tables[f.table.hash] = frozenset(
+                    {f.table.object} | {fr.object for c in chunks for fr in c.frames})
+            out |= known
+        return out
+
+
+def referenced_objects(repo: Repository, m: Manifest) -> set[str]:
+    """Every object snapshot ``m`` needs."""
+    return References(repo).of(m)
 
 
 def plan_gc(
@@ -111,24 +135,18 @@ def plan_gc(
 
 def plan_prune(
     kept: Sequence[Decision],
-    kept_manifests: Sequence[Manifest],
-    removed_manifests: Sequence[Manifest | None],
+    referenced: set[str],
+    released: set[str],
     removed: Sequence[str],
     objects: Iterable[tuple[str | None, ObjectInfo]],
     *,
     now: float,
     grace: float,
 ) -> PrunePlan:
-    """Pure: from the retention decision, the manifests on both sides and a listing of the
-    objects, what to delete. A dropped snapshot whose manifest cannot be read (None) frees no
-    object at once: its objects wait for the grace period like any unreferenced object."""
-    referenced: set[str] = set()
-    for m in kept_manifests:
-        referenced |= referenced_objects(m)
-    released: set[str] = set()
-    for rm in removed_manifests:
-        if rm is not None:
-            released |= referenced_objects(rm)
+    """Pure: from the retention decision, the objects the kept snapshots reference, those the
+    dropped ones referenced (a dropped snapshot whose manifest cannot be read adds none: its
+    objects wait for the grace period like any unreferenced object) and a listing of the
+    objects, what to delete."""
     gc = plan_gc(objects, referenced, released - referenced, now, grace)
     known = frozenset([d.id for d in kept] + list(removed))
     return PrunePlan(tuple(removed), tuple(kept), known, gc, grace)
@@ -137,9 +155,10 @@ def plan_prune(
 def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
     """Objects referenced by snapshots committed since ``plan`` was made: never deleted."""
     newer = sorted(set(repo.snapshot_ids()) - plan.known)
+    refs = References(repo)
     protected: set[str] = set()
-    for m in _load(repo, newer, "prune"):
-        protected |= referenced_objects(m)
+    for sid in newer:
+        protected |= refs.of(_load_one(repo, sid, "prune"))
     return protected
 
 
@@ -168,30 +187,42 @@ def _result(plan: PrunePlan, delete: Sequence[Listed], *, dry_run: bool) -> Prun
     )
 
 
-def _load(repo: Repository, ids: Sequence[str], why: str) -> list[Manifest]:
-    try:
-        return repo.manifests(ids)
-    except SnapshotError:
-        pass
-    for sid in ids:  # name the first broken one
-        try:
-            repo.manifest(sid)
-        except StorageError:
-            raise  # unreadable now (network, store): not a broken manifest
-        except SnapshotError as exc:
-            raise IntegrityError(
-                f"manifest {sid} cannot be read ({exc}); {why} needs every remaining manifest to "
-                f"know which objects are in use: run `chroma-snapshot check`, then "
-                f"`chroma-snapshot forget {sid}` if it is broken"
-            ) from exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _try_load(repo: Repository, sid: str) -> Manifest | None:
+def _load_one(repo: Repository, sid: str, why: str) -> Manifest:
     try:
         return repo.manifest(sid)
-    except SnapshotError:
-        return None
+    except StorageError:
+        raise  # unreadable now (network, store): not a broken manifest
+    except SnapshotError as exc:
+        raise IntegrityError(
+            f"manifest {sid} cannot be read ({exc}); {why} needs every remaining manifest to "
+            f"know which objects are in use: run `chroma-snapshot check`, then "
+            f"`chroma-snapshot forget {sid}` if it is broken"
+        ) from exc
+
+
+def _referenced(repo: Repository, refs: References, ids: Sequence[str], why: str) -> set[str]:
+    """Objects the snapshots ``ids`` need; one manifest is held at a time."""
+    out: set[str] = set()
+    for sid in ids:
+        m = _load_one(repo, sid, why)
+        try:
+            out |= refs.of(m)
+        except StorageError:
+            raise
+        except SnapshotError as exc:
+            raise IntegrityError(f"snapshot {sid}: {exc}; {why} cannot tell which objects it needs: "
+                                 f"run `chroma-snapshot check`") from exc
+    return out
+
+
+def _released(repo: Repository, refs: References, ids: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for sid in ids:
+        try:
+            out |= refs.of(repo.manifest(sid))
+        except SnapshotError:  # a broken dropped snapshot frees nothing at once
+            continue
+    return out
 
 
 def _check_grace(grace: float | None) -> float:
@@ -205,10 +236,11 @@ def _check_grace(grace: float | None) -> float:
 def _plan(
     repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float
 ) -> PrunePlan:
-    kept_manifests = _load(repo, [d.id for d in kept], "prune")
-    removed_manifests = [_try_load(repo, sid) for sid in removed]
+    refs = References(repo)
+    referenced = _referenced(repo, refs, [d.id for d in kept], "prune")
+    released = _released(repo, refs, removed)
     return plan_prune(
-        kept, kept_manifests, removed_manifests, removed, repo.list_objects(),
+        kept, referenced, released, removed, repo.list_objects(),
         now=time.time() if now is None else now, grace=grace,
     )
 
@@ -241,8 +273,8 @@ def prune(
         raise UsageError("no retention policy given: pass at least one --keep-* option")
     grace = _check_grace(grace)
     with _lock(repo, dry_run, "prune", wait):
-        manifests = _load(repo, repo.snapshot_ids(), "prune")
-        decision = plan_retention(snapshot_times(manifests), policy, group_by)
+        times = [snapshot_time(_load_one(repo, sid, "prune")) for sid in repo.snapshot_ids()]
+        decision = plan_retention(times, policy, group_by)
         plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace)
         return _run(repo, plan, dry_run)
 
@@ -266,6 +298,6 @@ def forget(
         targets = {repo.resolve(ref, ids) for ref in refs}
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
-                for m in _load(repo, remaining, "forget")]
+                for m in (_load_one(repo, sid, "forget") for sid in remaining)]
         plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace)
         return _run(repo, plan, dry_run)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from snapshot import hooks, layout
 from snapshot.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
-from snapshot.compression import DEFAULT_LEVELS, check_codec
+from snapshot.compression import DEFAULT_LEVELS, check_codec, decompress
 from snapshot.errors import (
     AlreadyExistsError,
     AmbiguousIdError,
@@ -27,14 +29,26 @@ from snapshot.errors import (
     SnapshotError,
     UsageError,
 )
+from snapshot.hashing import digest
 from snapshot.ids import utc_now_iso
 from snapshot.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
-from snapshot.manifest import Frame, Manifest, RepoConfig, dumps, parse_config, parse_manifest
+from snapshot.manifest import (
+    Chunk,
+    FileEntry,
+    Frame,
+    Manifest,
+    RepoConfig,
+    dumps,
+    parse_config,
+    parse_manifest,
+)
 from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
+from snapshot.tables import parse_table
 
 DEFAULT_CODEC = "zstd"
 DEFAULT_MAX_CHAIN = 8
 _FETCHERS = 8
+_CACHED_MANIFESTS = 64
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,9 @@ class Repository:
     def __init__(self, store: Store, config: RepoConfig) -> None:
         self.store = store
         self.config = config
-        self._manifests: dict[str, Manifest] = {}
+        #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening
 
@@ -240,13 +256,25 @@ class Repository:
 
     def manifest(self, snapshot_id: str) -> Manifest:
         """The parsed, validated manifest of an exact id (cached)."""
-        if snapshot_id not in self._manifests:
-            try:
-                raw = self.store.get(layout.snapshot_key(snapshot_id))
-            except NotFoundError:
-                raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
-            self._manifests[snapshot_id] = self._parse(raw, snapshot_id)
-        return self._manifests[snapshot_id]
+        with self._cache_lock:
+            cached = self._manifests.get(snapshot_id)
+            if cached is not None:
+                self._manifests.move_to_end(snapshot_id)
+                return cached
+        try:
+            raw = self.store.get(layout.snapshot_key(snapshot_id))
+        except NotFoundError:
+            raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
+        m = self._parse(raw, snapshot_id)
+        self._remember(m)
+        return m
+
+    def _remember(self, m: Manifest) -> None:
+        with self._cache_lock:
+            self._manifests[m.id] = m
+            self._manifests.move_to_end(m.id)
+            while len(self._manifests) > _CACHED_MANIFESTS:
+                self._manifests.popitem(last=False)
 
     def get(self, ref: str) -> Manifest:
         return self.manifest(self.resolve(ref))
@@ -272,7 +300,8 @@ class Repository:
                 return ManifestScan(key, sid, None, exc)
 
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
-            yield from pool.map(load, keys)
+            for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
+                yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
 
     def list(self) -> list[SnapshotSummary]:
         """Every snapshot, oldest first; one whose manifest cannot be read is listed with its
@@ -302,11 +331,31 @@ class Repository:
                 ours = False
             if not ours:  # same 1/65536 s and 16 random bits: vanishingly rare
                 raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
-        self._manifests[m.id] = m
+        self._remember(m)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self.store.delete(layout.snapshot_key(snapshot_id))
-        self._manifests.pop(snapshot_id, None)
+        with self._cache_lock:
+            self._manifests.pop(snapshot_id, None)
+
+    def chunks(self, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
+        """The chunks of file ``f`` of snapshot ``m``: inline (format 1) or read from its
+        table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
+        if f.table is None:
+            return f.chunks
+        ref = f.table
+        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
+        try:
+            raw = self.read_frame(ref.frame())
+        except SnapshotError as exc:
+            raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+        try:
+            content = decompress(raw, ref.codec, ref.size)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{what}: {exc}") from exc
+        if digest(content) != ref.hash:
+            raise IntegrityError(f"{what} does not match its hash")
+        return parse_table(content, f, m.chunk_size, f"snapshot {m.id}")
 
     # ------------------------------------------------------------------ locks
 

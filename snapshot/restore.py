@@ -16,9 +16,8 @@ import os
 import shutil
 import sqlite3
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,27 +25,24 @@ from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
 from snapshot.chroma_db import open_readonly, schema_levels
-from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.consistency import Verification, known_migrations, unknown_schema, verify_dir
 from snapshot.create import chromadb_version
-from snapshot.errors import ChromaCheckError, IntegrityError, SnapshotError, UsageError
-from snapshot.fsync import fsync_path, sync_filesystem
-from snapshot.hashing import FileHasher
-from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
-from snapshot.packs import ChunkReader
+from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
+from snapshot.manifest import Chunk, Manifest, check_rel_path
+from snapshot.materialise import (
+    Local,
+    first_missing_frame,
+    index_local_file,
+    materialise,
+    repair,
+    sync_tree,
+)
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
 from snapshot.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.target import check_restore_target
 
 _WINDOW = 8
-
-
-@dataclass(frozen=True)
-class LocalChunk:
-    path: Path
-    offset: int
-    size: int
 
 
 @dataclass(frozen=True)
@@ -66,13 +62,13 @@ class RestoreSummary:
 
 @dataclass(frozen=True)
 class RestorePlan:
-    """A restore decided: the snapshot, the target, and where each chunk comes from (reused
-    from the target when ``local`` holds its hash, else read from the repository)."""
+    """A restore decided: which snapshot goes where. Each file's chunks come from the target
+    when it holds them, else from the repository (decided file by file as it is written);
+    ``summary`` (a dry run's survey) says how much that is."""
 
     manifest: Manifest
     target: Path
-    local: dict[str, LocalChunk]
-    summary: RestoreSummary
+    summary: RestoreSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -135,57 +131,18 @@ def check_consistency(built: Path, m: Manifest) -> tuple[Verification | None, li
     return v, notes
 
 
-def _inside(root: Path, rel: str) -> Path | None:
-    """``root/rel`` if it is a regular file reached without any symlink, else None."""
-    p = root
-    for part in rel.split("/"):
-        p = p / part
-        if p.is_symlink():
-            return None
-    return p if is_regular_file(p) else None
-
-
-def index_local(target: Path, m: Manifest) -> dict[str, LocalChunk]:
-    """hash -> where that chunk already lies in the target (same paths as the manifest)."""
-    found: dict[str, LocalChunk] = {}
-    if not target.is_dir() or target.is_symlink():
-        return found
-    # Final chunk contents, and the intermediate contents of delta chains: a target holding
-    # the parent's version of a chunk needs only the newer delta frames.
-    wanted = {fr.hash for f in m.files for c in f.chunks for fr in c.frames}
-    for f in m.files:
-        p = _inside(target, f.path)
-        if p is None:
-            continue
-        try:
-            for raw in ChunkedFile(p, m.chunk_size):
-                if raw.hash in wanted:
-                    found.setdefault(raw.hash, LocalChunk(p, raw.offset, len(raw.data)))
-        except OSError:
-            continue
-    return found
-
-
-def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
-    """Index of the first frame to read: past the deepest link of the chain the target holds."""
-    for i in range(len(chunk.frames) - 2, -1, -1):
-        if chunk.frames[i].hash in local:
-            return i + 1
-    return 0
-
-
-def plan_restore(m: Manifest, target: Path, local: dict[str, LocalChunk]) -> RestorePlan:
-    """Pure: how much of ``m`` the target already holds, and what must be read."""
+def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]]) -> RestoreSummary:
+    """Pure: how much of ``m`` the target already holds (per file: its chunks and what the
+    target holds of them), and what must be read."""
     cl = bl = cr = br = down = 0
-    for f in m.files:
-        for c in f.chunks:
+    for chunks, local in files:
+        for c in chunks:
             if c.hash in local:
                 cl, bl = cl + 1, bl + c.size
             else:
                 cr, br = cr + 1, br + c.size
                 down += sum(fr.length for fr in c.frames[first_missing_frame(c, local) :])
-    summary = RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
-    return RestorePlan(m, target, local, summary)
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
 
 
 def target_path(target: str | os.PathLike[str]) -> Path:
@@ -196,165 +153,25 @@ def target_path(target: str | os.PathLike[str]) -> Path:
     return Path(raw).expanduser().absolute()
 
 
-def prepare_restore(repo: Repository, ref: str, target: str | os.PathLike[str]) -> RestorePlan:
-    """Read and validate the snapshot, index what the target already holds, and plan."""
+def prepare_restore(
+    repo: Repository, ref: str, target: str | os.PathLike[str], *, survey: bool = True
+) -> RestorePlan:
+    """Read and validate the snapshot; with ``survey``, also read each file's chunk table
+    and index what the target holds of it (one file at a time) to say what a restore would
+    reuse and download."""
     path = target_path(target)
     m = repo.get(ref)
     for f in m.files:
         check_rel_path(f.path)
-    return plan_restore(m, path, index_local(path, m))
+    if not survey:
+        return RestorePlan(m, path)
 
-
-class _Fetcher:
-    def __init__(self, reader: ChunkReader, local: dict[str, LocalChunk]) -> None:
-        self.reader = reader
-        self.local = local
-        self.reused = self.fetched = self.bytes_reused = 0
-
-    def _read_local(self, h: str) -> bytes | None:
-        lc = self.local.get(h)
-        return None if lc is None else read_verified(lc.path, lc.offset, lc.size, h)
-
-    def get(self, chunk: Chunk) -> tuple[bytes, bool]:
-        data = self._read_local(chunk.hash)
-        if data is not None:
-            return data, True
-        start = first_missing_frame(chunk, self.local)
-        base = self._read_local(chunk.frames[start - 1].hash) if start else None
-        if base is None:
-            start = 0  # the local base vanished or changed since it was indexed
-        for frame in chunk.frames[start:]:
-            base = self.reader.decode(frame, base)  # checks every frame's hash, the last is the chunk's
-        assert base is not None
-        return base, False
-
-
-def _write_file(
-    root: Path, f: FileEntry, fetcher: _Fetcher, pool: ThreadPoolExecutor | None, reporter: Reporter
-) -> None:
-    dest = root / f.path
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(dest, flags, 0o600)
-    hasher = FileHasher()
-    written = 0
-    with os.fdopen(fd, "wb") as fh:
-        pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
-
-        def drain_one() -> None:
-            nonlocal written
-            chunk, fut = pending.popleft()
-            try:
-                data, was_local = fut.result()
-            except SnapshotError as exc:
-                raise type(exc)(f"{f.path}: {exc}") from exc
-            if len(data) != chunk.size:
-                raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
-            if was_local:
-                fetcher.reused += 1
-                fetcher.bytes_reused += len(data)
-            else:
-                fetcher.fetched += 1
-            fh.write(data)
-            hasher.update(data)
-            written += len(data)
-            reporter.advance(len(data))
-
-        own_pool = pool is None
-        pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
-        for chunk in f.chunks:
-            pending.append((chunk, pool.submit(fetcher.get, chunk)))
-            if len(pending) > _WINDOW:
-                drain_one()
-        while pending:
-            drain_one()
-        if own_pool:
-            pool.shutdown()
-        fh.flush()
-    if written != f.size or hasher.hexdigest() != f.hash:
-        raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
-    os.chmod(dest, f.mode & 0o777 or 0o644)
-
-
-def _sync_tree(root: Path, m: Manifest) -> None:
-    """Make every restored file and folder durable before the swap makes them the target: one
-    syncfs where the OS has it, else an fsync per file and folder in threads (run beside the
-    consistency checks)."""
-    if sync_filesystem(root):
-        return
-    dirs = {root} | {(root / f.path).parent for f in m.files}
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
-        list(pool.map(fsync_path, [root / f.path for f in m.files]))
-        list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
-
-
-def _materialise(
-    repo: Repository, m: Manifest, root: Path, local: dict[str, LocalChunk], reporter: Reporter
-) -> _Fetcher:
-    fetcher = _Fetcher(ChunkReader(repo), local)
-    reporter.phase("restore", sum(f.size for f in m.files))
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
+    def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
         for f in m.files:
-            _write_file(root, f, fetcher, pool, reporter)
-            hooks.point("restore.file-written")
-    return fetcher
+            chunks = repo.chunks(m, f)
+            yield chunks, index_local_file(path, f, chunks, m.chunk_size)
 
-
-def repair(root: Path, m: Manifest, fetcher: _Fetcher, reporter: Reporter) -> int:
-    """Bring ``root`` back to exactly the snapshot after chromadb opened it: files it added
-    are removed, chunks it rewrote are restored, and every file hash is verified again.
-    Returns how many chunks had to be restored."""
-    wanted = {f.path: f for f in m.files}
-    parents = {"/".join(p.split("/")[:k]) for p in wanted for k in range(1, p.count("/") + 1)}
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames + dirnames:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if rel not in wanted and rel not in parents:
-                if full.is_dir() and not full.is_symlink():
-                    shutil.rmtree(full)
-                else:
-                    full.unlink()
-    fixed = 0
-    for f in m.files:
-        dest = root / f.path
-        if not dest.is_file() or dest.is_symlink():
-            dest.unlink(missing_ok=True)
-            _write_file(root, f, fetcher, None, reporter)
-            fsync_path(dest)
-            fixed += len(f.chunks)
-            continue
-        fixed += _repair_file(dest, f, fetcher)
-    # Removals durable before the swap: a journal chromadb left behind that came back after a
-    # crash would be rolled into the restored database. (File contents were synced already.)
-    for d in sorted({root} | {(root / f.path).parent for f in m.files}, key=lambda d: -len(d.parts)):
-        fsync_path(d)
-    return fixed
-
-
-def _repair_file(dest: Path, f: FileEntry, fetcher: _Fetcher) -> int:
-    fixed = 0
-    hasher = FileHasher()
-    with open(dest, "r+b") as fh:
-        offset = 0
-        for chunk in f.chunks:
-            data = read_verified(dest, offset, chunk.size, chunk.hash)
-            if data is None:
-                data, _ = fetcher.get(chunk)
-                fh.seek(offset)
-                fh.write(data)
-                fixed += 1
-            hasher.update(data)
-            offset += chunk.size
-        grown = os.fstat(fh.fileno()).st_size != f.size
-        fh.truncate(f.size)
-        fh.flush()
-        if fixed or grown:
-            os.fsync(fh.fileno())
-    if hasher.hexdigest() != f.hash:
-        raise IntegrityError(f"{f.path}: could not restore the file after Chroma opened it")
-    os.chmod(dest, f.mode & 0o777 or 0o644)
-    return fixed
+    return RestorePlan(m, path, summarise(m, per_file()))
 
 
 def _dir_mode(target: Path) -> int:
@@ -393,7 +210,7 @@ def restore_snapshot(
     """Plan a restore of snapshot ``ref`` into ``target`` and execute it."""
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
-    plan = prepare_restore(repo, ref, target)
+    plan = prepare_restore(repo, ref, target, survey=False)
     result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
                              reporter=reporter)
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
@@ -442,15 +259,15 @@ def execute_restore(
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if chroma_check and m.file("chroma.sqlite3") is not None else None
         try:
-            fetcher = _materialise(repo, m, built, plan.local, reporter)
+            fetcher = materialise(repo, m, built, target, reporter)
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
-                synced = bg.submit(_sync_tree, built, m)
+                synced = bg.submit(sync_tree, built, m)
                 warnings, passed = _check(built, m, strict, reporter)
                 if checker is not None:
                     checked = checker.run(m)
                 synced.result()
             if checker is not None:
-                repaired = repair(built, m, fetcher, reporter)  # fsyncs what it rewrites
+                repaired = repair(repo, built, m, fetcher, reporter)  # fsyncs what it rewrites
             hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
             swap_into_place(built, target)

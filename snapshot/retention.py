@@ -151,11 +151,8 @@ def parse_time(created_at: str, snapshot_id: str) -> datetime:
     return t.astimezone(timezone.utc)
 
 
-def snapshot_times(manifests: Sequence[Manifest]) -> list[SnapshotTime]:
-    return [
-        SnapshotTime(m.id, parse_time(m.created_at, m.id), m.tags, m.source_host, m.source_path)
-        for m in manifests
-    ]
+def snapshot_time(m: Manifest) -> SnapshotTime:
+    return SnapshotTime(m.id, parse_time(m.created_at, m.id), m.tags, m.source_host, m.source_path)
 
 
 def _iso_week(t: datetime) -> str:

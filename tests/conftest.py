@@ -48,6 +48,13 @@ def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
     return sid
 
 
+def show_files(repo: Path | str, ref: str = "latest") -> list[dict[str, Any]]:
+    """``show REF --files --json``: every file of a snapshot with its chunks (one JSON per line)."""
+    res = run_cli("--repo", str(repo), "show", ref, "--files", "--json")
+    assert res.code == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
 @pytest.fixture(autouse=True)
 def _private_base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own base cache instead of ~/.cache/chroma-snapshot."""

@@ -13,7 +13,7 @@ from snapshot.compression import compress, decompress
 from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
 from snapshot.hashing import digest
 from snapshot.ids import SNAPSHOT_ID, new_snapshot_id
-from snapshot.manifest import FORMAT_VERSION, check_rel_path, parse_manifest
+from snapshot.manifest import check_rel_path, parse_manifest
 from snapshot.packs import ChunkReader, PackWriter
 from snapshot.repository import Repository
 
@@ -23,7 +23,7 @@ H = "0" * 32
 def _manifest(**over):
     frame = {"object": "a" * 32, "offset": 0, "length": 10, "codec": "zstd", "size": 5, "hash": H}
     m = {
-        "format_version": FORMAT_VERSION, "id": "20261128T015012-1a2b3c4d", "parent": None,
+        "format_version": 1, "id": "20261128T015012-1a2b3c4d", "parent": None,
         "created_at": "2026-11-28T01:50:12Z", "tool_version": "0.1.0", "chromadb_version": "1.5.9",
         "source_path": "/x", "source_host": "h", "tags": [], "message": "", "chunk_size": 4096,
         "files": [{"path": "chroma.sqlite3", "size": 5, "mode": 420, "hash": H, "role": "db",
@@ -43,7 +43,7 @@ def test_valid_manifest_parses():
 @pytest.mark.parametrize(
     "change, error",
     [
-        ({"format_version": 2}, FormatVersionError),
+        ({"format_version": 3}, FormatVersionError),
         ({"id": "nope"}, IntegrityError),
         ({"chunk_size": 12}, IntegrityError),
         ({"tags": [1]}, IntegrityError),

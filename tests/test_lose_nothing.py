@@ -166,7 +166,7 @@ def test_prune_keeps_the_newest_of_every_source_by_default(
 
 def test_check_read_data_verifies_file_hashes_and_chunk_order(chroma_dir: Path, repo_path: Path) -> None:
     grow(chroma_dir, "docs", 2000, seed=8)  # chroma.sqlite3 spans several chunks
-    sid = create_snapshot(repo_path, chroma_dir)
+    sid = _create_v1(repo_path, chroma_dir)  # chunk order and file hash in the manifest itself
     m = json.loads(_manifest_file(repo_path, sid).read_text())
     db = next(i for i, f in enumerate(m["files"]) if f["path"] == "chroma.sqlite3")
     assert len(m["files"][db]["chunks"]) >= 3
@@ -244,14 +244,25 @@ print(",".join(out))
 def test_huge_numbers_in_a_manifest_are_integrity_errors(
     chroma_dir: Path, repo_path: Path, tmp_path: Path, field: str, value: int
 ) -> None:
-    sid = create_snapshot(repo_path, chroma_dir)
-    _edit_manifest(repo_path, sid, lambda d: d["files"][0]["chunks"][0]["frames"][0].update({field: value}))
-    for args in (("restore", sid, tmp_path / "t"), ("restore", sid, tmp_path / "t", "--dry-run"),
-                 ("diff", sid, sid), ("show", sid)):
-        _one_line_error(run_cli("--repo", repo_path, *args), 4)
-    _edit_manifest(repo_path, sid, lambda d: d.update(chunk_size=2**70))
-    _one_line_error(run_cli("--repo", repo_path, "restore", sid, tmp_path / "t"), 4)
+    v1 = _create_v1(repo_path, chroma_dir)  # chunk lists inline
+    sid = create_snapshot(repo_path, chroma_dir)  # a reference to each file's chunk table
+    _edit_manifest(repo_path, v1, lambda d: d["files"][0]["chunks"][0]["frames"][0].update({field: value}))
+    _edit_manifest(repo_path, sid, lambda d: d["files"][0]["table"].update({field: value}))
+    for snap in (v1, sid):
+        for args in (("restore", snap, tmp_path / "t"), ("restore", snap, tmp_path / "t", "--dry-run"),
+                     ("diff", snap, snap), ("show", snap)):
+            _one_line_error(run_cli("--repo", repo_path, *args), 4)
+        _edit_manifest(repo_path, snap, lambda d: d.update(chunk_size=2**70))
+        _one_line_error(run_cli("--repo", repo_path, "restore", snap, tmp_path / "t"), 4)
     assert not (tmp_path / "t").exists()
+
+
+def _create_v1(repo: Path, source: Path) -> str:
+    """A snapshot as chroma-snapshot 0.1 wrote it (format 1: chunk lists inline)."""
+    from snapshot import Repository
+    from snapshot import create_snapshot as create
+
+    return create(Repository.open(repo, create=True), source, format_version=1).id
 
 
 def test_deeply_nested_json_is_refused_by_every_command(chroma_dir: Path, repo_path: Path, tmp_path: Path):

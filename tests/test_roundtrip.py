@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import counts, grow, sqlite_payload, tree_digest
+from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
 
@@ -92,7 +93,7 @@ def test_manifest_records_what_design_requires(cli, chroma_dir: Path, repo_path:
     m = shown.json()
     raw = json.loads((repo_path / "snapshots" / f"{sid}.json").read_text())
     assert m == raw
-    assert m["format_version"] == 1 and m["id"] == sid and m["parent"] is None
+    assert m["format_version"] == 2 and m["id"] == sid and m["parent"] is None
     for key in ("created_at", "tool_version", "chromadb_version", "source_path", "source_host", "tags",
                 "message", "chunk_size", "files", "collections", "totals"):
         assert key in m
@@ -103,9 +104,14 @@ def test_manifest_records_what_design_requires(cli, chroma_dir: Path, repo_path:
         for seg in col["segments"]:
             assert {f"{seg}/header.bin", f"{seg}/data_level0.bin", f"{seg}/index_metadata.pickle"} <= paths
     f = m["files"][0]
-    assert {"path", "size", "mode", "hash", "chunks", "role"} <= set(f)
-    frame = f["chunks"][0]["frames"][0]
+    assert {"path", "size", "mode", "hash", "role", "table", "chunk_count"} <= set(f)
+    assert {"object", "offset", "length", "codec", "size", "hash"} <= set(f["table"])
+    assert len(text := (repo_path / "snapshots" / f"{sid}.json").read_text()) <= 4096 + 300 * len(m["files"])
+    files = show_files(repo_path, sid)
+    assert [x["path"] for x in files] == [x["path"] for x in m["files"]]
+    frame = files[0]["chunks"][0]["frames"][0]
     assert {"object", "offset", "length", "codec", "size", "hash"} <= set(frame)
+    assert sum(c["size"] for c in files[0]["chunks"]) == files[0]["size"]
     # plain JSON with sorted keys
     text = (repo_path / "snapshots" / f"{sid}.json").read_text()
     assert text == json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -127,8 +133,9 @@ def test_unchanged_segment_folder_costs_nothing(cli, chroma_dir: Path, repo_path
 def test_codecs_round_trip(cli, codec: str, chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
     r = cli("--repo", repo_path, "create", chroma_dir, "--codec", codec, "--level", "1", "--json")
     assert r.code == 0, r.stderr
-    m = cli("--repo", repo_path, "show", "latest", "--json").json()
-    assert {fr["codec"] for f in m["files"] for c in f["chunks"] for fr in c["frames"]} == {codec}
+    files = show_files(repo_path)
+    assert {fr["codec"] for f in files for c in f["chunks"] for fr in c["frames"]} == {codec}
+    assert {f["table"]["codec"] for f in files} == {codec}
     out = cli("--repo", repo_path, "restore", "latest", tmp_path / "o", "--skip-chroma-check")
     assert out.code == 0, out.stderr
     assert tree_digest(tmp_path / "o") == tree_digest(chroma_dir)
@@ -138,11 +145,11 @@ def test_gzip_packs_decompress_with_plain_gzip(cli, chroma_dir: Path, repo_path:
     import gzip
 
     assert cli("--repo", repo_path, "create", chroma_dir, "--codec", "gzip").code == 0
-    m = cli("--repo", repo_path, "show", "latest", "--json").json()
+    files = show_files(repo_path)
     packs = {p.name: p.read_bytes() for p in (repo_path / "data").rglob("*") if p.is_file()}
-    for p in packs.values():  # a whole pack is a multi-member gzip file
+    for p in packs.values():  # a whole pack (chunk tables too) is a multi-member gzip file
         gzip.decompress(p)
-    for f in m["files"]:
+    for f in files:
         source = (chroma_dir / f["path"]).read_bytes()
         rebuilt = b""
         for c in f["chunks"]:
@@ -171,7 +178,8 @@ def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_p
               "--json").json()
     # only the new delta frames are read: the target holds every base
     assert res["bytes_downloaded"] == p["bytes_to_download"] <= second["bytes_new"]
-    again = cli("--repo", repo_path, "restore", "latest", target, "--force", "--json", "--chroma-check").json()
+    again = cli("--repo", repo_path, "restore", "latest", target, "--force", "--json",
+                "--chroma-check").json()
     assert again["chroma_checked"] == {"docs": 3040, "notes": 1000}
     assert again["bytes_reused"] == again["bytes_total"]
     # chromadb rewrites a page or two of chroma.sqlite3 when the check opens it; those chunks

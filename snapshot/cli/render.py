@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -18,7 +18,7 @@ from snapshot.errors import SnapshotError
 from snapshot.ids import id_time
 from snapshot.manifest import Manifest
 from snapshot.prune import PruneResult
-from snapshot.repository import SnapshotSummary
+from snapshot.repository import Repository, SnapshotSummary
 from snapshot.restore import RestoreResult, RestoreSummary
 
 
@@ -148,9 +148,25 @@ def render_show(m: Manifest) -> list[str]:
         table([[c.name, str(c.records), str(c.dimension or "-"), ",".join(c.segments) or "-"]
                for c in m.collections], ["COLLECTION", "RECORDS", "DIM", "SEGMENTS"]),
         "",
-        table([[f.path, human_bytes(f.size), f.role, str(len(f.chunks)), f.hash] for f in m.files],
+        table([[f.path, human_bytes(f.size), f.role, str(f.chunk_count), f.hash] for f in m.files],
               ["FILE", "SIZE", "ROLE", "CHUNKS", "XXH3-128"]),
     ]
+
+
+def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
+    """Every file of ``m`` with its chunks, one file's chunk table read at a time: JSON lines
+    (the file entry with ``chunks`` filled in), or a line per file and per chunk."""
+    for f in m.files:
+        chunks = repo.chunks(m, f)
+        if as_json:
+            entry = to_jsonable(dataclasses.replace(f, chunks=chunks))
+            yield json.dumps(entry, sort_keys=True, ensure_ascii=False)
+            continue
+        yield f"{f.path}  {human_bytes(f.size)}  {f.role}  {f.hash}  {len(chunks)} chunk(s)"
+        for i, c in enumerate(chunks):
+            kind = "full" if len(c.frames) == 1 else f"delta chain of {len(c.frames)}"
+            stored = sum(fr.length for fr in c.frames)
+            yield f"  [{i}] {c.hash}  {human_bytes(c.size)} in {kind}, {human_bytes(stored)} stored"
 
 
 def render_restore_plan(p: RestoreSummary) -> list[str]:

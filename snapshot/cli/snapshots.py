@@ -11,6 +11,7 @@ from snapshot.cli.render import (
     CliReporter,
     emit,
     render_create,
+    render_files,
     render_list,
     render_restore,
     render_restore_plan,
@@ -87,16 +88,27 @@ def list_(as_json: bool) -> None:
 
 @click.command()
 @click.argument("snapshot_ref", metavar="ID")
+@click.option("--files", "with_files", is_flag=True,
+              help="List every file with its chunks and frames (reads each file's chunk table).")
 @repo_options
 @json_option
-def show(snapshot_ref: str, as_json: bool) -> None:
+def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
     """Show one snapshot: ID is a full id, a unique prefix or `latest`.
+
+    `--json` prints the snapshot's root manifest as stored; `--files --json` prints its files
+    with their chunk tables, one JSON object per line.
 
     \b
     Example:
       chroma-snapshot show latest --json
+      chroma-snapshot show latest --files --json | head
     """
-    m = open_repo().get(snapshot_ref)
+    repo = open_repo()
+    m = repo.get(snapshot_ref)
+    if with_files:
+        for line in render_files(repo, m, as_json):
+            click.echo(line)
+        return
     emit(manifest_to_dict(m) if as_json else m, as_json, render_show)
 
 

@@ -1,0 +1,235 @@
+"""Writing a snapshot's files into a fresh directory, chunk by chunk, every chunk and file
+hash checked; reusing what the restore target already holds (re-hydration); and repairing the
+result after chromadb opened it (``restore --chroma-check``).
+
+One file's chunk table is held at a time: its chunks are read from the repository (or the
+target) in a bounded window, decoded on a thread pool (zstd releases the GIL) and written in
+order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapshot import hooks
+from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
+from snapshot.errors import IntegrityError, SnapshotError
+from snapshot.fsync import fsync_path, sync_filesystem
+from snapshot.hashing import FileHasher
+from snapshot.manifest import Chunk, FileEntry, Manifest
+from snapshot.packs import ChunkReader
+from snapshot.progress import Reporter
+from snapshot.repository import Repository
+
+_WINDOW = 8
+
+#: hash -> where that content already lies in the restore target
+Local = dict[str, "LocalChunk"]
+
+
+@dataclass(frozen=True)
+class LocalChunk:
+    path: Path
+    offset: int
+    size: int
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root/rel`` if it is a regular file reached without any symlink, else None."""
+    p = root
+    for part in rel.split("/"):
+        p = p / part
+        if p.is_symlink():
+            return None
+    return p if is_regular_file(p) else None
+
+
+def index_local_file(target: Path, f: FileEntry, chunks: Sequence[Chunk], chunk_size: int) -> Local:
+    """What the target's copy of ``f`` already holds of ``chunks``: final chunk contents, and
+    the intermediate contents of delta chains (a target holding the parent's version of a
+    chunk needs only the newer delta frames)."""
+    found: Local = {}
+    if not target.is_dir() or target.is_symlink():
+        return found
+    p = _inside(target, f.path)
+    if p is None:
+        return found
+    wanted = {fr.hash for c in chunks for fr in c.frames}
+    try:
+        for raw in ChunkedFile(p, chunk_size):
+            if raw.hash in wanted:
+                found.setdefault(raw.hash, LocalChunk(p, raw.offset, len(raw.data)))
+    except OSError:
+        return {}
+    return found
+
+
+def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
+    """Index of the first frame to read: past the deepest link of the chain the target holds."""
+    for i in range(len(chunk.frames) - 2, -1, -1):
+        if chunk.frames[i].hash in local:
+            return i + 1
+    return 0
+
+
+class Fetcher:
+    """Gets chunk contents: from the target when it holds them, else from the repository."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self.reader = reader
+        self.reused = self.fetched = self.bytes_reused = 0
+
+    @staticmethod
+    def _read_local(local: Local, h: str) -> bytes | None:
+        lc = local.get(h)
+        return None if lc is None else read_verified(lc.path, lc.offset, lc.size, h)
+
+    def get(self, chunk: Chunk, local: Local) -> tuple[bytes, bool]:
+        data = self._read_local(local, chunk.hash)
+        if data is not None:
+            return data, True
+        start = first_missing_frame(chunk, local)
+        base = self._read_local(local, chunk.frames[start - 1].hash) if start else None
+        if base is None:
+            start = 0  # the local base vanished or changed since it was indexed
+        for frame in chunk.frames[start:]:
+            base = self.reader.decode(frame, base)  # checks every frame's hash, the last is the chunk's
+        assert base is not None
+        return base, False
+
+
+def write_file(
+    root: Path, f: FileEntry, chunks: Sequence[Chunk], local: Local, fetcher: Fetcher,
+    pool: ThreadPoolExecutor | None, reporter: Reporter,
+) -> None:
+    dest = root / f.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(dest, flags, 0o600)
+    hasher = FileHasher()
+    written = 0
+    with os.fdopen(fd, "wb") as fh:
+        pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
+
+        def drain_one() -> None:
+            nonlocal written
+            chunk, fut = pending.popleft()
+            try:
+                data, was_local = fut.result()
+            except SnapshotError as exc:
+                raise type(exc)(f"{f.path}: {exc}") from exc
+            if len(data) != chunk.size:
+                raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
+            if was_local:
+                fetcher.reused += 1
+                fetcher.bytes_reused += len(data)
+            else:
+                fetcher.fetched += 1
+            fh.write(data)
+            hasher.update(data)
+            written += len(data)
+            reporter.advance(len(data))
+
+        own_pool = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
+        for chunk in chunks:
+            pending.append((chunk, pool.submit(fetcher.get, chunk, local)))
+            if len(pending) > _WINDOW:
+                drain_one()
+        while pending:
+            drain_one()
+        if own_pool:
+            pool.shutdown()
+        fh.flush()
+    if written != f.size or hasher.hexdigest() != f.hash:
+        raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
+    os.chmod(dest, f.mode & 0o777 or 0o644)
+
+
+def sync_tree(root: Path, m: Manifest) -> None:
+    """Make every restored file and folder durable before the swap makes them the target: one
+    syncfs where the OS has it, else an fsync per file and folder in threads (run beside the
+    consistency checks)."""
+    if sync_filesystem(root):
+        return
+    dirs = {root} | {(root / f.path).parent for f in m.files}
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
+        list(pool.map(fsync_path, [root / f.path for f in m.files]))
+        list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
+
+
+def materialise(repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter) -> Fetcher:
+    """Write every file of ``m`` under ``root``, reusing what ``target`` holds."""
+    fetcher = Fetcher(ChunkReader(repo))
+    reporter.phase("restore", sum(f.size for f in m.files))
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
+        for f in m.files:
+            chunks = repo.chunks(m, f)
+            local = index_local_file(target, f, chunks, m.chunk_size)
+            write_file(root, f, chunks, local, fetcher, pool, reporter)
+            hooks.point("restore.file-written")
+    return fetcher
+
+
+def repair(repo: Repository, root: Path, m: Manifest, fetcher: Fetcher, reporter: Reporter) -> int:
+    """Bring ``root`` back to exactly the snapshot after chromadb opened it: files it added
+    are removed, chunks it rewrote are restored, and every file hash is verified again.
+    Returns how many chunks had to be restored."""
+    wanted = {f.path: f for f in m.files}
+    parents = {"/".join(p.split("/")[:k]) for p in wanted for k in range(1, p.count("/") + 1)}
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if rel not in wanted and rel not in parents:
+                if full.is_dir() and not full.is_symlink():
+                    shutil.rmtree(full)
+                else:
+                    full.unlink()
+    fixed = 0
+    for f in m.files:
+        dest = root / f.path
+        chunks = repo.chunks(m, f)
+        if not dest.is_file() or dest.is_symlink():
+            dest.unlink(missing_ok=True)
+            write_file(root, f, chunks, {}, fetcher, None, reporter)
+            fsync_path(dest)
+            fixed += len(chunks)
+            continue
+        fixed += _repair_file(dest, f, chunks, fetcher)
+    # Removals durable before the swap: a journal chromadb left behind that came back after a
+    # crash would be rolled into the restored database. (File contents were synced already.)
+    for d in sorted({root} | {(root / f.path).parent for f in m.files}, key=lambda d: -len(d.parts)):
+        fsync_path(d)
+    return fixed
+
+
+def _repair_file(dest: Path, f: FileEntry, chunks: Sequence[Chunk], fetcher: Fetcher) -> int:
+    fixed = 0
+    hasher = FileHasher()
+    with open(dest, "r+b") as fh:
+        offset = 0
+        for chunk in chunks:
+            data = read_verified(dest, offset, chunk.size, chunk.hash)
+            if data is None:
+                data, _ = fetcher.get(chunk, {})
+                fh.seek(offset)
+                fh.write(data)
+                fixed += 1
+            hasher.update(data)
+            offset += chunk.size
+        grown = os.fstat(fh.fileno()).st_size != f.size
+        fh.truncate(f.size)
+        fh.flush()
+        if fixed or grown:
+            os.fsync(fh.fileno())
+    if hasher.hexdigest() != f.hash:
+        raise IntegrityError(f"{f.path}: could not restore the file after Chroma opened it")
+    os.chmod(dest, f.mode & 0o777 or 0o644)
+    return fixed
