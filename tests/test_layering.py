@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "snapshot"
 #: Modules that act on a repository; they must go through Repository for every read and write.
-OPERATIONS = ("create", "restore", "diff", "prune", "check", "packs", "basecache")
+OPERATIONS = ("create", "builder", "restore", "materialise", "diff", "prune", "check", "packs", "basecache")
 
 
 def _module_name(path: Path) -> str:
