@@ -48,6 +48,20 @@ def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
     return sid
 
 
+def exchange_supported(where: Path) -> bool:
+    """Whether this filesystem swaps two directories atomically (renameat2 RENAME_EXCHANGE)."""
+    from snapshot import swap
+
+    a, b = where / "probe-a", where / "probe-b"
+    a.mkdir()
+    b.mkdir()
+    try:
+        return swap.exchange(a, b)
+    finally:
+        a.rmdir()
+        b.rmdir()
+
+
 def show_files(repo: Path | str, ref: str = "latest") -> list[dict[str, Any]]:
     """``show REF --files --json``: every file of a snapshot with its chunks (one JSON per line)."""
     res = run_cli("--repo", str(repo), "show", ref, "--files", "--json")

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from chroma_helpers import grow, tree_digest
-from conftest import run_cli
+from conftest import exchange_supported, run_cli
 
 from snapshot import hooks
 
@@ -415,19 +415,6 @@ RESTORE_CASES = [
     ("missing", "swap.new-renamed", None, "new"),
 ]
 JOURNALLED = {"swap.journal-written", "swap.exchanged", "swap.old-renamed", "swap.new-renamed", "swap.synced"}
-
-
-def exchange_supported(where: Path) -> bool:
-    from snapshot import swap
-
-    a, b = where / "probe-a", where / "probe-b"
-    a.mkdir()
-    b.mkdir()
-    try:
-        return swap.exchange(a, b)
-    finally:
-        a.rmdir()
-        b.rmdir()
 
 
 def target_state(target: Path, base: RestoreBase) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import exchange_supported
 
 from snapshot import hooks, swap, tempdirs
 from snapshot.errors import TargetError
@@ -85,17 +86,6 @@ def kill_child_at(target: Path, step: str, *, no_exchange: bool = False) -> None
     env = child_env(**{hooks.KILL_ENV: f"swap.{step}"}, **({"NO_EXCHANGE": "1"} if no_exchange else {}))
     proc = subprocess.run(child_args(target), env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-
-
-def exchange_supported(tmp_path: Path) -> bool:
-    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
-    a.mkdir()
-    b.mkdir()
-    try:
-        return swap.exchange(a, b)
-    finally:
-        a.rmdir()
-        b.rmdir()
 
 
 @pytest.fixture
