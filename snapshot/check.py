@@ -128,9 +128,11 @@ class _Checker:
         self.problems.setdefault((p.kind, p.snapshot, p.path, p.object), p)
 
     def check_config(self) -> None:
-        trouble = self.repo.verify_config()
-        if trouble:
-            self.problem(Problem("config", trouble))
+        try:
+            self.repo.verify_config()
+        except SnapshotError as exc:
+            kind = "storage" if isinstance(exc, StorageError) else "config"
+            self.problem(Problem(kind, f"repository config: {exc}"))
 
     def load_manifests(self) -> int:
         count = 0

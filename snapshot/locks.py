@@ -52,7 +52,7 @@ from types import TracebackType
 from typing import Any
 
 from snapshot import layout
-from snapshot.errors import IntegrityError, LockedError, NotFoundError, SnapshotError
+from snapshot.errors import IntegrityError, LockedError, NotFoundError, SnapshotError, StorageError
 from snapshot.storage.base import ObjectInfo, Store
 
 SHARED = "shared"
@@ -400,8 +400,8 @@ class RepositoryLock:
             raise LockedError(f"{what}: it was already released")
         if lost is not None:
             raise LockedError(f"{what}: {lost}; run the command again")
-        if error is not None:
-            raise LockedError(f"{what}: it could not be refreshed: {error}")
+        if error is not None:  # the store failed, not the protocol: a storage error (exit 5)
+            raise StorageError(f"could not confirm the repository lock ({self._info.describe()}): {error}")
 
     def release(self) -> None:
         """Stop refreshing and delete our lock object. Idempotent, and fine after a loss."""

@@ -196,13 +196,10 @@ class Repository:
         """The repository's folder when it is on this machine (restore must not overwrite it)."""
         return self.store.root if isinstance(self.store, LocalStore) else None
 
-    def verify_config(self) -> str | None:
-        """Re-read the stored config; what is wrong with it, or None."""
-        try:
-            parse_config(self.store.get(layout.CONFIG_KEY))
-        except SnapshotError as exc:
-            return f"repository config: {exc}"
-        return None
+    def verify_config(self) -> None:
+        """Re-read and validate the stored config: raises what is wrong with it (a
+        StorageError when it could not be read at all)."""
+        parse_config(self.store.get(layout.CONFIG_KEY))
 
     @contextmanager
     def measure(self) -> Iterator[Measurement]:

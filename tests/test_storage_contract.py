@@ -497,7 +497,7 @@ def _translate(exc: BaseException, **kwargs: Any) -> SnapshotError:
         (_client_error("NoSuchKey", 404), {}, NotFoundError, "config.json"),
         (_client_error("PreconditionFailed", 412), {"create_only": True}, AlreadyExistsError, "exists"),
         (_client_error("InvalidRange", 416), {}, IntegrityError, "range"),
-        (IncompleteReadError(actual_bytes=3, expected_bytes=9), {}, IntegrityError, "shorter"),
+        (IncompleteReadError(actual_bytes=3, expected_bytes=9), {}, StorageError, "truncated"),
         (NoCredentialsError(), {}, CredentialsError, "AWS_ACCESS_KEY_ID"),
         (
             EndpointConnectionError(endpoint_url="http://u:pw@minio.local:9000/bkt"),

@@ -108,4 +108,6 @@ class StoreOptions:
     max_concurrency: int = 8
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
-    max_attempts: int = 5
+    #: Tries per request, botocore's and our own for bodies cut off mid-read (a restore must
+    #: finish on a network that drops 5-10% of responses).
+    max_attempts: int = 10

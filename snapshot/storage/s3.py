@@ -19,6 +19,8 @@ response cut to zero bytes (which would parse as an empty listing). So :meth:`S3
 ``max_attempts`` times with jittered exponential backoff, and a short non-streaming body is
 turned into a 500 for botocore's own retries. A response that never arrives whole is a
 :class:`StorageError`; :class:`IntegrityError` is kept for an object S3 says is too short.
+A create-only put whose outcome is unknown (an attempt's response lost, then a 412 or an
+error) succeeds if the key holds exactly our bytes: such keys are unique to their writer.
 """
 
 from __future__ import annotations
