@@ -41,6 +41,7 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
 def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
     """Collections, their vector segment folders and record counts, as Chroma stores them."""
     rows = conn.execute("SELECT id, name, dimension FROM collections ORDER BY name").fetchall()
+    queue = Queue(conn, min_segment_seq(conn))  # one pass over the queue for every collection
     out = []
     for cid, name, dim in rows:
         segs = conn.execute(
@@ -48,7 +49,7 @@ def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
         ).fetchall()
         vector = tuple(s for s, scope in segs if scope == "VECTOR")
         metadata = [s for s, scope in segs if scope == "METADATA"]
-        records = sum(_records(conn, cid, seg) for seg in metadata)
+        records = sum(metadata_ids(conn, cid, seg, queue)[0] for seg in metadata)
         out.append(
             CollectionInfo(
                 name=name,
@@ -105,11 +106,6 @@ class Queue:
         return ((op, rid) for seq, op, rid in self._by_collection.get(collection, ()) if seq > after)
 
 
-def pending_ops(conn: sqlite3.Connection, collection: str, after: int) -> Iterator[tuple[int, str]]:
-    """The queue entries of one collection past ``after`` (see :class:`Queue`)."""
-    return Queue(conn, after).ops(collection, after)
-
-
 def min_segment_seq(conn: sqlite3.Connection) -> int:
     """The lowest seq id any segment has applied (segments without a row count as 0)."""
     if "max_seq_id" not in table_names(conn):
@@ -140,9 +136,7 @@ def id_digest(rid: str) -> int:
     return xxhash.xxh3_64_intdigest(rid.encode("utf-8", "surrogatepass"))
 
 
-def metadata_ids(
-    conn: sqlite3.Connection, collection: str, segment: str, queue: Queue | None = None
-) -> tuple[int, int]:
+def metadata_ids(conn: sqlite3.Connection, collection: str, segment: str, queue: Queue) -> tuple[int, int]:
     """(count, order-free digest of the ids) of the records Chroma will report once it opens
     this database: the metadata segment's rows plus the queue entries it has not applied yet
     (Chroma commits a write to the queue before it applies it, and replays on opening)."""
@@ -158,15 +152,11 @@ def metadata_ids(
         return row is not None
 
     seen = segment_seq(conn, segment)
-    ops = queue.ops(collection, seen) if queue is not None else pending_ops(conn, collection, seen)
+    ops = queue.ops(collection, seen)
     for rid, sign in replay(present, ops):
         count += sign
         digest = (digest + sign * id_digest(rid)) & _MASK
     return count, digest
-
-
-def _records(conn: sqlite3.Connection, collection: str, segment: str) -> int:
-    return metadata_ids(conn, collection, segment)[0]
 
 
 @dataclass(frozen=True)
