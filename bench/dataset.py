@@ -4,15 +4,20 @@ Run as a script so that chromadb lives in a child process that exits (and so flu
 every file) before a backup tool reads the directory::
 
     python bench/dataset.py build PATH --records N
+    python bench/dataset.py build PATH --collections C --records N    # C tenants x N records
     python bench/dataset.py insert|update|delete PATH --records N
     python bench/dataset.py counts PATH
 
-Each prints one JSON object on stdout. Everything is a pure function of N and the seed, so the
-counts a restore must show can be computed without opening the DB (``expected_counts``).
+Each prints one JSON object on stdout. Everything is a pure function of N (and C) and the
+seed, so the counts a restore must show can be computed without opening the DB
+(``expected_counts``, ``tenant_counts``).
 
 The data imitates a RAG store: 384-dim unit-normalised float32 embeddings (the size of
 all-MiniLM-L6-v2), ~300-character chunks of text, a few metadata fields, two collections split
 90% / 10%. Chroma's default embedding function needs the internet, so embeddings are explicit.
+With ``--collections C`` it imitates a multi-tenant store instead: C collections
+``tenant-0000``... of N records each, the same kind of records; tenant k's records do not
+depend on C, so a 1-collection DB holds exactly the first collection of a 500-collection one.
 """
 
 from __future__ import annotations
@@ -154,6 +159,23 @@ def build(path: Path, n: int) -> dict[str, Any]:
     return {"counts": split(n), "batch_size": batch, "seconds": round(time.monotonic() - started, 3)}
 
 
+def tenant_counts(collections: int, per_collection: int) -> dict[str, int]:
+    """The multi-tenant layout: collection name -> records."""
+    return {f"tenant-{k:04d}": per_collection for k in range(collections)}
+
+
+def build_tenants(path: Path, collections: int, per_collection: int) -> dict[str, Any]:
+    started = time.monotonic()
+    layout = tenant_counts(collections, per_collection)
+    with client(path) as c:
+        batch = c.get_max_batch_size()
+        for k, (name, count) in enumerate(layout.items()):
+            col = c.get_or_create_collection(name, embedding_function=None,
+                                             metadata={"hnsw:space": "cosine"})
+            _add(col, [f"{name}-{i}" for i in range(count)], _rng(4, k), 0, name, batch)
+    return {"counts": layout, "batch_size": batch, "seconds": round(time.monotonic() - started, 3)}
+
+
 def _sample_base_ids(name: str, count: int, k: int, salt: int) -> list[str]:
     picks = _rng(3, salt).choice(count, size=min(k, count), replace=False)
     return [f"{name}-{int(i)}" for i in sorted(picks)]
@@ -197,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("build", "counts", *CHANGES))
     ap.add_argument("path", type=Path)
-    ap.add_argument("--records", type=int, default=0)
+    ap.add_argument("--records", type=int, default=0, help="records (per collection with --collections)")
+    ap.add_argument("--collections", type=int, default=0,
+                    help="build: that many tenant collections of --records each, not docs/notes")
     args = ap.parse_args(argv)
-    if args.action == "build":
+    if args.action == "build" and args.collections:
+        out = build_tenants(args.path, args.collections, args.records)
+    elif args.action == "build":
         out = build(args.path, args.records)
     elif args.action == "counts":
         out = {"counts": counts(args.path)}

@@ -1,13 +1,18 @@
 """Benchmark chroma-snapshot against restic, the old gzip-everything approach and ``tar | zstd``.
 
     python bench/run.py [--records N] [--json OUT] [--workdir DIR] [--repeat K]
+    python bench/run.py --scenario collections [--collections C] [--records-per-collection R] ...
 
-Builds (once, cached by N) a Chroma persist dir, then on that same directory: a full backup with
-every tool; three changes one after another (insert 1%, update 1% of metadata, delete 1%), each
-followed by an incremental backup; a restore of the latest snapshot with chroma-snapshot and
-restic, checked against the expected counts and against each other. Prints a table and the
-ratios to the baselines measured in the same run, and marks the targets. A missed target is
-reported, never an error; a restore that does not verify exits 1. See bench/README.md.
+Scenario ``records`` (the default) builds (once, cached by N) a Chroma persist dir, then on that
+same directory: a full backup with every tool; three changes one after another (insert 1%,
+update 1% of metadata, delete 1%), each followed by an incremental backup; restores of the
+latest snapshot with chroma-snapshot (default, then ``--chroma-check``) and restic, checked
+against the expected counts (the benchmark opens a copy with chromadb itself), the source and
+each other. Scenario ``collections`` does the same full backup and restores on a multi-tenant DB
+(C collections of R records) and measures the reference for ``--chroma-check``'s memory: the
+same restore of a DB holding one of those collections. Prints a table and the ratios to the
+baselines measured in the same run, and marks the targets. A missed target is reported, never
+an error; a restore that does not verify exits 1. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report as rep
-from dataset import CHANGES, change_size, expected_counts
+from dataset import CHANGES, change_size, expected_counts, tenant_counts
 from measure import compare_trees, dir_bytes, files_under, run
 from tools import BENCH, RESTIC_INSTALL, ChromaSnapshot, Restic, gzip_everything, zstd_method, zstd_pipe
 
 DEFAULT_RECORDS = 200_000
+DEFAULT_COLLECTIONS, DEFAULT_PER_COLLECTION = 500, 20
 
 
 def log(msg: str) -> None:
@@ -89,23 +95,24 @@ def tool_code() -> dict[str, Any]:
             "uncommitted": git("status", "--porcelain", "--", "snapshot").splitlines()}
 
 
-def cached_db(cache: Path, n: int) -> tuple[Path, dict[str, Any]]:
-    """The persist dir for ``n`` records, built by dataset.py the first time."""
-    home = cache / f"db-{n}"
+def cached_db(cache: Path, name: str, build_args: list[str],
+              meta: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The persist dir ``cache/name/vector_db``, built by ``dataset.py build`` the first time."""
+    home = cache / name
     meta_path = home / "meta.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("chromadb") == _version("chromadb") and (home / "vector_db").is_dir():
-            meta["cached"] = True
-            return home / "vector_db", meta
+        cached = json.loads(meta_path.read_text())
+        if cached.get("chromadb") == _version("chromadb") and (home / "vector_db").is_dir():
+            cached["cached"] = True
+            return home / "vector_db", cached
         shutil.rmtree(home)
-    log(f"building a Chroma dir with {n:,} records in {home} (cached for later runs)")
-    tmp = cache / f"db-{n}.tmp-{os.getpid()}"
+    log(f"building a Chroma dir ({' '.join(build_args)}) in {home} (cached for later runs)")
+    tmp = cache / f"{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    p = run([sys.executable, str(BENCH / "dataset.py"), "build", str(tmp / "vector_db"), "--records", str(n)],
+    p = run([sys.executable, str(BENCH / "dataset.py"), "build", str(tmp / "vector_db"), *build_args],
             env=dict(os.environ, ANONYMIZED_TELEMETRY="False")).check("building the dataset")
-    meta = {"records": n, "chromadb": _version("chromadb"), "build": json.loads(p.stdout),
+    meta = {**meta, "chromadb": _version("chromadb"), "build": json.loads(p.stdout),
             "build_wall_seconds": round(p.seconds, 1), "build_peak_rss": p.peak_rss}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     os.rename(tmp, home)
@@ -113,8 +120,29 @@ def cached_db(cache: Path, n: int) -> tuple[Path, dict[str, Any]]:
     return home / "vector_db", meta
 
 
+def records_db(cache: Path, n: int) -> tuple[Path, dict[str, Any]]:
+    return cached_db(cache, f"db-{n}", ["--records", str(n)], {"records": n})
+
+
+def tenants_db(cache: Path, collections: int, per_collection: int) -> tuple[Path, dict[str, Any]]:
+    return cached_db(cache, f"collections-{collections}x{per_collection}",
+                     ["--collections", str(collections), "--records", str(per_collection)],
+                     {"collections": collections, "records_per_collection": per_collection})
+
+
+def copy_source(db: Path, src: Path) -> dict[str, Any]:
+    """A fresh copy of a cached DB to back up (tools and changes never touch the cache)."""
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(db, src)
+    return {"bytes": dir_bytes(src), "files": len(files_under(src)), "path": str(src)}
+
+
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last run's row (its repository is the one kept) with the median wall time."""
+    """The last run's row (its repository or restored dir is the one kept) with the median wall
+    time; the first failed run's row instead when a run failed."""
+    failed = [r for r in rows if "failed" in r]
+    if failed:
+        return {**failed[0], "failures": f"{len(failed)} of {len(rows)} runs"}
     row = dict(rows[-1])
     if len(rows) > 1:
         row["runs_seconds"] = [r["seconds"] for r in rows]
@@ -189,29 +217,44 @@ def incremental_rounds(work: Path, src: Path, n: int, ours: ChromaSnapshot, rest
     return steps
 
 
-def restores(work: Path, src: Path, ours: ChromaSnapshot, restic: Restic) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    base = work / "restore"
+def restores(work: Path, ours: ChromaSnapshot, restic: Restic, src: Path, repeat: int,
+             name: str = "restore") -> dict[str, Any]:
+    """The latest snapshot restored into fresh dirs under ``work/name`` by chroma-snapshot
+    (default: hashes + consistency checks), chroma-snapshot --chroma-check and restic, ``repeat``
+    times each (rotating who goes first); median wall time, max RSS, the last run's dir kept."""
+    base = work / name
     shutil.rmtree(base, ignore_errors=True)
-    log(f"restore: {rep.OURS}")
-    out[rep.OURS] = ours.restore(base / "ours" / "vector_db")
-    log(f"restore: {rep.OURS} --skip-chroma-check")
-    nocheck = ours.restore(base / "ours-nocheck" / "vector_db", check=False)
-    out[rep.OURS + " --skip-chroma-check"] = {**nocheck, "note": "hashes still verified"}
+    steps: list[tuple[str, Path, Any]] = [
+        (rep.OURS, base / "ours" / "vector_db", ours.restore),
+        (rep.OURS_CHECK, base / "ours-chroma-check" / "vector_db",
+         lambda t: ours.restore(t, chroma_check=True)),
+    ]
     if restic.binary:
-        log(f"restore: {rep.RESTIC}")
-        row = restic.restore(base / "restic", src)
-        row["bytes_total"] = dir_bytes(Path(row["restored_path"]))
-        row["note"] = "restic restore, no --verify"
-        out[rep.RESTIC] = row
+        steps.append((rep.RESTIC, base / "restic", lambda t: restic.restore(t, src)))
+    runs: dict[str, list[dict[str, Any]]] = {tool: [] for tool, _, _ in steps}
+    for i in range(repeat):
+        k = i % len(steps)
+        for tool, target, step in steps[k:] + steps[:k]:
+            shutil.rmtree(target.parent if tool != rep.RESTIC else target, ignore_errors=True)
+            log(f"{name} {i + 1}/{repeat}: {tool}")
+            runs[tool].append(step(target))
+    out = {tool: _median_row(rows) for tool, rows in runs.items()}
+    out[rep.OURS].setdefault("note", "checks: " + ", ".join(out[rep.OURS]["checks"]))
+    check = out[rep.OURS_CHECK]
+    check.setdefault("note", f"chromadb opened {len(check['chroma_checked'])} collections in "
+                     f"{check['chroma_batches']} child process(es)")
+    if rep.RESTIC in out:
+        out[rep.RESTIC]["bytes_total"] = dir_bytes(Path(out[rep.RESTIC]["restored_path"]))
+        out[rep.RESTIC]["note"] = "restic restore, no --verify"
     else:
         out[rep.RESTIC] = {"skipped": RESTIC_INSTALL}
     return out
 
 
-def independent_counts(restored: Path, work: Path) -> dict[str, int]:
-    """Open a throwaway copy of a restored dir with chromadb (it writes on open) and count."""
-    scratch = work / "restore" / "count-copy"
+def independent_counts(restored: Path, work: Path) -> tuple[dict[str, int], dict[str, Any]]:
+    """Open a throwaway copy of a restored dir with chromadb (it writes on open) and count every
+    collection: (counts, the measured row of that chromadb process)."""
+    scratch = work / "count-copy"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(restored, scratch)
     try:
@@ -220,48 +263,131 @@ def independent_counts(restored: Path, work: Path) -> dict[str, int]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     counts: dict[str, int] = json.loads(p.stdout)["counts"]
-    return counts
+    return counts, {**p.row(), "note": "dataset.py counts: chromadb opens every collection, one process"}
 
 
-def verification(n: int, restore: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Counts chromadb sees in our restore vs the expected ones; restic's files vs ours.
+def verification(expected: dict[str, int], restore: dict[str, Any], work: Path, src: Path) -> dict[str, Any]:
+    """What the restores hold, checked by the benchmark itself rather than by the tool.
 
-    When chroma-snapshot's own restore fails (its check refused the result) the benchmark opens
-    a copy of the ``--skip-chroma-check`` restore itself, so the data is still verified and the
-    failure is reported separately."""
-    expected = expected_counts(n, list(CHANGES))
-    ours, nocheck = restore[rep.OURS], restore[rep.OURS + " --skip-chroma-check"]
-    out: dict[str, Any] = {"expected_counts": expected, "chroma_checked": ours["chroma_checked"],
-                           "restore_failed": ours.get("failed")}
-    if "failed" in ours:
-        log("chroma-snapshot's restore failed; counting the --skip-chroma-check restore with chromadb")
-        out["independent_counts"] = independent_counts(Path(nocheck["target"]), work)
-        out["counts_match"] = out["independent_counts"] == expected
-        out["verified_by"] = "the benchmark, opening a copy of the --skip-chroma-check restore"
-        ours_dir = Path(nocheck["target"])
-    else:
-        out["counts_match"] = ours["chroma_checked"] == expected
-        out["verified_by"] = "chroma-snapshot's restore check (chroma_checked)"
-        ours_dir = Path(ours["target"])
+    * counts: a copy of the default restore (of the ``--chroma-check`` one if the default
+      failed) opened with chromadb in a child process, against the counts expected from the
+      dataset's parameters; ``--chroma-check``'s own ``chroma_checked`` must agree too;
+    * bytes: the restored files against the source, restic's restore and the other restore
+      (chroma.sqlite3 from byte 100 on, see measure.compare_trees)."""
+    default, check = restore[rep.OURS], restore[rep.OURS_CHECK]
+    failed = {tool: row["failed"] for tool, row in ((rep.OURS, default), (rep.OURS_CHECK, check))
+              if "failed" in row}
+    out: dict[str, Any] = {"expected_counts": expected, "restore_failed": failed or None,
+                           "default_checks": default.get("checks", []),
+                           "chroma_checked": check.get("chroma_checked", {}),
+                           "chroma_checked_match": ("failed" not in check
+                                                    and check["chroma_checked"] == expected)}
+    counted = next((row for row in (default, check) if "failed" not in row), None)
+    if counted is None:
+        out.update(independent_counts={}, counts_match=False, verified_by="nothing: every restore failed")
+        return out
+    ours_dir = Path(counted["target"])
+    out["independent_counts"], out["independent_open"] = independent_counts(ours_dir, work)
+    out["counts_match"] = out["independent_counts"] == expected
+    which = "default" if counted is default else "--chroma-check"
+    out["verified_by"] = f"the benchmark: chromadb opened a copy of the {which} restore"
+    out["source_vs_ours"] = compare_trees(ours_dir, src)
     if "restored_path" in restore.get(rep.RESTIC, {}):
         out["restic_vs_ours"] = compare_trees(ours_dir, Path(restore[rep.RESTIC]["restored_path"]))
     else:
         out["restic_vs_ours"] = {"skipped": RESTIC_INSTALL}
+    if not failed:
+        out["chroma_check_vs_default"] = compare_trees(Path(default["target"]), Path(check["target"]))
     return out
+
+
+def verified(v: dict[str, Any]) -> bool:
+    trees = [v.get(k, {}) for k in ("source_vs_ours", "restic_vs_ours", "chroma_check_vs_default")]
+    return (bool(v["counts_match"]) and not v["restore_failed"] and bool(v["chroma_checked_match"])
+            and all(t.get("match", True) for t in trees) and "source_vs_ours" in v)
+
+
+def reference_round(work: Path, cache: Path, per_collection: int, repeat: int) -> dict[str, Any]:
+    """What opening ONE collection costs: ``restore --chroma-check`` of a DB holding just the
+    first tenant collection (its own repository), and chromadb alone opening that DB."""
+    db, meta = tenants_db(cache, 1, per_collection)
+    src = work / "ref-src" / "vector_db"
+    meta.update(copy_source(db, src))
+    ref = ChromaSnapshot(work / "ref-repo", work / "ref-cache")
+    log("reference: chroma-snapshot create of the 1-collection DB")
+    create = ref.create(src)
+    target = work / "ref-restore" / "vector_db"
+    rows = []
+    for i in range(repeat):
+        shutil.rmtree(target.parent, ignore_errors=True)
+        log(f"reference restore {i + 1}/{repeat}: {rep.OURS_CHECK}")
+        rows.append(ref.restore(target, chroma_check=True))
+    row = _median_row(rows)
+    row.setdefault("note", f"{rep.REF_NOTE}; chromadb opened {row['chroma_checked']}")
+    counts: dict[str, int] = {}
+    alone: dict[str, Any] = {"skipped": "the reference restore failed"}
+    if "failed" not in row:
+        counts, alone = independent_counts(target, work)
+        alone["note"] = "chromadb alone: open + count the 1-collection DB, one process"
+    return {"dataset": meta, "create": create, "rows": {rep.OURS_CHECK: row, "chromadb alone": alone},
+            "expected_counts": tenant_counts(1, per_collection), "independent_counts": counts}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", choices=("records", "collections"), default="records",
+                    help="records: one DB of --records in 2 collections, with 3 changes; collections: "
+                    "--collections tenants of --records-per-collection each [%(default)s]")
     ap.add_argument("--records", type=int, default=DEFAULT_RECORDS, help="records in the DB [%(default)s]")
+    ap.add_argument("--collections", type=int, default=DEFAULT_COLLECTIONS,
+                    help="collections scenario: collections in the DB [%(default)s]")
+    ap.add_argument("--records-per-collection", type=int, default=DEFAULT_PER_COLLECTION,
+                    help="collections scenario: records in each [%(default)s]")
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write the report as JSON to OUT")
     ap.add_argument("--workdir", type=Path, help="where copies, repositories and restores go (kept); "
                     "a temporary dir, removed at the end, otherwise")
     ap.add_argument("--cache-dir", type=Path, default=BENCH / ".cache", help="built DBs [%(default)s]")
-    ap.add_argument("--repeat", type=int, default=1, help="full creates per tool; the median is used [1]")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="full creates and restores per tool; the median is used [1]")
     ap.add_argument("--no-gzip-incrementals", action="store_true",
                     help="do not re-gzip after each change; report the full gzip's size (what the "
                     "old approach uploads every time) without a time")
     return ap.parse_args(argv)
+
+
+WORK_DIRS = ("src", "ours-repo", "ours-cache", "restic-repo", "restic-cache", "restore", "gzip-out",
+             "count-copy", "ref-src", "ref-repo", "ref-cache", "ref-restore")
+
+
+def records_scenario(report: dict[str, Any], args: argparse.Namespace, work: Path, ours: ChromaSnapshot,
+                     restic: Restic, repeat: int) -> None:
+    n = args.records
+    report["records"] = n
+    db, report["dataset"] = records_db(args.cache_dir.absolute(), n)
+    src = work / "src" / "vector_db"
+    report["dataset"].update(copy_source(db, src))
+    report["full"] = full_round(work, src, ours, restic, repeat, os.cpu_count() or 1)
+    parent = report["full"][rep.RESTIC].get("id")
+    gzip_full = report["full"][rep.GZIP] if args.no_gzip_incrementals else None
+    report["incremental"] = incremental_rounds(work, src, n, ours, restic, parent, gzip_full)
+    report["restore"] = restores(work, ours, restic, src, repeat)
+    report["verification"] = verification(expected_counts(n, list(CHANGES)), report["restore"], work, src)
+
+
+def collections_scenario(report: dict[str, Any], args: argparse.Namespace, work: Path,
+                         ours: ChromaSnapshot, restic: Restic, repeat: int) -> None:
+    c, r = args.collections, args.records_per_collection
+    report.update(collections=c, records_per_collection=r, records=c * r)
+    db, report["dataset"] = tenants_db(args.cache_dir.absolute(), c, r)
+    src = work / "src" / "vector_db"
+    report["dataset"].update(copy_source(db, src))
+    report["full"] = full_round(work, src, ours, restic, repeat, os.cpu_count() or 1)
+    report["incremental"] = []
+    report["restore"] = restores(work, ours, restic, src, repeat)
+    report["reference"] = reference_round(work, args.cache_dir.absolute(), r, repeat)
+    report["verification"] = verification(tenant_counts(c, r), report["restore"], work, src)
+    ref = report["reference"]
+    report["verification"]["reference_counts_match"] = ref["independent_counts"] == ref["expected_counts"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,28 +398,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="chroma-snapshot-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("src", "ours-repo", "ours-cache", "restic-repo", "restic-cache", "restore", "gzip-out"):
+    for name in WORK_DIRS:
         shutil.rmtree(work / name, ignore_errors=True)  # only what this script puts there
     try:
         ours = ChromaSnapshot(work / "ours-repo", work / "ours-cache")
         restic = Restic(work / "restic-repo", work / "restic-cache")
         if not restic.binary:
             log(RESTIC_INSTALL + "; the restic rows are skipped")
-        report: dict[str, Any] = {"records": args.records, "machine": machine_facts(restic),
+        report: dict[str, Any] = {"scenario": args.scenario, "machine": machine_facts(restic),
                                   "workdir": str(work), "argv": sys.argv}
-        db, report["dataset"] = cached_db(args.cache_dir.absolute(), args.records)
-        src = work / "src" / "vector_db"
-        shutil.copytree(db, src)
-        report["dataset"].update(bytes=dir_bytes(src), files=len(files_under(src)), path=str(src))
-        threads = os.cpu_count() or 1
-        report["full"] = full_round(work, src, ours, restic, max(1, args.repeat), threads)
-        parent = report["full"][rep.RESTIC].get("id")
-        gzip_full = report["full"][rep.GZIP] if args.no_gzip_incrementals else None
-        report["incremental"] = incremental_rounds(work, src, args.records, ours, restic, parent, gzip_full)
-        report["restore"] = restores(work, src, ours, restic)
-        report["verification"] = verification(args.records, report["restore"], work)
+        scenario = records_scenario if args.scenario == "records" else collections_scenario
+        scenario(report, args, work, ours, restic, max(1, args.repeat))
         report["ratios"] = rep.ratios(report)
-        report["targets"] = rep.targets(report["ratios"], report["verification"]["restore_failed"])
+        report["targets"] = rep.targets(report)
         report["table"] = rep.table_rows(report)
         report["machine"]["loadavg_end"] = os.getloadavg()
         end = tool_code()
@@ -307,13 +424,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     v = report["verification"]
-    ok = v["counts_match"] and not v["restore_failed"] and v["restic_vs_ours"].get("match", True)
-    return 0 if ok else 1
+    return 0 if verified(v) and v.get("reference_counts_match", True) else 1
+
+
+def _tree_line(name: str, cmp_: dict[str, Any]) -> str:
+    if "skipped" in cmp_:
+        return f"{name}: skipped ({cmp_['skipped']})"
+    return (f"{name}: {cmp_['identical']}/{cmp_['files_compared']} files identical, "
+            f"{len(cmp_['identical_after_sqlite_header'])} identical after the 100-byte SQLite header, "
+            f"differ: {cmp_['differ'] or 'none'}, only ours: {cmp_['only_in_ours'] or 'none'}, "
+            f"only the other: {cmp_['only_in_other'] or 'none'}")
 
 
 def _print(report: dict[str, Any]) -> None:
     m, d, v = report["machine"], report["dataset"], report["verification"]
-    print(f"chroma-snapshot benchmark, {report['records']:,} records ({d['bytes'] / rep.MIB:,.1f} MiB in "
+    what = (f"{report['records']:,} records" if report["scenario"] == "records" else
+            f"{report['collections']:,} collections x {report['records_per_collection']:,} records")
+    print(f"chroma-snapshot benchmark, {what} ({d['bytes'] / rep.MIB:,.1f} MiB in "
           f"{d['files']} files), {m['date_utc']}, {m['nproc']} x {m['cpu_model']}, "
           f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}")
     code = m["tool_code"]
@@ -326,21 +453,26 @@ def _print(report: dict[str, Any]) -> None:
     print()
     print(rep.summary_text(report))
     print()
-    if v["restore_failed"]:
-        print(f"chroma-snapshot restore FAILED: {v['restore_failed']}")
-        print(f"restore verified by {v['verified_by']}: counts {v['independent_counts']}, expected "
-              f"{v['expected_counts']}: {'OK' if v['counts_match'] else 'MISMATCH'}")
+    for tool, message in (v["restore_failed"] or {}).items():
+        print(f"{tool} restore FAILED: {message}")
+    if len(v["expected_counts"]) > 4:
+        shown = {k: f"{len(x)} collections, {sum(x.values()):,} records, {min(x.values(), default=0)} to "
+                 f"{max(x.values(), default=0)} each" for k, x in
+                 (("got", v["independent_counts"]), ("expected", v["expected_counts"]))}
     else:
-        print(f"restore verified: chroma opened it with {v['chroma_checked']}, expected "
-              f"{v['expected_counts']}: {'OK' if v['counts_match'] else 'MISMATCH'}")
-    cmp_ = v["restic_vs_ours"]
-    if "skipped" in cmp_:
-        print(f"restic vs ours: skipped ({cmp_['skipped']})")
-    else:
-        print(f"restic vs ours: {cmp_['identical']}/{cmp_['files_compared']} files identical, "
-              f"{len(cmp_['identical_after_sqlite_header'])} identical after the 100-byte SQLite header, "
-              f"differ: {cmp_['differ'] or 'none'}, only ours: {cmp_['only_in_ours'] or 'none'}, "
-              f"only restic: {cmp_['only_in_other'] or 'none'}")
+        shown = {"got": v["independent_counts"], "expected": v["expected_counts"]}
+    print(f"restore verified by {v['verified_by']}: {shown['got']}, expected {shown['expected']}: "
+          f"{'OK' if v['counts_match'] else 'MISMATCH'}")
+    print(f"default restore checked: {', '.join(v['default_checks']) or '-'}; --chroma-check's own counts "
+          f"{'agree' if v['chroma_checked_match'] else 'DISAGREE'}")
+    if "reference_counts_match" in v:
+        ref = report["reference"]
+        print(f"reference (1 collection) verified: {ref['independent_counts']}: "
+              f"{'OK' if v['reference_counts_match'] else 'MISMATCH'}")
+    for key, name in (("source_vs_ours", "source vs ours"), ("restic_vs_ours", "restic vs ours"),
+                      ("chroma_check_vs_default", "--chroma-check vs default")):
+        if key in v:
+            print(_tree_line(name, v[key]))
     print(f"total {report['seconds']:.0f} s")
 
 

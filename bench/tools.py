@@ -52,10 +52,12 @@ class ChromaSnapshot:
         size = dir_bytes(self.cache) if self.cache.exists() else 0
         return {"note": f"+ local base cache {size / (1 << 20):,.0f} MiB"} if size else {}
 
-    def restore(self, target: Path, check: bool = True) -> dict[str, Any]:
+    def restore(self, target: Path, chroma_check: bool = False) -> dict[str, Any]:
+        """``restore latest TARGET``: by default hashes + the consistency checks; with
+        ``chroma_check`` chromadb also opens the result (child processes, batches of collections)."""
         args = ["restore", "latest", str(target), "--force", "--json"]
-        if not check:
-            args.insert(-1, "--skip-chroma-check")
+        if chroma_check:
+            args.insert(-1, "--chroma-check")
         p = self._cli(*args)
         if p.returncode != 0:  # a finding to report, not a reason to stop the benchmark
             try:
@@ -63,11 +65,15 @@ class ChromaSnapshot:
             except (ValueError, KeyError, TypeError):
                 message = (p.stderr.strip().splitlines() or ["no output"])[-1]
             return {**p.row(), "target": str(target), "failed": f"exit {p.returncode}: {message}",
-                    "chroma_checked": {}, "note": f"FAILED (exit {p.returncode})"}
+                    "chroma_checked": {}, "checks": [], "chroma_batches": 0,
+                    "note": f"FAILED (exit {p.returncode})"}
         out = json.loads(p.stdout)
         return {**p.row(), "id": out["id"], "target": str(target), "bytes_total": out["bytes_total"],
                 "bytes_reused": out["bytes_reused"], "bytes_downloaded": out["bytes_downloaded"],
-                "chroma_checked": out["chroma_checked"], "tool_seconds": out["seconds"]}
+                "checks": out.get("checks", []), "chroma_checked": out["chroma_checked"],
+                "chroma_batches": out.get("chroma_batches", 0),
+                "chunks_repaired": out.get("chunks_repaired", 0), "warnings": out.get("warnings", []),
+                "tool_seconds": out["seconds"]}
 
 
 class Restic:
