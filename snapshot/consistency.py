@@ -19,7 +19,7 @@ import io
 import pickle
 import sqlite3
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ def read_id_map(path: Path) -> tuple[dict[str, int], int]:
     return id_to_label, seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
-def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[set[str], int] | None:
+def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[Collection[str], int] | None:
     """The ids the persisted index holds (empty when nothing was persisted yet) and the
     max_seq_id its pickle records; None after a problem was recorded."""
     missing = [n for n in SEGMENT_FILES if not (folder / n).is_file()]
@@ -146,7 +146,7 @@ def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[set[str], 
         return set(), 0
     try:
         id_map, pickled_seq = read_id_map(folder / PICKLE)
-        ids = set(id_map)
+        ids: Collection[str] = id_map  # the unpickled map itself: no second copy of the ids
     except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         problems.append(f"{where}: {exc}")
         return None
@@ -183,7 +183,7 @@ def _check_collection(
                             f"entries up to {seen}")
             continue
         else:
-            ids = set()
+            ids = ()
         n = len(ids)
         d = sum(id_digest(i) for i in ids) & _MASK
         for rid, sign in replay(ids.__contains__, queue.ops(cid, seen)):
