@@ -303,16 +303,19 @@ def check_chunks(r: Reader, path: str, chunks: tuple[Chunk, ...], size: int, chu
         raise r.fail(f"{path}: last chunk has a bad size")
 
 
-#: Longest chunk table a reader accepts (JSON lines of a 1 TiB file at 4 KiB chunks fit).
-MAX_TABLE = 1 << 34
+#: Longest chunk table a reader accepts (about a million chunks with full delta chains: a
+#: 1 TiB file at the default chunk size), and the longest line one chunk may take (a chain of
+#: MAX_CHAIN_HARD frames): a hostile root cannot make a reader decode more than that.
+MAX_TABLE = 1 << 30
+MAX_TABLE_LINE = 16 << 10
 
 
-def _table(r: Reader, d: Any, where: str) -> TableRef:
+def _table(r: Reader, d: Any, where: str, chunks: int) -> TableRef:
     where = f"{where}table."
     obj = r.get(d, "object", str, where)
     if not layout.is_object_id(obj):
         raise r.fail(f"field {where}object is not an object id")
-    size = r.nat(d, "size", where, MAX_TABLE)
+    size = r.nat(d, "size", where, min(MAX_TABLE, chunks * MAX_TABLE_LINE))
     codec = r.get(d, "codec", str, where)
     if codec not in CODECS:
         raise r.fail(f"unknown codec {codec!r} at {where}")
@@ -334,7 +337,8 @@ def _file(r: Reader, d: Any, i: int, chunk_size: int, version: int) -> FileEntry
         count = r.nat(d, "chunk_count", where)
         if count != -(-size // chunk_size):
             raise r.fail(f"{path}: {count} chunks cannot hold {size} bytes")
-        return FileEntry(**common, table=_table(r, r.get(d, "table", dict, where), where), chunk_count=count)
+        table = _table(r, r.get(d, "table", dict, where), where, count)
+        return FileEntry(**common, table=table, chunk_count=count)
     chunks_raw = r.get(d, "chunks", list, where)
     chunks = tuple(parse_chunk(r, c, f"{where}chunks[{j}].", chunk_size) for j, c in enumerate(chunks_raw))
     check_chunks(r, path, chunks, size, chunk_size)

@@ -123,3 +123,15 @@ def test_a_damaged_chunk_table_is_named(chroma_dir: Path, repo_path: Path, tmp_p
     check = run_cli("--repo", repo_path, "check", "--json")
     assert check.code == 4
     assert {p["kind"] for p in check.json()["problems"]} == {"table"}
+
+
+def test_a_root_claiming_a_huge_chunk_table_is_refused(chroma_dir: Path, repo_path: Path, tmp_path: Path):
+    sid = create_snapshot(repo_path, chroma_dir)
+    key = repo_path / layout.snapshot_key(sid)
+    data = json.loads(key.read_text())
+    data["files"][0]["table"]["size"] = 2**40  # a small frame could decode to that much
+    key.write_text(json.dumps(data))
+    for args in (("restore", sid, tmp_path / "t"), ("show", sid, "--files"), ("check",)):
+        res = run_cli("--repo", repo_path, *args)
+        assert res.code == 4 and "out of range" in res.stderr, res.stderr
+    assert not (tmp_path / "t").exists()

@@ -65,6 +65,9 @@ def _run(args: list[str], as_json: bool) -> int:
         else:
             exc.show()
         return exc.exit_code
+    except MemoryError:  # no input may cause it (every size is bounded); still one line, no traceback
+        emit_error("out of memory", 1, "out-of-memory", as_json)
+        return 1
     except OSError as exc:
         full = disk_full(exc)
         if full is not None:
