@@ -56,7 +56,7 @@ def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path,
     assert listed[0]["tags"] == ["nightly"] and listed[0]["collections"] == {"docs": 3000, "notes": 1000}
 
     old = tmp_path / "restored"
-    res = cli("--repo", repo_path, "restore", r1["id"][:15], old, "--json", "--chroma-check")
+    res = cli("--repo", repo_path, "restore", r1["id"][:20], old, "--json", "--chroma-check")
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
     assert_same_db(old, v1)

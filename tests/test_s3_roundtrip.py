@@ -31,7 +31,7 @@ def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path
     assert [s["id"] for s in listed] == [r1["id"], r2["id"], r3["id"]]
 
     target = tmp_path / "restored"
-    res = cli("--repo", s3_repo_url, "restore", r1["id"][:17], target, "--json", "--chroma-check")
+    res = cli("--repo", s3_repo_url, "restore", r1["id"][:20], target, "--json", "--chroma-check")
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
     res = cli("--repo", s3_repo_url, "restore", "latest", target, "--force", "--json", "--chroma-check")
