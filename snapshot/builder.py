@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from snapshot.basecache import BaseCache
+from snapshot.chains import chain_limit
 from snapshot.chunking import ChunkedFile, chunk_sizes
 from snapshot.compression import compress
 from snapshot.hashing import digest
@@ -114,7 +115,8 @@ class Builder:
         if not self.delta or index >= len(self._parent_chunks):
             return None
         base = self._parent_chunks[index]
-        if len(base.frames) >= self.repo.config.max_chain or base.frames[-1].codec != "zstd":
+        limit = chain_limit(self.repo.config.max_chain, rel, index)
+        if len(base.frames) >= limit or base.frames[-1].codec != "zstd":
             return None
         return base
 

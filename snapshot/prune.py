@@ -8,10 +8,12 @@ manifests and one listing of data/; printed by ``--dry-run``) followed by ``exec
    points at deleted data;
 2. :func:`protect_newcomers`: the snapshot list is read again, and any snapshot committed since
    the plan (a create that ran meanwhile) keeps every object it references;
-3. the planned objects (minus those) are deleted. Objects that only the dropped snapshots
-   referenced go at once; objects no manifest referenced at all (a create in flight, or one
-   that crashed before its manifest) go only once older than the grace period. Objects uploaded
-   after the plan's listing are never touched.
+3. the repack (snapshot/repack.py): dead chain prefixes re-based, live frames of mostly-dead
+   packs copied into new packs, the kept roots that point at them rewritten;
+4. the planned objects (minus those) are deleted, last. Objects that only the dropped snapshots
+   referenced go at once, as do the packs the repack emptied; objects no manifest referenced at
+   all (a create in flight, or one that crashed before its manifest) go only once older than
+   the grace period. Objects uploaded after the plan's listing are never touched.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from snapshot import hooks
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.locks import EXCLUSIVE
 from snapshot.manifest import Manifest
+from snapshot.repack import NO_PLAN, RepackOptions, RepackPlan, RepackResult, execute_repack, plan_repack
 from snapshot.repository import Repository
 from snapshot.retention import (
     DEFAULT_GROUP_BY,
@@ -34,7 +37,7 @@ from snapshot.retention import (
     plan_retention,
     snapshot_time,
 )
-from snapshot.storage.base import ObjectInfo
+from snapshot.storage.base import MIN_BILLED_SECONDS, ObjectInfo
 
 #: Unreferenced objects younger than this are left alone (a create may still be writing them).
 DEFAULT_GRACE = 3600.0
@@ -63,6 +66,26 @@ class PrunePlan:
     known: frozenset[str]
     gc: GcPlan
     grace_seconds: float
+    repack: RepackPlan = NO_PLAN
+    #: The kept snapshots in the order the repack rewrites them.
+    kept_ids: tuple[str, ...] = ()
+    #: Listed size and age (seconds) of every object, for the report.
+    now: float = 0.0
+
+
+@dataclass(frozen=True)
+class RepackReport:
+    """What the repack did (or, in a dry run, would do)."""
+
+    packs_repacked: int
+    bytes_copied: int
+    chunks_rebased: int
+    unused_before: int
+    unused_after: int
+    repository_bytes: int
+    roots_rewritten: int = 0
+    bytes_written: int = 0
+    bytes_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,10 @@ class PruneResult:
     objects_in_grace: int
     bytes_in_grace: int
     grace_seconds: float
+    repack: RepackReport | None = None
+    #: Bytes deleted from an infrequent-access class before its 30-day minimum (billed anyway);
+    #: None when the repository's data is not stored in such a class.
+    bytes_deleted_early: int | None = None
 
 
 class References:
@@ -142,6 +169,7 @@ def plan_prune(
     *,
     now: float,
     grace: float,
+    repack: RepackPlan = NO_PLAN,
 ) -> PrunePlan:
     """Pure: from the retention decision, the objects the kept snapshots reference, those the
     dropped ones referenced (a dropped snapshot whose manifest cannot be read adds none: its
@@ -149,7 +177,7 @@ def plan_prune(
     objects, what to delete."""
     gc = plan_gc(objects, referenced, released - referenced, now, grace)
     known = frozenset([d.id for d in kept] + list(removed))
-    return PrunePlan(tuple(removed), tuple(kept), known, gc, grace)
+    return PrunePlan(tuple(removed), tuple(kept), known, gc, grace, repack, tuple(d.id for d in kept), now)
 
 
 def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
@@ -162,18 +190,40 @@ def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
     return protected
 
 
-def execute_prune(repo: Repository, plan: PrunePlan) -> PruneResult:
+def execute_prune(repo: Repository, plan: PrunePlan, objects: dict[str, ObjectInfo],
+                  pack_size: int) -> PruneResult:
     for sid in plan.removed:  # manifests first: a crash now leaves objects, never a broken snapshot
         repo.delete_snapshot(sid)
         hooks.point("prune.manifest-deleted")
     protected = protect_newcomers(repo, plan)
     hooks.point("prune.newcomers-read")
-    delete = tuple((oid, info) for oid, info in plan.gc.delete if oid not in protected)
+    delete = [(oid, info) for oid, info in plan.gc.delete if oid not in protected]
+    repacked = None
+    if not plan.repack.empty and not protected:  # (a newcomer would need a repack of its own)
+        repacked = execute_repack(repo, plan.repack, plan.kept_ids, pack_size)
+        planned = {oid for oid, _ in delete}
+        delete += [(oid, objects[oid]) for oid in sorted(repacked.obsolete) if oid not in planned]
+    hooks.point("prune.before-delete")
     repo.delete_objects(oid for oid, _ in delete)
-    return _result(plan, delete, dry_run=False)
+    return _result(repo, plan, tuple(delete), dry_run=False, repacked=repacked)
 
 
-def _result(plan: PrunePlan, delete: Sequence[Listed], *, dry_run: bool) -> PruneResult:
+def _repack_report(plan: RepackPlan, done: RepackResult | None) -> RepackReport:
+    return RepackReport(
+        packs_repacked=len(plan.repack), bytes_copied=plan.copy_bytes, chunks_rebased=len(plan.rebases),
+        unused_before=plan.unused_before, unused_after=plan.unused_after,
+        repository_bytes=plan.repository_bytes,
+        roots_rewritten=done.roots_rewritten if done else 0,
+        bytes_written=done.bytes_written if done else 0, bytes_read=done.bytes_read if done else 0,
+    )
+
+
+def _result(repo: Repository, plan: PrunePlan, delete: Sequence[Listed], *, dry_run: bool,
+            repacked: RepackResult | None = None) -> PruneResult:
+    early = None
+    if repo.infrequent_access:
+        early = sum(info.size for _, info in delete if plan.now - info.mtime < MIN_BILLED_SECONDS)
+    ran = dry_run or repacked is not None
     return PruneResult(
         dry_run=dry_run,
         removed=plan.removed,
@@ -184,6 +234,8 @@ def _result(plan: PrunePlan, delete: Sequence[Listed], *, dry_run: bool) -> Prun
         objects_in_grace=len(plan.gc.pending),
         bytes_in_grace=sum(info.size for _, info in plan.gc.pending),
         grace_seconds=plan.grace_seconds,
+        repack=_repack_report(plan.repack, repacked) if ran and not plan.repack.empty else None,
+        bytes_deleted_early=early,
     )
 
 
@@ -234,21 +286,38 @@ def _check_grace(grace: float | None) -> float:
 
 
 def _plan(
-    repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float
-) -> PrunePlan:
+    repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float,
+    repack: RepackOptions,
+) -> tuple[PrunePlan, dict[str, ObjectInfo]]:
     refs = References(repo)
     referenced = _referenced(repo, refs, [d.id for d in kept], "prune")
     released = _released(repo, refs, removed)
-    return plan_prune(
-        kept, referenced, released, removed, repo.list_objects(),
-        now=time.time() if now is None else now, grace=grace,
+    listing = list(repo.list_objects())
+    objects = {oid: info for oid, info in listing if oid is not None}
+    manifests = [_load_one(repo, d.id, "prune") for d in kept]
+    try:
+        sizes = {oid: info.size for oid, info in objects.items()}
+        rp = plan_repack(repo, manifests, sizes, referenced, repack)
+    except StorageError:
+        raise
+    except SnapshotError as exc:
+        raise IntegrityError(
+            f"{exc}; prune cannot tell which frames are in use: run `chroma-snapshot check`") from exc
+    plan = plan_prune(
+        kept, referenced, released, removed, listing,
+        now=time.time() if now is None else now, grace=grace, repack=rp,
     )
+    return plan, objects
 
 
-def _run(repo: Repository, plan: PrunePlan, dry_run: bool) -> PruneResult:
+def _run(repo: Repository, planned: tuple[PrunePlan, dict[str, ObjectInfo]], dry_run: bool,
+         repack: RepackOptions) -> PruneResult:
+    plan, objects = planned
     if dry_run:
-        return _result(plan, plan.gc.delete, dry_run=True)
-    return execute_prune(repo, plan)
+        would = list(plan.gc.delete)
+        would += [(oid, objects[oid]) for oid in sorted(plan.repack.freed - {o for o, _ in would})]
+        return _result(repo, plan, tuple(would), dry_run=True)
+    return execute_prune(repo, plan, objects, repack.pack_size)
 
 
 def _lock(repo: Repository, dry_run: bool, command: str, wait: float | None) -> AbstractContextManager[Any]:
@@ -266,17 +335,19 @@ def prune(
     group_by: str = DEFAULT_GROUP_BY,
     now: float | None = None,
     wait: float | None = None,
+    repack: RepackOptions | None = None,
 ) -> PruneResult:
     """Drop the snapshots ``policy`` does not keep (per source group; never a group's newest),
-    then collect objects."""
+    then repack and collect objects."""
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
     grace = _check_grace(grace)
     with _lock(repo, dry_run, "prune", wait):
         times = [snapshot_time(_load_one(repo, sid, "prune")) for sid in repo.snapshot_ids()]
         decision = plan_retention(times, policy, group_by)
-        plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace)
-        return _run(repo, plan, dry_run)
+        repack = repack or RepackOptions()
+        planned = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, repack)
+        return _run(repo, planned, dry_run, repack)
 
 
 def forget(
@@ -287,6 +358,7 @@ def forget(
     grace: float | None = None,
     now: float | None = None,
     wait: float | None = None,
+    repack: RepackOptions | None = None,
 ) -> PruneResult:
     """Drop the named snapshots (ids, prefixes, ``latest``), then collect objects. Every ref is
     resolved before anything is deleted, so one unknown ref deletes nothing."""
@@ -299,5 +371,6 @@ def forget(
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
                 for m in (_load_one(repo, sid, "forget") for sid in remaining)]
-        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace)
-        return _run(repo, plan, dry_run)
+        repack = repack or RepackOptions()
+        planned = _plan(repo, kept, sorted(targets, reverse=True), now, grace, repack)
+        return _run(repo, planned, dry_run, repack)

@@ -46,7 +46,8 @@ from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_s
 from snapshot.tables import parse_table
 
 DEFAULT_CODEC = "zstd"
-DEFAULT_MAX_CHAIN = 8
+#: Frames per delta chain at most (each chunk has its own limit from 3/4 of this up: chains.py).
+DEFAULT_MAX_CHAIN = 16
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 
@@ -330,6 +331,15 @@ class Repository:
                 raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
         self._remember(m)
 
+    def replace_manifest(self, m: Manifest) -> None:
+        """Rewrite an existing snapshot's root (repack moved frames it points at). One atomic
+        PUT on S3, a rename locally: a reader sees the old root or the new one, never a mix, and
+        both point only at objects that exist until the last rewritten root has landed."""
+        if not self.store.exists(layout.snapshot_key(m.id)):
+            raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
+        self.store.put(layout.snapshot_key(m.id), dumps(m))
+        self._remember(m)
+
     def delete_snapshot(self, snapshot_id: str) -> None:
         self.store.delete(layout.snapshot_key(snapshot_id))
         with self._cache_lock:
@@ -373,6 +383,22 @@ class Repository:
 
     def put_object(self, object_id: str, data: bytes) -> None:
         self.store.put(layout.object_key(object_id), data)
+
+    def read_object(self, object_id: str) -> bytes:
+        """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
+        try:
+            data = self.store.get(layout.object_key(object_id))
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+        if digest(data) != object_id:
+            raise IntegrityError(f"object {object_id} does not match its name (damaged)")
+        return data
+
+    @property
+    def infrequent_access(self) -> bool:
+        """Whether packs are stored in a class billed by a minimum size and duration (S3's
+        STANDARD_IA and ONEZONE_IA, the default for data)."""
+        return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
 
     def read_frame(self, frame: Frame) -> bytes:
         """The stored (compressed) bytes of one frame: a range read of its pack."""

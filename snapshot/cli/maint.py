@@ -10,6 +10,8 @@ from snapshot.cli.options import (
     grace_option,
     json_option,
     open_repo,
+    repack_options,
+    repack_settings,
     repo_options,
     seconds,
     wait_option,
@@ -65,6 +67,7 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_jso
               help="Keep snapshots with this tag (repeatable; a,b needs both).")
 @click.option("--group-by", default="host,path", show_default=True, type=click.Choice(GROUP_BY_CHOICES),
               help="Apply the policy to each group of snapshots of the same source on its own.")
+@repack_options
 @dry_run_option
 @grace_option
 @wait_option
@@ -72,8 +75,14 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_jso
 @json_option
 def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
               keep_yearly: int, keep_within: str | None, keep_tags: tuple[str, ...], group_by: str,
+              max_unused: str, repack_small: bool, max_repack_size: str | None, no_repack: bool,
               dry_run: bool, grace: str | None, wait: str | None, as_json: bool) -> None:
     """Remove the snapshots a keep policy does not keep, then the data only they used.
+
+    Then repack: chains whose first frames only removed snapshots used are re-based on a new
+    full frame, and the live frames of mostly-unused packs are copied into new packs, until at
+    most --max-unused of the repository is unused; the kept snapshots' roots are rewritten to
+    point at the new places before any old pack is deleted. --dry-run says what would move.
 
     Policies are OR-ed, as in restic, and apply to each source (host and path) on its own; the
     newest snapshot of each source is always kept. Without any --keep-* option nothing is
@@ -88,21 +97,24 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
         yearly=keep_yearly, within=parse_duration(keep_within) if keep_within is not None else None,
         tags=parse_tag_options(keep_tags),
     )
+    repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
     result = prune(open_repo(), policy, dry_run=dry_run, grace=seconds(grace), group_by=group_by,
-                   wait=seconds(wait))
+                   wait=seconds(wait), repack=repack)
     emit(result, as_json, render_prune)
 
 
 @click.command("forget")
 @click.argument("refs", nargs=-1, required=True, metavar="ID...")
+@repack_options
 @dry_run_option
 @grace_option
 @wait_option
 @repo_options
 @json_option
-def forget_cmd(refs: tuple[str, ...], dry_run: bool, grace: str | None, wait: str | None,
-               as_json: bool) -> None:
-    """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used.
+def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_repack_size: str | None,
+               no_repack: bool, dry_run: bool, grace: str | None, wait: str | None, as_json: bool) -> None:
+    """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used
+    (repacking as prune does).
 
     Every ID is resolved first: if one does not match, nothing is removed.
 
@@ -110,7 +122,9 @@ def forget_cmd(refs: tuple[str, ...], dry_run: bool, grace: str | None, wait: st
     Example:
       chroma-snapshot forget 20261127T0150 20261128T0150-1a2b
     """
-    result = forget(open_repo(), refs, dry_run=dry_run, grace=seconds(grace), wait=seconds(wait))
+    repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
+    result = forget(open_repo(), refs, dry_run=dry_run, grace=seconds(grace), wait=seconds(wait),
+                    repack=repack)
     emit(result, as_json, render_prune)
 
 

@@ -3,6 +3,7 @@ that opens the repository from them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from snapshot.errors import UsageError
+from snapshot.repack import RepackOptions
 from snapshot.repository import Repository
 from snapshot.retention import parse_duration
 from snapshot.storage import StoreOptions
@@ -84,6 +86,63 @@ def seconds(text: str | None) -> float | None:
     if text is None:
         return None
     return parse_duration(text).total_seconds(datetime.now(timezone.utc))
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+               "g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40}
+
+
+def byte_size(text: str | None, option: str) -> int | None:
+    """``--max-repack-size`` style sizes: 500M, 2GiB, 1048576 (None when not given)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _SIZE_UNITS:
+        raise UsageError(f"{option}: not a size: {text!r} (e.g. 500M, 2G, 1048576)")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def fraction(text: str, option: str) -> float:
+    """``--max-unused`` style shares: 5%, 0.05, unlimited."""
+    t = text.strip().lower()
+    if t == "unlimited":
+        return float("inf")
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise UsageError(f"{option}: not a share: {text!r} (e.g. 5%, 0.1, unlimited)") from None
+    if not 0 <= value <= 1:
+        raise UsageError(f"{option}: {text!r} is not between 0% and 100%")
+    return value
+
+
+def repack_options(f: F) -> F:
+    """Prune's and forget's repack settings, handed to the command as ``repack``."""
+    decorators = [
+        click.option("--max-unused", default="5%", show_default=True, metavar="SHARE",
+                     help="Repack packs (emptiest first) until unused data is at most this share of "
+                          "the repository: 5%, 0.1, or unlimited (repack nothing)."),
+        click.option("--repack-small", is_flag=True,
+                     help="Also merge packs smaller than a quarter of the pack size."),
+        click.option("--max-repack-size", metavar="SIZE",
+                     help="Copy at most SIZE of live data in this run (500M, 2G)."),
+        click.option("--no-repack", is_flag=True,
+                     help="Only delete unreferenced packs: no re-basing of chains, no repacking."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
+def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | None,
+                    no_repack: bool) -> RepackOptions:
+    return RepackOptions(
+        enabled=not no_repack,
+        max_unused=fraction(max_unused, "--max-unused"),
+        repack_small=repack_small,
+        max_repack_size=byte_size(max_repack_size, "--max-repack-size"),
+    )
 
 
 def open_repo(create: bool = False, **settings: Any) -> Repository:

@@ -243,6 +243,20 @@ def render_prune(r: PruneResult) -> list[str]:
         out.append(f"{r.objects_in_grace} unreferenced object(s) ({human_bytes(r.bytes_in_grace)}) are "
                    f"younger than the grace period ({r.grace_seconds:.0f}s) and were kept "
                    "(a create may be running)")
+    rp = r.repack
+    if rp is not None:
+        verb = "would re-base" if r.dry_run else "re-based"
+        copy = "would copy" if r.dry_run else "copied"
+        out.append(f"repack: {verb} {rp.chunks_rebased} chunk chain(s), "
+                   f"{copy} {human_bytes(rp.bytes_copied)} of live data out "
+                   f"of {rp.packs_repacked} pack(s); unused {human_bytes(rp.unused_before)} -> "
+                   f"{human_bytes(rp.unused_after)} of {human_bytes(rp.repository_bytes)}")
+        if not r.dry_run:
+            out.append(f"repack: read {human_bytes(rp.bytes_read)}, wrote {human_bytes(rp.bytes_written)}, "
+                       f"rewrote {rp.roots_rewritten} snapshot root(s)")
+    if r.bytes_deleted_early:
+        out.append(f"{human_bytes(r.bytes_deleted_early)} of it was stored less than 30 days "
+                   "(infrequent-access classes bill 30 days anyway)")
     if r.dry_run:
         out.append("dry run: nothing was changed")
     return out

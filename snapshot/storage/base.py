@@ -64,6 +64,12 @@ class RequestStats:
         return out
 
 
+#: What infrequent-access storage classes bill an object at least (S3 STANDARD_IA, ONEZONE_IA).
+MIN_BILLED_SIZE = 128 << 10
+#: ... and for at least this long: deleting a younger object costs the rest of it anyway.
+MIN_BILLED_SECONDS = 30 * 86400
+
+
 @runtime_checkable
 class Store(Protocol):
     """A flat key/value object store holding one repository (see module docstring)."""

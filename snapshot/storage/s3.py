@@ -76,7 +76,7 @@ from snapshot.errors import (
     UsageError,
     WrongRegionError,
 )
-from snapshot.storage.base import ObjectInfo, RequestStats, StoreOptions
+from snapshot.storage.base import MIN_BILLED_SIZE, ObjectInfo, RequestStats, StoreOptions
 
 MiB = 1024 * 1024
 
@@ -428,9 +428,17 @@ class S3Store:
                 # requests themselves will say whether they are allowed.
                 self._ready = True
 
-    def _put_args(self, key: str) -> dict[str, str]:
+    @property
+    def data_storage_class(self) -> str:
+        """The storage class packs of at least :data:`MIN_BILLED_SIZE` bytes are written with."""
+        return self._storage_class or "STANDARD"
+
+    def _put_args(self, key: str, size: int) -> dict[str, str]:
         args = dict(self._sse)
-        if layout.is_data_key(key) and self._storage_class not in ("", "STANDARD"):
+        # Infrequent-access classes bill a 128 KiB minimum per object: a smaller pack (the
+        # last one of a small incremental) costs less in STANDARD, which has no minimum.
+        if (layout.is_data_key(key) and self._storage_class not in ("", "STANDARD")
+                and size >= MIN_BILLED_SIZE):
             args["StorageClass"] = self._storage_class
         return args
 
@@ -505,8 +513,8 @@ class S3Store:
     def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         full = self._full(key)
         self._ensure_ready()
-        extra = self._put_args(key)
         size = len(data)
+        extra = self._put_args(key, size)
         if create_only or size < self._transfer.multipart_threshold:
             # One PutObject: exactly what upload_fileobj would send below the threshold,
             # without a transfer thread pool per call.
