@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, replace
 from types import TracebackType
 from typing import Any
 
-from snapshot import layout
+from snapshot import hooks, layout
 from snapshot.errors import IntegrityError, LockedError, NotFoundError, SnapshotError, StorageError
 from snapshot.storage.base import ObjectInfo, Store
 
@@ -290,6 +290,7 @@ def acquire(
         if remaining <= 0:
             raise LockedError(_locked_message(conflicts, clock(), max(wait, 0.0)))
         delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2**attempt)
+        hooks.point("lock.waiting")
         sleep(min(remaining, random.uniform(delay / 2, delay)))
         attempt += 1
 

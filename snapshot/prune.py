@@ -201,6 +201,7 @@ def execute_prune(repo: Repository, plan: PrunePlan, objects: dict[str, ObjectIn
     repacked = None
     if not plan.repack.empty and not protected:  # (a newcomer would need a repack of its own)
         repacked = execute_repack(repo, plan.repack, plan.kept_ids, pack_size)
+        delete = [(oid, info) for oid, info in delete if oid not in repacked.written]
         planned = {oid for oid, _ in delete}
         delete += [(oid, objects[oid]) for oid in sorted(repacked.obsolete) if oid not in planned]
     hooks.point("prune.before-delete")

@@ -107,6 +107,9 @@ class RepackResult:
     tables_written: int
     #: Packs no root refers to any more (prune deletes them last).
     obsolete: frozenset[str]
+    #: Every pack this repack wrote: never deleted by the prune that made it, also when a
+    #: killed earlier run left a pack with the very same bytes (and so the same name).
+    written: frozenset[str] = frozenset()
 
 
 NO_PLAN = RepackPlan({}, {}, frozenset(), {}, 0, 0, 0)
@@ -243,7 +246,7 @@ def _resolve(writer: PackWriter, pending: dict[Location, PendingFrame]) -> dict[
     return {loc: writer.resolve(pf) for loc, pf in pending.items()}
 
 
-Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int]
+Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int, list[str]]
 
 
 def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written:
@@ -272,7 +275,7 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
         raise
     hooks.point("repack.packs-written")
     return (_resolve(writer, rebased), _resolve(writer, moved),
-            read + reader.bytes_fetched, writer.bytes_uploaded)
+            read + reader.bytes_fetched, writer.bytes_uploaded, writer.object_ids)
 
 
 def _check_kept(chunks: Iterable[Chunk], doomed: frozenset[str], what: str) -> None:
@@ -287,7 +290,7 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
     """Steps 1-3 (module docstring); returns the packs prune may delete afterwards."""
     if plan.empty:
         return RepackResult(0, 0, 0, 0, 0, 0, frozenset())
-    rebased, moved, read, written = _write_frames(repo, plan, pack_size)
+    rebased, moved, read, written, packs = _write_frames(repo, plan, pack_size)
     doomed = plan.freed
     codec, level = repo.config.codec, repo.config.level
     tables = PackWriter(repo, pack_size=pack_size)
@@ -344,6 +347,7 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
         hooks.point("repack.root-rewritten")
     hooks.point("repack.roots-rewritten")
     emptied = {oid for oid, offsets in plan.table_packs.items() if all((oid, o) in replaced for o in offsets)}
+    new = frozenset(packs + tables.object_ids)
     return RepackResult(
         packs_written=len({fr.object for fr in [*rebased.values(), *moved.values()]}),
         bytes_written=written + tables.bytes_uploaded,
@@ -351,5 +355,6 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
         chunks_rebased=len(rebased),
         roots_rewritten=len(roots),
         tables_written=tables.objects_uploaded,
-        obsolete=doomed | emptied,
+        obsolete=(doomed | emptied) - new,
+        written=new,
     )

@@ -359,6 +359,70 @@ def test_prune_killed(box: Box, prune_base: PruneBase, command: str, point: str,
     assert_no_leftovers(box, killed)
 
 
+# --- repack (prune re-basing chains and copying live frames) -------------------------------------
+
+
+@dataclass(frozen=True)
+class RepackBase:
+    repo: Path
+    ids: list[str]  # oldest first
+    kept: list[str]  # what `prune --keep-last 2` keeps
+    trees: dict[str, dict[str, str]]  # every kept snapshot restored before any repack
+
+
+REPACK_ARGS = ("prune", "--keep-last", "2", "--grace", "0s", "--max-unused", "1%")
+
+
+@pytest.fixture(scope="module")
+def repack_base(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepackBase]:
+    """Nightly changes with delta chains (64 KiB chunks): dropping all but the last two
+    snapshots leaves chains whose first frames only dropped snapshots used, and packs that are
+    mostly unused, so the prune re-bases chains, copies frames and rewrites both kept roots."""
+    root = tmp_path_factory.mktemp("repack-base")
+    src, repo = root / "vector_db", root / "repo"
+    shutil.copytree(chroma_template, src)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHROMA_SNAPSHOT_CACHE", str(root / "cache"))
+        b = Box(root, repo, root, root / "cache")
+        for k in range(6):
+            if k:
+                grow(src, "docs", GROWTH, seed=40 + k)
+            b.cli("create", src, *(("--chunk-size", "65536") if k == 0 else ()))
+        ids = snapshot_ids(b)
+        plan = b.cli(*REPACK_ARGS, "--dry-run")
+        trees = restore_all(b, ids[-2:])
+    assert plan["repack"]["chunks_rebased"] > 0 and plan["repack"]["packs_repacked"] > 0, plan
+    yield RepackBase(repo, ids, ids[-2:], trees)
+
+
+REPACK_POINTS = [
+    "repack.packs-written",  # new packs written, nothing points at them
+    "repack.tables-written",
+    "repack.root-rewritten#1",  # one kept root rewritten, the other not
+    "repack.roots-rewritten",  # every root rewritten, no old pack deleted
+    "prune.before-delete",
+    "repository.object-deleted#1",
+]
+
+
+@pytest.mark.parametrize("point", REPACK_POINTS)
+def test_repack_killed(box: Box, repack_base: RepackBase, point: str) -> None:
+    shutil.copytree(repack_base.repo, box.repo)
+    killed = box.kill_at(point, *REPACK_ARGS)
+
+    assert snapshot_ids(box) == repack_base.kept  # dropped manifests go before the repack
+    check_repo(box)
+    assert restore_all(box, repack_base.kept) == repack_base.trees
+    assert_lock_left_by(box, killed)
+
+    again = box.run(*REPACK_ARGS)
+    assert again.code == 0, again.stderr
+    report = check_repo(box)
+    assert report["unreferenced"] == []
+    assert restore_all(box, repack_base.kept) == repack_base.trees
+    assert_no_leftovers(box, killed)
+
+
 # --- restore ------------------------------------------------------------------------------------
 
 
