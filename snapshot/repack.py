@@ -76,9 +76,6 @@ class RepackPlan:
     repack: dict[str, dict[int, Frame]]
     #: Packs the kept snapshots reference now but no longer will once roots are rewritten.
     freed: frozenset[str]
-    #: Packs holding chunk tables, with every live frame in them (a pack whose tables are all
-    #: rewritten is freed too).
-    table_packs: dict[str, frozenset[int]]
     repository_bytes: int
     unused_before: int
     unused_after: int
@@ -112,7 +109,10 @@ class RepackResult:
     written: frozenset[str] = frozenset()
 
 
-NO_PLAN = RepackPlan({}, {}, frozenset(), {}, 0, 0, 0)
+#: A chunk table's packs (of its live frames) and whether a re-base changes it.
+TableUse = tuple[frozenset[str], bool]
+
+NO_PLAN = RepackPlan({}, {}, frozenset(), 0, 0, 0)
 
 
 # ------------------------------------------------------------------ planning
@@ -152,9 +152,10 @@ def analyse(
     kept: Sequence[Manifest],
     sizes: dict[str, int],
     options: RepackOptions,
-) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], set[str]]:
+) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], dict[Location, TableUse]]:
     """Read the chunk tables of the kept snapshots, one file path at a time, and return the
-    re-bases to make and what each referenced pack holds that is still live after them."""
+    re-bases to make, what each referenced pack holds that is still live after them, and per
+    chunk table (by location) the packs its live frames are in and whether a re-base changes it."""
     rebases: dict[Location, tuple[Frame, ...]] = {}
     use: dict[str, PackUse] = {}
 
@@ -163,14 +164,13 @@ def analyse(
             use.setdefault(fr.object, PackUse(sizes[fr.object])).live[fr.offset] = fr
 
     by_path: dict[str, dict[str, tuple[Manifest, FileEntry]]] = {}
-    table_packs: set[str] = set()
+    tables: dict[Location, TableUse] = {}
     for m in kept:
         for f in m.files:
             key = f.table.hash if f.table is not None else f.hash + ":" + str(id(m))
             by_path.setdefault(f.path, {}).setdefault(key, (m, f))
             if f.table is not None:
                 mark(f.table.frame())
-                table_packs.add(f.table.object)
     rebase = options.rebase_ratio >= 0 and repo.config.codec == "zstd"
     for path in sorted(by_path):
         versions = [repo.chunks(m, f) for m, f in by_path[path].values()]
@@ -182,7 +182,21 @@ def analyse(
             for ch in chains:
                 for fr in _live_frames(ch, rebases):
                     mark(fr)
-    return rebases, use, table_packs
+        for (_, f), chunks in zip(by_path[path].values(), versions, strict=True):
+            if f.table is not None:
+                lives = [_live_frames(c.frames, rebases) for c in chunks]
+                packs = frozenset(fr.object for live in lives for fr in live)
+                cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
+                tables[location(f.table.frame())] = (packs, cut)
+    return rebases, use, tables
+
+
+def _without(use: dict[str, PackUse], dead: set[Location]) -> dict[str, PackUse]:
+    out = {}
+    for oid, u in use.items():
+        live = {off: fr for off, fr in u.live.items() if (oid, off) not in dead}
+        out[oid] = PackUse(u.size, live)
+    return out
 
 
 def select_packs(use: dict[str, PackUse], options: RepackOptions) -> list[str]:
@@ -225,18 +239,29 @@ def plan_repack(
     and the packs those snapshots reference today."""
     if not options.enabled or not kept:
         return NO_PLAN
-    rebases, use, table_packs = analyse(repo, kept, sizes, options)
-    chosen = select_packs(use, options)
+    rebases, use, tables = analyse(repo, kept, sizes, options)
+    # A chunk table that a re-base or a moved frame changes is written anew: its old frame is
+    # unused too, which may make more packs worth repacking (a few rounds settle it).
+    rewritten = {loc for loc, (_, cut) in tables.items() if cut}
+    chosen: list[str] = []
+    for _ in range(4):
+        chosen = select_packs(_without(use, rewritten), options)
+        more = rewritten | {loc for loc, (packs, _) in tables.items() if packs & set(chosen)}
+        if more == rewritten:
+            break
+        rewritten = more
+    rewritten = {loc for loc, (packs, cut) in tables.items() if cut or packs & set(chosen)}
+    use = _without(use, rewritten)
     repack = {oid: dict(sorted(use[oid].live.items())) for oid in chosen}
-    freed = frozenset(oid for oid in referenced if oid in sizes and (oid in repack or not use.get(oid)))
+    freed = frozenset(oid for oid in referenced
+                      if oid in sizes and (oid in repack or oid not in use or not use[oid].live))
     in_use = {oid: u for oid, u in use.items() if u.live}
     total = sum(u.size for u in in_use.values())
     unused = sum(u.size - u.live_bytes for u in in_use.values())
     after = unused - sum(in_use[oid].size - in_use[oid].live_bytes for oid in chosen)
     if not rebases and not repack:
         freed = frozenset()
-    tables = {oid: frozenset(use[oid].live) for oid in table_packs if oid in use and oid not in repack}
-    return RepackPlan(rebases, repack, freed, tables, total, unused, after)
+    return RepackPlan(rebases, repack, freed, total, unused, after)
 
 
 # ------------------------------------------------------------------ execution
@@ -295,7 +320,6 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
     codec, level = repo.config.codec, repo.config.level
     tables = PackWriter(repo, pack_size=pack_size)
     new_tables: dict[str, TableRef | PendingFrame] = {}
-    replaced: set[Location] = set()
     roots: list[tuple[Manifest, list[tuple[FileEntry, TableRef | PendingFrame | None]]]] = []
     try:
         for sid in kept:
@@ -325,8 +349,6 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
                     if not isinstance(ref, PendingFrame) and ref.object in doomed:
                         raise IntegrityError(f"{what}: its chunk table would be lost; nothing was changed")
                     new_tables[f.table.hash] = ref
-                    if ref != f.table:
-                        replaced.add(location(f.table.frame()))
                 changed |= ref != f.table
                 files.append((f, ref))
             if changed:
@@ -346,7 +368,6 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
         repo.replace_manifest(dataclasses.replace(m, files=tuple(out)))
         hooks.point("repack.root-rewritten")
     hooks.point("repack.roots-rewritten")
-    emptied = {oid for oid, offsets in plan.table_packs.items() if all((oid, o) in replaced for o in offsets)}
     new = frozenset(packs + tables.object_ids)
     return RepackResult(
         packs_written=len({fr.object for fr in [*rebased.values(), *moved.values()]}),
@@ -355,6 +376,6 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
         chunks_rebased=len(rebased),
         roots_rewritten=len(roots),
         tables_written=tables.objects_uploaded,
-        obsolete=(doomed | emptied) - new,
+        obsolete=doomed - new,
         written=new,
     )

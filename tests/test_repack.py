@@ -1,0 +1,232 @@
+"""Repack on prune: chains re-based once their first frames serve only dropped snapshots, live
+frames copied out of mostly-unused packs, roots rewritten; what it does under a nightly
+schedule, which packs it picks, dry runs, bad input, and a create running meanwhile."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chroma_helpers import delete, grow, tree_digest, update_metadata
+from conftest import run_cli
+
+from snapshot import hooks
+from snapshot.create import create_snapshot
+from snapshot.manifest import Frame
+from snapshot.prune import prune
+from snapshot.repack import PackUse, RepackOptions, select_packs
+from snapshot.repository import Repository
+from snapshot.retention import RetentionPolicy
+
+
+def _repo_bytes(repo: Path) -> int:
+    return sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
+
+
+def _night(src: Path, n: int) -> None:
+    grow(src, "docs", 30, seed=100 + n, prefix=f"n{n}-")
+    update_metadata(src, "docs", [f"docs-{i}" for i in range(n * 20, n * 20 + 20)], n)
+    delete(src, "docs", [f"docs-{i}" for i in range(2000 + n * 5, 2000 + n * 5 + 5)])
+
+
+def _ok(*args: Any) -> Any:
+    res = run_cli(*map(str, args), "--json")
+    assert res.code == 0, res.stdout + res.stderr
+    return res.json()
+
+
+def _restores_exactly(repo: Path, sid: str, tree: dict[str, str], where: Path) -> None:
+    dest = where / f"restore-{sid}"
+    _ok("--repo", repo, "restore", sid, dest)
+    assert tree_digest(dest) == tree
+    shutil.rmtree(dest)
+
+
+def test_a_nightly_schedule_stays_smaller_with_repack_and_every_kept_snapshot_restores(
+    chroma_dir: Path, tmp_path: Path
+) -> None:
+    """Two repositories take the same nights (64 KiB chunks, keep-last 3): one prunes with
+    --no-repack, the other as by default. The default one re-bases chains and repacks, ends
+    smaller, passes check --read-data, and restores every kept snapshot byte for byte."""
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    trees: dict[str, dict[str, str]] = {}
+    rebased = repacked = rewritten = 0
+    for n in range(9):
+        if n:
+            _night(chroma_dir, n)
+        for repo in (plain, packed):
+            extra = ("--chunk-size", "65536") if n == 0 else ()
+            sid = _ok("--repo", repo, "create", chroma_dir, *extra)["id"]
+            trees[sid] = tree_digest(chroma_dir)
+        _ok("--repo", plain, "prune", "--keep-last", "3", "--grace", "0s", "--no-repack")
+        out = _ok("--repo", packed, "prune", "--keep-last", "3", "--grace", "0s")
+        if out["repack"]:
+            rebased += out["repack"]["chunks_rebased"]
+            repacked += out["repack"]["packs_repacked"]
+            rewritten += out["repack"]["roots_rewritten"]
+        # What a prune plans, it finishes: right after it, another finds nothing to do.
+        again = _ok("--repo", packed, "prune", "--keep-last", "3", "--grace", "0s", "--dry-run")
+        assert again["objects_removed"] == [] and again["repack"] is None, (n, again)
+    assert rebased > 0 and repacked > 0 and rewritten > 0
+    assert _repo_bytes(packed) < _repo_bytes(plain)
+    report = _ok("--repo", packed, "check", "--read-data")
+    assert report["ok"] and report["unreferenced"] == []
+    kept = [s["id"] for s in _ok("--repo", packed, "list")]
+    assert len(kept) == 3
+    for sid in kept:
+        _restores_exactly(packed, sid, trees[sid], tmp_path)
+
+
+def _pack(size: int, live: int) -> PackUse:
+    u = PackUse(size)
+    if live:
+        u.live[0] = Frame("0" * 32, 0, live, "zstd", live, "0" * 32)
+    return u
+
+
+def test_the_pack_with_1_percent_live_is_repacked_and_the_one_with_99_is_not() -> None:
+    mib = 1 << 20
+    use = {"mostly-dead": _pack(16 * mib, 16 * mib // 100), "mostly-live": _pack(16 * mib, 16 * mib * 99 // 100),
+           "full": _pack(16 * mib, 16 * mib)}
+    assert select_packs(use, RepackOptions()) == ["mostly-dead"]
+    # unlimited unused: nothing moves; 0%: every partly used pack, emptiest first
+    assert select_packs(use, RepackOptions(max_unused=float("inf"))) == []
+    assert select_packs(use, RepackOptions(max_unused=0.0)) == ["mostly-dead", "mostly-live"]
+    # a copy budget smaller than the mostly-dead pack's live data skips it
+    assert select_packs(use, RepackOptions(max_unused=0.0, max_repack_size=100 << 10)) == []
+    # small packs are merged only on request, and only when there are two to merge
+    small = {"a": _pack(mib, mib), "b": _pack(2 * mib, 2 * mib), "big": _pack(16 * mib, 16 * mib)}
+    assert select_packs(small, RepackOptions()) == []
+    assert select_packs(small, RepackOptions(repack_small=True)) == ["a", "b"]
+    assert select_packs({"a": _pack(mib, mib)}, RepackOptions(repack_small=True)) == []
+
+
+def test_dry_run_reports_the_repack_and_changes_nothing(chroma_dir: Path, repo_path: Path) -> None:
+    for n in range(5):
+        if n:
+            _night(chroma_dir, n)
+        _ok("--repo", repo_path, "create", chroma_dir, *(("--chunk-size", "65536") if n == 0 else ()))
+    before = tree_digest(repo_path)
+    plan = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%",
+               "--dry-run")
+    assert tree_digest(repo_path) == before
+    rp = plan["repack"]
+    assert rp["chunks_rebased"] > 0 and rp["packs_repacked"] > 0 and rp["bytes_copied"] > 0
+    assert rp["unused_after"] < rp["unused_before"]
+    text = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%",
+                   "--dry-run")
+    assert "would re-base" in text.stdout and "would copy" in text.stdout
+    done = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%")
+    assert done["repack"]["chunks_rebased"] == rp["chunks_rebased"]
+    assert done["repack"]["packs_repacked"] == rp["packs_repacked"]
+    assert sorted(done["objects_removed"]) == sorted(plan["objects_removed"])
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--max-unused", "150%", "--max-unused: '150%' is not between 0% and 100%"),
+    ("--max-unused", "lots", "--max-unused: not a share: 'lots'"),
+    ("--max-repack-size", "12 parsecs", "--max-repack-size: not a size: '12 parsecs'"),
+])
+def test_bad_repack_options_are_one_line_usage_errors(
+    chroma_dir: Path, repo_path: Path, option: str, value: str, words: str
+) -> None:
+    _ok("--repo", repo_path, "create", chroma_dir)
+    before = tree_digest(repo_path)
+    res = run_cli("--repo", repo_path, "prune", "--keep-last", "1", option, value)
+    assert res.code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], res.stderr
+    assert tree_digest(repo_path) == before
+
+
+def _history(src: Path, repo: Path, nights: int) -> dict[str, dict[str, str]]:
+    trees = {}
+    for n in range(nights):
+        if n:
+            _night(src, n)
+        sid = _ok("--repo", repo, "create", src, *(("--chunk-size", "65536") if n == 0 else ()))["id"]
+        trees[sid] = tree_digest(src)
+    return trees
+
+
+def test_a_prune_that_repacks_waits_for_a_running_create_and_includes_its_snapshot(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    """The create holds its shared lock; the prune (--wait) starts while the create is about
+    to commit, waits, then plans with the new snapshot among the kept ones and repacks it too."""
+    trees = _history(chroma_dir, repo_path, 4)
+    _night(chroma_dir, 4)
+    new_tree = tree_digest(chroma_dir)
+    result: dict[str, Any] = {}
+    waiting = threading.Event()
+
+    def run_prune() -> None:
+        try:
+            result["prune"] = prune(Repository.open(repo_path), RetentionPolicy(last=2), grace=0.0, wait=120.0,
+                                    repack=RepackOptions(max_unused=0.0))
+        except BaseException as exc:  # reported by the assertions below
+            result["error"] = exc
+
+    def start_prune_and_let_it_wait() -> None:
+        t = threading.Thread(target=run_prune)
+        result["thread"] = t
+        with hooks.on("lock.waiting", waiting.set):
+            t.start()
+            assert waiting.wait(60), "the prune never waited for the lock"
+
+    with hooks.on("create.before-commit", start_prune_and_let_it_wait):
+        created = create_snapshot(Repository.open(repo_path), chroma_dir)
+    result["thread"].join(120)
+    assert "error" not in result, result.get("error")
+    pruned = result["prune"]
+    kept = [d.id for d in pruned.kept]
+    assert created.id in kept and len(kept) == 2
+    assert pruned.repack is not None and pruned.repack.roots_rewritten > 0
+    trees[created.id] = new_tree
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    for sid in kept:
+        _restores_exactly(repo_path, sid, trees[sid], tmp_path)
+
+
+def test_a_create_that_starts_during_a_repack_builds_on_the_rewritten_parent(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    """The prune holds the exclusive lock while it writes new packs and rewrites roots; a
+    create started meanwhile (--wait) picks its parent only after the prune, so it never
+    points at frames the prune deleted."""
+    trees = _history(chroma_dir, repo_path, 4)
+    _night(chroma_dir, 4)
+    new_tree = tree_digest(chroma_dir)
+    result: dict[str, Any] = {}
+    waiting = threading.Event()
+
+    def run_create() -> None:
+        try:
+            result["create"] = create_snapshot(Repository.open(repo_path), chroma_dir, wait=120.0)
+        except BaseException as exc:
+            result["error"] = exc
+
+    def start_create_and_let_it_wait() -> None:
+        t = threading.Thread(target=run_create)
+        result["thread"] = t
+        with hooks.on("lock.waiting", waiting.set):
+            t.start()
+            assert waiting.wait(60), "the create never waited for the lock"
+
+    with hooks.on("repack.packs-written", start_create_and_let_it_wait):
+        pruned = prune(Repository.open(repo_path), RetentionPolicy(last=1), grace=0.0,
+                       repack=RepackOptions(max_unused=0.0))
+    result["thread"].join(120)
+    assert "error" not in result, result.get("error")
+    assert pruned.repack is not None and pruned.repack.roots_rewritten == 1
+    created = result["create"]
+    kept = pruned.kept[0].id
+    assert created.parent == kept
+    trees[created.id] = new_tree
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    for sid in (kept, created.id):
+        _restores_exactly(repo_path, sid, trees[sid], tmp_path)
