@@ -38,10 +38,11 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
-    """Collections, their vector segment folders and record counts, as Chroma stores them."""
+def read_collections(conn: sqlite3.Connection, *, counts: bool = True) -> tuple[CollectionInfo, ...]:
+    """Collections, their vector segment folders and record counts, as Chroma stores them
+    (``counts=False``: records 0, without reading every id)."""
     rows = conn.execute("SELECT id, name, dimension FROM collections ORDER BY name").fetchall()
-    queue = Queue(conn, min_segment_seq(conn))  # one pass over the queue for every collection
+    queue = Queue(conn, min_segment_seq(conn)) if counts else None  # one pass for every collection
     out = []
     for cid, name, dim in rows:
         segs = conn.execute(
@@ -49,7 +50,7 @@ def read_collections(conn: sqlite3.Connection) -> tuple[CollectionInfo, ...]:
         ).fetchall()
         vector = tuple(s for s, scope in segs if scope == "VECTOR")
         metadata = [s for s, scope in segs if scope == "METADATA"]
-        records = sum(metadata_ids(conn, cid, seg, queue)[0] for seg in metadata)
+        records = sum(metadata_ids(conn, cid, seg, queue)[0] for seg in metadata) if queue else 0
         out.append(
             CollectionInfo(
                 name=name,

@@ -47,7 +47,7 @@ from snapshot.manifest import (
 from snapshot.packs import DEFAULT_PACK_SIZE
 from snapshot.progress import NullReporter, Reporter
 from snapshot.repository import Repository
-from snapshot.source import Capture, capture, check_persist_dir
+from snapshot.source import Capture, capture, check_persist_dir, with_counts
 from snapshot.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
 
@@ -195,8 +195,10 @@ class _Job:
     allow_inconsistent: bool
 
     def _capture(self) -> Capture:
+        # Record counts come from the consistency checks (run beside packing), not from
+        # counting while the source is locked.
         cap = capture(self.source, self.staging, includes=self.includes,
-                      include_orphans=self.include_orphans, log=self.reporter.warn)
+                      include_orphans=self.include_orphans, log=self.reporter.warn, counts=False)
         hooks.point("create.captured")
         return cap
 
@@ -227,6 +229,7 @@ class _Job:
                     + (f" (and {len(verification.problems) - 1} more)" if len(verification.problems) > 1
                        else "") + "; --allow-inconsistent snapshots it anyway")
             self.reporter.warn(f"snapshotting an inconsistent directory: {'; '.join(verification.problems)}")
+        cap = with_counts(cap, verification.collections, self.staging / "db")
         for orphan in cap.orphans:
             if not self.include_orphans:
                 self.reporter.warn(f"segment folder {orphan} belongs to no collection: left out "

@@ -16,12 +16,13 @@ The user's database is never opened for writing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,21 @@ class Capture:
     orphans: tuple[str, ...]
     skipped: tuple[str, ...]
     attempts: int
+
+
+def with_counts(cap: Capture, counts: Mapping[str, int], staged_db: Path) -> Capture:
+    """``cap`` with each collection's record count from ``counts`` (the consistency checks'),
+    counting on the private copy for any collection they could not (a damaged capture)."""
+    if any(c.name not in counts for c in cap.collections):
+        conn = open_readonly(staged_db / DB_NAME, immutable=True)
+        try:
+            counts = {c.name: c.records for c in read_collections(conn)} | dict(counts)
+        except sqlite3.DatabaseError:
+            counts = dict(counts)
+        finally:
+            conn.close()
+    collections = tuple(dataclasses.replace(c, records=counts.get(c.name, 0)) for c in cap.collections)
+    return dataclasses.replace(cap, collections=collections)
 
 
 def check_persist_dir(source: Path) -> Path:
@@ -177,8 +193,11 @@ def capture(
     settle: float = 0.05,
     stable_timeout: float = 30.0,
     log: Callable[[str], None] = lambda _msg: None,
+    counts: bool = True,
 ) -> Capture:
-    """Copy a consistent view of ``source`` into ``staging`` (see module docstring)."""
+    """Copy a consistent view of ``source`` into ``staging`` (see module docstring).
+    ``counts=False`` leaves the collections' record counts at 0 (a create takes them from its
+    consistency checks on the copy, instead of counting while the source is locked)."""
     source = source.absolute()
     db = check_persist_dir(source)
     extra = _include_entries(source, includes)
@@ -186,7 +205,7 @@ def capture(
         for part in ("db", "include"):  # a retry starts from nothing (the folder itself is owned)
             shutil.rmtree(staging / part, ignore_errors=True)
         staging.mkdir(parents=True, exist_ok=True)
-        result = _capture_once(source, db, staging, include_orphans, settle, stable_timeout)
+        result = _capture_once(source, db, staging, include_orphans, settle, stable_timeout, counts)
         if result is not None:
             collections, files, orphans = result
             break
@@ -243,7 +262,8 @@ def _copy_db(conn: sqlite3.Connection, db: Path, dest: Path) -> None:
 
 
 def _capture_once(
-    source: Path, db: Path, staging: Path, include_orphans: bool, settle: float, timeout: float
+    source: Path, db: Path, staging: Path, include_orphans: bool, settle: float, timeout: float,
+    counts: bool,
 ) -> tuple[tuple[CollectionInfo, ...], list[StagedFile], list[str]] | None:
     try:
         conn = open_readonly(db)
@@ -251,7 +271,7 @@ def _capture_once(
         raise SourceError(f"cannot open {db}: {exc}") from exc
     try:
         conn.execute("BEGIN")
-        collections = read_collections(conn)  # this SELECT takes the SHARED lock
+        collections = read_collections(conn, counts=counts)  # this SELECT takes the SHARED lock
         referenced = {s for c in collections for s in c.segments}
         orphans = sorted(
             e.name
