@@ -29,6 +29,7 @@ from snapshot.chroma_db import (
     Queue,
     SegmentRow,
     id_digest,
+    ids_digest,
     metadata_ids,
     min_segment_seq,
     open_readonly,
@@ -185,7 +186,7 @@ def _check_collection(
         else:
             ids = ()
         n = len(ids)
-        d = sum(id_digest(i) for i in ids) & _MASK
+        d = ids_digest(map(str, ids))
         for rid, sign in replay(ids.__contains__, queue.ops(cid, seen)):
             n += sign
             d = (d + sign * id_digest(rid)) & _MASK
