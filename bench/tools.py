@@ -29,10 +29,16 @@ class ChromaSnapshot:
     CREATE_FIELDS = ("bytes_total", "bytes_uploaded", "bytes_new", "chunks_total", "chunks_new",
                      "chunks_delta", "objects_uploaded", "bases_cached", "bases_read")
 
-    def __init__(self, repo: Path, cache: Path) -> None:
-        self.repo, self.cache = repo, cache
+    def __init__(self, repo: Path, cache: Path, password_file: Path | None = None) -> None:
+        """``password_file``: the repository is (created) encrypted, with that password."""
+        self.repo, self.cache, self.encrypted = repo, cache, password_file is not None
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), ANONYMIZED_TELEMETRY="False",
                         CHROMA_SNAPSHOT_CACHE=str(cache))
+        for name in ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE",
+                     "CHROMA_SNAPSHOT_SCRYPT_LOG_N"):  # the key derivation runs at its real cost
+            self.env.pop(name, None)
+        if password_file is not None:
+            self.env["CHROMA_SNAPSHOT_PASSWORD_FILE"] = str(password_file)
 
     def _cli(self, *args: str) -> Proc:
         argv = [sys.executable, "-m", "snapshot", "--repo", str(self.repo), *args]
@@ -40,7 +46,8 @@ class ChromaSnapshot:
 
     def create(self, src: Path) -> dict[str, Any]:
         before = dir_bytes(self.repo) if self.repo.exists() else 0
-        p = self._cli("create", str(src), "--json").check("chroma-snapshot create")
+        encrypt = ["--encrypt"] if self.encrypted and not self.repo.exists() else []
+        p = self._cli("create", str(src), "--json", *encrypt).check("chroma-snapshot create")
         out = json.loads(p.stdout)
         return {**p.row(), "repo_bytes_added": dir_bytes(self.repo) - before,
                 "repo_bytes": dir_bytes(self.repo), "id": out["id"], "parent": out["parent"],

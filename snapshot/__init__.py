@@ -12,6 +12,7 @@ from snapshot.check import check_repository
 from snapshot.create import create_snapshot
 from snapshot.diff import diff_snapshots
 from snapshot.errors import SnapshotError
+from snapshot.keys import KeySource
 from snapshot.manifest import Manifest
 from snapshot.prune import forget as forget_snapshots
 from snapshot.prune import prune as prune_snapshots
@@ -22,6 +23,7 @@ from snapshot.storage import StoreOptions
 from snapshot.version import __version__
 
 __all__ = [
+    "KeySource",
     "Manifest",
     "Repository",
     "RetentionPolicy",

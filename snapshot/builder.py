@@ -133,9 +133,13 @@ class Builder:
         return self.reader.read_chunk(plan.base)
 
     def _compress(self, plan: _Plan) -> tuple[bytes, Chunk | None]:
+        """The frame to store (compressed, then sealed in an encrypted repository: the delta's
+        dictionary is the parent chunk's plaintext) and its base."""
         if plan.base is not None:
-            return compress(plan.data, self.codec, self.level, self._base_bytes(plan)), plan.base
-        return compress(plan.data, self.codec, self.level), None
+            frame = compress(plan.data, self.codec, self.level, self._base_bytes(plan))
+        else:
+            frame = compress(plan.data, self.codec, self.level)
+        return self.repo.seal_frame(frame, self.codec, len(plan.data), plan.hash), plan.base
 
     def add_file(self, sf: StagedFile) -> StoredFile:
         chains: list[list[PendingFrame | Frame]] = []
@@ -232,7 +236,9 @@ class Builder:
                     needed |= reuse[1]
                     continue
                 if h not in written:
-                    written[h] = tables.add(compress(raw, self.codec, self.level), self.codec, len(raw), h)
+                    packed = compress(raw, self.codec, self.level)
+                    frame = self.repo.seal_frame(packed, self.codec, len(raw), h, table=True)
+                    written[h] = tables.add(frame, self.codec, len(raw), h)
                 pending.append((sf, len(chunks), written[h]))
             tables.close()
         except BaseException:

@@ -112,6 +112,14 @@ class DiskFullError(SnapshotError):
     kind = "disk-full"
 
 
+class WrongPasswordError(SnapshotError):
+    """No key of an encrypted repository opens with the password given (or the key file was
+    altered: the two cannot be told apart)."""
+
+    exit_code = 16
+    kind = "wrong-password"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C (exit 143)."""
 
@@ -187,6 +195,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (13, "S3: endpoint unreachable"),
     (14, "S3: wrong region for the bucket"),
     (15, "disk full: no space left on a local filesystem (named in the message)"),
+    (16, "wrong password: no key of the encrypted repository opens with it (or its key file was altered)"),
     (130, "interrupted (Ctrl-C)"),
     (143, "terminated (SIGTERM); temporary files were removed"),
 )

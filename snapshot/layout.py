@@ -6,6 +6,7 @@ A repository (local folder or S3 prefix) holds::
     snapshots/<id>.json         one manifest per snapshot, the commit point, create-only
     data/<ab>/<object id>       packs of compressed frames, named by xxh3-128 of their bytes
     locks/<lock id>.json        shared and exclusive locks of running commands
+    keys/<key id>               encrypted repositories only: the master key wrapped by one password
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ CONFIG_KEY = "config.json"
 SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
 LOCKS_PREFIX = "locks/"
+KEYS_PREFIX = "keys/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -78,3 +80,18 @@ def lock_key(lock_id: str) -> str:
 
 def lock_id_from_key(key: str) -> str | None:
     return _json_name(LOCKS_PREFIX, key, _is_lock_id)
+
+
+def is_key_id(value: str) -> bool:
+    return bool(_OBJECT_ID.match(value))  # 32 random hex digits: a name that says nothing
+
+
+def key_key(key_id: str) -> str:
+    if not is_key_id(key_id):
+        raise ValueError(f"not a key id: {key_id!r}")
+    return f"{KEYS_PREFIX}{key_id}"
+
+
+def key_id_from_key(key: str) -> str | None:
+    name = key[len(KEYS_PREFIX) :] if key.startswith(KEYS_PREFIX) else ""
+    return name if is_key_id(name) else None

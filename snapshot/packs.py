@@ -1,5 +1,9 @@
 """Packs: many independent compressed frames in one content-addressed object.
 
+Frames arrive as the bytes to store (sealed by Repository.seal_frame in an encrypted
+repository), so every offset and length recorded is the stored one, and a pack's id is the
+hash of what is stored: of ciphertext in an encrypted repository, never of plaintext.
+
 Writing: :class:`PackWriter` appends frames to an in-memory pack and uploads it (in the
 background, bounded) once it reaches the target size; a pack's id, and so every frame's
 ``object``, is known only once the pack is sealed, so frames are handed out as
@@ -52,6 +56,7 @@ class PackWriter:
         self._lock = threading.Lock()
 
     def add(self, frame: bytes, codec: str, size: int, hash_: str) -> PendingFrame:
+        """Append ``frame``, the stored bytes (already sealed in an encrypted repository)."""
         pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
         # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and
         # holding hundreds of them would pin that much memory until the pack is sealed.
@@ -125,10 +130,10 @@ class ChunkReader:
         self.bytes_fetched = 0
 
     def read_frame(self, frame: Frame) -> bytes:
-        """The compressed bytes of one frame."""
+        """The compressed bytes of one frame (opened, in an encrypted repository)."""
         data = self.repo.read_frame(frame)
         with self._lock:
-            self.bytes_fetched += len(data)
+            self.bytes_fetched += frame.length  # what was downloaded: the stored length
         return data
 
     def decode(self, frame: Frame, base: bytes | None) -> bytes:

@@ -286,7 +286,8 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
         for loc, chain in plan.rebases.items():
             last = chain[-1]
             content = reader.read_chunk(Chunk(last.hash, last.size, chain))  # every link verified
-            rebased[loc] = writer.add(compress(content, codec, level), codec, len(content), last.hash)
+            frame = repo.seal_frame(compress(content, codec, level), codec, len(content), last.hash)
+            rebased[loc] = writer.add(frame, codec, len(content), last.hash)
         for oid, frames in plan.repack.items():
             data = repo.read_object(oid)  # checked against its name: copies are the stored bytes
             read += len(data)
@@ -341,7 +342,9 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
                     _check_kept(chunks, doomed, what)
                     if chunks != old:
                         raw = encode_table(chunks)
-                        ref = tables.add(compress(raw, codec, level), codec, len(raw), digest(raw))
+                        h = digest(raw)
+                        frame = repo.seal_frame(compress(raw, codec, level), codec, len(raw), h, table=True)
+                        ref = tables.add(frame, codec, len(raw), h)
                     else:
                         fr = moved.get(location(f.table.frame()))
                         ref = f.table if fr is None else TableRef(fr.object, fr.offset, fr.length, fr.size,

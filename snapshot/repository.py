@@ -1,15 +1,19 @@
 """A repository: the one owner of every read and write of a store holding snapshots.
 
-Config, manifests, objects (packs), locks and request statistics all go through
+Config, manifests, objects (packs), keys, locks and request statistics all go through
 :class:`Repository`; the operations (create, restore, diff, prune, check) sit above it and
 never build a storage key or call the store themselves.
+
+An encrypted repository is opened with a password (a :class:`KeySource`); Repository then
+seals what it writes and opens what it reads (snapshot/crypto.py): manifest roots here, frames
+and chunk tables through :meth:`Repository.seal_frame` and :meth:`Repository.read_frame`. The
+operations see plaintext and never know whether a repository is encrypted.
 """
 
 from __future__ import annotations
 
 import builtins
 import os
-import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot import hooks, layout
-from snapshot.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
-from snapshot.compression import DEFAULT_LEVELS, check_codec, decompress
+from snapshot import crypto, hooks, layout, repoconfig
+from snapshot import keys as keyfiles
+from snapshot.compression import decompress
 from snapshot.errors import (
     AlreadyExistsError,
     AmbiguousIdError,
@@ -30,7 +34,7 @@ from snapshot.errors import (
     UsageError,
 )
 from snapshot.hashing import digest
-from snapshot.ids import utc_now_iso
+from snapshot.keys import KeyInfo, KeySource
 from snapshot.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.manifest import (
     Chunk,
@@ -39,15 +43,14 @@ from snapshot.manifest import (
     Manifest,
     RepoConfig,
     dumps,
-    parse_config,
     parse_manifest,
 )
+from snapshot.repoconfig import Access
 from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.tables import parse_table
 
-DEFAULT_CODEC = "zstd"
-#: Frames per delta chain at most (each chunk has its own limit from 3/4 of this up: chains.py).
-DEFAULT_MAX_CHAIN = 16
+DEFAULT_CODEC = repoconfig.DEFAULT_CODEC
+DEFAULT_MAX_CHAIN = repoconfig.DEFAULT_MAX_CHAIN
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 
@@ -109,9 +112,14 @@ class ManifestScan:
 class Repository:
     """Open with :meth:`open` (``create=True`` initialises an empty location)."""
 
-    def __init__(self, store: Store, config: RepoConfig) -> None:
+    def __init__(self, store: Store, config: RepoConfig, access: Access | None = None,
+                 key_source: KeySource | None = None) -> None:
         self.store = store
         self.config = config
+        access = access or Access(config)
+        self._cipher = access.cipher
+        self._key_id = access.key_id
+        self._key_source = key_source
         #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -125,19 +133,18 @@ class Repository:
         options: StoreOptions | None = None,
         *,
         create: bool = False,
+        encrypt: bool = False,
+        key_source: KeySource | None = None,
         chunk_size: int | None = None,
         codec: str | None = None,
         level: int | None = None,
         max_chain: int | None = None,
     ) -> Repository:
-        """Open the repository at ``location``. The settings (chunk size, codec, level, chain
-        bound) apply when this call initialises it; given for an existing repository, a
-        chunk size or codec other than its own is refused."""
-        if chunk_size is not None:
-            check_chunk_size(chunk_size)
-        if codec is not None or level is not None:
-            codec_ = codec or DEFAULT_CODEC
-            check_codec(codec_, level if level is not None else DEFAULT_LEVELS[codec_])
+        """Open the repository at ``location``; an encrypted one reads its password from
+        ``key_source``. The settings (encryption, chunk size, codec, level, chain bound) apply
+        when this call initialises it; given for an existing repository, encryption of an
+        unencrypted one, or a chunk size or codec other than its own, is refused."""
+        repoconfig.check_settings(chunk_size, codec, level)
         store = open_store(os.fspath(location), options)
         try:
             raw = store.get(layout.CONFIG_KEY)
@@ -146,37 +153,42 @@ class Repository:
                 raise NotFoundError(
                     f"no repository at {store.url} (create a snapshot there first)"
                 ) from None
-            return cls._init(store, chunk_size, codec, level, max_chain)
-        repo = cls(store, parse_config(raw, f"repository config at {store.url}"))
-        repo._refuse_other_settings(chunk_size, codec)
+            access = repoconfig.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        else:
+            access = repoconfig.load(store, raw, key_source)
+        repo = cls(store, access.config, access, key_source)
+        repo._refuse_other_settings(chunk_size, codec, encrypt)
         return repo
 
     @classmethod
-    def _init(
-        cls, store: Store, chunk_size: int | None, codec: str | None, level: int | None, max_chain: int | None
+    def init(
+        cls,
+        location: str | os.PathLike[str],
+        options: StoreOptions | None = None,
+        *,
+        encrypt: bool = False,
+        key_source: KeySource | None = None,
+        chunk_size: int | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        max_chain: int | None = None,
     ) -> Repository:
-        if next(iter(store.list("")), None) is not None:
-            raise UsageError(
-                f"{store.url} is not empty and holds no chroma-snapshot repository (no config.json)"
-            )
-        codec = codec or DEFAULT_CODEC
-        config = RepoConfig(
-            id=secrets.token_hex(16),
-            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
-            codec=codec,
-            level=level if level is not None else DEFAULT_LEVELS[codec],
-            max_chain=max_chain or DEFAULT_MAX_CHAIN,
-            created_at=utc_now_iso(),
-        )
-        try:
-            store.put(layout.CONFIG_KEY, dumps(config), create_only=True)
-        except AlreadyExistsError:  # another process initialised it first: use theirs
-            repo = cls(store, parse_config(store.get(layout.CONFIG_KEY)))
-            repo._refuse_other_settings(chunk_size, codec)
-            return repo
-        return cls(store, config)
+        """Initialise a new repository at ``location`` (refused where one exists)."""
+        repoconfig.check_settings(chunk_size, codec, level)
+        store = open_store(os.fspath(location), options)
+        if store.exists(layout.CONFIG_KEY):
+            raise UsageError(f"a repository already exists at {store.url}")
+        access = repoconfig.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        repo = cls(store, access.config, access, key_source)
+        repo._refuse_other_settings(chunk_size, codec, encrypt)
+        return repo
 
-    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None) -> None:
+    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool) -> None:
+        if encrypt and self._cipher is None:
+            raise UsageError(
+                f"the repository at {self.url} exists and is not encrypted; --encrypt applies only when a "
+                "create initialises a repository"
+            )
         if chunk_size is not None and chunk_size != self.config.chunk_size:
             raise UsageError(
                 f"this repository's chunk size is {self.config.chunk_size}; --chunk-size applies "
@@ -200,7 +212,57 @@ class Repository:
     def verify_config(self) -> None:
         """Re-read and validate the stored config: raises what is wrong with it (a
         StorageError when it could not be read at all)."""
-        parse_config(self.store.get(layout.CONFIG_KEY))
+        repoconfig.verify(self.store, Access(self.config, self._cipher, self._key_id))
+
+    # ------------------------------------------------------------------ encryption and keys
+
+    @property
+    def encrypted(self) -> bool:
+        return self._cipher is not None
+
+    @property
+    def key_id(self) -> str | None:
+        """The key the password in use opened (None when the repository is not encrypted)."""
+        return self._key_id
+
+    def _need_cipher(self) -> tuple[crypto.Cipher, str]:
+        if self._cipher is None or self._key_id is None:
+            raise UsageError(f"the repository at {self.url} is not encrypted: it has no keys")
+        return self._cipher, self._key_id
+
+    def list_keys(self) -> builtins.list[KeyInfo]:
+        cipher, current = self._need_cipher()
+        return keyfiles.describe_keys(self.store, cipher, current)
+
+    def add_key(self, password: bytes) -> str:
+        """Let ``password`` open the repository too; the new key's id."""
+        cipher, _ = self._need_cipher()
+        return keyfiles.add_key(self.store, cipher, password)
+
+    def remove_key(self, ref: str) -> str:
+        """Remove key ``ref`` (id or unique prefix); never the last one, nor the one in use unless
+        the password in use opens another key too. The id removed."""
+        cipher, current = self._need_cipher()
+        source = self._key_source
+        assert source is not None
+        return keyfiles.remove_key(self.store, cipher, ref, current, lambda: source.read(False))
+
+    def change_password(self, password: bytes) -> tuple[str, str]:
+        """Replace the key in use by one that ``password`` opens: (old id, new id). The new key
+        is written before the old one is removed, so an interruption leaves both usable."""
+        cipher, current = self._need_cipher()
+        new = keyfiles.add_key(self.store, cipher, password)
+        hooks.point("repository.key-added")
+        keyfiles.delete_key(self.store, current)
+        self._key_id = new
+        return current, new
+
+    def seal_frame(self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False) -> bytes:
+        """The bytes to store for a frame (``codec``-compressed ``data`` decoding to ``size``
+        bytes hashing to ``hash_``): sealed in an encrypted repository, else ``data`` itself."""
+        if self._cipher is None:
+            return data
+        return self._cipher.seal_frame(data, codec, size, hash_, table=table)
 
     @contextmanager
     def measure(self) -> Iterator[Measurement]:
@@ -247,6 +309,8 @@ class Repository:
         return matches[0]
 
     def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
+        if self._cipher is not None:  # bound to its id: a root renamed or copied in does not open
+            raw = self._cipher.open_root(raw, snapshot_id)
         m = parse_manifest(raw, f"manifest {snapshot_id}")
         if m.id != snapshot_id:
             raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
@@ -319,7 +383,7 @@ class Repository:
         """Commit a snapshot: its manifest, create-only. A retry whose first attempt did land
         (its response was lost) finds our own bytes there: that is success."""
         key = layout.snapshot_key(m.id)
-        data = dumps(m)
+        data = self._root_bytes(m)
         try:
             self.store.put(key, data, create_only=True)
         except AlreadyExistsError as exc:
@@ -337,8 +401,11 @@ class Repository:
         both point only at objects that exist until the last rewritten root has landed."""
         if not self.store.exists(layout.snapshot_key(m.id)):
             raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
-        self.store.put(layout.snapshot_key(m.id), dumps(m))
+        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m))
         self._remember(m)
+
+    def _root_bytes(self, m: Manifest) -> bytes:
+        return dumps(m) if self._cipher is None else self._cipher.seal_root(dumps(m), m.id)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self.store.delete(layout.snapshot_key(snapshot_id))
@@ -353,7 +420,7 @@ class Repository:
         ref = f.table
         what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
         try:
-            raw = self.read_frame(ref.frame())
+            raw = self.read_frame(ref.frame(), table=True)
         except SnapshotError as exc:
             raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
         try:
@@ -400,12 +467,17 @@ class Repository:
         STANDARD_IA and ONEZONE_IA, the default for data)."""
         return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
 
-    def read_frame(self, frame: Frame) -> bytes:
-        """The stored (compressed) bytes of one frame: a range read of its pack."""
+    def read_frame(self, frame: Frame, *, table: bool = False) -> bytes:
+        """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
+        range read of its pack, opened (authenticated) in an encrypted repository."""
         try:
-            return self.store.get_range(layout.object_key(frame.object), frame.offset, frame.length)
+            raw = self.store.get_range(layout.object_key(frame.object), frame.offset, frame.length)
         except NotFoundError as exc:
             raise NotFoundError(f"object {frame.object} is missing from the repository") from exc
+        if self._cipher is None:
+            return raw
+        what = f"object {frame.object} at offset {frame.offset}"
+        return self._cipher.open_frame(raw, frame, what, table=table)
 
     def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
         """(object id, listing) for every key under data/; the id is None for a stray key."""
@@ -429,3 +501,4 @@ class Repository:
 
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
             list(pool.map(delete, keys))
+

@@ -15,6 +15,7 @@ from types import FrameType
 
 import click
 
+from snapshot.cli.keys import init_cmd, key_group
 from snapshot.cli.maint import check_cmd, diff_cmd, forget_cmd, prune_cmd, unlock_cmd
 from snapshot.cli.options import group_store_options
 from snapshot.cli.render import emit_error
@@ -37,7 +38,8 @@ def cli() -> None:
     """
 
 
-for _command in (create, list_, show, restore, diff_cmd, prune_cmd, forget_cmd, check_cmd, unlock_cmd):
+for _command in (init_cmd, create, list_, show, restore, diff_cmd, prune_cmd, forget_cmd, check_cmd,
+                 unlock_cmd, key_group):
     cli.add_command(_command)
 
 

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
+from snapshot.cli import passwords
 from snapshot.errors import UsageError
+from snapshot.keys import KeySource
 from snapshot.repack import RepackOptions
 from snapshot.repository import Repository
 from snapshot.retention import parse_duration
@@ -43,6 +45,11 @@ def _store_options(envvar: bool) -> list[Callable[[F], F]]:
         opt("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms."),
         opt("--s3-checksum", type=click.Choice(["when_supported", "when_required"]),
             help="botocore checksum mode; when_required for MinIO/R2/B2 that reject flexible checksums."),
+        opt("--password-file", metavar="FILE",
+            help="Password of an encrypted repository, from FILE. Also CHROMA_SNAPSHOT_PASSWORD_FILE, "
+            "CHROMA_SNAPSHOT_PASSWORD.", type=click.Path(dir_okay=False)),
+        opt("--password-command", metavar="CMD",
+            help="Password of an encrypted repository: the output of CMD (run without a shell)."),
     ]
 
 
@@ -145,8 +152,13 @@ def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | 
     )
 
 
-def open_repo(create: bool = False, **settings: Any) -> Repository:
-    obj = click.get_current_context().find_root().ensure_object(dict)
+def _obj() -> dict[str, Any]:
+    obj: dict[str, Any] = click.get_current_context().find_root().ensure_object(dict)
+    return obj
+
+
+def repo_location() -> tuple[str, StoreOptions]:
+    obj = _obj()
     options = StoreOptions(
         profile=obj.get("profile"),
         endpoint_url=obj.get("endpoint_url"),
@@ -159,4 +171,16 @@ def open_repo(create: bool = False, **settings: Any) -> Repository:
     repo = obj.get("repo")
     if not repo:
         raise UsageError("no repository given: pass --repo PATH or set CHROMA_SNAPSHOT_REPO")
-    return Repository.open(repo, options, create=create, **settings)
+    return repo, options
+
+
+def key_source() -> KeySource:
+    obj = _obj()
+    return passwords.key_source(obj.get("password_file"), obj.get("password_command"))
+
+
+def open_repo(create: bool = False, **settings: Any) -> Repository:
+    """The repository of the --repo and S3 options (``create``: initialise an empty location
+    with ``settings``); an encrypted one is unlocked with the password options."""
+    location, options = repo_location()
+    return Repository.open(location, options, create=create, key_source=key_source(), **settings)

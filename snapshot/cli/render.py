@@ -16,6 +16,7 @@ from snapshot.create import CreateResult
 from snapshot.diff import RecordDiff, SnapshotDiff
 from snapshot.errors import SnapshotError
 from snapshot.ids import id_time
+from snapshot.keys import KeyInfo
 from snapshot.manifest import Manifest
 from snapshot.prune import PruneResult
 from snapshot.repository import Repository, SnapshotSummary
@@ -278,6 +279,27 @@ def render_check(r: CheckResult) -> list[str]:
         out += [f"  [{p.kind}] {p.message}" for p in r.problems]
     else:
         out.append("no problems found")
+    return out
+
+
+def render_init(r: dict[str, Any]) -> list[str]:
+    kind = "encrypted repository" if r["encrypted"] else "repository"
+    key = f"; key {r['key']} (keep the password safe: without it nothing can be restored)" if r["key"] else ""
+    return [f"initialised {kind} {r['id']} at {r['repository']}{key}"]
+
+
+def render_keys(keys: list[KeyInfo]) -> list[str]:
+    rows = [["*" if k.current else "", k.id, k.created[:19].replace("T", " ") or "?", k.host or "?",
+             k.kdf or f"UNREADABLE: {k.error}"] for k in keys]
+    return [table(rows, ["", "ID", "CREATED (UTC)", "HOST", "KDF"])]
+
+
+def render_key_change(r: dict[str, str]) -> list[str]:
+    out = []
+    if "added" in r:
+        out.append(f"added key {r['added']}")
+    if "removed" in r:
+        out.append(f"removed key {r['removed']}")
     return out
 
 

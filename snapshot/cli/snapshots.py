@@ -47,6 +47,10 @@ from snapshot.restore import prepare_restore, restore_snapshot
               "it without reading the repository [$CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot].")
 @click.option("--no-cache", is_flag=True, help="Keep no base cache (saves a DB-sized copy on disk; the "
               "next create then reads delta bases back from the repository).")
+@click.option("--encrypt", is_flag=True,
+              help="Encrypt a new repository (AES-256-GCM; the password comes from --password-file, "
+              "CHROMA_SNAPSHOT_PASSWORD_FILE, CHROMA_SNAPSHOT_PASSWORD, --password-command or a prompt). "
+              "Only when this create initialises the repository.")
 @click.option("--allow-inconsistent", is_flag=True,
               help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
               "snapshot; restores of it warn).")
@@ -56,15 +60,16 @@ from snapshot.restore import prepare_restore, restore_snapshot
 def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
            include_orphans: bool, parent: str | None, codec: str | None, level: int | None,
            no_delta: bool, chunk_size: int | None, tmp_dir: str | None, cache_dir: str | None,
-           no_cache: bool, allow_inconsistent: bool, wait: str | None, as_json: bool) -> None:
+           no_cache: bool, encrypt: bool, allow_inconsistent: bool, wait: str | None, as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     \b
     Example:
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
+      chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
     """
     check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
-    repo = open_repo(create=True, chunk_size=chunk_size, codec=codec)
+    repo = open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
     result = create_snapshot(repo, Path(source), tags=tags, message=message, includes=includes,
                              include_orphans=include_orphans, parent=parent, level=level,
                              delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache,
