@@ -68,7 +68,7 @@ def compress(data: bytes, codec: str, level: int, base: bytes | None = None) -> 
     raise UsageError(f"unknown codec {codec!r}")
 
 
-def decompress(frame: bytes, codec: str, size: int, base: bytes | None = None) -> bytes:
+def decompress(frame: bytes | memoryview, codec: str, size: int, base: bytes | None = None) -> bytes:
     """Inverse of :func:`compress`; raises IntegrityError on any corruption or size mismatch.
 
     Decoding is streamed and never produces more than ``size + 1`` bytes, whatever the frame's

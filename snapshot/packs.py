@@ -127,11 +127,16 @@ class ChunkReader:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._lock = threading.Lock()
+        self._scratch = threading.local()
         self.bytes_fetched = 0
 
-    def read_frame(self, frame: Frame) -> bytes:
-        """The compressed bytes of one frame (opened, in an encrypted repository)."""
-        data = self.repo.read_frame(frame)
+    def read_frame(self, frame: Frame) -> bytes | memoryview:
+        """The compressed bytes of one frame (opened, in an encrypted repository: into this
+        thread's scratch buffer, so the result is valid until this thread's next call)."""
+        scratch = getattr(self._scratch, "buf", None)
+        if scratch is None or len(scratch) < frame.length:
+            scratch = self._scratch.buf = bytearray(max(frame.length, 1 << 20) + (64 << 10))
+        data = self.repo.read_frame(frame, scratch=scratch)
         with self._lock:
             self.bytes_fetched += frame.length  # what was downloaded: the stored length
         return data

@@ -467,9 +467,12 @@ class Repository:
         STANDARD_IA and ONEZONE_IA, the default for data)."""
         return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
 
-    def read_frame(self, frame: Frame, *, table: bool = False) -> bytes:
+    def read_frame(
+        self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None
+    ) -> bytes | memoryview:
         """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
-        range read of its pack, opened (authenticated) in an encrypted repository."""
+        range read of its pack, opened (authenticated) in an encrypted repository; given a
+        ``scratch`` buffer, opened into it (a view valid until the buffer's next use)."""
         try:
             raw = self.store.get_range(layout.object_key(frame.object), frame.offset, frame.length)
         except NotFoundError as exc:
@@ -477,7 +480,7 @@ class Repository:
         if self._cipher is None:
             return raw
         what = f"object {frame.object} at offset {frame.offset}"
-        return self._cipher.open_frame(raw, frame, what, table=table)
+        return self._cipher.open_frame(raw, frame, what, table=table, scratch=scratch)
 
     def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
         """(object id, listing) for every key under data/; the id is None for a stray key."""

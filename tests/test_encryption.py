@@ -231,7 +231,7 @@ def test_library_api(history: History, tmp_path: Path) -> None:
 def test_default_kdf_cost_is_real(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(crypto.LOG_N_ENV)
     params = crypto.ScryptParams.new()
-    assert (1 << params.log_n, params.r, params.p) == (65536, 8, 1) and len(params.salt) == 32
+    assert (1 << params.log_n, params.r, params.p) == (32768, 8, 1) and len(params.salt) == 32
 
 
 # --- passwords and keys ------------------------------------------------------------------------
