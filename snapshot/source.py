@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,7 +253,7 @@ def _copy_db(conn: sqlite3.Connection, db: Path, dest: Path) -> None:
     mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
     hot_journal = Path(str(db) + "-journal")
     if mode in _ROLLBACK_MODES and not (hot_journal.exists() and hot_journal.stat().st_size):
-        shutil.copyfile(db, dest)
+        _copy(db, dest)
         return
     target = sqlite3.connect(str(dest))
     try:
@@ -284,15 +285,20 @@ def _capture_once(
         folders = [source / s for s in wanted]
         seg_files, stable = _wait_stable(folders, settle, timeout)
         files: list[StagedFile] = []
-        for f in seg_files:
-            rel = f.relative_to(source).as_posix()
-            _check_text(f"segment folder {rel.split('/', 1)[0]}", rel)
-            dst = staging / "db" / rel
-            _copy(f, dst)
-            role = "orphan" if rel.split("/", 1)[0] in orphans else "segment"
-            files.append(StagedFile(rel, dst, f.stat().st_mode & 0o777, role))
+        copies = []
         db_copy = staging / "db" / DB_NAME
-        _copy_db(conn, db, db_copy)
+        # The copies (kernel copies, the GIL released) run side by side, all under our lock.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="capture") as pool:
+            for f in seg_files:
+                rel = f.relative_to(source).as_posix()
+                _check_text(f"segment folder {rel.split('/', 1)[0]}", rel)
+                dst = staging / "db" / rel
+                copies.append(pool.submit(_copy, f, dst))
+                role = "orphan" if rel.split("/", 1)[0] in orphans else "segment"
+                files.append(StagedFile(rel, dst, f.stat().st_mode & 0o777, role))
+            _copy_db(conn, db, db_copy)
+            for c in copies:
+                c.result()
         after = _stat_map([Path(p) for p in stable])
         fresh = {str(f) for d in folders for f in _walk_files(d)}
         if after != stable or fresh != set(stable):
