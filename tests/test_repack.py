@@ -257,3 +257,38 @@ def test_an_encrypted_repository_repacks_and_stays_sealed(
         assert plain not in stored
     for sid in [s["id"] for s in _ok("--repo", repo_path, "list")]:
         _restores_exactly(repo_path, sid, trees[sid], tmp_path)
+
+
+def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
+    cli: Any, s3_client: Any, s3_repo_url: str, chroma_dir: Path, tmp_path: Path
+) -> None:
+    """Packs of at least 128 KiB go to STANDARD_IA, smaller ones (a small incremental's) to
+    STANDARD; a prune on S3 repacks like a local one and says how many of the bytes it deleted
+    had not yet served IA's 30 billed days."""
+    bucket, prefix = s3_repo_url[len("s3://"):].split("/", 1)
+    for n in range(4):
+        if n:
+            _night(chroma_dir, n)
+        res = cli("--repo", s3_repo_url, "create", chroma_dir, "--json",
+                  *(("--chunk-size", "65536") if n == 0 else ()))
+        assert res.code == 0, res.stderr
+    classes = {}
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/data/"):
+        for obj in page.get("Contents", []):
+            head = s3_client.head_object(Bucket=bucket, Key=obj["Key"])
+            classes[obj["Key"]] = (obj["Size"], head.get("StorageClass", "STANDARD"))
+    assert any(size >= 128 << 10 for size, _ in classes.values())
+    assert any(size < 128 << 10 for size, _ in classes.values())
+    for size, cls in classes.values():
+        assert cls == ("STANDARD_IA" if size >= 128 << 10 else "STANDARD"), classes
+    out = cli("--repo", s3_repo_url, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%", "--json")
+    assert out.code == 0, out.stderr
+    report = out.json()
+    assert report["objects_removed"] and report["repack"]["roots_rewritten"] == 1
+    assert 0 < report["bytes_deleted_early"] <= report["bytes_freed"]
+    text = cli("--repo", s3_repo_url, "prune", "--keep-last", "1", "--grace", "0s", "--dry-run")
+    assert text.code == 0 and "dry run" in text.stdout
+    assert cli("--repo", s3_repo_url, "check", "--read-data").code == 0
+    res = cli("--repo", s3_repo_url, "restore", "latest", tmp_path / "out", "--json")
+    assert res.code == 0, res.stderr
+    assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
