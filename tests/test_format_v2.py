@@ -61,6 +61,14 @@ def test_root_size_and_list_reads_little(chroma_dir: Path, repo_path: Path) -> N
     before = repo.store.stats.bytes_down
     assert [s.id for s in repo.list()] == ids
     assert (repo.store.stats.bytes_down - before) / len(ids) <= 10 * 1024
+    # what `list --stats --json` reports: the same roots, and their bytes
+    out = run_cli("--repo", repo_path, "list", "--stats", "--json").json()
+    assert [s["id"] for s in out["snapshots"]] == ids
+    assert out["requests"]["get"] == len(ids) and out["requests"]["list"] == 1
+    roots = sum((repo_path / layout.snapshot_key(sid)).stat().st_size for sid in ids)
+    assert out["bytes_down"] == roots and out["bytes_down_per_snapshot"] <= 10 * 1024
+    text = run_cli("--repo", repo_path, "list", "--stats").stdout
+    assert f"in {len(ids) + 1} request(s) for {len(ids)} snapshot(s)" in text
 
 
 def test_a_format_1_repository_keeps_working_and_mixes_with_format_2(

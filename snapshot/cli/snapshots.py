@@ -10,6 +10,8 @@ from snapshot.cli.options import dry_run_option, json_option, open_repo, repo_op
 from snapshot.cli.render import (
     CliReporter,
     emit,
+    emit_json,
+    human_bytes,
     render_create,
     render_files,
     render_list,
@@ -79,16 +81,30 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
 
 
 @click.command("list")
+@click.option("--stats", is_flag=True,
+              help="Also report the requests and bytes the listing took (with --json: an object "
+                   "{snapshots, requests, bytes_down} instead of the plain list).")
 @repo_options
 @json_option
-def list_(as_json: bool) -> None:
-    """List snapshots, oldest first.
+def list_(stats: bool, as_json: bool) -> None:
+    """List snapshots, oldest first (reads each snapshot's root only).
 
     \b
     Example:
       chroma-snapshot list --json | jq '.[-1].id'
     """
-    emit(open_repo().list(), as_json, render_list)
+    repo = open_repo()
+    with repo.measure() as moved:
+        snaps = repo.list()
+    if not stats:
+        emit(snaps, as_json, render_list)
+    elif as_json:
+        emit_json({"snapshots": snaps, "requests": moved.requests, "bytes_down": moved.bytes_down,
+                   "bytes_down_per_snapshot": moved.bytes_down // max(1, len(snaps))})
+    else:
+        emit(snaps, False, render_list)
+        click.echo(f"read {human_bytes(moved.bytes_down)} in {moved.requests.get('total', 0)} request(s) "
+                   f"for {len(snaps)} snapshot(s)")
 
 
 @click.command()
