@@ -214,17 +214,21 @@ def _head(client: Any, store: S3Store, key: str) -> dict[str, Any]:
 
 
 def test_s3_storage_class_and_sse_per_key(s3_store: S3Store, s3_client: Any) -> None:
+    assert len(PAYLOAD) < 128 << 10
     s3_store.put(DATA_KEY, PAYLOAD)
+    s3_store.put("data/ab/min", os.urandom(128 << 10))
     s3_store.put("data/cd/big", os.urandom(6 * MiB))  # multipart path
     s3_store.put("config.json", b"{}", create_only=True)
     s3_store.put(MANIFEST_KEY, b"{}", create_only=True)
 
-    for key in (DATA_KEY, "data/cd/big"):
+    for key in ("data/ab/min", "data/cd/big"):
         head = _head(s3_client, s3_store, key)
         assert head.get("StorageClass") == "STANDARD_IA", key
         assert head.get("ServerSideEncryption") == "AES256", key
     assert _head(s3_client, s3_store, "data/cd/big")["ETag"].endswith('-2"')  # really multipart
-    assert s3_store.stats.counts["put"] == 3 + (1 + 2 + 1)  # create, 2 parts, complete
+    assert s3_store.stats.counts["put"] == 4 + (1 + 2 + 1)  # create, 2 parts, complete
+    # below IA's 128 KiB minimum a pack costs less in STANDARD
+    assert _head(s3_client, s3_store, DATA_KEY).get("StorageClass", "STANDARD") == "STANDARD"
     for key in ("config.json", MANIFEST_KEY):
         head = _head(s3_client, s3_store, key)
         assert head.get("StorageClass", "STANDARD") == "STANDARD", key
