@@ -7,7 +7,7 @@ import xxhash
 HASH_NAME = "xxh3-128"
 
 
-def digest(data: bytes | memoryview) -> str:
+def digest(data: bytes | bytearray | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 

@@ -68,8 +68,7 @@ class PackWriter:
     def _seal(self) -> None:
         if not self._buf:
             return
-        data = bytes(self._buf)
-        self._buf = bytearray()
+        data, self._buf = self._buf, bytearray()  # handed over, not copied
         oid = digest(data)
         self._ids[self._pack_no] = oid
         self._pack_no += 1
@@ -77,7 +76,7 @@ class PackWriter:
         self._inflight.append(self._pool.submit(self._upload, oid, data))
         self._raise_failed()
 
-    def _upload(self, oid: str, data: bytes) -> None:
+    def _upload(self, oid: str, data: bytearray) -> None:
         try:
             # Always written, also when a pack with these bytes exists (left by a create that
             # was killed): the write makes it fresh, so a prune's grace period protects it.

@@ -448,7 +448,7 @@ class Repository:
     def has_object(self, object_id: str) -> bool:
         return self.store.exists(layout.object_key(object_id))
 
-    def put_object(self, object_id: str, data: bytes) -> None:
+    def put_object(self, object_id: str, data: bytes | bytearray) -> None:
         self.store.put(layout.object_key(object_id), data)
 
     def read_object(self, object_id: str) -> bytes:

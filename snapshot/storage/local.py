@@ -76,7 +76,7 @@ class LocalStore:
             )
         return data
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
         path = self._path(key)
         self.stats.add("put", up=len(data))
         tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
@@ -109,7 +109,7 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _exclusive_write(self, path: Path, data: bytes, key: str) -> None:
+    def _exclusive_write(self, path: Path, data: bytes | bytearray, key: str) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError as exc:

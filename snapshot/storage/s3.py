@@ -510,7 +510,7 @@ class S3Store:
 
         return self._get_object("get_range", key, check, Range=f"bytes={offset}-{end - 1}")
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
         full = self._full(key)
         self._ensure_ready()
         size = len(data)
@@ -533,7 +533,7 @@ class S3Store:
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
 
-    def _landed_anyway(self, exc: StorageError, key: str, data: bytes) -> bool:
+    def _landed_anyway(self, exc: StorageError, key: str, data: bytes | bytearray) -> bool:
         """Whether a failed create-only put wrote our bytes after all. Only asked when its
         outcome is unknown: an attempt's response may have been lost (it was retried, or the
         connection broke) or the server failed (5xx). Keys written create-only are unique to
