@@ -13,7 +13,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +98,8 @@ class Fetcher:
         base = self._read_local(local, chunk.frames[start - 1].hash) if start else None
         if base is None:
             start = 0  # the local base vanished or changed since it was indexed
-        for frame in chunk.frames[start:]:
-            base = self.reader.decode(frame, base)  # checks every frame's hash, the last is the chunk's
-        assert base is not None
-        return base, False
+        # the last frame's hash is the chunk's: checked (links only when it does not match)
+        return self.reader.decode_chain(chunk.frames[start:], base), False
 
 
 def write_file(
@@ -114,53 +112,39 @@ def write_file(
     fd = os.open(dest, flags, 0o600)
     hasher = FileHasher()
     written = 0
-    pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
+    with os.fdopen(fd, "wb") as fh:
+        pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
 
-    def fetch_and_write(chunk: Chunk, offset: int) -> tuple[bytes, bool]:
-        # Each worker writes its own chunk at its offset: decoding and the copies into the
-        # page cache run on every core; the file hash is taken in order by the caller.
-        data, was_local = fetcher.get(chunk, local)
-        if len(data) != chunk.size:
-            raise IntegrityError(f"chunk at {offset} has the wrong size")
-        view = memoryview(data)
-        while view:
-            view = view[os.pwrite(fd, view, offset + len(data) - len(view)):]
-        return data, was_local
+        def drain_one() -> None:
+            nonlocal written
+            chunk, fut = pending.popleft()
+            try:
+                data, was_local = fut.result()
+            except SnapshotError as exc:
+                raise type(exc)(f"{f.path}: {exc}") from exc
+            if len(data) != chunk.size:
+                raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
+            if was_local:
+                fetcher.reused += 1
+                fetcher.bytes_reused += len(data)
+            else:
+                fetcher.fetched += 1
+            fh.write(data)
+            hasher.update(data)
+            written += len(data)
+            reporter.advance(len(data))
 
-    def drain_one() -> None:
-        nonlocal written
-        _chunk, fut = pending.popleft()
-        try:
-            data, was_local = fut.result()
-        except SnapshotError as exc:
-            raise type(exc)(f"{f.path}: {exc}") from exc
-        if was_local:
-            fetcher.reused += 1
-            fetcher.bytes_reused += len(data)
-        else:
-            fetcher.fetched += 1
-        hasher.update(data)
-        written += len(data)
-        reporter.advance(len(data))
-
-    own_pool = pool is None
-    pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
-    try:
-        offset = 0
+        own_pool = pool is None
+        pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
         for chunk in chunks:
-            pending.append((chunk, pool.submit(fetch_and_write, chunk, offset)))
-            offset += chunk.size
+            pending.append((chunk, pool.submit(fetcher.get, chunk, local)))
             if len(pending) > _WINDOW:
                 drain_one()
         while pending:
             drain_one()
-    finally:
-        for _, fut in pending:  # after a failure: no worker may write once the file is closed
-            fut.cancel()
-        wait([fut for _, fut in pending])
         if own_pool:
             pool.shutdown()
-        os.close(fd)
+        fh.flush()
     if written != f.size or hasher.hexdigest() != f.hash:
         raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
     os.chmod(dest, f.mode & 0o777 or 0o644)

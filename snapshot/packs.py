@@ -16,6 +16,7 @@ chain and checks every hash on the way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -140,7 +141,9 @@ class ChunkReader:
             self.bytes_fetched += frame.length  # what was downloaded: the stored length
         return data
 
-    def decode(self, frame: Frame, base: bytes | None) -> bytes:
+    def decode(self, frame: Frame, base: bytes | None, *, verify: bool = True) -> bytes:
+        """One frame's content (``base``: what the previous link decodes to), hash-checked
+        unless ``verify`` is False (a link whose result the next frame's check covers)."""
         raw = self.read_frame(frame)
         try:
             content = decompress(raw, frame.codec, frame.size, base)
@@ -148,10 +151,27 @@ class ChunkReader:
             raise IntegrityError(
                 f"object {frame.object} at offset {frame.offset}: {exc}"
             ) from exc
-        if digest(content) != frame.hash:
+        if verify and digest(content) != frame.hash:
             raise IntegrityError(
                 f"object {frame.object} at offset {frame.offset}: content hash mismatch"
             )
+        return content
+
+    def decode_chain(self, frames: Sequence[Frame], base: bytes | None) -> bytes:
+        """The content the last of ``frames`` decodes to, starting from ``base``. Only the
+        result is hashed (each link is a function of the one before, so a damaged link cannot
+        give the right result); when it does not match, the chain is decoded again checking
+        every link, to name the damaged one."""
+        content = base
+        try:
+            for i, frame in enumerate(frames):
+                content = self.decode(frame, content, verify=i == len(frames) - 1)
+        except IntegrityError:
+            content = base
+            for frame in frames:
+                content = self.decode(frame, content)
+            raise
+        assert content is not None
         return content
 
     def read_chunk(self, chunk: Chunk) -> bytes:

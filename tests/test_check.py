@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from chroma_helpers import grow
-from conftest import CliResult, create_snapshot
+from conftest import CliResult, create_snapshot, run_cli, show_files
 
 from snapshot import layout
 from snapshot.check import check_repository, parse_subset, select_objects
@@ -171,3 +171,22 @@ def test_select_objects_parts_partition_and_percent_is_deterministic() -> None:
     assert len(ten) == 10 and ten == select_objects(list(reversed(ids)), parse_subset("10%"))
     assert len(select_objects(ids[:3], parse_subset("1%"))) == 1  # at least one object
     assert select_objects(ids, None) == set(ids)
+
+
+def test_a_damaged_link_of_a_chain_is_named_by_restore(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+    """Restore checks a chunk's result, not every link (each link is a function of the one
+    before); when the result is wrong it decodes the chain again to name the damaged link."""
+    create_snapshot(repo_path, chroma_dir)
+    grow(chroma_dir, "docs", 50, seed=21)
+    create_snapshot(repo_path, chroma_dir)
+    chained = [c for f in show_files(repo_path) for c in f["chunks"] if len(c["frames"]) >= 2]
+    assert chained, "no delta chain to damage"
+    link = chained[0]["frames"][0]
+    pack = repo_path / layout.object_key(link["object"])
+    data = bytearray(pack.read_bytes())
+    data[link["offset"] + link["length"] // 2] ^= 0x55
+    pack.write_bytes(bytes(data))
+    res = run_cli("--repo", repo_path, "restore", "latest", tmp_path / "out", "--skip-chroma-check")
+    assert res.code == 4, res.stderr
+    assert f"object {link['object']} at offset {link['offset']}" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()

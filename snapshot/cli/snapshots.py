@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import platform
+import sys
 from pathlib import Path
 
 import click
@@ -23,6 +27,22 @@ from snapshot.compression import CODECS
 from snapshot.create import check_arguments, create_snapshot
 from snapshot.manifest import manifest_to_dict
 from snapshot.restore import prepare_restore, restore_snapshot
+
+#: glibc's M_MMAP_THRESHOLD (mallopt), and ours: buffers this large are mapped and unmapped.
+_M_MMAP_THRESHOLD, _LARGE = -3, 4 << 20
+
+
+def _return_large_buffers() -> None:
+    """For a create: give packs (16 MiB) back to the OS as soon as they are freed. glibc
+    raises its mmap threshold after the first large free and then serves such buffers from
+    heaps it keeps; with several threads that held a create's peak RSS at 1.5-2x what it uses
+    (measured at 200k records: 218 -> 120-130 MiB, no slower). Not for restores: a fixed
+    threshold also keeps glibc from raising its trim threshold, and a restore's 1 MiB buffers
+    then go back and forth to the OS (1.4 -> 1.9 s at 200k). Nothing on other C libraries."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _LARGE)
 
 
 @click.command()
@@ -71,6 +91,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
       chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
     """
     check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
+    _return_large_buffers()
     repo = open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
     result = create_snapshot(repo, Path(source), tags=tags, message=message, includes=includes,
                              include_orphans=include_orphans, parent=parent, level=level,
