@@ -157,22 +157,75 @@ def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[Collection
     return ids, pickled_seq
 
 
-def _check_collection(
-    conn: sqlite3.Connection, queue: Queue, root: Path, name: str, rows: list[SegmentRow],
-    problems: list[str],
-) -> int:
+@dataclass(frozen=True)
+class _Expected:
+    """What chroma.sqlite3 says of one collection: its records (count and order-free digest of
+    the ids, queue entries not yet applied included) and, per vector segment, the last queue
+    entry it applied."""
+
+    name: str
+    collection_id: str
+    has_metadata: bool
+    count: int
+    digest: int
+    vectors: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class SqliteSide:
+    """Everything the checks need from chroma.sqlite3, read before the segment files are
+    looked at (a restore reads it while the segment files are still being written)."""
+
+    checks: tuple[str, ...]
+    schema: dict[str, tuple[int, str]]
+    collections: tuple[_Expected, ...]
+    queue: Queue | None
+    problems: tuple[str, ...]
+
+
+def _expected(conn: sqlite3.Connection, queue: Queue, name: str, rows: list[SegmentRow]) -> _Expected:
     cid = rows[0].collection_id
     meta = [r.segment for r in rows if r.scope == "METADATA"]
     count, digest = 0, 0
     for seg in meta:
         c, d = metadata_ids(conn, cid, seg, queue)
         count, digest = count + c, (digest + d) & _MASK
-    for r in rows:
-        if r.scope != "VECTOR":
-            continue
-        where = f"collection {name!r} (segment {r.segment})"
-        folder = root / r.segment
-        seen = segment_seq(conn, r.segment)
+    vectors = tuple((r.segment, segment_seq(conn, r.segment)) for r in rows if r.scope == "VECTOR")
+    return _Expected(name, cid, bool(meta), count, digest, vectors)
+
+
+def read_sqlite_side(root: Path, *, sqlite_check: bool = True) -> SqliteSide:
+    """The SQLite half of :func:`verify_dir`: only ``root``'s chroma.sqlite3 is read."""
+    checks = CHECKS if sqlite_check else tuple(c for c in CHECKS if c != "sqlite-quick-check")
+    try:
+        conn = open_readonly(root / DB_NAME, immutable=True)
+    except sqlite3.Error as exc:
+        return SqliteSide(checks, {}, (), None, (f"{DB_NAME} does not open: {exc}",))
+    problems: list[str] = []
+    expected: list[_Expected] = []
+    queue = None
+    try:
+        if sqlite_check and (trouble := quick_check(conn)):
+            problems.append(f"{DB_NAME} fails SQLite's quick_check: {trouble}")
+        schema = schema_levels(conn)
+        by_collection: dict[str, list[SegmentRow]] = {}
+        for row in segments(conn):
+            by_collection.setdefault(row.collection, []).append(row)
+        queue = Queue(conn, min_segment_seq(conn))
+        expected = [_expected(conn, queue, name, rows) for name, rows in sorted(by_collection.items())]
+    except sqlite3.Error as exc:
+        problems.append(f"{DB_NAME} cannot be read: {exc}")
+        schema = {}
+    finally:
+        conn.close()
+    return SqliteSide(checks, schema, tuple(expected), queue, tuple(problems))
+
+
+def _check_vectors(root: Path, queue: Queue, e: _Expected, problems: list[str]) -> None:
+    for segment, applied in e.vectors:
+        where = f"collection {e.name!r} (segment {segment})"
+        folder = root / segment
+        seen = applied
         if folder.is_dir():
             found = _hnsw_ids(folder, problems, where)
             if found is None:
@@ -187,40 +240,28 @@ def _check_collection(
             ids = ()
         n = len(ids)
         d = ids_digest(map(str, ids))
-        for rid, sign in replay(ids.__contains__, queue.ops(cid, seen)):
+        for rid, sign in replay(ids.__contains__, queue.ops(e.collection_id, seen)):
             n += sign
             d = (d + sign * id_digest(rid)) & _MASK
-        if meta and (n, d) != (count, digest):
-            what = f"{n} records" if n != count else "other record ids"
-            problems.append(f"{where}: the HNSW index holds {what} than chroma.sqlite3 ({count})")
-    return count
+        if e.has_metadata and (n, d) != (e.count, e.digest):
+            what = f"{n} records" if n != e.count else "other record ids"
+            problems.append(f"{where}: the HNSW index holds {what} than chroma.sqlite3 ({e.count})")
+
+
+def check_segments(root: Path, side: SqliteSide) -> Verification:
+    """The segment half of :func:`verify_dir`: every vector segment's files against what
+    chroma.sqlite3 says (``side``, from :func:`read_sqlite_side` on the same directory)."""
+    problems = list(side.problems)
+    if side.queue is not None:
+        for e in side.collections:
+            _check_vectors(root, side.queue, e, problems)
+    counts = {e.name: e.count for e in side.collections}
+    return Verification(side.checks, side.schema, counts, tuple(problems))
 
 
 def verify_dir(root: Path, *, sqlite_check: bool = True) -> Verification:
     """Run every check on the Chroma directory ``root`` (a private copy: opened immutable)."""
-    problems: list[str] = []
-    counts: dict[str, int] = {}
-    try:
-        conn = open_readonly(root / DB_NAME, immutable=True)
-    except sqlite3.Error as exc:
-        return Verification(CHECKS, {}, {}, (f"{DB_NAME} does not open: {exc}",))
-    try:
-        if sqlite_check and (trouble := quick_check(conn)):
-            problems.append(f"{DB_NAME} fails SQLite's quick_check: {trouble}")
-        schema = schema_levels(conn)
-        by_collection: dict[str, list[SegmentRow]] = {}
-        for row in segments(conn):
-            by_collection.setdefault(row.collection, []).append(row)
-        queue = Queue(conn, min_segment_seq(conn))
-        for name, rows in sorted(by_collection.items()):
-            counts[name] = _check_collection(conn, queue, root, name, rows, problems)
-    except sqlite3.Error as exc:
-        problems.append(f"{DB_NAME} cannot be read: {exc}")
-        schema = {}
-    finally:
-        conn.close()
-    checks = CHECKS if sqlite_check else tuple(c for c in CHECKS if c != "sqlite-quick-check")
-    return Verification(checks, schema, counts, tuple(problems))
+    return check_segments(root, read_sqlite_side(root, sqlite_check=sqlite_check))
 
 
 # ------------------------------------------------------------------ what the installed chromadb reads

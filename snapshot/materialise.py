@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from snapshot.packs import ChunkReader
 from snapshot.progress import Reporter
 from snapshot.repository import Repository
 
+#: Files of one chunk written at once by the small-file workers (each holds one chunk).
+_SMALL_WINDOW = 64
 _WINDOW = 8
 
 #: hash -> where that content already lies in the restore target
@@ -84,6 +87,15 @@ class Fetcher:
     def __init__(self, reader: ChunkReader) -> None:
         self.reader = reader
         self.reused = self.fetched = self.bytes_reused = 0
+        self._lock = threading.Lock()
+
+    def count(self, size: int, was_local: bool) -> None:
+        with self._lock:  # files are written by several threads at once
+            if was_local:
+                self.reused += 1
+                self.bytes_reused += size
+            else:
+                self.fetched += 1
 
     @staticmethod
     def _read_local(local: Local, h: str) -> bytes | None:
@@ -124,26 +136,26 @@ def write_file(
                 raise type(exc)(f"{f.path}: {exc}") from exc
             if len(data) != chunk.size:
                 raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
-            if was_local:
-                fetcher.reused += 1
-                fetcher.bytes_reused += len(data)
-            else:
-                fetcher.fetched += 1
+            fetcher.count(len(data), was_local)
             fh.write(data)
             hasher.update(data)
             written += len(data)
             reporter.advance(len(data))
 
-        own_pool = pool is None
-        pool = pool or ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
         for chunk in chunks:
-            pending.append((chunk, pool.submit(fetcher.get, chunk, local)))
+            if pool is None:  # this thread fetches each chunk itself
+                done: Future[tuple[bytes, bool]] = Future()
+                try:
+                    done.set_result(fetcher.get(chunk, local))
+                except SnapshotError as exc:  # named with the file by drain_one
+                    done.set_exception(exc)
+                pending.append((chunk, done))
+            else:
+                pending.append((chunk, pool.submit(fetcher.get, chunk, local)))
             if len(pending) > _WINDOW:
                 drain_one()
         while pending:
             drain_one()
-        if own_pool:
-            pool.shutdown()
         fh.flush()
     if written != f.size or hasher.hexdigest() != f.hash:
         raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
@@ -162,16 +174,40 @@ def sync_tree(root: Path, m: Manifest) -> None:
         list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
 
 
-def materialise(repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter) -> Fetcher:
-    """Write every file of ``m`` under ``root``, reusing what ``target`` holds."""
+def materialise(
+    repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
+    written: Callable[[FileEntry], None] = lambda _f: None,
+) -> Fetcher:
+    """Write every file of ``m`` under ``root``, reusing what ``target`` holds; ``written`` is
+    called with each file once it is complete and verified."""
     fetcher = Fetcher(ChunkReader(repo))
     reporter.phase("restore", sum(f.size for f in m.files))
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool:
-        for f in m.files:
-            chunks = repo.chunks(m, f)
+    small: deque[tuple[FileEntry, Future[None]]] = deque()
+
+    def finish_small() -> None:
+        f, job = small.popleft()
+        job.result()
+        written(f)
+        hooks.point("restore.file-written")
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool, \
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
+        for f, chunks in repo.tables(m):
             local = index_local_file(target, f, chunks, m.chunk_size)
+            if len(chunks) <= 1:
+                # A file of one chunk (most of a DB with many collections: headers, pickles,
+                # small segments): written whole by a worker, several at once, instead of one
+                # after another through the chunk pool.
+                job = small_pool.submit(write_file, root, f, chunks, local, fetcher, None, reporter)
+                small.append((f, job))
+                if len(small) > _SMALL_WINDOW:
+                    finish_small()
+                continue
             write_file(root, f, chunks, local, fetcher, pool, reporter)
+            written(f)
             hooks.point("restore.file-written")
+        while small:
+            finish_small()
     return fetcher
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +53,8 @@ DEFAULT_CODEC = repoconfig.DEFAULT_CODEC
 DEFAULT_MAX_CHAIN = repoconfig.DEFAULT_MAX_CHAIN
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
+#: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
+_WHOLE_TABLE_PACK = 8
 
 
 @dataclass(frozen=True)
@@ -417,12 +419,53 @@ class Repository:
         table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
         if f.table is None:
             return f.chunks
-        ref = f.table
-        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
         try:
-            raw = self.read_frame(ref.frame(), table=True)
+            raw = self.read_frame(f.table.frame(), table=True)
         except SnapshotError as exc:
             raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+        return self._parse_table(m, f, raw)
+
+    def tables(
+        self, m: Manifest, files: Sequence[FileEntry] | None = None
+    ) -> Iterator[tuple[FileEntry, tuple[Chunk, ...]]]:
+        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order. A pack holding
+        the tables of many of them is read whole, once (a DB with 500 collections has 2,000
+        files: 2,000 range reads, on S3 as many requests, become one or two), and at most two
+        such packs are held at a time."""
+        files = m.files if files is None else files
+        uses = Counter(f.table.object for f in files if f.table is not None)
+        packs: OrderedDict[str, bytes] = OrderedDict()
+        damaged: set[str] = set()
+        for f in files:
+            ref = f.table
+            if ref is None or uses[ref.object] < _WHOLE_TABLE_PACK or ref.object in damaged:
+                yield f, self.chunks(m, f)
+                continue
+            pack = packs.get(ref.object)
+            if pack is None:
+                try:
+                    pack = packs[ref.object] = self.read_object(ref.object)
+                except IntegrityError:  # damaged elsewhere, maybe: read this snapshot's tables alone
+                    damaged.add(ref.object)
+                    yield f, self.chunks(m, f)
+                    continue
+                except SnapshotError as exc:
+                    raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+                while len(packs) > 2:
+                    packs.popitem(last=False)
+            if ref.offset + ref.length > len(pack):
+                raise IntegrityError(f"snapshot {m.id}: chunk table of {f.path}: object {ref.object} is "
+                                     f"shorter than its frame at {ref.offset}+{ref.length}")
+            raw: bytes | memoryview = pack[ref.offset : ref.offset + ref.length]
+            if self._cipher is not None:
+                raw = self._cipher.open_frame(bytes(raw), ref.frame(), f"object {ref.object} at offset "
+                                              f"{ref.offset}", table=True)
+            yield f, self._parse_table(m, f, raw)
+
+    def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
+        assert f.table is not None
+        ref = f.table
+        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
         try:
             content = decompress(raw, ref.codec, ref.size)
         except IntegrityError as exc:

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,10 +25,17 @@ from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
 from snapshot.chroma_db import open_readonly, schema_levels
-from snapshot.consistency import Verification, known_migrations, unknown_schema, verify_dir
+from snapshot.consistency import (
+    SqliteSide,
+    Verification,
+    check_segments,
+    known_migrations,
+    read_sqlite_side,
+    unknown_schema,
+)
 from snapshot.create import chromadb_version
 from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
-from snapshot.manifest import Chunk, Manifest, check_rel_path
+from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.materialise import (
     Local,
     first_missing_frame,
@@ -108,10 +115,13 @@ def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
             "upgrade chromadb")
 
 
-def check_consistency(built: Path, m: Manifest) -> tuple[Verification | None, list[str]]:
+def check_consistency(
+    built: Path, m: Manifest, sqlite_side: SqliteSide | None = None
+) -> tuple[Verification | None, list[str]]:
     """The capture's consistency checks again, on the restored directory (SQLite's
     quick_check excepted: the hashes already prove the file byte-identical to the copy that
-    passed it). Raises IntegrityError if the result differs from what create established."""
+    passed it). Raises IntegrityError if the result differs from what create established.
+    ``sqlite_side``: chroma.sqlite3's half, when it was read while the rest was written."""
     notes: list[str] = []
     if m.verified is None:
         notes.append(f"snapshot {m.id} was made without consistency checks (an older chroma-snapshot): "
@@ -121,7 +131,7 @@ def check_consistency(built: Path, m: Manifest) -> tuple[Verification | None, li
         notes.append(f"snapshot {m.id} was taken of an inconsistent directory (--allow-inconsistent): "
                      + "; ".join(m.verified.problems))
         return None, notes
-    v = verify_dir(built, sqlite_check=False)
+    v = check_segments(built, sqlite_side or read_sqlite_side(built, sqlite_check=False))
     if v.problems:
         raise IntegrityError(f"the restored directory fails a consistency check: {v.problems[0]}")
     recorded = {c.name: c.records for c in m.collections}
@@ -216,9 +226,11 @@ def restore_snapshot(
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
-def _check(built: Path, m: Manifest, strict: bool, reporter: Reporter) -> tuple[list[str], tuple[str, ...]]:
+def _check(
+    built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None
+) -> tuple[list[str], tuple[str, ...]]:
     """Consistency and schema of the built directory: (warnings, checks that passed)."""
-    verification, warnings = check_consistency(built, m)
+    verification, warnings = check_consistency(built, m, sqlite_side)
     db = built / "chroma.sqlite3"
     schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
     w = schema_warning(m, schema, known_migrations()) if schema else None
@@ -258,11 +270,21 @@ def execute_restore(
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if chroma_check and m.file("chroma.sqlite3") is not None else None
+        early: list[Future[SqliteSide]] = []
+
+        def written(f: FileEntry) -> None:
+            # chroma.sqlite3 comes first: its half of the checks runs while the segments are
+            # written (restore proves the capture's consistency again, see check_consistency)
+            if f.path == "chroma.sqlite3" and m.verified is not None and not m.verified.problems:
+                early.append(side_pool.submit(read_sqlite_side, built, sqlite_check=False))
+
         try:
-            fetcher = materialise(repo, m, built, target, reporter)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
+                fetcher = materialise(repo, m, built, target, reporter, written)
+                side = early[0].result() if early else None
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
-                warnings, passed = _check(built, m, strict, reporter)
+                warnings, passed = _check(built, m, strict, reporter, side)
                 if checker is not None:
                     checked = checker.run(m)
                 synced.result()
