@@ -132,7 +132,7 @@ class Builder:
             self.bases_read += 1
         return self.reader.read_chunk(plan.base)
 
-    def _compress(self, plan: _Plan) -> tuple[bytes, Chunk | None]:
+    def _compress(self, plan: _Plan) -> tuple[bytes | bytearray, Chunk | None]:
         """The frame to store (compressed, then sealed in an encrypted repository: the delta's
         dictionary is the parent chunk's plaintext) and its base."""
         if plan.base is not None:
@@ -143,7 +143,7 @@ class Builder:
 
     def add_file(self, sf: StagedFile) -> StoredFile:
         chains: list[list[PendingFrame | Frame]] = []
-        pending: deque[tuple[int, _Plan, Future[tuple[bytes, Chunk | None]] | None]] = deque()
+        pending: deque[tuple[int, _Plan, Future[tuple[bytes | bytearray, Chunk | None]] | None]] = deque()
         chunked = ChunkedFile(sf.staged, self.chunk_size)
         self._load_parent(sf.rel)
         for raw in chunked:
@@ -165,7 +165,7 @@ class Builder:
         chains: list[list[PendingFrame | Frame]],
         index: int,
         plan: _Plan,
-        fut: Future[tuple[bytes, Chunk | None]] | None,
+        fut: Future[tuple[bytes | bytearray, Chunk | None]] | None,
     ) -> None:
         self.chunks_total += 1
         self.reporter.advance(len(plan.data))

@@ -141,8 +141,17 @@ class Cipher:
     def _frame_aad(self, table: bool, codec: str, size: int, hash_: str) -> bytes:
         return _aad("table" if table else "frame", self.repo_id, codec, str(size), hash_)
 
-    def seal_frame(self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False) -> bytes:
-        return self.seal(data, self._frame_aad(table, codec, size, hash_))
+    def seal_frame(
+        self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False
+    ) -> bytes | bytearray:
+        """:meth:`seal` for a frame, encrypted straight into its stored form (no copies:
+        a create seals every frame it stores)."""
+        nonce = secrets.token_bytes(NONCE)
+        out = bytearray(OVERHEAD + len(data))
+        out[:NONCE] = nonce
+        aad = self._frame_aad(table, codec, size, hash_)
+        self._aead.encrypt_into(nonce, data, aad, memoryview(out)[NONCE:])
+        return out
 
     def open_frame(self, blob: bytes, frame: Frame, what: str, *, table: bool = False,
                    scratch: bytearray | None = None) -> bytes | memoryview:

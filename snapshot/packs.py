@@ -56,7 +56,7 @@ class PackWriter:
         self.bytes_uploaded = 0
         self._lock = threading.Lock()
 
-    def add(self, frame: bytes, codec: str, size: int, hash_: str) -> PendingFrame:
+    def add(self, frame: bytes | bytearray, codec: str, size: int, hash_: str) -> PendingFrame:
         """Append ``frame``, the stored bytes (already sealed in an encrypted repository)."""
         pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
         # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and

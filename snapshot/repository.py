@@ -259,7 +259,9 @@ class Repository:
         self._key_id = new
         return current, new
 
-    def seal_frame(self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False) -> bytes:
+    def seal_frame(
+        self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False
+    ) -> bytes | bytearray:
         """The bytes to store for a frame (``codec``-compressed ``data`` decoding to ``size``
         bytes hashing to ``hash_``): sealed in an encrypted repository, else ``data`` itself."""
         if self._cipher is None:
