@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report as rep
-from measure import compare_trees
+from measure import compare_trees, work_dir
 from run import _median_row, copy_source, log, machine_facts, records_db
 from tools import BENCH, ChromaSnapshot, Restic
 
@@ -56,27 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=BENCH / ".cache")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-enc-"))
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "password").write_text("benchmark password\n")
-    db, dataset = records_db(args.cache_dir.absolute(), args.records)
-    source = copy_source(db, work / "src" / "vector_db")
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {"create": [], "restore": []} for m in MODES}
-    for i in range(args.repeat):
-        for mode in MODES if i % 2 == 0 else reversed(MODES):
-            log(f"run {i + 1}/{args.repeat}: {mode}")
-            for op, row in one_run(work, work / "src" / "vector_db", mode, i).items():
-                runs[mode][op].append(row)
-    rows = {m: {op: _median_row(r) for op, r in ops.items()} for m, ops in runs.items()}
-    ratio = {op: {k: rows["encrypted"][op][k] / rows["unencrypted"][op][k]
-                  for k in ("seconds", "peak_rss") if rows["unencrypted"][op].get(k)}
-             for op in ("create", "restore")}
-    ratio["create"]["repo_bytes"] = rows["encrypted"]["create"]["repo_bytes"] / rows["unencrypted"]["create"][
-        "repo_bytes"]
-    report = {"records": args.records, "repeat": args.repeat, "dataset": dataset, "source": source,
-              "machine": machine_facts(Restic(work / "no-restic", work / "no-restic-cache")),
-              "rows": rows, "ratios": ratio, "loadavg_end": os.getloadavg(),
-              "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with work_dir(args.workdir, "bench-enc-") as work:
+        (work / "password").write_text("benchmark password\n")
+        db, dataset = records_db(args.cache_dir.absolute(), args.records)
+        source = copy_source(db, work / "src" / "vector_db")
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {"create": [], "restore": []} for m in MODES}
+        for i in range(args.repeat):
+            for mode in MODES if i % 2 == 0 else reversed(MODES):
+                log(f"run {i + 1}/{args.repeat}: {mode}")
+                for op, row in one_run(work, work / "src" / "vector_db", mode, i).items():
+                    runs[mode][op].append(row)
+        rows = {m: {op: _median_row(r) for op, r in ops.items()} for m, ops in runs.items()}
+        ratio = {op: {k: rows["encrypted"][op][k] / rows["unencrypted"][op][k]
+                      for k in ("seconds", "peak_rss") if rows["unencrypted"][op].get(k)}
+                 for op in ("create", "restore")}
+        stored = {m: rows[m]["create"]["repo_bytes"] for m in MODES}
+        ratio["create"]["repo_bytes"] = stored["encrypted"] / stored["unencrypted"]
+        report = {"records": args.records, "repeat": args.repeat, "dataset": dataset, "source": source,
+                  "machine": machine_facts(Restic(work / "no-restic", work / "no-restic-cache")),
+                  "rows": rows, "ratios": ratio, "loadavg_end": os.getloadavg(),
+                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     table = []
     for mode in MODES:
         tool = f"chroma-snapshot {mode}"

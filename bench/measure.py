@@ -14,13 +14,15 @@ A budget on "the whole process" is checked against the larger of the two.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,3 +190,18 @@ def compare_trees(ours: Path, theirs: Path) -> dict[str, object]:
         "only_in_other": sorted(b.keys() - a.keys()),
         "match": not differ and a.keys() == b.keys(),
     }
+
+
+@contextlib.contextmanager
+def work_dir(given: Path | None, prefix: str, names: Sequence[str] = ()) -> Iterator[Path]:
+    """A benchmark's work dir: ``given`` (kept afterwards; of what is in it, only ``names``,
+    what the script itself puts there, is cleared first) or a temporary one removed at the end."""
+    work = given.absolute() if given else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.rmtree(work / name, ignore_errors=True)
+    try:
+        yield work
+    finally:
+        if not given:
+            shutil.rmtree(work, ignore_errors=True)

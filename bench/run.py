@@ -26,7 +26,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report as rep
 from dataset import CHANGES, change_size, expected_counts, tenant_counts
-from measure import compare_trees, dir_bytes, files_under, run
+from measure import compare_trees, dir_bytes, files_under, run, work_dir
 from tools import BENCH, RESTIC_INSTALL, ChromaSnapshot, Restic, gzip_everything, zstd_method, zstd_pipe
 
 DEFAULT_RECORDS = 200_000
@@ -393,14 +392,7 @@ def collections_scenario(report: dict[str, Any], args: argparse.Namespace, work:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    if args.workdir:
-        work = args.workdir.absolute()
-    else:
-        work = Path(tempfile.mkdtemp(prefix="chroma-snapshot-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    for name in WORK_DIRS:
-        shutil.rmtree(work / name, ignore_errors=True)  # only what this script puts there
-    try:
+    with work_dir(args.workdir, "chroma-snapshot-bench-", WORK_DIRS) as work:
         ours = ChromaSnapshot(work / "ours-repo", work / "ours-cache")
         restic = Restic(work / "restic-repo", work / "restic-cache")
         if not restic.binary:
@@ -417,9 +409,6 @@ def main(argv: list[str] | None = None) -> int:
         if end != report["machine"]["tool_code"]:
             report["machine"]["tool_code_changed_during_run"] = end
         report["seconds"] = round(time.monotonic() - started, 1)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     _print(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -28,7 +28,6 @@ import re
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import MIB, compare_trees, dir_bytes, run
+from measure import MIB, compare_trees, dir_bytes, run, work_dir
 from report import rss, text_table
 from run import records_db
 from tools import BENCH, ROOT, ChromaSnapshot
@@ -449,32 +448,27 @@ def main(argv: list[str] | None = None) -> int:
         return child(raw[1:])
     args = parse_args(raw)
     started = time.monotonic()
-    work = args.workdir.absolute() if args.workdir else \
-        Path(tempfile.mkdtemp(prefix="chroma-snapshot-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"machine": machine(),
-                              "argv": sys.argv, "workdir": str(work), "sizes": [], "failed": None}
+    report: dict[str, Any] = {"machine": machine(), "argv": sys.argv, "sizes": [], "failed": None}
     code = 0
-    try:
-        cache = args.cache_dir.absolute()
-        if args.size_list:
-            base, report["base_db"] = records_db(cache, args.base_records)
-            for gib in args.size_list:
-                report["sizes"].append(size_round(work, base, gib, args.snapshots, args.keep_last))
+    with work_dir(args.workdir, "chroma-snapshot-scale-") as work:
+        report["workdir"] = str(work)
+        try:
+            cache = args.cache_dir.absolute()
+            if args.size_list:
+                base, report["base_db"] = records_db(cache, args.base_records)
+                for gib in args.size_list:
+                    report["sizes"].append(size_round(work, base, gib, args.snapshots, args.keep_last))
+                    if not args.keep:
+                        shutil.rmtree(work / f"size-{gib:g}g", ignore_errors=True)
+            if args.tiny_snapshots:
+                tiny, report["tiny_db"] = records_db(cache, args.tiny_records)
+                report["tiny"] = tiny_round(work, tiny, args.tiny_snapshots, args.keep_last)
                 if not args.keep:
-                    shutil.rmtree(work / f"size-{gib:g}g", ignore_errors=True)
-        if args.tiny_snapshots:
-            tiny, report["tiny_db"] = records_db(cache, args.tiny_records)
-            report["tiny"] = tiny_round(work, tiny, args.tiny_snapshots, args.keep_last)
-            if not args.keep:
-                shutil.rmtree(work / "tiny", ignore_errors=True)
-    except RuntimeError as exc:
-        report["failed"] = str(exc)
-        log(f"FAILED: {exc}")
-        code = 1
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+                    shutil.rmtree(work / "tiny", ignore_errors=True)
+        except RuntimeError as exc:
+            report["failed"] = str(exc)
+            log(f"FAILED: {exc}")
+            code = 1
     report["machine"]["loadavg_end"] = os.getloadavg()
     report["seconds"] = round(time.monotonic() - started, 1)
     report["targets"] = targets(report) if not report["failed"] else []

@@ -23,11 +23,9 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import tarfile
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report as rep
 from dataset import SEED, _add, client, split
-from measure import MIB, compare_trees, dir_bytes, run
+from measure import MIB, compare_trees, dir_bytes, run, work_dir
 from run import copy_source, log, records_db
 from tools import BENCH, RESTIC_INSTALL, ROOT, ChromaSnapshot, Restic, zstd_method, zstd_pipe
 
@@ -320,14 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return _night_main(argv[1:])
     args = parse_args(argv)
     started = time.monotonic()
-    if args.workdir:
-        work = args.workdir.absolute()
-    else:
-        work = Path(tempfile.mkdtemp(prefix="chroma-snapshot-schedule-"))
-    work.mkdir(parents=True, exist_ok=True)
-    for name in WORK_DIRS:
-        shutil.rmtree(work / name, ignore_errors=True)  # only what this script puts there
-    try:
+    with work_dir(args.workdir, "chroma-snapshot-schedule-", WORK_DIRS) as work:
         s = Schedule(args, work)
         report: dict[str, Any] = {"records": args.records, "nights": args.nights, "keep_last": args.keep_last,
                                   "prune_args": args.prune_args, "nightly_shares": dict(NIGHTLY),
@@ -352,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
             report["facts"]["snapshot_code_changed_at_nights"] = [
                 r["night"] for r, before in zip(rows, codes, strict=False) if r["snapshot_code"] != before]
         report["seconds"] = round(time.monotonic() - started, 1)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     _print(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
