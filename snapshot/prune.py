@@ -291,19 +291,22 @@ def _plan(
     repack: RepackOptions,
 ) -> tuple[PrunePlan, dict[str, ObjectInfo]]:
     refs = References(repo)
-    referenced = _referenced(repo, refs, [d.id for d in kept], "prune")
-    released = _released(repo, refs, removed)
     listing = list(repo.list_objects())
     objects = {oid: info for oid, info in listing if oid is not None}
-    manifests = [_load_one(repo, d.id, "prune") for d in kept]
-    try:
-        sizes = {oid: info.size for oid, info in objects.items()}
-        rp = plan_repack(repo, manifests, sizes, referenced, repack)
-    except StorageError:
-        raise
-    except SnapshotError as exc:
-        raise IntegrityError(
-            f"{exc}; prune cannot tell which frames are in use: run `chroma-snapshot check`") from exc
+    rp = NO_PLAN
+    if repack.enabled and kept:
+        manifests = [_load_one(repo, d.id, "prune") for d in kept]
+        try:
+            sizes = {oid: info.size for oid, info in objects.items()}
+            rp, referenced = plan_repack(repo, manifests, sizes, repack)
+        except StorageError:
+            raise
+        except SnapshotError as exc:
+            raise IntegrityError(
+                f"{exc}; prune cannot tell which objects are in use: run `chroma-snapshot check`") from exc
+    else:
+        referenced = _referenced(repo, refs, [d.id for d in kept], "prune")
+    released = _released(repo, refs, removed)
     plan = plan_prune(
         kept, referenced, released, removed, listing,
         now=time.time() if now is None else now, grace=grace, repack=rp,

@@ -152,12 +152,14 @@ def analyse(
     kept: Sequence[Manifest],
     sizes: dict[str, int],
     options: RepackOptions,
-) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], dict[Location, TableUse]]:
+) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], dict[Location, TableUse], set[str]]:
     """Read the chunk tables of the kept snapshots, one file path at a time, and return the
-    re-bases to make, what each referenced pack holds that is still live after them, and per
-    chunk table (by location) the packs its live frames are in and whether a re-base changes it."""
+    re-bases to make, what each referenced pack holds that is still live after them, per
+    chunk table (by location) the packs its live frames are in and whether a re-base changes
+    it, and every object the kept snapshots reference today."""
     rebases: dict[Location, tuple[Frame, ...]] = {}
     use: dict[str, PackUse] = {}
+    referenced: set[str] = set()
 
     def mark(fr: Frame) -> None:
         if fr.object in sizes:
@@ -171,11 +173,13 @@ def analyse(
             by_path.setdefault(f.path, {}).setdefault(key, (m, f))
             if f.table is not None:
                 mark(f.table.frame())
+                referenced.add(f.table.object)
     rebase = options.rebase_ratio >= 0 and repo.config.codec == "zstd"
     for path in sorted(by_path):
         versions = [repo.chunks(m, f) for m, f in by_path[path].values()]
         for index in range(max((len(v) for v in versions), default=0)):
             chains = {v[index].frames for v in versions if index < len(v)}
+            referenced.update(fr.object for ch in chains for fr in ch)
             if rebase:
                 limit = chain_limit(repo.config.max_chain, path, index)
                 _rebases_at(chains, limit, options.rebase_ratio, rebases)
@@ -188,7 +192,7 @@ def analyse(
                 packs = frozenset(fr.object for live in lives for fr in live)
                 cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
                 tables[location(f.table.frame())] = (packs, cut)
-    return rebases, use, tables
+    return rebases, use, tables, referenced
 
 
 def _without(use: dict[str, PackUse], dead: set[Location]) -> dict[str, PackUse]:
@@ -232,14 +236,12 @@ def select_packs(use: dict[str, PackUse], options: RepackOptions) -> list[str]:
 
 
 def plan_repack(
-    repo: Repository, kept: Sequence[Manifest], sizes: dict[str, int], referenced: set[str],
-    options: RepackOptions,
-) -> RepackPlan:
-    """What a prune's repack will do for the ``kept`` snapshots, given the listed pack sizes
-    and the packs those snapshots reference today."""
-    if not options.enabled or not kept:
-        return NO_PLAN
-    rebases, use, tables = analyse(repo, kept, sizes, options)
+    repo: Repository, kept: Sequence[Manifest], sizes: dict[str, int], options: RepackOptions,
+) -> tuple[RepackPlan, set[str]]:
+    """What a prune's repack will do for the ``kept`` snapshots, given the listed pack sizes,
+    and every object those snapshots reference today (one reading of their chunk tables serves
+    both)."""
+    rebases, use, tables, referenced = analyse(repo, kept, sizes, options)
     # A chunk table that a re-base or a moved frame changes is written anew: its old frame is
     # unused too, which may make more packs worth repacking (a few rounds settle it).
     rewritten = {loc for loc, (_, cut) in tables.items() if cut}
@@ -260,8 +262,8 @@ def plan_repack(
     unused = sum(u.size - u.live_bytes for u in in_use.values())
     after = unused - sum(in_use[oid].size - in_use[oid].live_bytes for oid in chosen)
     if not rebases and not repack:
-        freed = frozenset()
-    return RepackPlan(rebases, repack, freed, total, unused, after)
+        return NO_PLAN, referenced
+    return RepackPlan(rebases, repack, freed, total, unused, after), referenced
 
 
 # ------------------------------------------------------------------ execution
