@@ -14,7 +14,8 @@ class Reporter(Protocol):
         """A new phase starts; ``total`` is in bytes (0 when unknown)."""
 
     def advance(self, amount: int) -> None:
-        """``amount`` more bytes of the current phase are done."""
+        """``amount`` more bytes of the current phase are done (may be called from several
+        threads at once: a restore writes small files in parallel)."""
 
     def warn(self, message: str) -> None:
         """Something the user should know that does not stop the operation."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,6 +72,7 @@ class CliReporter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self._bar: Any = None
+        self._lock = threading.Lock()  # restore writes small files from several threads
 
     def phase(self, name: str, total: int) -> None:
         self.done()
@@ -80,13 +82,15 @@ class CliReporter:
             self._bar = tqdm(total=total or None, desc=name, unit="B", unit_scale=True, leave=False)
 
     def advance(self, amount: int) -> None:
-        if self._bar is not None:
-            self._bar.update(amount)
+        with self._lock:
+            if self._bar is not None:
+                self._bar.update(amount)
 
     def warn(self, message: str) -> None:
-        if self._bar is not None:
-            self._bar.clear()
-        click.echo(f"chroma-snapshot: warning: {message}", err=True)
+        with self._lock:
+            if self._bar is not None:
+                self._bar.clear()
+            click.echo(f"chroma-snapshot: warning: {message}", err=True)
 
     def done(self) -> None:
         if self._bar is not None:
