@@ -4,12 +4,14 @@ objects no remaining snapshot needs.
 Every prune is ``plan_prune`` (pure: which snapshots go, which objects go, decided from the
 manifests and one listing of data/; printed by ``--dry-run``) followed by ``execute_prune``:
 
-1. the dropped manifests are deleted first: a crash now leaves objects, never a snapshot that
+1. the repack (snapshot/repack.py): dead chain prefixes re-based, live frames of mostly-dead
+   packs copied into new packs, the kept roots that point at them rewritten. It is the step
+   that reads data, so it comes before anything is removed: a damaged pack stops the prune
+   with every snapshot still there;
+2. the dropped manifests are deleted: a crash now leaves objects, never a snapshot that
    points at deleted data;
-2. :func:`protect_newcomers`: the snapshot list is read again, and any snapshot committed since
+3. :func:`protect_newcomers`: the snapshot list is read again, and any snapshot committed since
    the plan (a create that ran meanwhile) keeps every object it references;
-3. the repack (snapshot/repack.py): dead chain prefixes re-based, live frames of mostly-dead
-   packs copied into new packs, the kept roots that point at them rewritten;
 4. the planned objects (minus those) are deleted, last. Objects that only the dropped snapshots
    referenced go at once, as do the packs the repack emptied; objects no manifest referenced at
    all (a create in flight, or one that crashed before its manifest) go only once older than
@@ -192,18 +194,26 @@ def protect_newcomers(repo: Repository, plan: PrunePlan) -> set[str]:
 
 def execute_prune(repo: Repository, plan: PrunePlan, objects: dict[str, ObjectInfo],
                   pack_size: int) -> PruneResult:
-    for sid in plan.removed:  # manifests first: a crash now leaves objects, never a broken snapshot
+    repacked = None
+    if not plan.repack.empty:
+        try:
+            repacked = execute_repack(repo, plan.repack, plan.kept_ids, pack_size)
+        except StorageError:
+            raise
+        except SnapshotError as exc:
+            raise type(exc)(f"{exc}; no snapshot was removed (`chroma-snapshot check --read-data` finds "
+                            "what is damaged; --no-repack prunes without reading data)") from exc
+    for sid in plan.removed:  # before objects: a crash now leaves objects, never a broken snapshot
         repo.delete_snapshot(sid)
         hooks.point("prune.manifest-deleted")
     protected = protect_newcomers(repo, plan)
     hooks.point("prune.newcomers-read")
     delete = [(oid, info) for oid, info in plan.gc.delete if oid not in protected]
-    repacked = None
-    if not plan.repack.empty and not protected:  # (a newcomer would need a repack of its own)
-        repacked = execute_repack(repo, plan.repack, plan.kept_ids, pack_size)
+    if repacked is not None:
         delete = [(oid, info) for oid, info in delete if oid not in repacked.written]
         planned = {oid for oid, _ in delete}
-        delete += [(oid, objects[oid]) for oid in sorted(repacked.obsolete) if oid not in planned]
+        delete += [(oid, objects[oid]) for oid in sorted(repacked.obsolete)
+                   if oid not in planned and oid not in protected]
     hooks.point("prune.before-delete")
     repo.delete_objects(oid for oid, _ in delete)
     return _result(repo, plan, tuple(delete), dry_run=False, repacked=repacked)

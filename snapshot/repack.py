@@ -224,14 +224,14 @@ def select_packs(use: dict[str, PackUse], options: RepackOptions) -> list[str]:
         unused -= use[oid].size - live[oid]
         total -= use[oid].size - live[oid]
     if options.repack_small:
-        small = [oid for oid, u in use.items()
-                 if live[oid] and oid not in chosen and u.size < options.pack_size // 4]
-        if len(small) + len(chosen) >= 2:
-            for oid in sorted(small):
-                if budget is not None and copied + live[oid] > budget:
-                    continue
-                chosen.append(oid)
+        small = []
+        for oid in sorted(o for o, u in use.items()
+                          if live[o] and o not in chosen and u.size < options.pack_size // 4):
+            if budget is None or copied + live[oid] <= budget:
+                small.append(oid)
                 copied += live[oid]
+        if len(small) + len(chosen) >= 2:  # one pack alone would only be copied as it is
+            chosen += small
     return chosen
 
 
@@ -319,7 +319,9 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
     if plan.empty:
         return RepackResult(0, 0, 0, 0, 0, 0, frozenset())
     rebased, moved, read, written, packs = _write_frames(repo, plan, pack_size)
-    doomed = plan.freed
+    # A pack written again with the very bytes it had (every frame live, copied in order)
+    # keeps its name: it is not going anywhere.
+    doomed = plan.freed - frozenset(packs)
     codec, level = repo.config.codec, repo.config.level
     tables = PackWriter(repo, pack_size=pack_size)
     new_tables: dict[str, TableRef | PendingFrame] = {}

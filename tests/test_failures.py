@@ -311,3 +311,17 @@ def test_refused_create_leaves_no_new_repository(cli, chroma_dir, tmp_path):
     assert not repo.exists()
     res = cli("--repo", repo, "create", chroma_dir, "--tmp-dir", tmp_path / "missing")
     assert res.code == 2 and "does not exist" in res.stderr and not repo.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("prune", "--keep-last", "-1"),
+    ("create", "somewhere", "--tmp-dir", "/no/such/dir"),
+    ("create",),
+    ("no-such-command",),
+    ("--password-file", ".", "list"),
+])
+def test_option_errors_click_finds_are_one_line_too(cli, repo_path, args):
+    res = cli("--repo", repo_path, *args)
+    _one_line_error(res, 2)
+    assert "--help" in res.stderr
+    assert not repo_path.exists()

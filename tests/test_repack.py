@@ -102,6 +102,8 @@ def test_the_pack_with_1_percent_live_is_repacked_and_the_one_with_99_is_not() -
     assert select_packs(small, RepackOptions()) == []
     assert select_packs(small, RepackOptions(repack_small=True)) == ["a", "b"]
     assert select_packs({"a": _pack(mib, mib)}, RepackOptions(repack_small=True)) == []
+    # ... and not when the copy budget lets only one of them through (it would be copied as is)
+    assert select_packs(small, RepackOptions(repack_small=True, max_repack_size=mib)) == []
 
 
 def test_dry_run_reports_the_repack_and_changes_nothing(chroma_dir: Path, repo_path: Path) -> None:
@@ -292,3 +294,38 @@ def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
     res = cli("--repo", s3_repo_url, "restore", "latest", tmp_path / "out", "--json")
     assert res.code == 0, res.stderr
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
+
+
+def test_repeated_budgeted_small_repacks_settle(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+    """--repack-small with a copy budget, run again and again: each run succeeds, the repository
+    stays whole, and the runs stop moving data once nothing is left to merge."""
+    trees = _history(chroma_dir, repo_path, 6)
+    args = ("--repo", repo_path, "prune", "--keep-last", "2", "--grace", "0s", "--repack-small",
+            "--max-repack-size", "100K")
+    moved = [(_ok(*args).get("repack") or {}).get("bytes_copied", 0) for _ in range(6)]
+    assert moved[-1] == 0 and moved[-2] == 0, moved
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    for sid in [s["id"] for s in _ok("--repo", repo_path, "list")]:
+        _restores_exactly(repo_path, sid, trees[sid], tmp_path)
+
+
+def test_a_damaged_pack_stops_the_prune_before_anything_is_removed(
+    chroma_dir: Path, repo_path: Path
+) -> None:
+    """The repack reads data; it runs before any snapshot is removed, so a damaged pack leaves
+    every snapshot in place (the ones the damage does not touch still restore) and says so."""
+    _history(chroma_dir, repo_path, 5)
+    ids = [s["id"] for s in _ok("--repo", repo_path, "list")]
+    tables = {f["table"]["object"] for sid in ids for f in _ok("--repo", repo_path, "show", sid)["files"]}
+    for pack in sorted((repo_path / "data").rglob("*")):
+        if pack.is_file() and pack.name not in tables:  # data packs: the plan reads only tables
+            data = bytearray(pack.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            pack.write_bytes(bytes(data))
+    res = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%")
+    assert res.code == 4, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no snapshot was removed" in lines[0], res.stderr
+    assert [s["id"] for s in _ok("--repo", repo_path, "list")] == ids
+    # without reading data, the prune goes ahead
+    assert _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--no-repack")["removed"]

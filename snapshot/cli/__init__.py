@@ -61,11 +61,10 @@ def _run(args: list[str], as_json: bool) -> int:
             return EXIT_TERMINATED
         emit_error("interrupted", EXIT_INTERRUPTED, "interrupted", as_json)
         return EXIT_INTERRUPTED
-    except click.ClickException as exc:
-        if as_json:
-            emit_error(exc.format_message(), exc.exit_code, "usage", True)
-        else:
-            exc.show()
+    except click.ClickException as exc:  # one line too (click's own form is a usage block)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and not as_json else ""
+        emit_error(exc.format_message() + hint, exc.exit_code, "usage", as_json)
         return exc.exit_code
     except MemoryError:  # no input may cause it (every size is bounded); still one line, no traceback
         emit_error("out of memory", 1, "out-of-memory", as_json)
