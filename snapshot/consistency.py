@@ -19,7 +19,7 @@ import io
 import pickle
 import sqlite3
 import struct
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,10 @@ def read_id_map(path: Path) -> tuple[dict[str, int], int]:
     return id_to_label, seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
-def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[Collection[str], int] | None:
-    """The ids the persisted index holds (empty when nothing was persisted yet) and the
-    max_seq_id its pickle records; None after a problem was recorded."""
+def _hnsw_header(folder: Path, problems: list[str], where: str) -> HnswHeader | None:
+    """The structure of a segment folder: every file present, the header whole, length.bin
+    and data_level0.bin sized for its element count, and a pickle if it holds elements.
+    None after a problem was recorded."""
     missing = [n for n in SEGMENT_FILES if not (folder / n).is_file()]
     if missing:
         problems.append(f"{where}: segment folder lacks {', '.join(missing)}")
@@ -140,21 +141,21 @@ def _hnsw_ids(folder: Path, problems: list[str], where: str) -> tuple[Collection
         problems.append(f"{where}: data_level0.bin is {sizes['data_level0.bin']} bytes, not "
                         f"{header.count} elements of {header.size_per_element}")
         return None
-    if not (folder / PICKLE).is_file():
-        if header.count:
-            problems.append(f"{where}: {header.count} elements in the index but no {PICKLE}")
-            return None
-        return set(), 0
-    try:
-        id_map, pickled_seq = read_id_map(folder / PICKLE)
-        ids: Collection[str] = id_map  # the unpickled map itself: no second copy of the ids
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-        problems.append(f"{where}: {exc}")
+    if header.count and not (folder / PICKLE).is_file():
+        problems.append(f"{where}: {header.count} elements in the index but no {PICKLE}")
         return None
-    if len(ids) > header.count:
-        problems.append(f"{where}: {PICKLE} maps {len(ids)} ids, the index holds {header.count}")
-        return None
-    return ids, pickled_seq
+    return header
+
+
+@dataclass(frozen=True)
+class IndexIds:
+    """A vector segment's persisted ids against chroma.sqlite3's queue: how many ids its
+    pickle maps, and the records (count, order-free digest of the ids) its index will hold
+    once Chroma replays the queue entries past the segment's max_seq_id."""
+
+    pickled: int
+    count: int
+    digest: int
 
 
 @dataclass(frozen=True)
@@ -221,40 +222,77 @@ def read_sqlite_side(root: Path, *, sqlite_check: bool = True) -> SqliteSide:
     return SqliteSide(checks, schema, tuple(expected), queue, tuple(problems))
 
 
-def _check_vectors(root: Path, queue: Queue, e: _Expected, problems: list[str]) -> None:
+def _where(e: _Expected, segment: str) -> str:
+    return f"collection {e.name!r} (segment {segment})"
+
+
+def _index_ids(folder: Path, queue: Queue, e: _Expected, applied: int) -> IndexIds | str:
+    """The costly half of a vector segment's checks (unpickling its id map, digesting every
+    id); a problem as a string. A missing folder or pickle holds no ids."""
+    ids: Collection[str] = ()
+    seen = applied
+    if (folder / PICKLE).is_file():
+        try:
+            id_map, pickled_seq = read_id_map(folder / PICKLE)
+        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+            return f"{_where(e, folder.name)}: {exc}"
+        ids = id_map  # the unpickled map itself: no second copy of the ids
+        seen = max(seen, pickled_seq)  # chromadb < 1.0 kept it in the pickle
+    n = len(ids)
+    d = ids_digest(map(str, ids))
+    for rid, sign in replay(ids.__contains__, queue.ops(e.collection_id, seen)):
+        n += sign
+        d = (d + sign * id_digest(rid)) & _MASK
+    return IndexIds(len(ids), n, d)
+
+
+def segment_ids(root: Path, side: SqliteSide, segment: str) -> IndexIds | str | None:
+    """:func:`check_segments`' costly half for one vector segment, to run as soon as its
+    ``index_metadata.pickle`` is in place (a restore runs it while other files are still
+    being written); None if ``segment`` is no collection's vector segment."""
+    if side.queue is not None:
+        for e in side.collections:
+            for seg, applied in e.vectors:
+                if seg == segment:
+                    return _index_ids(root / segment, side.queue, e, applied)
+    return None
+
+
+def _check_vectors(root: Path, queue: Queue, e: _Expected, problems: list[str],
+                   ready: Mapping[str, IndexIds | str | None]) -> None:
     for segment, applied in e.vectors:
-        where = f"collection {e.name!r} (segment {segment})"
+        where = _where(e, segment)
         folder = root / segment
-        seen = applied
+        header = None
         if folder.is_dir():
-            found = _hnsw_ids(folder, problems, where)
-            if found is None:
+            header = _hnsw_header(folder, problems, where)
+            if header is None:
                 continue
-            ids, pickled_seq = found
-            seen = max(seen, pickled_seq)  # chromadb < 1.0 kept it in the pickle
-        elif seen:
+        elif applied:
             problems.append(f"{where}: segment folder missing, though the segment applied queue "
-                            f"entries up to {seen}")
+                            f"entries up to {applied}")
             continue
-        else:
-            ids = ()
-        n = len(ids)
-        d = ids_digest(map(str, ids))
-        for rid, sign in replay(ids.__contains__, queue.ops(e.collection_id, seen)):
-            n += sign
-            d = (d + sign * id_digest(rid)) & _MASK
-        if e.has_metadata and (n, d) != (e.count, e.digest):
-            what = f"{n} records" if n != e.count else "other record ids"
+        found = ready.get(segment) or _index_ids(folder, queue, e, applied)
+        if isinstance(found, str):
+            problems.append(found)
+            continue
+        if header is not None and found.pickled > header.count:
+            problems.append(f"{where}: {PICKLE} maps {found.pickled} ids, the index holds {header.count}")
+            continue
+        if e.has_metadata and (found.count, found.digest) != (e.count, e.digest):
+            what = f"{found.count} records" if found.count != e.count else "other record ids"
             problems.append(f"{where}: the HNSW index holds {what} than chroma.sqlite3 ({e.count})")
 
 
-def check_segments(root: Path, side: SqliteSide) -> Verification:
+def check_segments(root: Path, side: SqliteSide,
+                   ready: Mapping[str, IndexIds | str | None] | None = None) -> Verification:
     """The segment half of :func:`verify_dir`: every vector segment's files against what
-    chroma.sqlite3 says (``side``, from :func:`read_sqlite_side` on the same directory)."""
+    chroma.sqlite3 says (``side``, from :func:`read_sqlite_side` on the same directory).
+    ``ready``: :func:`segment_ids` of segments already read, by segment id."""
     problems = list(side.problems)
     if side.queue is not None:
         for e in side.collections:
-            _check_vectors(root, side.queue, e, problems)
+            _check_vectors(root, side.queue, e, problems, ready or {})
     counts = {e.name: e.count for e in side.collections}
     return Verification(side.checks, side.schema, counts, tuple(problems))
 

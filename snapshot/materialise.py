@@ -21,7 +21,7 @@ from pathlib import Path
 from snapshot import hooks
 from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.errors import IntegrityError, SnapshotError
-from snapshot.fsync import fsync_path, sync_filesystem
+from snapshot.fsync import fsync_path, start_writeback, sync_filesystem
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Manifest
 from snapshot.packs import ChunkReader
@@ -31,6 +31,9 @@ from snapshot.repository import Repository
 #: Files of one chunk written at once by the small-file workers (each holds one chunk).
 _SMALL_WINDOW = 64
 _WINDOW = 8
+#: A restored file's data is handed to the OS's writeback every this many bytes (see
+#: start_writeback): the final sync then waits for the tail, not for the whole restore.
+_WRITEBACK_EVERY = 8 << 20
 
 #: hash -> where that content already lies in the restore target
 Local = dict[str, "LocalChunk"]
@@ -123,12 +126,12 @@ def write_file(
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(dest, flags, 0o600)
     hasher = FileHasher()
-    written = 0
-    with os.fdopen(fd, "wb") as fh:
+    written = flushed = 0
+    with os.fdopen(fd, "wb", buffering=0) as fh:
         pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
 
         def drain_one() -> None:
-            nonlocal written
+            nonlocal written, flushed
             chunk, fut = pending.popleft()
             try:
                 data, was_local = fut.result()
@@ -137,9 +140,12 @@ def write_file(
             if len(data) != chunk.size:
                 raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
             fetcher.count(len(data), was_local)
-            fh.write(data)
+            _write_all(fh.fileno(), data)
             hasher.update(data)
             written += len(data)
+            if written - flushed >= _WRITEBACK_EVERY:
+                start_writeback(fh.fileno(), flushed, written - flushed)
+                flushed = written
             reporter.advance(len(data))
 
         for chunk in chunks:
@@ -156,10 +162,17 @@ def write_file(
                 drain_one()
         while pending:
             drain_one()
-        fh.flush()
+        if written > flushed:
+            start_writeback(fh.fileno(), flushed, written - flushed)
     if written != f.size or hasher.hexdigest() != f.hash:
         raise IntegrityError(f"{f.path}: restored file does not match its hash in the manifest")
     os.chmod(dest, f.mode & 0o777 or 0o644)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sync_tree(root: Path, m: Manifest) -> None:
@@ -172,6 +185,18 @@ def sync_tree(root: Path, m: Manifest) -> None:
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
         list(pool.map(fsync_path, [root / f.path for f in m.files]))
         list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
+
+
+def write_order(m: Manifest) -> list[FileEntry]:
+    """The order a restore writes files in: chroma.sqlite3 first (the checks read it while
+    the rest is written), then the files of one chunk, then the segments' id maps (so the
+    checks can read them too), then the rest; each group in manifest order."""
+    def group(f: FileEntry) -> int:
+        if f.path == "chroma.sqlite3":
+            return 0
+        return 1 if f.size <= m.chunk_size else 2 if f.path.endswith("/index_metadata.pickle") else 3
+
+    return sorted(m.files, key=group)
 
 
 def materialise(
@@ -192,7 +217,7 @@ def materialise(
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fetch") as pool, \
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
-        for f, chunks in repo.tables(m):
+        for f, chunks in repo.tables(m, write_order(m)):
             local = index_local_file(target, f, chunks, m.chunk_size)
             if len(chunks) <= 1:
                 # A file of one chunk (most of a DB with many collections: headers, pickles,
@@ -202,10 +227,12 @@ def materialise(
                 small.append((f, job))
                 if len(small) > _SMALL_WINDOW:
                     finish_small()
-                continue
-            write_file(root, f, chunks, local, fetcher, pool, reporter)
-            written(f)
-            hooks.point("restore.file-written")
+            else:
+                write_file(root, f, chunks, local, fetcher, pool, reporter)
+                written(f)
+                hooks.point("restore.file-written")
+            while small and small[0][1].done():  # announced as soon as they are complete
+                finish_small()
         while small:
             finish_small()
     return fetcher

@@ -16,7 +16,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,11 +26,14 @@ from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
 from snapshot.chroma_db import open_readonly, schema_levels
 from snapshot.consistency import (
+    PICKLE,
+    IndexIds,
     SqliteSide,
     Verification,
     check_segments,
     known_migrations,
     read_sqlite_side,
+    segment_ids,
     unknown_schema,
 )
 from snapshot.create import chromadb_version
@@ -116,12 +119,14 @@ def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
 
 
 def check_consistency(
-    built: Path, m: Manifest, sqlite_side: SqliteSide | None = None
+    built: Path, m: Manifest, sqlite_side: SqliteSide | None = None,
+    ids: Mapping[str, IndexIds | str | None] | None = None,
 ) -> tuple[Verification | None, list[str]]:
     """The capture's consistency checks again, on the restored directory (SQLite's
     quick_check excepted: the hashes already prove the file byte-identical to the copy that
     passed it). Raises IntegrityError if the result differs from what create established.
-    ``sqlite_side``: chroma.sqlite3's half, when it was read while the rest was written."""
+    ``sqlite_side``: chroma.sqlite3's half, when it was read while the rest was written, and
+    ``ids`` the segments' id maps read so far (see :func:`segment_ids`)."""
     notes: list[str] = []
     if m.verified is None:
         notes.append(f"snapshot {m.id} was made without consistency checks (an older chroma-snapshot): "
@@ -131,7 +136,7 @@ def check_consistency(
         notes.append(f"snapshot {m.id} was taken of an inconsistent directory (--allow-inconsistent): "
                      + "; ".join(m.verified.problems))
         return None, notes
-    v = check_segments(built, sqlite_side or read_sqlite_side(built, sqlite_check=False))
+    v = check_segments(built, sqlite_side or read_sqlite_side(built, sqlite_check=False), ids)
     if v.problems:
         raise IntegrityError(f"the restored directory fails a consistency check: {v.problems[0]}")
     recorded = {c.name: c.records for c in m.collections}
@@ -227,10 +232,11 @@ def restore_snapshot(
 
 
 def _check(
-    built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None
+    built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None,
+    ids: Mapping[str, IndexIds | str | None],
 ) -> tuple[list[str], tuple[str, ...]]:
     """Consistency and schema of the built directory: (warnings, checks that passed)."""
-    verification, warnings = check_consistency(built, m, sqlite_side)
+    verification, warnings = check_consistency(built, m, sqlite_side, ids)
     db = built / "chroma.sqlite3"
     schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
     w = schema_warning(m, schema, known_migrations()) if schema else None
@@ -271,20 +277,26 @@ def execute_restore(
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if chroma_check and m.file("chroma.sqlite3") is not None else None
         early: list[Future[SqliteSide]] = []
+        ready: dict[str, Future[IndexIds | str | None]] = {}
 
         def written(f: FileEntry) -> None:
-            # chroma.sqlite3 comes first: its half of the checks runs while the segments are
-            # written (restore proves the capture's consistency again, see check_consistency)
+            # The checks run while the rest is written (restore proves the capture's
+            # consistency again, see check_consistency): chroma.sqlite3's half as soon as it is
+            # complete, then each segment's id map as soon as it is.
             if f.path == "chroma.sqlite3" and m.verified is not None and not m.verified.problems:
                 early.append(side_pool.submit(read_sqlite_side, built, sqlite_check=False))
+            elif early and f.path.endswith("/" + PICKLE) and f.path.count("/") == 1:
+                segment = f.path.split("/", 1)[0]
+                ready[segment] = side_pool.submit(lambda: segment_ids(built, early[0].result(), segment))
 
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 fetcher = materialise(repo, m, built, target, reporter, written)
                 side = early[0].result() if early else None
+                ids = {segment: job.result() for segment, job in ready.items()}
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
-                warnings, passed = _check(built, m, strict, reporter, side)
+                warnings, passed = _check(built, m, strict, reporter, side, ids)
                 if checker is not None:
                     checked = checker.run(m)
                 synced.result()

@@ -16,7 +16,15 @@ from conftest import CliResult, create_snapshot, run_cli
 
 from snapshot import layout
 from snapshot.chroma_check import batches
-from snapshot.consistency import known_migrations, read_header, unknown_schema, verify_dir
+from snapshot.consistency import (
+    check_segments,
+    known_migrations,
+    read_header,
+    read_sqlite_side,
+    segment_ids,
+    unknown_schema,
+    verify_dir,
+)
 
 
 def _segment(db: Path, collection: str) -> Path:
@@ -105,6 +113,47 @@ def test_restore_re_checks_consistency_and_refuses_a_forged_manifest(
     ok = run_cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--json")
     assert ok.code == 0 and ok.json()["checks"][:2] == ["hashes", "segment-files"]
     assert ok.json()["chroma_checked"] == {} and "warning" not in ok.stderr
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_restore_refuses_an_inconsistent_directory_a_manifest_calls_consistent(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path, damage: str
+) -> None:
+    """The hashes match (the files are what was captured), but the capture was inconsistent
+    and the manifest says otherwise: the restore's own checks (some run while files are
+    still being written) find it before the swap."""
+    hurt, says = DAMAGE[damage]
+    hurt(chroma_dir)
+    res = run_cli("--repo", repo_path, "create", chroma_dir, "--allow-inconsistent", "--json")
+    assert res.code == 0, res.stderr
+    key = repo_path / layout.snapshot_key(res.json()["id"])
+    data = json.loads(key.read_text())
+    data["verified"]["problems"] = []
+    key.write_text(json.dumps(data))
+    target = tmp_path / "restore" / "t"
+    target.mkdir(parents=True)
+    (target / "chroma.sqlite3").write_text("the app's current DB")
+    out = run_cli("--repo", repo_path, "restore", "latest", target, "--force")
+    assert out.code == 4, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert "consistency check" in line and "collection 'docs'" in line and says in line, line
+    assert [p.name for p in target.iterdir()] == ["chroma.sqlite3"]
+    assert (target / "chroma.sqlite3").read_text() == "the app's current DB"
+    assert [p.name for p in target.parent.iterdir()] == ["t"]  # nothing left beside the target
+
+
+def test_segment_checks_read_early_give_the_same_verdict(chroma_dir: Path) -> None:
+    sound = verify_dir(chroma_dir, sqlite_check=False)
+    side = read_sqlite_side(chroma_dir, sqlite_check=False)
+    ready = {p.name: segment_ids(chroma_dir, side, p.name) for p in chroma_dir.iterdir() if p.is_dir()}
+    assert all(v is not None for v in ready.values()) and ready
+    assert check_segments(chroma_dir, side, ready) == sound and sound.ok
+    assert segment_ids(chroma_dir, side, "not-a-segment") is None
+    _pickle_disagrees(chroma_dir)
+    side = read_sqlite_side(chroma_dir, sqlite_check=False)
+    ready = {p.name: segment_ids(chroma_dir, side, p.name) for p in chroma_dir.iterdir() if p.is_dir()}
+    early = check_segments(chroma_dir, side, ready)
+    assert early == verify_dir(chroma_dir, sqlite_check=False) and "other record ids" in early.problems[0]
 
 
 def test_older_snapshots_without_a_verified_block_restore_with_hashes_only(
