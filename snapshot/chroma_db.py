@@ -28,6 +28,16 @@ REQUIRED_TABLES = frozenset({"collections", "segments", "embeddings"})
 RecordRow = tuple[str, Hashable]
 
 
+def chromadb_version() -> str | None:
+    """The installed chromadb's version (None if it is not installed), read without importing it."""
+    from importlib import metadata  # not at start-up: most commands never ask
+
+    try:
+        return metadata.version("chromadb")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def open_readonly(db: Path, timeout: float = 30.0, *, immutable: bool = False) -> sqlite3.Connection:
     """``immutable``: a private copy nobody writes (no locks, no -wal/-shm files)."""
     flags = "?mode=ro&immutable=1" if immutable else "?mode=ro"

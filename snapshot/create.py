@@ -24,12 +24,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from snapshot import hooks
 from snapshot.basecache import BaseCache, default_root
 from snapshot.builder import Builder, StoredFile
+from snapshot.chroma_db import chromadb_version
 from snapshot.compression import check_codec
 from snapshot.consistency import Verification, verify_dir
 from snapshot.errors import InconsistentSourceError, SnapshotError, UsageError
@@ -80,13 +80,6 @@ class CreateResult:
     #: when --allow-inconsistent let an inconsistent directory through.
     checks: tuple[str, ...] = ()
     inconsistencies: tuple[str, ...] = ()
-
-
-def chromadb_version() -> str | None:
-    try:
-        return metadata.version("chromadb")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | None:

@@ -21,15 +21,14 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import TYPE_CHECKING, Any
 
 from snapshot import layout
 from snapshot.errors import FormatVersionError, IntegrityError, UsageError
 from snapshot.manifest import Frame
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ALGORITHM = "AES-256-GCM"
 KDF = "scrypt"
@@ -88,6 +87,20 @@ def _dumps(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _aesgcm(key: bytes) -> AESGCM:
+    # cryptography is imported by the first use of a key: an unencrypted repository's
+    # commands do not pay for it at start-up
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
 def new_master_key() -> bytes:
     return secrets.token_bytes(MASTER_KEY_BYTES)
 
@@ -98,7 +111,8 @@ class Cipher:
     def __init__(self, master_key: bytes, repo_id: str) -> None:
         if len(master_key) != MASTER_KEY_BYTES:
             raise ValueError("the master key must be 32 bytes")
-        self._aead = AESGCM(master_key)
+        self._aead = _aesgcm(master_key)
+        self._invalid_tag = _invalid_tag()
         self._master = master_key
         self.repo_id = repo_id
 
@@ -116,7 +130,7 @@ class Cipher:
         view = memoryview(blob)  # slicing bytes would copy every frame once more
         try:
             return self._aead.decrypt(view[:NONCE], view[NONCE:], aad)
-        except InvalidTag:
+        except self._invalid_tag:
             raise IntegrityError(
                 f"{what}: authentication failed (altered, moved, or not this repository's)"
             ) from None
@@ -131,7 +145,7 @@ class Cipher:
         try:
             self._aead.decrypt_into(view[:NONCE], view[NONCE:], aad, out)
             return out
-        except InvalidTag:
+        except self._invalid_tag:
             raise IntegrityError(
                 f"{what}: authentication failed (altered, moved, or not this repository's)"
             ) from None
@@ -204,6 +218,8 @@ class ScryptParams:
         return f"scrypt N=2^{self.log_n} r={self.r} p={self.p}"
 
     def derive(self, password: bytes) -> bytes:
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
         kdf = Scrypt(salt=self.salt, length=MASTER_KEY_BYTES, n=1 << self.log_n, r=self.r, p=self.p)
         return kdf.derive(password)
 
@@ -268,10 +284,10 @@ def unwrap_key(kf: KeyFile, key_id: str, password: bytes) -> bytes | None:
     blob = kf.wrapped
     if len(blob) != OVERHEAD + MASTER_KEY_BYTES:
         return None
-    aead = AESGCM(kf.params.derive(password))
+    aead = _aesgcm(kf.params.derive(password))
     try:
         return aead.decrypt(blob[:NONCE], blob[NONCE:], _aad("key", key_id))
-    except InvalidTag:
+    except _invalid_tag():
         return None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
-from snapshot.chroma_db import open_readonly, schema_levels
+from snapshot.chroma_db import chromadb_version, open_readonly, schema_levels
 from snapshot.consistency import (
     PICKLE,
     IndexIds,
@@ -36,7 +36,6 @@ from snapshot.consistency import (
     segment_ids,
     unknown_schema,
 )
-from snapshot.create import chromadb_version
 from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.materialise import (

@@ -9,22 +9,49 @@ SIGTERM 143).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import signal
 import sys
 from types import FrameType
 
 import click
 
-from snapshot.cli.keys import init_cmd, key_group
-from snapshot.cli.maint import check_cmd, diff_cmd, forget_cmd, prune_cmd, unlock_cmd
 from snapshot.cli.options import group_store_options
 from snapshot.cli.render import emit_error
-from snapshot.cli.snapshots import create, list_, restore, show
 from snapshot.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, SnapshotError, Terminated, disk_full
 from snapshot.version import __version__
 
+#: Command name -> (module, attribute). A command's module is imported when it runs (or for
+#: --help): a restore does not pay at start-up for importing prune, diff and create.
+COMMANDS = {
+    "init": ("snapshot.cli.keys", "init_cmd"),
+    "create": ("snapshot.cli.snapshots", "create"),
+    "list": ("snapshot.cli.snapshots", "list_"),
+    "show": ("snapshot.cli.snapshots", "show"),
+    "restore": ("snapshot.cli.snapshots", "restore"),
+    "diff": ("snapshot.cli.maint", "diff_cmd"),
+    "prune": ("snapshot.cli.maint", "prune_cmd"),
+    "forget": ("snapshot.cli.maint", "forget_cmd"),
+    "check": ("snapshot.cli.maint", "check_cmd"),
+    "unlock": ("snapshot.cli.maint", "unlock_cmd"),
+    "key": ("snapshot.cli.keys", "key_group"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="chroma-snapshot")
 @group_store_options
 def cli() -> None:
@@ -36,11 +63,6 @@ def cli() -> None:
       chroma-snapshot create data/vector_db --tag nightly
       chroma-snapshot restore latest /srv/app/vector_db --force
     """
-
-
-for _command in (init_cmd, create, list_, show, restore, diff_cmd, prune_cmd, forget_cmd, check_cmd,
-                 unlock_cmd, key_group):
-    cli.add_command(_command)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

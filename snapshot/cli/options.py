@@ -6,17 +6,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from snapshot.cli import passwords
 from snapshot.errors import UsageError
 from snapshot.keys import KeySource
-from snapshot.repack import RepackOptions
 from snapshot.repository import Repository
-from snapshot.retention import parse_duration
 from snapshot.storage import StoreOptions
+
+if TYPE_CHECKING:
+    from snapshot.repack import RepackOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,6 +93,8 @@ def seconds(text: str | None) -> float | None:
     """A duration option's value in seconds (None when not given)."""
     if text is None:
         return None
+    from snapshot.retention import parse_duration  # only the commands that take a duration
+
     return parse_duration(text).total_seconds(datetime.now(timezone.utc))
 
 
@@ -144,6 +147,8 @@ def repack_options(f: F) -> F:
 
 def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | None,
                     no_repack: bool) -> RepackOptions:
+    from snapshot.repack import RepackOptions  # only prune and forget
+
     return RepackOptions(
         enabled=not no_repack,
         max_unused=fraction(max_unused, "--max-unused"),

@@ -8,20 +8,22 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from snapshot.check import CheckResult
-from snapshot.create import CreateResult
-from snapshot.diff import RecordDiff, SnapshotDiff
 from snapshot.errors import SnapshotError
 from snapshot.ids import id_time
-from snapshot.keys import KeyInfo
-from snapshot.manifest import Manifest
-from snapshot.prune import PruneResult
-from snapshot.repository import Repository, SnapshotSummary
-from snapshot.restore import RestoreResult, RestoreSummary
+
+if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of every command)
+    from snapshot.check import CheckResult
+    from snapshot.create import CreateResult
+    from snapshot.diff import RecordDiff, SnapshotDiff
+    from snapshot.keys import KeyInfo
+    from snapshot.manifest import Manifest
+    from snapshot.prune import PruneResult
+    from snapshot.repository import Repository, SnapshotSummary
+    from snapshot.restore import RestoreResult, RestoreSummary
 
 
 def human_bytes(n: float) -> str:

@@ -24,9 +24,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.compression import CODECS
-from snapshot.create import check_arguments, create_snapshot
 from snapshot.manifest import manifest_to_dict
-from snapshot.restore import prepare_restore, restore_snapshot
 
 #: glibc's mallopt parameters, and ours: buffers this large are mapped and unmapped.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _LARGE = -1, -3, 4 << 20
@@ -106,6 +104,8 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
       chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
     """
+    from snapshot.create import check_arguments, create_snapshot  # each command imports what it runs
+
     check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
     _return_large_buffers()
     repo = open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
@@ -197,6 +197,8 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     Example:
       chroma-snapshot restore latest /srv/app/vector_db --force
     """
+    from snapshot.restore import prepare_restore, restore_snapshot  # each command imports what it runs
+
     repo = open_repo()
     _keep_chunk_buffers()
     if dry_run:
