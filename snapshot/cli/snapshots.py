@@ -28,8 +28,8 @@ from snapshot.manifest import manifest_to_dict
 
 #: glibc's mallopt parameters, and ours: buffers this large are mapped and unmapped.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _LARGE = -1, -3, 4 << 20
-#: A restore keeps this much freed memory at the top of each heap for the next buffers.
-_RESTORE_TRIM = 64 << 20
+#: Freed memory kept at the top of each heap for the next buffers (create and restore).
+_KEEP_FREED = 16 << 20
 
 
 def _mallopt(*settings: tuple[int, int]) -> None:
@@ -41,21 +41,20 @@ def _mallopt(*settings: tuple[int, int]) -> None:
             libc.mallopt(param, value)
 
 
-def _return_large_buffers() -> None:
-    """For a create: give packs (16 MiB) back to the OS as soon as they are freed. glibc
-    raises its mmap threshold after the first large free and then serves such buffers from
-    heaps it keeps; with several threads that held a create's peak RSS at 1.5-2x what it uses
-    (measured at 200k records: 218 -> 120-130 MiB, no slower)."""
-    _mallopt((_M_MMAP_THRESHOLD, _LARGE))
+def _tune_malloc() -> None:
+    """For create and restore, which pass thousands of 1 MiB buffers (frames) and some of
+    16 MiB (packs) between threads, on glibc:
 
-
-def _keep_chunk_buffers() -> None:
-    """For a restore: every decoded frame is a fresh 1 MiB buffer (thousands of them), and
-    glibc's default trim threshold can hand each freed one back to the OS, so the next is
-    faulted in again, page by page. Keeping freed memory at the top of each heap (bounded:
-    _RESTORE_TRIM) serves them from there (measured at 200k records, 6 runs each: system time
-    0.50-0.83 -> 0.38-0.51 s, median wall 1.32 -> 1.27 s, peak RSS 108 -> 119 MiB)."""
-    _mallopt((_M_MMAP_THRESHOLD, _LARGE), (_M_TRIM_THRESHOLD, _RESTORE_TRIM))
+    * packs (4 MiB and more) go back to the OS as soon as they are freed. glibc raises its
+      mmap threshold after the first large free and then serves them from heaps it keeps;
+      with several threads that held a create's peak RSS at 1.5-2x what it uses (200k
+      records: 218 -> 120-130 MiB; 5 GiB: 277 -> 114 MiB);
+    * freed memory up to _KEEP_FREED stays at the top of each heap for the next frames.
+      Fixing the mmap threshold fixes the trim threshold at 128 KiB, and every frame's buffer
+      went back to the OS and was faulted in again, page by page (200k records, 3-6 runs
+      each: create system time 1.9-2.1 -> 1.3-1.7 s, wall 2.72-2.89 -> 2.29-2.59 s; restore
+      system time 0.50-0.83 -> 0.38-0.51 s; peak RSS +10-15 MiB)."""
+    _mallopt((_M_MMAP_THRESHOLD, _LARGE), (_M_TRIM_THRESHOLD, _KEEP_FREED))
 
 
 @click.command()
@@ -106,7 +105,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     from snapshot.create import check_arguments, create_snapshot  # each command imports what it runs
 
     check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
-    _return_large_buffers()
+    _tune_malloc()
     repo = open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
     result = create_snapshot(repo, Path(source), tags=tags, message=message, includes=includes,
                              include_orphans=include_orphans, parent=parent, level=level,
@@ -199,7 +198,7 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     from snapshot.restore import prepare_restore, restore_snapshot  # each command imports what it runs
 
     repo = open_repo()
-    _keep_chunk_buffers()
+    _tune_malloc()
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, force=force,
