@@ -230,15 +230,26 @@ def restore_snapshot(
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
+def recorded_schema(m: Manifest) -> dict[str, tuple[int, str]]:
+    """The schema levels the capture recorded (empty for snapshots made without checks)."""
+    return {d: (s.version, s.filename) for d, s in m.verified.schema.items()} if m.verified else {}
+
+
+def _schema_warning(m: Manifest, schema: dict[str, tuple[int, str]]) -> str | None:
+    return schema_warning(m, schema, known_migrations()) if schema else None
+
+
 def _check(
     built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None,
-    ids: Mapping[str, IndexIds | str | None],
+    ids: Mapping[str, IndexIds | str | None], early_schema: str | None,
 ) -> tuple[list[str], tuple[str, ...]]:
-    """Consistency and schema of the built directory: (warnings, checks that passed)."""
+    """Consistency and schema of the built directory: (warnings, checks that passed).
+    ``early_schema``: the schema warning for :func:`recorded_schema`, worked out while the
+    files were written (it reads the installed chromadb's files)."""
     verification, warnings = check_consistency(built, m, sqlite_side, ids)
     db = built / "chroma.sqlite3"
     schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
-    w = schema_warning(m, schema, known_migrations()) if schema else None
+    w = early_schema if schema == recorded_schema(m) else _schema_warning(m, schema)
     if w is not None:
         if strict:
             raise ChromaCheckError(w)
@@ -290,12 +301,14 @@ def execute_restore(
 
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
+                schema_job = side_pool.submit(_schema_warning, m, recorded_schema(m))
                 fetcher = materialise(repo, m, built, target, reporter, written)
                 side = early[0].result() if early else None
                 ids = {segment: job.result() for segment, job in ready.items()}
+                early_schema = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
-                warnings, passed = _check(built, m, strict, reporter, side, ids)
+                warnings, passed = _check(built, m, strict, reporter, side, ids, early_schema)
                 if checker is not None:
                     checked = checker.run(m)
                 synced.result()

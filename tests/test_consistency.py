@@ -115,6 +115,21 @@ def test_restore_re_checks_consistency_and_refuses_a_forged_manifest(
     assert ok.json()["chroma_checked"] == {} and "warning" not in ok.stderr
 
 
+def test_restore_judges_the_schema_of_the_restored_file_not_the_manifest(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    """The schema warning is worked out early from the manifest's record; when the restored
+    chroma.sqlite3 says otherwise, the file is what counts."""
+    sid = create_snapshot(repo_path, chroma_dir)
+    key = repo_path / layout.snapshot_key(sid)
+    data = json.loads(key.read_text())
+    data["verified"]["schema"]["metadb"] = {"version": 99, "filename": "00099-from-the-future.sqlite.sql"}
+    key.write_text(json.dumps(data))
+    res = run_cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--strict")
+    assert res.code == 0 and "warning" not in res.stderr, res.stderr
+    assert tree_digest(tmp_path / "t") == tree_digest(chroma_dir)
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_restore_refuses_an_inconsistent_directory_a_manifest_calls_consistent(
     chroma_dir: Path, repo_path: Path, tmp_path: Path, damage: str
