@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from snapshot.cli.options import dry_run_option, json_option, open_repo, repo_options, seconds, wait_option
+from snapshot.cli.options import (
+    dry_run_option,
+    json_option,
+    open_repo,
+    preloading,
+    repo_options,
+    seconds,
+    wait_option,
+)
 from snapshot.cli.render import (
     CliReporter,
     emit,
@@ -195,9 +203,10 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     Example:
       chroma-snapshot restore latest /srv/app/vector_db --force
     """
-    from snapshot.restore import prepare_restore, restore_snapshot  # each command imports what it runs
+    with preloading("snapshot.restore"):  # each command imports what it runs
+        repo = open_repo()
+    from snapshot.restore import prepare_restore, restore_snapshot
 
-    repo = open_repo()
     _tune_malloc()
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
