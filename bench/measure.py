@@ -39,6 +39,9 @@ class Proc:
     tree_rss: int
     stdout: str
     stderr: str
+    #: CPU time of the child (its threads; children it waited for included): user, system.
+    user_seconds: float = 0.0
+    system_seconds: float = 0.0
 
     @property
     def command(self) -> str:
@@ -52,7 +55,8 @@ class Proc:
 
     def row(self) -> dict[str, float | int | str]:
         return {"seconds": round(self.seconds, 3), "peak_rss": self.peak_rss,
-                "tree_rss": self.tree_rss, "command": self.command}
+                "tree_rss": self.tree_rss, "user_seconds": round(self.user_seconds, 3),
+                "system_seconds": round(self.system_seconds, 3), "command": self.command}
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -126,7 +130,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
         err.seek(0)
         return Proc(tuple(argv), proc.returncode, seconds, usage.ru_maxrss * 1024,
                     max(tree, 0), out.read().decode("utf-8", "replace"),
-                    err.read().decode("utf-8", "replace"))
+                    err.read().decode("utf-8", "replace"), usage.ru_utime, usage.ru_stime)
 
 
 def dir_bytes(path: Path) -> int:

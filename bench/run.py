@@ -146,6 +146,10 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if len(rows) > 1:
         row["runs_seconds"] = [r["seconds"] for r in rows]
         row["seconds"] = round(statistics.median(r["seconds"] for r in rows), 3)
+        for k in ("user_seconds", "system_seconds"):
+            if all(k in r for r in rows):
+                row[f"runs_{k}"] = [r[k] for r in rows]
+                row[k] = round(statistics.median(r[k] for r in rows), 3)
         row["peak_rss"] = max(r["peak_rss"] for r in rows)
         row["tree_rss"] = max(r["tree_rss"] for r in rows)
     return row

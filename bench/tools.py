@@ -146,7 +146,8 @@ def zstd_pipe(src: Path, out: Path, threads: int) -> dict[str, Any]:
     if shutil.which("zstd") and shutil.which("tar"):
         cmd = f"tar -C {shlex.quote(str(src))} -cf - . | zstd -1 -T{threads} -q -c > {shlex.quote(str(out))}"
         p = run([cmd], shell=True).check("tar | zstd")
-        p = Proc(("sh", "-c", cmd), p.returncode, p.seconds, p.peak_rss, p.tree_rss, p.stdout, p.stderr)
+        p = Proc(("sh", "-c", cmd), p.returncode, p.seconds, p.peak_rss, p.tree_rss, p.stdout, p.stderr,
+                 p.user_seconds, p.system_seconds)
     else:
         argv = [sys.executable, str(BENCH / "baselines.py"), "zstd-pipe", str(src), str(out),
                 "--threads", str(threads)]

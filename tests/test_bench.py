@@ -230,3 +230,23 @@ def test_missing_target_is_reported_not_hidden() -> None:
     assert missed["met"] is False and missed["verdict"] == "MISSED: 2.00x the limit"
     assert rep._target("x", 0.5, 0.7, "x")["verdict"] == "MET"
     assert rep._target("x", None, 0.7, "x")["met"] is None
+
+
+def test_encryption_benchmark_reports_both_modes_and_cpu_time(tmp_path: Path) -> None:
+    out = tmp_path / "enc.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "encryption.py"), "--records", "1000", "--repeat", "2",
+         "--workdir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), "--json", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for mode in ("unencrypted", "encrypted"):
+        for op in ("create", "restore"):
+            row = report["rows"][mode][op]
+            _measured(row)
+            assert len(row["runs_seconds"]) == 2 and row["user_seconds"] > 0
+            assert len(row["runs_user_seconds"]) == 2
+    assert report["rows"]["encrypted"]["restore"]["verified"]["match"]
+    assert set(report["ratios"]["restore"]) >= {"seconds", "peak_rss", "user_seconds"}
+    assert "user CPU time, encrypted / unencrypted" in proc.stdout
