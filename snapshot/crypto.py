@@ -124,7 +124,7 @@ class Cipher:
         nonce = secrets.token_bytes(NONCE)
         return nonce + self._aead.encrypt(nonce, data, aad)
 
-    def open(self, blob: bytes, aad: bytes, what: str) -> bytes:
+    def open(self, blob: bytes | memoryview, aad: bytes, what: str) -> bytes:
         if len(blob) < OVERHEAD:
             raise IntegrityError(f"{what}: too short to be sealed ({len(blob)} bytes)")
         view = memoryview(blob)  # slicing bytes would copy every frame once more
@@ -135,7 +135,7 @@ class Cipher:
                 f"{what}: authentication failed (altered, moved, or not this repository's)"
             ) from None
 
-    def open_into(self, blob: bytes, aad: bytes, what: str, scratch: bytearray) -> memoryview:
+    def open_into(self, blob: bytes | memoryview, aad: bytes, what: str, scratch: bytearray) -> memoryview:
         """:meth:`open` into ``scratch`` (long enough): the plaintext as a view of it, valid
         until ``scratch`` is used again. Saves allocating (and faulting in) a buffer per frame."""
         if len(blob) < OVERHEAD:
@@ -167,7 +167,7 @@ class Cipher:
         self._aead.encrypt_into(nonce, data, aad, memoryview(out)[NONCE:])
         return out
 
-    def open_frame(self, blob: bytes, frame: Frame, what: str, *, table: bool = False,
+    def open_frame(self, blob: bytes | memoryview, frame: Frame, what: str, *, table: bool = False,
                    scratch: bytearray | None = None) -> bytes | memoryview:
         aad = self._frame_aad(table, frame.codec, frame.size, frame.hash)
         if scratch is not None and len(scratch) >= len(blob):

@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +23,8 @@ from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.fsync import fsync_path, start_writeback, sync_filesystem
 from snapshot.hashing import FileHasher
-from snapshot.manifest import Chunk, FileEntry, Manifest
-from snapshot.packs import ChunkReader
+from snapshot.manifest import Chunk, FileEntry, Frame, Manifest
+from snapshot.packs import ChunkReader, Span
 from snapshot.progress import Reporter
 from snapshot.repository import Repository
 
@@ -32,6 +32,8 @@ from snapshot.repository import Repository
 _SMALL_WINDOW = 64
 #: Chunk readers for a remote store (each mostly waits for its response).
 _REMOTE_READERS = 8
+#: Frames of files of one chunk read ahead together from a remote store (see materialise).
+_GROUP_BYTES = 32 << 20
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
@@ -76,6 +78,14 @@ def index_local_file(target: Path, f: FileEntry, chunks: Sequence[Chunk], chunk_
     except OSError:
         return {}
     return found
+
+
+def frames_to_read(chunks: Sequence[Chunk], local: Local) -> Iterator[Frame]:
+    """The frames a restore reads for ``chunks``: none of a chunk the target holds, and of a
+    delta chain only the links past the deepest one it holds."""
+    for c in chunks:
+        if c.hash not in local:
+            yield from c.frames[first_missing_frame(c, local):]
 
 
 def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
@@ -216,13 +226,33 @@ def materialise(
     called with each file once it is complete and verified."""
     fetcher = Fetcher(ChunkReader(repo))
     reporter.phase("restore", sum(f.size for f in m.files))
-    small: deque[tuple[FileEntry, Future[None]]] = deque()
+    # (file, its write, the ranges planned for its group: released once it is written)
+    small: deque[tuple[FileEntry, Future[None], list[Span]]] = deque()
+    # Files of one chunk not yet started. From a remote store they start in groups whose
+    # frames are read with a request per range of a pack, not one per file (ChunkReader.prefetch).
+    group: list[tuple[FileEntry, Sequence[Chunk], Local]] = []
+    group_bytes = 0
+    remote = repo.local_root is None
 
     def finish_small() -> None:
-        f, job = small.popleft()
+        f, job, spans = small.popleft()
         job.result()
+        fetcher.reader.release(spans)
         written(f)
         hooks.point("restore.file-written")
+
+    def start_group() -> None:
+        nonlocal group_bytes
+        spans = fetcher.reader.prefetch(
+            fr for _f, chunks, local in group for fr in frames_to_read(chunks, local)
+        ) if remote else []
+        for i, (f, chunks, local) in enumerate(group):
+            job = small_pool.submit(write_file, root, f, chunks, local, fetcher, None, reporter)
+            small.append((f, job, spans if i == len(group) - 1 else []))
+        group.clear()
+        group_bytes = 0
+        while len(small) > _SMALL_WINDOW:
+            finish_small()
 
     with ThreadPoolExecutor(max_workers=_readers(repo), thread_name_prefix="fetch") as pool, \
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
@@ -232,16 +262,20 @@ def materialise(
                 # A file of one chunk (most of a DB with many collections: headers, pickles,
                 # small segments): written whole by a worker, several at once, instead of one
                 # after another through the chunk pool.
-                job = small_pool.submit(write_file, root, f, chunks, local, fetcher, None, reporter)
-                small.append((f, job))
-                if len(small) > _SMALL_WINDOW:
-                    finish_small()
+                group.append((f, chunks, local))
+                group_bytes += sum(fr.length for fr in frames_to_read(chunks, local))
+                if not remote or len(group) >= _SMALL_WINDOW or group_bytes >= _GROUP_BYTES:
+                    start_group()
             else:
+                if group:
+                    start_group()
                 write_file(root, f, chunks, local, fetcher, pool, reporter)
                 written(f)
                 hooks.point("restore.file-written")
             while small and small[0][1].done():  # announced as soon as they are complete
                 finish_small()
+        if group:
+            start_group()
         while small:
             finish_small()
     return fetcher

@@ -16,9 +16,9 @@ chain and checks every hash on the way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from snapshot import hooks
 from snapshot.compression import decompress
@@ -121,6 +121,23 @@ class PackWriter:
         )
 
 
+#: Frames of one pack at most this far apart are read with one request (remote stores).
+_GAP = 512 << 10
+#: Nor is one such request longer than this.
+_SPAN = 16 << 20
+
+
+@dataclass(eq=False)
+class Span:
+    """A range of a pack that holds frames some files about to be written need."""
+
+    object: str
+    start: int
+    end: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    data: bytes | None = None
+
+
 class ChunkReader:
     """Rebuilds chunks from their frames, verifying each decoded frame's hash."""
 
@@ -128,7 +145,57 @@ class ChunkReader:
         self.repo = repo
         self._lock = threading.Lock()
         self._scratch = threading.local()
+        self._spans: dict[str, list[Span]] = {}
         self.bytes_fetched = 0
+
+    def prefetch(self, frames: Iterable[Frame]) -> list[Span]:
+        """Plan to read ``frames`` (what a batch of files is about to need) with few requests:
+        frames of one pack no more than _GAP apart are read as one range (of at most _SPAN), by
+        the first reader that needs any of them. A restore of many small files from S3 makes a
+        request per range instead of one per file. Returns the ranges, for :meth:`release`."""
+        wanted: dict[str, list[tuple[int, int]]] = {}
+        for fr in frames:
+            wanted.setdefault(fr.object, []).append((fr.offset, fr.offset + fr.length))
+        spans: list[Span] = []
+        for obj, ranges in wanted.items():
+            ranges.sort()
+            start, end = ranges[0]
+            for s, e in ranges[1:]:
+                if s - end <= _GAP and max(e, end) - start <= _SPAN:
+                    end = max(end, e)
+                else:
+                    spans.append(Span(obj, start, end))
+                    start, end = s, e
+            spans.append(Span(obj, start, end))
+        with self._lock:
+            for sp in spans:
+                self._spans.setdefault(sp.object, []).append(sp)
+        return spans
+
+    def release(self, spans: Iterable[Span]) -> None:
+        """Forget ranges planned by :meth:`prefetch` (and the bytes read of them)."""
+        with self._lock:
+            for sp in spans:
+                held = self._spans.get(sp.object, [])
+                if sp in held:
+                    held.remove(sp)
+                if not held:
+                    self._spans.pop(sp.object, None)
+
+    def _fetched(self, frame: Frame) -> memoryview | None:
+        """``frame``'s stored bytes out of a planned range (read now if no one has yet)."""
+        with self._lock:
+            span = next((sp for sp in self._spans.get(frame.object, ())
+                         if sp.start <= frame.offset and frame.offset + frame.length <= sp.end), None)
+        if span is None:
+            return None
+        with span.lock:
+            if span.data is None:
+                span.data = self.repo.read_range(span.object, span.start, span.end - span.start)
+                with self._lock:
+                    self.bytes_fetched += len(span.data)
+        at = frame.offset - span.start
+        return memoryview(span.data)[at : at + frame.length]
 
     def read_frame(self, frame: Frame) -> bytes | memoryview:
         """The compressed bytes of one frame (opened, in an encrypted repository: into this
@@ -136,9 +203,11 @@ class ChunkReader:
         scratch = getattr(self._scratch, "buf", None)
         if scratch is None or len(scratch) < frame.length:
             scratch = self._scratch.buf = bytearray(max(frame.length, 1 << 20) + (64 << 10))
-        data = self.repo.read_frame(frame, scratch=scratch)
-        with self._lock:
-            self.bytes_fetched += frame.length  # what was downloaded: the stored length
+        fetched = self._fetched(frame) if self._spans else None
+        data = self.repo.read_frame(frame, scratch=scratch, fetched=fetched)
+        if fetched is None:
+            with self._lock:
+                self.bytes_fetched += frame.length  # what was downloaded: the stored length
         return data
 
     def decode(self, frame: Frame, base: bytes | None, *, verify: bool = True) -> bytes:

@@ -512,16 +512,22 @@ class Repository:
         STANDARD_IA and ONEZONE_IA, the default for data)."""
         return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
 
+    def read_range(self, object_id: str, offset: int, length: int) -> bytes:
+        """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
+        try:
+            return self.store.get_range(layout.object_key(object_id), offset, length)
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+
     def read_frame(
-        self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None
+        self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None,
+        fetched: bytes | memoryview | None = None,
     ) -> bytes | memoryview:
         """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
         range read of its pack, opened (authenticated) in an encrypted repository; given a
-        ``scratch`` buffer, opened into it (a view valid until the buffer's next use)."""
-        try:
-            raw = self.store.get_range(layout.object_key(frame.object), frame.offset, frame.length)
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {frame.object} is missing from the repository") from exc
+        ``scratch`` buffer, opened into it (a view valid until the buffer's next use).
+        ``fetched``: the frame's stored bytes, already read with others of its pack."""
+        raw = self.read_range(frame.object, frame.offset, frame.length) if fetched is None else fetched
         if self._cipher is None:
             return raw
         what = f"object {frame.object} at offset {frame.offset}"
