@@ -34,6 +34,8 @@ _SMALL_WINDOW = 64
 _REMOTE_READERS = 8
 #: Frames of files of one chunk read ahead together from a remote store (see materialise).
 _GROUP_BYTES = 32 << 20
+#: Chunks of a bigger file whose frames are read ahead together from a remote store.
+_AHEAD = 16
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
@@ -99,8 +101,10 @@ def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
 class Fetcher:
     """Gets chunk contents: from the target when it holds them, else from the repository."""
 
-    def __init__(self, reader: ChunkReader) -> None:
+    def __init__(self, reader: ChunkReader, ahead: int = 0) -> None:
         self.reader = reader
+        #: Chunks of a file whose frames are planned together (ChunkReader.prefetch; 0: off).
+        self.ahead = ahead
         self.reused = self.fetched = self.bytes_reused = 0
         self._lock = threading.Lock()
 
@@ -141,14 +145,22 @@ def write_file(
     written = flushed = 0
     with os.fdopen(fd, "wb", buffering=0) as fh:
         pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
+        # From a remote store, the frames of the next ``fetcher.ahead`` chunks are read a range
+        # of a pack at a time (a chain's full frame and its small delta links are otherwise a
+        # request each); released once the last of those chunks is written.
+        planned: dict[int, list[Span]] = {}
+        drained = 0
 
         def drain_one() -> None:
-            nonlocal written, flushed
+            nonlocal written, flushed, drained
             chunk, fut = pending.popleft()
             try:
                 data, was_local = fut.result()
             except SnapshotError as exc:
                 raise type(exc)(f"{f.path}: {exc}") from exc
+            finally:
+                fetcher.reader.release(planned.pop(drained, []))
+                drained += 1
             if len(data) != chunk.size:
                 raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
             fetcher.count(len(data), was_local)
@@ -160,7 +172,10 @@ def write_file(
                 flushed = written
             reporter.advance(len(data))
 
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
+            if pool is not None and fetcher.ahead and i % fetcher.ahead == 0:
+                upcoming = chunks[i : i + fetcher.ahead]
+                planned[i + len(upcoming) - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
             if pool is None:  # this thread fetches each chunk itself
                 done: Future[tuple[bytes, bool]] = Future()
                 try:
@@ -224,7 +239,8 @@ def materialise(
 ) -> Fetcher:
     """Write every file of ``m`` under ``root``, reusing what ``target`` holds; ``written`` is
     called with each file once it is complete and verified."""
-    fetcher = Fetcher(ChunkReader(repo))
+    remote = repo.local_root is None
+    fetcher = Fetcher(ChunkReader(repo), _AHEAD if remote else 0)
     reporter.phase("restore", sum(f.size for f in m.files))
     # (file, its write, the ranges planned for its group: released once it is written)
     small: deque[tuple[FileEntry, Future[None], list[Span]]] = deque()
@@ -232,7 +248,6 @@ def materialise(
     # frames are read with a request per range of a pack, not one per file (ChunkReader.prefetch).
     group: list[tuple[FileEntry, Sequence[Chunk], Local]] = []
     group_bytes = 0
-    remote = repo.local_root is None
 
     def finish_small() -> None:
         f, job, spans = small.popleft()

@@ -123,8 +123,8 @@ class PackWriter:
 
 #: Frames of one pack at most this far apart are read with one request (remote stores).
 _GAP = 512 << 10
-#: Nor is one such request longer than this.
-_SPAN = 16 << 20
+#: Nor is one such request longer than this (several are read at once, by different readers).
+_SPAN = 4 << 20
 
 
 @dataclass(eq=False)
