@@ -34,8 +34,11 @@ _SMALL_WINDOW = 64
 _REMOTE_READERS = 8
 #: Frames of files of one chunk read ahead together from a remote store (see materialise).
 _GROUP_BYTES = 32 << 20
-#: Chunks of a bigger file whose frames are read ahead together from a remote store.
+#: Chunks of a bigger file whose frames are read ahead together from a remote store, and
+#: the most bytes of frames one such plan may hold (one chunk's at least; the chunks being
+#: written hold theirs until they are written).
 _AHEAD = 16
+_PLAN_BYTES = 16 << 20
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
@@ -133,6 +136,18 @@ class Fetcher:
         return self.reader.decode_chain(chunk.frames[start:], base), False
 
 
+def _upcoming(chunks: Sequence[Chunk], i: int, local: Local, most: int) -> Sequence[Chunk]:
+    """``chunks[i:j]``, the next chunks whose frames are planned together: at most ``most`` of
+    them and _PLAN_BYTES of frames to read (deep chains of large deltas make fewer), at least one."""
+    j, planned = i, 0
+    while j < len(chunks) and j - i < most:
+        planned += sum(fr.length for fr in frames_to_read(chunks[j : j + 1], local))
+        if j > i and planned > _PLAN_BYTES:
+            break
+        j += 1
+    return chunks[i:j]
+
+
 def write_file(
     root: Path, f: FileEntry, chunks: Sequence[Chunk], local: Local, fetcher: Fetcher,
     pool: ThreadPoolExecutor | None, reporter: Reporter,
@@ -172,10 +187,12 @@ def write_file(
                 flushed = written
             reporter.advance(len(data))
 
+        plan_at = 0
         for i, chunk in enumerate(chunks):
-            if pool is not None and fetcher.ahead and i % fetcher.ahead == 0:
-                upcoming = chunks[i : i + fetcher.ahead]
-                planned[i + len(upcoming) - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
+            if pool is not None and fetcher.ahead and i == plan_at:
+                upcoming = _upcoming(chunks, i, local, fetcher.ahead)
+                plan_at = i + len(upcoming)
+                planned[plan_at - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
             if pool is None:  # this thread fetches each chunk itself
                 done: Future[tuple[bytes, bool]] = Future()
                 try:

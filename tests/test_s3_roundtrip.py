@@ -9,6 +9,9 @@ from pathlib import Path
 
 from chroma_helpers import build_db, counts, grow, tree_digest
 
+from snapshot.manifest import Chunk, Frame
+from snapshot.materialise import _PLAN_BYTES, LocalChunk, _upcoming
+
 
 def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
     assert s3_repo_url.endswith("/processed/informatika/kelas_10/chromadb")
@@ -132,3 +135,24 @@ def test_delta_chains_are_read_a_range_of_a_pack_at_a_time(
     assert frames > body["chunks_fetched"]  # chains of more than one frame
     assert body["requests"]["get_range"] * 3 <= frames, (body["requests"], frames)  # 15 of 21 chunk by chunk
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
+
+
+def test_read_plans_are_bounded_by_bytes_as_well_as_chunks() -> None:
+    """Deep chains of large deltas make shorter plans: what a plan holds stays bounded (no S3
+    needed: the plan is made before anything is read)."""
+    def chunk(i: int, frames: int, length: int) -> Chunk:
+        links = tuple(Frame("a" * 32, (i * frames + k) * length, length, "zstd", 1 << 20, f"{i:032x}")
+                      for k in range(frames))
+        return Chunk(f"{i:032x}", 1 << 20, links)
+
+    small = [chunk(i, 2, 300 << 10) for i in range(40)]
+    assert len(_upcoming(small, 0, {}, 16)) == 16 and len(_upcoming(small, 32, {}, 16)) == 8
+    deep = [chunk(i, 16, 900 << 10) for i in range(40)]
+    plan = _upcoming(deep, 0, {}, 16)
+    assert len(plan) == 1  # one chunk's chain is 14 MiB: the next would pass the bound
+    assert sum(f.length for c in plan for f in c.frames) <= _PLAN_BYTES
+    huge = [chunk(i, 64, 1 << 20) for i in range(3)]
+    assert len(_upcoming(huge, 0, {}, 16)) == 1  # at least one chunk, however large
+    # what the target already holds is not read, so it does not count
+    local = {c.hash: LocalChunk(Path("held"), 0, c.size) for c in deep[1:5]}
+    assert len(_upcoming(deep, 0, local, 16)) == 5
