@@ -295,7 +295,8 @@ def materialise(
                 # small segments): written whole by a worker, several at once, instead of one
                 # after another through the chunk pool.
                 group.append((f, chunks, local))
-                group_bytes += sum(fr.length for fr in frames_to_read(chunks, local))
+                if remote:
+                    group_bytes += sum(fr.length for fr in frames_to_read(chunks, local))
                 if not remote or len(group) >= _SMALL_WINDOW or group_bytes >= _GROUP_BYTES:
                     start_group()
             else:
