@@ -238,24 +238,13 @@ def _readers(repo: Repository) -> int:
     return max(2, os.cpu_count() or 2) if repo.local_root is not None else _REMOTE_READERS
 
 
-def write_order(m: Manifest) -> list[FileEntry]:
-    """The order a restore writes files in: chroma.sqlite3 first (the checks read it while
-    the rest is written), then the files of one chunk, then the segments' id maps (so the
-    checks can read them too), then the rest; each group in manifest order."""
-    def group(f: FileEntry) -> int:
-        if f.path == "chroma.sqlite3":
-            return 0
-        return 1 if f.size <= m.chunk_size else 2 if f.path.endswith("/index_metadata.pickle") else 3
-
-    return sorted(m.files, key=group)
-
-
 def materialise(
     repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
-    written: Callable[[FileEntry], None] = lambda _f: None,
+    written: Callable[[FileEntry], None] = lambda _f: None, order: Sequence[FileEntry] | None = None,
 ) -> Fetcher:
     """Write every file of ``m`` under ``root``, reusing what ``target`` holds; ``written`` is
-    called with each file once it is complete and verified."""
+    called with each file once it is complete and verified. ``order``: the files in the order
+    to write them [manifest order]."""
     remote = repo.local_root is None
     fetcher = Fetcher(ChunkReader(repo), _AHEAD if remote else 0)
     reporter.phase("restore", sum(f.size for f in m.files))
@@ -288,7 +277,7 @@ def materialise(
 
     with ThreadPoolExecutor(max_workers=_readers(repo), thread_name_prefix="fetch") as pool, \
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
-        for f, chunks in repo.tables(m, write_order(m)):
+        for f, chunks in repo.tables(m, order):
             local = index_local_file(target, f, chunks, m.chunk_size)
             if len(chunks) <= 1:
                 # A file of one chunk (most of a DB with many collections: headers, pickles,

@@ -172,8 +172,10 @@ class ChunkReader:
                 self._spans.setdefault(sp.object, []).append(sp)
         return spans
 
-    def release(self, spans: Iterable[Span]) -> None:
+    def release(self, spans: Sequence[Span]) -> None:
         """Forget ranges planned by :meth:`prefetch` (and the bytes read of them)."""
+        if not spans:
+            return
         with self._lock:
             for sp in spans:
                 held = self._spans.get(sp.object, [])

@@ -24,7 +24,7 @@ from pathlib import Path
 from snapshot import hooks
 from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
-from snapshot.chroma_db import chromadb_version, open_readonly, schema_levels
+from snapshot.chroma_db import DB_NAME, chromadb_version, open_readonly, schema_levels
 from snapshot.consistency import (
     PICKLE,
     IndexIds,
@@ -207,6 +207,18 @@ def read_schema(db: Path) -> dict[str, tuple[int, str]]:
         conn.close()
 
 
+def write_order(m: Manifest) -> list[FileEntry]:
+    """The order a restore writes files in: chroma.sqlite3 first (its half of the checks runs
+    while the rest is written), then the files of one chunk, then the segments' id maps (their
+    checks run too), then the rest; each group in manifest order."""
+    def group(f: FileEntry) -> int:
+        if f.path == DB_NAME:
+            return 0
+        return 1 if f.size <= m.chunk_size else 2 if f.path.endswith("/" + PICKLE) else 3
+
+    return sorted(m.files, key=group)
+
+
 def _include_names(m: Manifest) -> set[str]:
     return {f.path.split("/", 1)[0] for f in m.files if f.role == "include"}
 
@@ -247,7 +259,7 @@ def _check(
     ``early_schema``: the schema warning for :func:`recorded_schema`, worked out while the
     files were written (it reads the installed chromadb's files)."""
     verification, warnings = check_consistency(built, m, sqlite_side, ids)
-    db = built / "chroma.sqlite3"
+    db = built / DB_NAME
     schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
     w = early_schema if schema == recorded_schema(m) else _schema_warning(m, schema)
     if w is not None:
@@ -285,7 +297,7 @@ def execute_restore(
     repaired = 0
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
-        checker = ChromaChecker(built) if chroma_check and m.file("chroma.sqlite3") is not None else None
+        checker = ChromaChecker(built) if chroma_check and m.file(DB_NAME) is not None else None
         early: list[Future[SqliteSide]] = []
         ready: dict[str, Future[IndexIds | str | None]] = {}
 
@@ -293,7 +305,7 @@ def execute_restore(
             # The checks run while the rest is written (restore proves the capture's
             # consistency again, see check_consistency): chroma.sqlite3's half as soon as it is
             # complete, then each segment's id map as soon as it is.
-            if f.path == "chroma.sqlite3" and m.verified is not None and not m.verified.problems:
+            if f.path == DB_NAME and m.verified is not None and not m.verified.problems:
                 early.append(side_pool.submit(read_sqlite_side, built, sqlite_check=False))
             elif early and f.path.endswith("/" + PICKLE) and f.path.count("/") == 1:
                 segment = f.path.split("/", 1)[0]
@@ -302,7 +314,7 @@ def execute_restore(
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 schema_job = side_pool.submit(_schema_warning, m, recorded_schema(m))
-                fetcher = materialise(repo, m, built, target, reporter, written)
+                fetcher = materialise(repo, m, built, target, reporter, written, write_order(m))
                 side = early[0].result() if early else None
                 ids = {segment: job.result() for segment, job in ready.items()}
                 early_schema = schema_job.result()
