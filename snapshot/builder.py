@@ -63,8 +63,12 @@ class Builder:
         reporter: Reporter,
         pack_size: int,
         cache: BaseCache | None,
+        condemned: frozenset[str] = frozenset(),
     ) -> None:
         self.repo = repo
+        #: Packs a prune condemned: a chunk with a frame there is neither reused nor a delta
+        #: base, and a table naming one is not reused (snapshot/condemned.py).
+        self.condemned = condemned
         self.cache = cache
         self.bases_cached = self.bases_read = 0
         self._count_lock = threading.Lock()
@@ -103,10 +107,16 @@ class Builder:
             self._parent_chunks = parse_table(raw, pf, self.parent.chunk_size, f"snapshot {self.parent.id}")
         else:
             self._parent_chunks = self.repo.chunks(self.parent, pf)
+        if self.condemned and not all(self._usable(c) for c in self._parent_chunks):
+            self._parent_chunks = ()  # bases go by offset: the whole file is stored afresh
         self._parent_known = {c.hash: c.frames for c in self._parent_chunks}
         if pf.table is not None:
-            objects = {fr.object for c in self._parent_chunks for fr in c.frames}
-            self.parent_tables[rel] = (pf.table, objects | {pf.table.object})
+            objects = {fr.object for c in self._parent_chunks for fr in c.frames} | {pf.table.object}
+            if not objects & self.condemned:
+                self.parent_tables[rel] = (pf.table, objects)
+
+    def _usable(self, c: Chunk) -> bool:
+        return not any(fr.object in self.condemned for fr in c.frames)
 
     def _known(self, h: str) -> tuple[Frame, ...] | list[PendingFrame | Frame] | None:
         return self.known.get(h) or self._parent_known.get(h)

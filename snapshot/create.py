@@ -31,8 +31,9 @@ from snapshot.basecache import BaseCache, default_root
 from snapshot.builder import Builder, StoredFile
 from snapshot.chroma_db import chromadb_version
 from snapshot.compression import check_codec
+from snapshot.condemned import DEFAULT_DELETE_AFTER
 from snapshot.consistency import Verification, verify_dir
-from snapshot.errors import InconsistentSourceError, SnapshotError, UsageError
+from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError, UsageError
 from snapshot.ids import new_snapshot_id, utc_now_iso
 from snapshot.locks import SHARED, RepositoryLock
 from snapshot.manifest import (
@@ -132,21 +133,40 @@ def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) ->
     return owned_dir(parent, TEMP_PREFIX)
 
 
+def _check_condemned(repo: Repository, needed: set[str]) -> None:
+    """Refuse to commit a root that needs an object condemned for half the bound or longer:
+    a prune may delete it before this root is listed (snapshot/condemned.py). A younger
+    condemnation is harmless: this root, once committed, rescues the object."""
+    condemned = repo.condemned()
+    if not condemned.since:
+        return
+    bound = min(DEFAULT_DELETE_AFTER, condemned.min_delete_after or DEFAULT_DELETE_AFTER)
+    overdue = condemned.overdue(needed, now=repo.now(), age=bound / 2)
+    if overdue:
+        raise LockedError(
+            f"{len(overdue)} object(s) this snapshot needs were condemned by a prune that ran while "
+            f"it was being made (e.g. {sorted(overdue)[0]}); nothing was committed: run create again"
+        )
+
+
 def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str]) -> None:
-    """Make the snapshot durable, only once everything it references is known to be there."""
+    """Make the snapshot durable, only once everything it references is known to be there and
+    safe from the deletion protocol."""
     hooks.point("create.before-commit")
-    lock.check()  # still holding our shared lock: no prune can have run meanwhile
+    lock.check()  # still holding our shared lock (an optimisation: correctness does not rest on it)
     if manifest.parent is not None and not repo.has_snapshot(manifest.parent):
         # A prune removed the parent while we worked: the frames we reused may be gone.
         raise SnapshotError(
             f"parent snapshot {manifest.parent} was removed during this create; run create again"
         )
+    _check_condemned(repo, needed)
     missing = repo.missing_objects(needed)
     if missing:
         raise SnapshotError(
             f"{len(missing)} object(s) this snapshot needs vanished during create (e.g. "
             f"{sorted(missing)[0]}); nothing was committed, run create again"
         )
+    hooks.point("create.checked")
     repo.save_manifest(manifest)
 
 
@@ -186,6 +206,8 @@ class _Job:
     includes: Sequence[str | os.PathLike[str]]
     include_orphans: bool
     allow_inconsistent: bool
+    #: Objects a prune condemned: never built on (their frames are stored anew).
+    condemned: frozenset[str] = frozenset()
 
     def _capture(self) -> Capture:
         # Record counts come from the consistency checks (run beside packing), not from
@@ -197,7 +219,7 @@ class _Job:
 
     def _pack(self, cap: Capture) -> tuple[Builder, list[StoredFile]]:
         builder = Builder(self.repo, self.parent, self.level, self.delta, self.reporter, self.pack_size,
-                           self.cache)
+                           self.cache, self.condemned)
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
@@ -307,10 +329,11 @@ def create_snapshot(
         if use_cache else None
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=wait or 0.0) as lock:
         parent_m = pick_parent(repo, source, parent)
+        condemned = frozenset(repo.condemned().since)
         staging = _staging(cache, tmp_dir)
         try:
             job = _Job(repo, source, staging, parent_m, level, delta, reporter, pack_size, cache,
-                       includes, include_orphans, allow_inconsistent)
+                       includes, include_orphans, allow_inconsistent, condemned)
             cap, builder, stored, verification = job.run()
             builder.format_version = format_version
             files, needed = builder.entries(stored)

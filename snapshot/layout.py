@@ -7,6 +7,7 @@ A repository (local folder or S3 prefix) holds::
     data/<ab>/<object id>       packs of compressed frames, named by xxh3-128 of their bytes
     locks/<lock id>.json        shared and exclusive locks of running commands
     keys/<key id>               encrypted repositories only: the master key wrapped by one password
+    condemned/<record id>.json  packs a prune found unreferenced, with when (the deletion protocol)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
 LOCKS_PREFIX = "locks/"
 KEYS_PREFIX = "keys/"
+CONDEMNED_PREFIX = "condemned/"
 
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -95,3 +97,11 @@ def key_key(key_id: str) -> str:
 def key_id_from_key(key: str) -> str | None:
     name = key[len(KEYS_PREFIX) :] if key.startswith(KEYS_PREFIX) else ""
     return name if is_key_id(name) else None
+
+
+def condemned_key(record_id: str) -> str:
+    return _json_key(CONDEMNED_PREFIX, record_id, is_object_id, "condemned record id")
+
+
+def condemned_id_from_key(key: str) -> str | None:
+    return _json_name(CONDEMNED_PREFIX, key, is_object_id)

@@ -18,13 +18,18 @@ separates them on the next try.
 
 Staleness, one rule for every lock: a lock is stale when its object's mtime *as listed by the
 store* is more than ``stale_after`` (:data:`STALE_AFTER`) before our clock, or when it names
-this host and its pid is not running. Each refresh rewrites the object, so the mtime is the
+this host and its pid is not running. "This host" means the same host name *and* the same
+process space (pid namespace and boot, recorded in the lock as ``space``): two containers or
+machines with one host name cannot see each other's pids, so a lock of another space (or one
+written without ``space``) is never judged dead by its pid, only stale by age. Each refresh
+rewrites the object, so the mtime is the
 time of the last refresh, stamped by one clock (the store's) for every host: only the skew
 between the judging host and the store matters (S3 refuses requests signed more than 15
 minutes off), never the skew between two lockers' hosts. The ``refreshed`` field inside the
-object is for people (``list``/``unlock`` output) and is not trusted. The pid rule assumes
-host names are unique among the machines and containers sharing a repository; a reused pid
-only makes a dead lock look alive until it is stale by age.
+object is for people (``list``/``unlock`` output) and is not trusted. A reused pid only makes
+a dead lock look alive until it is stale by age. Locks are an optimisation: deletion stays safe
+when one stops excluding (snapshot/condemned.py), and prune re-checks its own before each step
+that deletes.
 
 Holding: a daemon thread rewrites our object every ``refresh_every`` (:data:`REFRESH_EVERY`).
 The lock is *lost* when a refresh finds our object gone (someone ran ``unlock --remove-all``)
@@ -86,6 +91,8 @@ class LockInfo:
     command: str
     created: float
     refreshed: float
+    #: The holder's process space (pid namespace and boot id); "" when written without one.
+    space: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
@@ -108,6 +115,7 @@ class LockInfo:
             command=_field(raw, "command", *_TEXT),
             created=float(_field(raw, "created", *_TIME)),
             refreshed=float(_field(raw, "refreshed", *_TIME)),
+            space=raw["space"] if isinstance(raw.get("space"), str) else "",
         )
         if info.kind not in KINDS:
             raise IntegrityError(f"lock kind {info.kind!r} is not one of {', '.join(KINDS)}")
@@ -160,6 +168,34 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return ""
+
+
+def process_space() -> str:
+    """Where this process's pid means something: its pid namespace and this boot (Linux), or
+    the host itself where there are no pid namespaces. "" when it cannot be told."""
+    if os.name == "nt":
+        return ""
+    if not os.path.exists("/proc/self/ns/pid"):
+        return "host" if os.uname().sysname != "Linux" else ""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    boot = _read_text("/proc/sys/kernel/random/boot_id")
+    return f"{ns}/{boot}" if boot else ""
+
+
+def _dead(info: LockInfo, host: str, space: str) -> bool:
+    """Held by a process of this host and process space that no longer runs."""
+    return info.host == host and space != "" and info.space == space and not _pid_running(info.pid)
+
+
 @dataclass(frozen=True)
 class _Seen:
     """One object under ``locks/`` as a locker judged it. ``info`` is None when unreadable
@@ -195,7 +231,7 @@ def _survey(
     store: Store, *, now: float, stale_after: float, skip: str | None = None, read_stale: bool = True
 ) -> list[_Seen]:
     """Every lock object but ``skip``, judged stale or not (module docstring)."""
-    host = socket.gethostname()
+    host, space = socket.gethostname(), process_space()
     seen: list[_Seen] = []
     for obj in list(store.list(layout.LOCKS_PREFIX)):
         if obj.key == skip or obj.key.endswith("/"):  # "locks/" folder markers from S3 consoles
@@ -208,7 +244,7 @@ def _survey(
         if found is None:
             continue
         info, problem = found
-        dead = info is not None and info.host == host and not _pid_running(info.pid)
+        dead = info is not None and _dead(info, host, space)
         seen.append(_Seen(obj, info, problem, stale=aged or dead, dead=dead))
     return seen
 
@@ -274,11 +310,11 @@ def acquire(
     if not 0 < refresh_every < stale_after:
         raise ValueError(f"need 0 < refresh_every ({refresh_every}) < stale_after ({stale_after})")
     deadline = clock() + max(wait, 0.0)
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid, space = socket.gethostname(), os.getpid(), process_space()
     attempt = 0
     while True:
         now = clock()
-        info = LockInfo(secrets.token_hex(16), kind, host, pid, command, now, now)
+        info = LockInfo(secrets.token_hex(16), kind, host, pid, command, now, now, space)
         conflicts = _try_lock(store, info, clock=clock, stale_after=stale_after)
         if not conflicts:
             lock = RepositoryLock(

@@ -28,7 +28,7 @@ Prune holds the exclusive lock meanwhile, so no create can pick a parent being r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from snapshot import hooks
@@ -314,8 +314,14 @@ def _check_kept(chunks: Iterable[Chunk], doomed: frozenset[str], what: str) -> N
                                      "nothing was changed")
 
 
-def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack_size: int) -> RepackResult:
-    """Steps 1-3 (module docstring); returns the packs prune may delete afterwards."""
+def _no_guard() -> None:
+    return None
+
+
+def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack_size: int,
+                   guard: Callable[[], None] = _no_guard) -> RepackResult:
+    """Steps 1-3 (module docstring); returns the packs prune may condemn afterwards.
+    ``guard`` runs before the roots are rewritten (prune: is the lock still ours?)."""
     if plan.empty:
         return RepackResult(0, 0, 0, 0, 0, 0, frozenset())
     rebased, moved, read, written, packs = _write_frames(repo, plan, pack_size)
@@ -365,6 +371,8 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack
         tables.abort()
         raise
     hooks.point("repack.tables-written")
+    if roots:
+        guard()
     for m, files in roots:
         out = []
         for f, ref in files:

@@ -13,10 +13,12 @@ operations see plaintext and never know whether a repository is encrypted.
 from __future__ import annotations
 
 import builtins
+import math
 import os
+import secrets
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pathlib import Path
 from snapshot import crypto, hooks, layout, repoconfig
 from snapshot import keys as keyfiles
 from snapshot.compression import decompress
+from snapshot.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
 from snapshot.errors import (
     AlreadyExistsError,
     AmbiguousIdError,
@@ -479,14 +482,61 @@ class Repository:
     # ------------------------------------------------------------------ locks
 
     def lock(self, kind: str, command: str, *, wait: float = 0.0) -> RepositoryLock:
-        """Take a shared (writers) or exclusive (prune) lock; see snapshot/locks.py."""
-        return acquire(self.store, kind, command, wait=wait)
+        """Take a shared (writers) or exclusive (prune) lock; see snapshot/locks.py. Ages are
+        judged by the store's clock, so a host whose clock is off misjudges no lock."""
+        return acquire(self.store, kind, command, wait=wait, clock=self.now)
 
     def list_locks(self) -> builtins.list[tuple[LockInfo | None, ObjectInfo, bool]]:
-        return list_locks(self.store)
+        return list_locks(self.store, clock=self.now)
 
     def remove_stale_locks(self, *, all_locks: bool = False) -> builtins.list[str]:
-        return remove_stale_locks(self.store, all_locks=all_locks)
+        return remove_stale_locks(self.store, all_locks=all_locks, clock=self.now)
+
+    # ------------------------------------------------------------------ the deletion protocol
+
+    def now(self) -> float:
+        """The store's clock (the one that stamps listed mtimes), in seconds since the epoch,
+        moved by ``CHROMA_SNAPSHOT_CLOCK_SHIFT`` seconds where that is set (benchmarks that
+        simulate nights, tests that let days pass)."""
+        return self.store.now() + _clock_shift()
+
+    def condemned(self) -> Condemned:
+        """Every condemned object and when (see snapshot/condemned.py); one listing plus one
+        small read per record (a prune leaves one record behind)."""
+        records: builtins.list[CondemnedRecord] = []
+        bad: builtins.list[str] = []
+        for info in self.store.list(layout.CONDEMNED_PREFIX):
+            rid = layout.condemned_id_from_key(info.key)
+            if rid is None:
+                continue
+            try:
+                records.append(CondemnedRecord.from_json(self.store.get(info.key), rid))
+            except NotFoundError:
+                continue  # a concurrent prune replaced it
+            except IntegrityError:
+                bad.append(rid)
+        return Condemned.merge(records, bad)
+
+    def condemn(self, objects: Mapping[str, float], *, delete_after: float) -> builtins.list[str]:
+        """Record ``objects`` (id -> when) as condemned, in new create-only record objects."""
+        written = []
+        items = sorted(objects.items())
+        for start in range(0, len(items), MAX_RECORD_OBJECTS):
+            rid = secrets.token_hex(16)
+            rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
+                             delete_after=delete_after)
+            self.store.put(layout.condemned_key(rid), rec.to_json(), create_only=True)
+            written.append(rid)
+        return written
+
+    def replace_condemned(self, remaining: Mapping[str, float], old: Iterable[str], *,
+                          delete_after: float) -> None:
+        """The records ``old`` are replaced by one holding ``remaining``: the new one is written
+        first, so an interruption leaves a duplicate (harmless), never a pack uncondemned."""
+        self.condemn(remaining, delete_after=delete_after)
+        for rid in old:
+            self.store.delete(layout.condemned_key(rid))
+            hooks.point("repository.condemned-record-deleted")
 
     # ------------------------------------------------------------------ objects
 
@@ -556,3 +606,18 @@ class Repository:
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
             list(pool.map(delete, keys))
 
+
+CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
+
+
+def _clock_shift() -> float:
+    raw = os.environ.get(CLOCK_SHIFT_ENV)
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"{CLOCK_SHIFT_ENV} must be a number of seconds, not {raw!r}")
+    return value

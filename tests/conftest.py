@@ -75,6 +75,14 @@ def _private_base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CHROMA_SNAPSHOT_CACHE", str(tmp_path / "base-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _same_run_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most tests check what a prune frees, so their prunes delete in the run that condemns
+    (``--delete-after 0``, as for a repository no create runs against). The tests of the
+    deletion protocol itself (test_deletion_protocol.py) remove this and use the default."""
+    monkeypatch.setenv("CHROMA_SNAPSHOT_DELETE_AFTER", "0")
+
+
 @pytest.fixture
 def cli() -> Callable[..., CliResult]:
     return run_cli

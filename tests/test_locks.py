@@ -36,6 +36,7 @@ from snapshot.locks import (
     acquire,
     format_age,
     list_locks,
+    process_space,
     remove_stale_locks,
 )
 from snapshot.storage import LocalStore, ObjectInfo, Store, open_store
@@ -80,11 +81,14 @@ def lock_keys(store: Store) -> list[str]:
 
 
 def plant(
-    store: Store, *, kind: str = EXCLUSIVE, host: str = "elsewhere", pid: int = 4242, command: str = "prune"
+    store: Store, *, kind: str = EXCLUSIVE, host: str = "elsewhere", pid: int = 4242, command: str = "prune",
+    space: str | None = None,
 ) -> LockInfo:
-    """A lock object as another process would have left it (no refresh thread behind it)."""
+    """A lock object as another process would have left it (no refresh thread behind it); by
+    default from this process space, as a process of this machine writes it."""
     t = time.time()
-    info = LockInfo(secrets.token_hex(16), kind, host, pid, command, t, t)
+    info = LockInfo(secrets.token_hex(16), kind, host, pid, command, t, t,
+                    process_space() if space is None else space)
     store.put(layout.lock_key(info.id), info.to_json(), create_only=True)
     return info
 
@@ -115,6 +119,9 @@ class FlakyStore:
 
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
+
+    def now(self) -> float:
+        return self.inner.now()
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self.inner.get_range(key, offset, length)
@@ -301,6 +308,21 @@ def test_dead_pid_on_this_host_is_stale_at_once(store: Store, held: list[Reposit
     assert remove_stale_locks(store) == [layout.lock_key(again.id)]
 
 
+@pytest.mark.parametrize("space", ["pid:[4026530000]/another-boot", ""], ids=["other-namespace", "unknown"])
+def test_a_dead_pid_of_another_process_space_is_not_judged_dead(store: Store, space: str) -> None:
+    """Two containers (or machines) with one host name: the pid of the other one's process is
+    not running *here*, which says nothing. Only age makes such a lock stale."""
+    pid = dead_pid()
+    other = plant(store, kind=EXCLUSIVE, host=HOST, pid=pid, command="prune", space=space)
+    judged = {info.id: stale for info, _, stale in list_locks(store) if info}
+    assert judged == {other.id: False}
+    with pytest.raises(LockedError, match="prune"):
+        acquire(store, SHARED, "create", sleep=no_sleep)
+    assert remove_stale_locks(store) == []
+    assert lock_keys(store) == [layout.lock_key(other.id)]
+    assert remove_stale_locks(store, clock=later) == [layout.lock_key(other.id)]
+
+
 def test_live_pid_on_this_host_is_not_stale(store: Store) -> None:
     plant(store, kind=EXCLUSIVE, host=HOST, pid=os.getpid(), command="prune")
     with pytest.raises(LockedError, match=f"on {re.escape(HOST)} pid {os.getpid()}"):
@@ -357,7 +379,7 @@ def test_json_round_trip_ignores_unknown_fields() -> None:
     info = LockInfo.from_json(json.dumps({**GOOD, "from_the_future": 1}).encode())
     assert info == LockInfo("a" * 32, SHARED, "h", 7, "create", 1.0, 2.5)
     assert LockInfo.from_json(info.to_json()) == info
-    assert json.loads(info.to_json()) == GOOD
+    assert json.loads(info.to_json()) == {**GOOD, "space": ""}  # written by a version without it
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import click
 
 from snapshot.check import check_repository, parse_subset
 from snapshot.cli.options import (
+    delete_after_option,
     dry_run_option,
     grace_option,
     json_option,
@@ -70,19 +71,24 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_jso
 @repack_options
 @dry_run_option
 @grace_option
+@delete_after_option
 @wait_option
 @repo_options
 @json_option
 def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
               keep_yearly: int, keep_within: str | None, keep_tags: tuple[str, ...], group_by: str,
               max_unused: str, repack_small: bool, max_repack_size: str | None, no_repack: bool,
-              dry_run: bool, grace: str | None, wait: str | None, as_json: bool) -> None:
+              dry_run: bool, grace: str | None, delete_after: str | None, wait: str | None,
+              as_json: bool) -> None:
     """Remove the snapshots a keep policy does not keep, then the data only they used.
 
     Then repack: chains whose first frames only removed snapshots used are re-based on a new
     full frame, and the live frames of mostly-unused packs are copied into new packs, until at
     most --max-unused of the repository is unused; the kept snapshots' roots are rewritten to
     point at the new places before any old pack is deleted. --dry-run says what would move.
+
+    Packs no snapshot needs are condemned, and deleted by a later prune once condemned for
+    --delete-after (24h): a create that overlapped the prune keeps what it uses.
 
     Policies are OR-ed, as in restic, and apply to each source (host and path) on its own; the
     newest snapshot of each source is always kept. Without any --keep-* option nothing is
@@ -99,7 +105,7 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
     )
     repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
     result = prune(open_repo(), policy, dry_run=dry_run, grace=seconds(grace), group_by=group_by,
-                   wait=seconds(wait), repack=repack)
+                   wait=seconds(wait), repack=repack, delete_after=seconds(delete_after))
     emit(result, as_json, render_prune)
 
 
@@ -108,11 +114,13 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
 @repack_options
 @dry_run_option
 @grace_option
+@delete_after_option
 @wait_option
 @repo_options
 @json_option
 def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_repack_size: str | None,
-               no_repack: bool, dry_run: bool, grace: str | None, wait: str | None, as_json: bool) -> None:
+               no_repack: bool, dry_run: bool, grace: str | None, delete_after: str | None, wait: str | None,
+               as_json: bool) -> None:
     """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used
     (repacking as prune does).
 
@@ -124,7 +132,7 @@ def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_r
     """
     repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
     result = forget(open_repo(), refs, dry_run=dry_run, grace=seconds(grace), wait=seconds(wait),
-                    repack=repack)
+                    repack=repack, delete_after=seconds(delete_after))
     emit(result, as_json, render_prune)
 
 

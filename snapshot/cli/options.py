@@ -87,6 +87,16 @@ def grace_option(f: F) -> F:
     return click.option("--grace", metavar="DURATION", help=GRACE_HELP)(f)
 
 
+DELETE_AFTER_HELP = ("Delete a pack only once it has been condemned (found unreferenced by an earlier "
+                     "prune) for this long [24h]; 0 deletes in the same run: only when no create can "
+                     "be running. Env: CHROMA_SNAPSHOT_DELETE_AFTER.")
+
+
+def delete_after_option(f: F) -> F:
+    return click.option("--delete-after", metavar="DURATION", envvar="CHROMA_SNAPSHOT_DELETE_AFTER",
+                        help=DELETE_AFTER_HELP)(f)
+
+
 def wait_option(f: F) -> F:
     return click.option("--wait", metavar="DURATION",
                         help="If the repository is locked, wait up to DURATION for the lock [0s].")(f)
@@ -96,6 +106,8 @@ def seconds(text: str | None) -> float | None:
     """A duration option's value in seconds (None when not given)."""
     if text is None:
         return None
+    if text.strip() == "0":
+        return 0.0
     from snapshot.retention import parse_duration  # only the commands that take a duration
 
     return parse_duration(text).total_seconds(datetime.now(timezone.utc))

@@ -237,15 +237,32 @@ def render_diff(d: SnapshotDiff) -> list[str]:
 # ------------------------------------------------------------------ prune, check, unlock
 
 
+def format_seconds(seconds: float) -> str:
+    """24h, 90min, 0s: a whole number of the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def render_prune(r: PruneResult) -> list[str]:
     rows = [["keep", d.id, d.created_at[:19].replace("T", " "), d.group, ", ".join(d.reasons)]
             for d in r.kept]
     rows += [["remove", sid, id_time(sid).strftime("%Y-%m-%d %H:%M:%S"), "", ""] for sid in r.removed]
     out = [table(rows, ["ACTION", "ID", "CREATED (UTC)", "GROUP", "WHY"])] if rows else ["no snapshots"]
     verb = "would remove" if r.dry_run else "removed"
-    out.append(f"{verb} {len(r.removed)} snapshot(s) and {len(r.objects_removed)} object(s), "
+    out.append(f"{verb} {len(r.removed)} snapshot(s); {'would delete' if r.dry_run else 'deleted'} "
+               f"{len(r.objects_removed)} condemned object(s), "
                f"{human_bytes(r.bytes_freed)} {'to free' if r.dry_run else 'freed'}; "
                f"{r.objects_kept} object(s) still in use")
+    if r.objects_condemned or r.condemned_waiting:
+        out.append(f"{'would condemn' if r.dry_run else 'condemned'} {len(r.objects_condemned)} unreferenced "
+                   f"object(s) ({human_bytes(r.bytes_condemned)}); {r.condemned_waiting} condemned object(s) "
+                   f"({human_bytes(r.bytes_condemned_waiting)}) wait until condemned for "
+                   f"{format_seconds(r.delete_after)} (a later prune deletes them)")
+    if r.objects_rescued:
+        out.append(f"{r.objects_rescued} condemned object(s) are used by a snapshot again: "
+                   "no longer condemned")
     if r.objects_in_grace:
         out.append(f"{r.objects_in_grace} unreferenced object(s) ({human_bytes(r.bytes_in_grace)}) are "
                    f"younger than the grace period ({r.grace_seconds:.0f}s) and were kept "

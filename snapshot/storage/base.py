@@ -17,6 +17,9 @@ Keys are POSIX-style relative strings built only by :mod:`snapshot.layout`
   lexicographic key order; a prefix with no keys yields nothing.
 * ``delete(key)`` removes the key; deleting a missing key is not an error.
 * ``stats`` counts requests made through this backend (for reports and request economy).
+* ``now()`` is the store's own clock (seconds since the epoch): the clock that stamps the
+  ``mtime`` of what it lists. Ages of stored objects (locks, condemned packs) are measured
+  against it, so a host whose clock is off cannot misjudge them.
 
 Every failure is raised as a :class:`snapshot.errors.SnapshotError` subclass whose message
 names the operation and the key; library exceptions (OSError, botocore) never escape.
@@ -92,6 +95,8 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def now(self) -> float: ...
 
 
 @dataclass(frozen=True)
