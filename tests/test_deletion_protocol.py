@@ -1,0 +1,290 @@
+"""The deletion protocol: whatever happens to locks and clocks, no committed snapshot ever
+references a deleted object (snapshot/condemned.py).
+
+Each of the four ways a prune's exclusive lock stops excluding becomes a race driven by pause
+points: a prune (``--keep-last 1 --max-unused 0%``: it drops the oldest snapshot and repacks,
+rewriting the kept root) is held right after its repack wrote new packs; the trigger lets a
+create in (it reads the kept root *before* the prune rewrites it, so it reuses packs the repack
+then empties); the create is held at its commit until the prune has listed the roots for the
+last time, then commits; then the prune finishes. Days pass (``CHROMA_SNAPSHOT_CLOCK_SHIFT``)
+and two more prunes run with the default 24 h bound. Every committed snapshot must restore
+byte-exact, ``check --read-data`` must be clean, and nothing condemned may be left over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chroma_helpers import grow, tree_digest
+from conftest import CliResult, run_cli
+
+from snapshot import errors, hooks, locks
+from snapshot.create import create_snapshot
+from snapshot.prune import References
+from snapshot.repository import CLOCK_SHIFT_ENV, Repository
+
+DAY = 86400.0
+PRUNE = ("prune", "--keep-last", "1", "--max-unused", "0%", "--grace", "0s", "--json")
+
+
+@pytest.fixture(params=["local", "s3"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("CHROMA_SNAPSHOT_DELETE_AFTER", raising=False)  # the default bound, 24 h
+    if request.param == "local":
+        return str(tmp_path / "snapshots")
+    url: str = request.getfixturevalue("s3_repo_url")
+    return url
+
+
+def _shift(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    monkeypatch.setenv(CLOCK_SHIFT_ENV, str(seconds))
+
+
+def _ok(repo: str, *args: Any) -> Any:
+    res = run_cli("--repo", repo, *args)
+    assert res.code == 0, res.stdout + res.stderr
+    return res.json() if "--json" in args else res
+
+
+class Race:
+    """A prune in this thread and a create in another, interleaved at pause points."""
+
+    def __init__(self, repo: str, source: Path) -> None:
+        self.repo, self.source = repo, source
+        self.create_code: int | None = None
+        self.create_id: str | None = None
+        self.create_error = ""
+        self.ready = threading.Event()  # the create waits at its commit, or has ended
+        self.go = threading.Event()  # the create may commit
+        self.thread: threading.Thread | None = None
+
+    def _create(self) -> None:
+        try:
+            result = create_snapshot(Repository.open(self.repo), self.source)
+            self.create_code, self.create_id = 0, result.id
+        except errors.SnapshotError as exc:
+            self.create_code, self.create_error = exc.exit_code, str(exc)
+        finally:
+            self.ready.set()
+
+    def _at_commit(self) -> None:
+        self.ready.set()
+        assert self.go.wait(120), "the prune never let the create commit"
+
+    def start_create(self) -> None:
+        self.thread = threading.Thread(target=self._create, name="racing-create")
+        self.thread.start()
+        assert self.ready.wait(120), "the create neither reached its commit nor ended"
+
+    def let_commit(self) -> None:
+        self.go.set()
+        if self.thread is not None:
+            self.thread.join(120)
+            assert not self.thread.is_alive()
+
+    def run(self, trigger: Callable[[], None], after: Callable[[], None] = lambda: None) -> CliResult:
+        def at_repack() -> None:
+            trigger()
+            self.start_create()
+            after()
+
+        with hooks.on("repack.packs-written", at_repack), hooks.on("create.before-commit", self._at_commit), \
+                hooks.on("prune.before-delete", self.let_commit):
+            pruned = run_cli("--repo", self.repo, *PRUNE)
+        self.let_commit()  # the prune stopped before its deletes
+        return pruned
+
+
+@pytest.fixture
+def history(repo: str, chroma_dir: Path) -> Iterator[dict[str, dict[str, str]]]:
+    """Two snapshots, and the source grown once more for the racing create."""
+    trees: dict[str, dict[str, str]] = {}
+    for seed in (1, 2):
+        sid = _ok(repo, "create", chroma_dir, "--json")["id"]
+        trees[sid] = tree_digest(chroma_dir)
+        grow(chroma_dir, "docs", 60, seed=seed)
+    yield trees
+
+
+def _settle_and_verify(repo: str, trees: dict[str, dict[str, str]], tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every snapshot restores byte-exact and check is clean, now and after two later prunes
+    a day apart; then nothing condemned is left and every object is referenced."""
+    def verify(tag: str) -> None:
+        _ok(repo, "check", "--read-data")
+        listed = [s["id"] for s in _ok(repo, "list", "--json")]
+        assert set(listed) <= set(trees), (listed, trees.keys())
+        for sid in listed:
+            out = tmp_path / f"restored-{tag}-{sid}"
+            _ok(repo, "restore", sid, out)
+            assert tree_digest(out) == trees[sid], f"snapshot {sid} did not restore byte-exact ({tag})"
+
+    verify("after-race")
+    for day in (1, 2):
+        _shift(monkeypatch, day * DAY + 3600)
+        _ok(repo, "prune", "--keep-last", "10", "--json")
+        verify(f"day-{day}")
+    r = Repository.open(repo)
+    assert not r.condemned().since, "something condemned was never deleted or rescued"
+    refs = References(r)
+    used = set().union(*(refs.of(r.manifest(sid)) for sid in r.snapshot_ids()))
+    stored = {oid for oid, _ in r.list_objects() if oid is not None}
+    assert stored == used, f"unreferenced objects leaked: {sorted(stored - used)[:3]}"
+
+
+def _record(race: Race, trees: dict[str, dict[str, str]], source: Path) -> None:
+    assert race.create_code in (0, 9), race.create_error
+    if race.create_code == 0:
+        assert race.create_id is not None
+        trees[race.create_id] = tree_digest(source)
+
+
+def test_an_operator_removes_the_prune_lock(repo: str, chroma_dir: Path, history: dict[str, dict[str, str]],
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    race = Race(repo, chroma_dir)
+    pruned = race.run(lambda: _ok(repo, "unlock", "--remove-all"))
+    # The prune notices at its next step that deletes or rewrites: exit 9, nothing more done.
+    assert pruned.code == 9 and "lost the repository lock" in pruned.stderr, pruned.stderr
+    assert race.create_code == 0, race.create_error
+    _record(race, history, chroma_dir)
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_the_lock_vanishes_after_the_prune_last_looked(repo: str, chroma_dir: Path,
+                                                      history: dict[str, dict[str, str]], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worst case of the first trigger: the prune never sees the loss (its re-checks are
+    defeated), runs to the end while the create reuses packs it empties. The create's root
+    rescues them: the protocol alone keeps every snapshot whole."""
+    monkeypatch.setattr(locks.RepositoryLock, "check", lambda self: None)
+    race = Race(repo, chroma_dir)
+    pruned = race.run(lambda: _ok(repo, "unlock", "--remove-all"))
+    assert pruned.code == 0, pruned.stderr
+    out = pruned.json()
+    assert out["repack"]["roots_rewritten"] >= 1 and out["objects_condemned"], out
+    assert out["objects_removed"] == [], "nothing may be deleted in the run that condemns it"
+    assert race.create_code == 0, race.create_error
+    _record(race, history, chroma_dir)
+    r = Repository.open(repo)
+    rescued = References(r).of(r.manifest(race.create_id or "")) & set(r.condemned().since)
+    assert rescued, "the scenario should have the create reuse packs the prune condemned"
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_a_same_named_host_in_another_pid_namespace(repo: str, chroma_dir: Path,
+                                                   history: dict[str, dict[str, str]], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The create runs in another container with the same host name: the prune's pid does not
+    run *there*. The lock names its process space, so the create does not judge it dead."""
+    space, running = locks.process_space, locks._pid_running
+
+    def other_container() -> None:
+        monkeypatch.setattr(locks, "process_space", lambda: space() + "-other")
+        monkeypatch.setattr(locks, "_pid_running", lambda pid: False)
+
+    def back_home() -> None:
+        monkeypatch.setattr(locks, "process_space", space)
+        monkeypatch.setattr(locks, "_pid_running", running)
+
+    race = Race(repo, chroma_dir)
+    pruned = race.run(other_container, back_home)
+    assert race.create_code == 9 and "locked" in race.create_error, race.create_error
+    assert pruned.code == 0, pruned.stderr
+    _record(race, history, chroma_dir)
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_a_prune_suspended_past_the_stale_time(repo: str, chroma_dir: Path,
+                                              history: dict[str, dict[str, str]], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prune sleeps (VM pause, SIGSTOP) for 31 minutes: its lock looks stale by age and a
+    create goes ahead. Waking up, the prune finds it could not refresh its lock in time."""
+    race = Race(repo, chroma_dir)
+    pruned = race.run(lambda: _shift(monkeypatch, 31 * 60))
+    assert race.create_code == 0, race.create_error
+    assert pruned.code == 9 and "not refreshed" in pruned.stderr, pruned.stderr
+    _record(race, history, chroma_dir)
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_a_create_host_whose_clock_is_31_minutes_ahead(repo: str, chroma_dir: Path,
+                                                      history: dict[str, dict[str, str]], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On S3 lock ages are judged by S3's clock (its Date header), so the skewed host still sees
+    a live lock; a local folder has only this host's clock, so the create goes ahead there and
+    the protocol keeps its snapshot whole."""
+    real = time.time
+
+    def skewed() -> None:
+        monkeypatch.setattr(time, "time", lambda: real() + 31 * 60)
+
+    def fixed() -> None:
+        monkeypatch.setattr(time, "time", real)
+
+    race = Race(repo, chroma_dir)
+    pruned = race.run(skewed, fixed)
+    assert pruned.code == 0, pruned.stderr
+    if repo.startswith("s3://"):
+        assert race.create_code == 9, race.create_error
+    else:
+        assert race.create_code == 0, race.create_error
+    _record(race, history, chroma_dir)
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_a_create_refuses_to_commit_on_packs_condemned_for_half_the_bound(
+    repo: str, chroma_dir: Path, history: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create that ran for more than half the bound while a prune condemned packs it uses
+    commits nothing (a prune may delete them before its root is listed)."""
+    r = Repository.open(repo)
+    parent = r.manifest(r.snapshot_ids()[-1])
+    used = sorted(References(r).of(parent))
+
+    def a_prune_condemned_them_13_hours_ago() -> None:
+        r.condemn(dict.fromkeys(used, r.now() - 13 * 3600), delete_after=DAY)
+
+    with hooks.on("create.before-commit", a_prune_condemned_them_13_hours_ago):
+        res = run_cli("--repo", repo, "create", chroma_dir)
+    assert res.code == 9 and "condemned" in res.stderr, res.stderr
+    assert len(Repository.open(repo).snapshot_ids()) == 2
+
+
+def test_a_create_does_not_build_on_condemned_packs(repo: str, chroma_dir: Path,
+                                                   history: dict[str, dict[str, str]]) -> None:
+    """Frames in condemned packs are stored anew (and tables naming them are not reused)."""
+    r = Repository.open(repo)
+    parent = r.manifest(r.snapshot_ids()[-1])
+    condemned = References(r).of(parent)
+    r.condemn(dict.fromkeys(condemned, r.now()), delete_after=DAY)
+    sid = _ok(repo, "create", chroma_dir, "--json")["id"]
+    r = Repository.open(repo)
+    assert not References(r).of(r.manifest(sid)) & condemned
+
+
+def test_a_second_prune_deletes_what_the_first_condemned_once_the_bound_passed(
+    repo: str, chroma_dir: Path, history: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = sorted(history)
+    out = _ok(repo, "forget", second, "--json")
+    assert out["objects_condemned"] and out["objects_removed"] == [], out
+    assert out["condemned_waiting"] == len(out["objects_condemned"])
+    r = Repository.open(repo)
+    assert set(r.condemned().since) == set(out["objects_condemned"])
+    _shift(monkeypatch, 23 * 3600)  # not yet
+    again = _ok(repo, "prune", "--keep-last", "5", "--json")
+    assert again["objects_removed"] == [] and again["condemned_waiting"] == len(out["objects_condemned"])
+    dry = _ok(repo, "prune", "--keep-last", "5", "--json", "--dry-run", "--delete-after", "12h")
+    assert sorted(dry["objects_removed"]) == sorted(out["objects_condemned"])
+    _shift(monkeypatch, 25 * 3600)
+    done = _ok(repo, "prune", "--keep-last", "5", "--json")
+    assert sorted(done["objects_removed"]) == sorted(out["objects_condemned"])
+    assert done["bytes_freed"] == out["bytes_condemned"] and done["condemned_waiting"] == 0
+    assert not Repository.open(repo).condemned().since
+    _ok(repo, "check", "--read-data")
+    assert [s["id"] for s in _ok(repo, "list", "--json")] == [first]
