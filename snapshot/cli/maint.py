@@ -6,6 +6,7 @@ import click
 
 from snapshot.check import check_repository, parse_subset
 from snapshot.cli.options import (
+    command,
     dry_run_option,
     grace_option,
     json_option,
@@ -24,7 +25,7 @@ from snapshot.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration
 _SHOWN_IDS = 10
 
 
-@click.command("diff")
+@command("diff")
 @click.argument("before", metavar="A")
 @click.argument("after", metavar="B")
 @click.option("--records", is_flag=True,
@@ -49,7 +50,7 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_jso
     emit(result, as_json, render_diff)
 
 
-@click.command("prune")
+@command("prune")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, metavar="N", help="Keep the N newest.")
 @click.option("--keep-hourly", type=click.IntRange(min=0), default=0, metavar="N",
               help="Keep the newest of each of the last N hours (UTC) with snapshots.")
@@ -103,7 +104,7 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
     emit(result, as_json, render_prune)
 
 
-@click.command("forget")
+@command("forget")
 @click.argument("refs", nargs=-1, required=True, metavar="ID...")
 @repack_options
 @dry_run_option
@@ -128,7 +129,7 @@ def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_r
     emit(result, as_json, render_prune)
 
 
-@click.command("check")
+@command("check")
 @click.option("--read-data", is_flag=True,
               help="Also read, decompress and hash-verify every referenced frame and whole file.")
 @click.option("--read-data-subset", metavar="P%|N/M",
@@ -149,7 +150,7 @@ def check_cmd(read_data: bool, read_data_subset: str | None, as_json: bool) -> N
     result.raise_if_failed(reported=True)
 
 
-@click.command("unlock")
+@command("unlock")
 @click.option("--remove-all", is_flag=True,
               help="Remove every lock, also those of processes that may still run (dangerous).")
 @repo_options

@@ -32,8 +32,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def _store_options(envvar: bool) -> list[Callable[[F], F]]:
+    # After the command they are accepted but not listed: a command's help shows its own
+    # options, and the group's help lists these once (as restic and the aws CLI do).
     def opt(*decls: str, **kw: Any) -> Callable[[F], F]:
-        return click.option(*decls, expose_value=False, callback=_remember, **kw)
+        return click.option(*decls, expose_value=False, callback=_remember, hidden=not envvar, **kw)
 
     return [
         opt("--repo", metavar="PATH|s3://BUCKET/PREFIX", envvar="CHROMA_SNAPSHOT_REPO" if envvar else None,
@@ -55,6 +57,29 @@ def _store_options(envvar: bool) -> list[Callable[[F], F]]:
         opt("--password-command", metavar="CMD",
             help="Password of an encrypted repository: the output of CMD (run without a shell)."),
     ]
+
+
+GLOBAL_OPTIONS_HINT = "Global options (--repo, S3, passwords): see `chroma-snapshot --help`."
+
+
+class Command(click.Command):
+    """A command whose help ends by pointing at the global options it accepts but does not list."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text(GLOBAL_OPTIONS_HINT)
+
+
+class Group(click.Group):
+    """A group of commands (``key``) whose commands are :class:`Command`."""
+
+    command_class = Command
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Command]:
+    """``click.command`` making a :class:`Command`."""
+    return click.command(name, cls=Command, **kwargs)
 
 
 def group_store_options(f: F) -> F:

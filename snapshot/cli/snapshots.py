@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from snapshot.cli.options import (
+    command,
     dry_run_option,
     json_option,
     open_repo,
@@ -65,7 +66,7 @@ def _tune_malloc() -> None:
     _mallopt((_M_MMAP_THRESHOLD, _LARGE), (_M_TRIM_THRESHOLD, _KEEP_FREED))
 
 
-@click.command()
+@command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
 @click.option("-m", "--message", default="", help="A note stored with the snapshot.")
@@ -123,7 +124,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     emit(result, as_json, render_create)
 
 
-@click.command("list")
+@command("list")
 @click.option("--stats", is_flag=True,
               help="Also report the requests and bytes the listing took (with --json: an object "
                    "{snapshots, requests, bytes_down} instead of the plain list).")
@@ -150,7 +151,7 @@ def list_(stats: bool, as_json: bool) -> None:
                    f"for {len(snaps)} snapshot(s)")
 
 
-@click.command()
+@command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.option("--files", "with_files", is_flag=True,
               help="List every file with its chunks and frames (reads each file's chunk table).")
@@ -176,7 +177,7 @@ def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
     emit(manifest_to_dict(m) if as_json else m, as_json, render_show)
 
 
-@click.command()
+@command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.argument("target", type=click.Path(path_type=str))
 @click.option("--force", is_flag=True,
