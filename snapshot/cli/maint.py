@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from snapshot.check import check_repository, parse_subset
 from snapshot.cli.options import (
     command,
     dry_run_option,
+    filter_options,
     grace_option,
     json_option,
+    narrowed,
     open_repo,
     repack_options,
     repack_settings,
@@ -21,6 +25,7 @@ from snapshot.cli.render import emit, render_check, render_diff, render_prune, r
 from snapshot.diff import diff_snapshots
 from snapshot.prune import forget, prune
 from snapshot.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration, parse_tag_options
+from snapshot.selection import SnapshotFilter
 
 _SHOWN_IDS = 10
 
@@ -32,20 +37,26 @@ _SHOWN_IDS = 10
               help="Also list record ids added, removed and changed per collection (reads chroma.sqlite3).")
 @click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
               help="Where temporary copies are made (an existing folder).")
+@filter_options
 @repo_options
 @json_option
-def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_json: bool) -> None:
+def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filters: SnapshotFilter,
+             as_json: bool) -> None:
     """Compare snapshot A with snapshot B, or with the live Chroma dir B (nothing is uploaded).
 
-    A and B are ids, unique prefixes or `latest`; a B that is an existing directory is
-    captured and compared as a create would see it now.
+    A and B are ids, unique prefixes or `latest` (among the snapshots that pass
+    --tag/--host/--path, if given); a B that is an existing directory is captured and
+    compared as a create would see it now.
 
     \b
     Example:
-      chroma-snapshot diff 20261127 latest --records
+      chroma-snapshot diff 20261127T015003-9f8e latest --records
       chroma-snapshot diff latest data/vector_db
     """
-    result = diff_snapshots(open_repo(), before, after, records=records,
+    repo = open_repo()
+    live = Path(after).expanduser().is_dir()
+    before, *rest = narrowed(repo, [before] if live else [before, after], filters)
+    result = diff_snapshots(repo, before, after if live else rest[0], records=records,
                             record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir)
     emit(result, as_json, render_diff)
 
@@ -110,22 +121,28 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
 @dry_run_option
 @grace_option
 @wait_option
+@filter_options
 @repo_options
 @json_option
 def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_repack_size: str | None,
-               no_repack: bool, dry_run: bool, grace: str | None, wait: str | None, as_json: bool) -> None:
+               no_repack: bool, dry_run: bool, grace: str | None, wait: str | None, filters: SnapshotFilter,
+               as_json: bool) -> None:
     """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used
     (repacking as prune does).
 
-    Every ID is resolved first: if one does not match, nothing is removed.
+    Every ID is resolved first: if one does not match, nothing is removed. --tag, --host and
+    --path narrow what each ID names (`latest --tag test`: the newest snapshot tagged test);
+    they never select snapshots without an ID (use prune for that).
 
     \b
     Example:
       chroma-snapshot forget 20261127T0150 20261128T0150-1a2b
+      chroma-snapshot forget latest --tag test --dry-run
     """
     repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
-    result = forget(open_repo(), refs, dry_run=dry_run, grace=seconds(grace), wait=seconds(wait),
-                    repack=repack)
+    repo = open_repo()
+    result = forget(repo, narrowed(repo, refs, filters), dry_run=dry_run, grace=seconds(grace),
+                    wait=seconds(wait), repack=repack)
     emit(result, as_json, render_prune)
 
 
