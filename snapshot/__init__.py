@@ -21,6 +21,7 @@ _LAZY = {
     "Manifest": ("snapshot.manifest", "Manifest"),
     "Repository": ("snapshot.repository", "Repository"),
     "RetentionPolicy": ("snapshot.retention", "RetentionPolicy"),
+    "SnapshotFilter": ("snapshot.selection", "SnapshotFilter"),
     "SnapshotSummary": ("snapshot.repository", "SnapshotSummary"),
     "StoreOptions": ("snapshot.storage", "StoreOptions"),
     "check_repository": ("snapshot.check", "check_repository"),
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from snapshot.repository import Repository, SnapshotSummary
     from snapshot.restore import prepare_restore, restore_snapshot
     from snapshot.retention import RetentionPolicy
+    from snapshot.selection import SnapshotFilter
     from snapshot.storage import StoreOptions
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "Repository",
     "RetentionPolicy",
     "SnapshotError",
+    "SnapshotFilter",
     "SnapshotSummary",
     "StoreOptions",
     "__version__",

@@ -24,13 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot import crypto, hooks, layout, repoconfig
+from snapshot import crypto, hooks, layout, repoconfig, selection
 from snapshot import keys as keyfiles
 from snapshot.compression import decompress
 from snapshot.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
 from snapshot.errors import (
     AlreadyExistsError,
-    AmbiguousIdError,
     IntegrityError,
     NotFoundError,
     SnapshotError,
@@ -49,6 +48,7 @@ from snapshot.manifest import (
     parse_manifest,
 )
 from snapshot.repoconfig import Access
+from snapshot.selection import SnapshotFacts, SnapshotFilter
 from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.tables import parse_table
 
@@ -296,24 +296,23 @@ class Repository:
                 ids.append(sid)
         return sorted(ids)
 
-    def resolve(self, ref: str, ids: Sequence[str] | None = None) -> str:
-        """An id from ``latest``, a full id or any unique prefix."""
+    def resolve(self, ref: str, ids: Sequence[str] | None = None,
+                filters: SnapshotFilter | None = None) -> str:
+        """An id from ``latest``, a full id or any unique prefix; with ``filters``, among the
+        snapshots that pass them (``latest``: the newest that does; a prefix must match
+        exactly one that does). See snapshot/selection.py."""
         ids = list(ids) if ids is not None else self.snapshot_ids()
-        if not ref:
-            raise UsageError("empty snapshot id")
-        if ref == "latest":
-            if not ids:
-                raise NotFoundError(f"no snapshots in {self.url}")
-            return ids[-1]
-        if ref in ids:
-            return ref
-        matches = [i for i in ids if i.startswith(ref)]
-        if not matches:
-            raise NotFoundError(f"no snapshot matches {ref!r} in {self.url}")
-        if len(matches) > 1:
-            shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
-            raise AmbiguousIdError(f"{ref!r} matches {len(matches)} snapshots: {shown}")
-        return matches[0]
+        found = selection.candidates(ref, ids)
+        filters = filters or SnapshotFilter()
+        facts = self._facts(found) if filters else (SnapshotFacts(i) for i in found)
+        return selection.choose(ref, facts, filters, self.url)
+
+    def _facts(self, ids: Sequence[str]) -> Iterator[SnapshotFacts]:
+        """The filters' facts of ``ids``, in order, read a few roots at a time (so that the
+        newest match of ``latest`` does not wait for every root)."""
+        for start in range(0, len(ids), _FETCHERS):
+            for m in self.manifests(ids[start : start + _FETCHERS]):
+                yield SnapshotFacts(m.id, m.tags, m.source_host, m.source_path)
 
     def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
         if self._cipher is not None:  # bound to its id: a root renamed or copied in does not open
@@ -345,8 +344,8 @@ class Repository:
             while len(self._manifests) > _CACHED_MANIFESTS:
                 self._manifests.popitem(last=False)
 
-    def get(self, ref: str) -> Manifest:
-        return self.manifest(self.resolve(ref))
+    def get(self, ref: str, filters: SnapshotFilter | None = None) -> Manifest:
+        return self.manifest(self.resolve(ref, filters=filters))
 
     def manifests(self, ids: Sequence[str] | None = None) -> list[Manifest]:
         """The manifests of ``ids`` (default: all), in that order, fetched in parallel."""

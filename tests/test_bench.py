@@ -33,6 +33,8 @@ def _run_bench(tmp: Path, *args: str) -> tuple[dict[str, Any], str]:
         capture_output=True, text=True, timeout=900, cwd=tmp,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for done in ("work", "cache"):  # DBs, repositories and restores; a failed run keeps them
+        shutil.rmtree(tmp / done, ignore_errors=True)
     return json.loads(out.read_text()), proc.stdout
 
 

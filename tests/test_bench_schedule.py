@@ -34,6 +34,8 @@ def schedule(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
         capture_output=True, text=True, timeout=600, cwd=tmp,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for done in ("work", "cache"):  # DBs, repositories and restores; a failed run keeps them
+        shutil.rmtree(tmp / done, ignore_errors=True)
     return json.loads(out.read_text()), proc.stdout
 
 

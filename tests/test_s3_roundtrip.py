@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from chroma_helpers import build_db, counts, grow, tree_digest
 
 from snapshot.manifest import Chunk, Frame
@@ -156,3 +157,27 @@ def test_read_plans_are_bounded_by_bytes_as_well_as_chunks() -> None:
     # what the target already holds is not read, so it does not count
     local = {c.hash: LocalChunk(Path("held"), 0, c.size) for c in deep[1:5]}
     assert len(_upcoming(deep, 0, local, 16)) == 5
+
+
+@pytest.mark.parametrize("args", [
+    ("--storage-class", "STANDARD_AI"),
+    ("--storage-class", "standard-ia"),
+    ("--sse", "AES256", "--sse-kms-key-id", "alias/db"),
+    ("--sse-kms-key-id", "alias/db"),
+])
+def test_bad_s3_settings_are_refused_before_anything_is_written(
+    cli, s3_client, s3_repo_url: str, chroma_dir: Path, args: tuple[str, ...]
+) -> None:
+    """A typo in --storage-class used to surface at the first pack's PUT, after config.json
+    was written: now it is a usage error before any request."""
+    res = cli("--repo", s3_repo_url, "create", chroma_dir, *args)
+    assert res.code == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert args[-1] in res.stderr or "--sse aws:kms" in res.stderr
+    bucket, prefix = s3_repo_url[5:].split("/", 1)
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_storage_class_s3_knows_is_accepted(cli, s3_repo_url: str) -> None:
+    res = cli("--repo", s3_repo_url, "--storage-class", "GLACIER_IR", "init")
+    assert res.code == 0, res.stderr

@@ -57,6 +57,8 @@ class _Commands(click.Group):
 def cli() -> None:
     """Versioned, verified, incremental snapshots of ChromaDB persist directories.
 
+    The options below are global: every command accepts them before or after its name.
+
     \b
     Example:
       export CHROMA_SNAPSHOT_REPO=./snapshots

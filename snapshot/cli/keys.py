@@ -6,7 +6,15 @@ from __future__ import annotations
 import click
 
 from snapshot.cli import passwords
-from snapshot.cli.options import json_option, key_source, open_repo, repo_location, repo_options
+from snapshot.cli.options import (
+    Group,
+    command,
+    json_option,
+    key_source,
+    open_repo,
+    repo_location,
+    repo_options,
+)
 from snapshot.cli.render import emit, render_init, render_key_change, render_keys
 from snapshot.compression import CODECS
 from snapshot.repository import Repository
@@ -16,7 +24,7 @@ _NEW_PASSWORD_FILE = click.option(
     help="The new key's password, from FILE [asked twice on a terminal].")
 
 
-@click.command("init")
+@command("init")
 @click.option("--encrypt", is_flag=True,
               help="Encrypt the repository (every command then needs the password).")
 @click.option("--codec", type=click.Choice(CODECS), help="Frame codec [zstd].")
@@ -40,7 +48,7 @@ def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, as_json: 
          as_json, render_init)
 
 
-@click.group("key")
+@click.group("key", cls=Group)
 def key_group() -> None:
     """Manage the passwords (keys) of an encrypted repository.
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from snapshot.check import check_repository, parse_subset
 from snapshot.cli.options import (
+    command,
     delete_after_option,
     dry_run_option,
+    filter_options,
     grace_option,
     json_option,
+    narrowed,
     open_repo,
     repack_options,
     repack_settings,
@@ -21,36 +26,43 @@ from snapshot.cli.render import emit, render_check, render_diff, render_prune, r
 from snapshot.diff import diff_snapshots
 from snapshot.prune import forget, prune
 from snapshot.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration, parse_tag_options
+from snapshot.selection import SnapshotFilter
 
 _SHOWN_IDS = 10
 
 
-@click.command("diff")
+@command("diff")
 @click.argument("before", metavar="A")
 @click.argument("after", metavar="B")
 @click.option("--records", is_flag=True,
               help="Also list record ids added, removed and changed per collection (reads chroma.sqlite3).")
 @click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
               help="Where temporary copies are made (an existing folder).")
+@filter_options
 @repo_options
 @json_option
-def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, as_json: bool) -> None:
+def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filters: SnapshotFilter,
+             as_json: bool) -> None:
     """Compare snapshot A with snapshot B, or with the live Chroma dir B (nothing is uploaded).
 
-    A and B are ids, unique prefixes or `latest`; a B that is an existing directory is
-    captured and compared as a create would see it now.
+    A and B are ids, unique prefixes or `latest` (among the snapshots that pass
+    --tag/--host/--path, if given); a B that is an existing directory is captured and
+    compared as a create would see it now.
 
     \b
     Example:
-      chroma-snapshot diff 20261127 latest --records
+      chroma-snapshot diff 20261127T015003-9f8e latest --records
       chroma-snapshot diff latest data/vector_db
     """
-    result = diff_snapshots(open_repo(), before, after, records=records,
+    repo = open_repo()
+    live = Path(after).expanduser().is_dir()
+    before, *rest = narrowed(repo, [before] if live else [before, after], filters)
+    result = diff_snapshots(repo, before, after if live else rest[0], records=records,
                             record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir)
     emit(result, as_json, render_diff)
 
 
-@click.command("prune")
+@command("prune")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, metavar="N", help="Keep the N newest.")
 @click.option("--keep-hourly", type=click.IntRange(min=0), default=0, metavar="N",
               help="Keep the newest of each of the last N hours (UTC) with snapshots.")
@@ -109,34 +121,40 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
     emit(result, as_json, render_prune)
 
 
-@click.command("forget")
+@command("forget")
 @click.argument("refs", nargs=-1, required=True, metavar="ID...")
 @repack_options
 @dry_run_option
 @grace_option
 @delete_after_option
 @wait_option
+@filter_options
 @repo_options
 @json_option
 def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_repack_size: str | None,
                no_repack: bool, dry_run: bool, grace: str | None, delete_after: str | None, wait: str | None,
+               filters: SnapshotFilter,
                as_json: bool) -> None:
     """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used
     (repacking as prune does).
 
-    Every ID is resolved first: if one does not match, nothing is removed.
+    Every ID is resolved first: if one does not match, nothing is removed. --tag, --host and
+    --path narrow what each ID names (`latest --tag test`: the newest snapshot tagged test);
+    they never select snapshots without an ID (use prune for that).
 
     \b
     Example:
       chroma-snapshot forget 20261127T0150 20261128T0150-1a2b
+      chroma-snapshot forget latest --tag test --dry-run
     """
     repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
-    result = forget(open_repo(), refs, dry_run=dry_run, grace=seconds(grace), wait=seconds(wait),
-                    repack=repack, delete_after=seconds(delete_after))
+    repo = open_repo()
+    result = forget(repo, narrowed(repo, refs, filters), dry_run=dry_run, grace=seconds(grace),
+                    wait=seconds(wait), repack=repack, delete_after=seconds(delete_after))
     emit(result, as_json, render_prune)
 
 
-@click.command("check")
+@command("check")
 @click.option("--read-data", is_flag=True,
               help="Also read, decompress and hash-verify every referenced frame and whole file.")
 @click.option("--read-data-subset", metavar="P%|N/M",
@@ -157,7 +175,7 @@ def check_cmd(read_data: bool, read_data_subset: str | None, as_json: bool) -> N
     result.raise_if_failed(reported=True)
 
 
-@click.command("unlock")
+@command("unlock")
 @click.option("--remove-all", is_flag=True,
               help="Remove every lock, also those of processes that may still run (dangerous).")
 @repo_options

@@ -4,12 +4,14 @@ that opens the repository from them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -17,6 +19,7 @@ from snapshot.cli import passwords
 from snapshot.errors import UsageError
 from snapshot.keys import KeySource
 from snapshot.repository import Repository
+from snapshot.selection import SnapshotFilter
 from snapshot.storage import StoreOptions
 
 if TYPE_CHECKING:
@@ -32,8 +35,10 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def _store_options(envvar: bool) -> list[Callable[[F], F]]:
+    # After the command they are accepted but not listed: a command's help shows its own
+    # options, and the group's help lists these once (as restic and the aws CLI do).
     def opt(*decls: str, **kw: Any) -> Callable[[F], F]:
-        return click.option(*decls, expose_value=False, callback=_remember, **kw)
+        return click.option(*decls, expose_value=False, callback=_remember, hidden=not envvar, **kw)
 
     return [
         opt("--repo", metavar="PATH|s3://BUCKET/PREFIX", envvar="CHROMA_SNAPSHOT_REPO" if envvar else None,
@@ -57,6 +62,29 @@ def _store_options(envvar: bool) -> list[Callable[[F], F]]:
     ]
 
 
+GLOBAL_OPTIONS_HINT = "Global options (--repo, S3, passwords): see `chroma-snapshot --help`."
+
+
+class Command(click.Command):
+    """A command whose help ends by pointing at the global options it accepts but does not list."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text(GLOBAL_OPTIONS_HINT)
+
+
+class Group(click.Group):
+    """A group of commands (``key``) whose commands are :class:`Command`."""
+
+    command_class = Command
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Command]:
+    """``click.command`` making a :class:`Command`."""
+    return click.command(name, cls=Command, **kwargs)
+
+
 def group_store_options(f: F) -> F:
     """--repo (also from CHROMA_SNAPSHOT_REPO) and the S3 options, before the command."""
     for deco in reversed(_store_options(envvar=True)):
@@ -77,6 +105,39 @@ def json_option(f: F) -> F:
 
 def dry_run_option(f: F) -> F:
     return click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")(f)
+
+
+def filter_options(f: F) -> F:
+    """--tag, --host, --path (restic's): an ID (``latest``, a prefix) names a snapshot among
+    those that pass them. The command gets them as one ``filters`` argument."""
+
+    @functools.wraps(f)
+    def command(*args: Any, filter_tags: tuple[str, ...], filter_hosts: tuple[str, ...],
+                filter_paths: tuple[str, ...], **kwargs: Any) -> Any:
+        paths = [os.path.abspath(os.path.expanduser(p)) if p.strip() else p for p in filter_paths]
+        return f(*args, filters=SnapshotFilter.parse(filter_tags, filter_hosts, paths), **kwargs)
+
+    decorators = [
+        click.option("--tag", "filter_tags", multiple=True, metavar="TAG[,TAG]",
+                     help="Only snapshots with this tag (repeatable: any of them; a,b: both)."),
+        click.option("--host", "filter_hosts", multiple=True, metavar="HOST",
+                     help="Only snapshots taken on HOST (repeatable)."),
+        click.option("--path", "filter_paths", multiple=True, metavar="PATH",
+                     help="Only snapshots of the source dir PATH (repeatable; relative to the current dir)."),
+    ]
+    wrapped: Any = command
+    for d in reversed(decorators):
+        wrapped = d(wrapped)
+    return cast(F, wrapped)
+
+
+def narrowed(repo: Repository, refs: Sequence[str], filters: SnapshotFilter) -> list[str]:
+    """``refs`` as exact ids when ``filters`` narrow what they name; else as given (the
+    operation resolves them)."""
+    if not filters:
+        return list(refs)
+    ids = repo.snapshot_ids()
+    return [repo.resolve(ref, ids, filters) for ref in refs]
 
 
 GRACE_HELP = ("Unreferenced objects younger than this are kept (a create may still be writing them) "

@@ -11,8 +11,11 @@ from pathlib import Path
 import click
 
 from snapshot.cli.options import (
+    command,
     dry_run_option,
+    filter_options,
     json_option,
+    narrowed,
     open_repo,
     preloading,
     repo_options,
@@ -33,6 +36,7 @@ from snapshot.cli.render import (
 )
 from snapshot.compression import CODECS
 from snapshot.manifest import manifest_to_dict
+from snapshot.selection import SnapshotFilter
 
 #: glibc's mallopt parameters, and ours: buffers this large are mapped and unmapped.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _LARGE = -1, -3, 4 << 20
@@ -65,7 +69,7 @@ def _tune_malloc() -> None:
     _mallopt((_M_MMAP_THRESHOLD, _LARGE), (_M_TRIM_THRESHOLD, _KEEP_FREED))
 
 
-@click.command()
+@command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
 @click.option("-m", "--message", default="", help="A note stored with the snapshot.")
@@ -123,7 +127,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     emit(result, as_json, render_create)
 
 
-@click.command("list")
+@command("list")
 @click.option("--stats", is_flag=True,
               help="Also report the requests and bytes the listing took (with --json: an object "
                    "{snapshots, requests, bytes_down} instead of the plain list).")
@@ -150,14 +154,16 @@ def list_(stats: bool, as_json: bool) -> None:
                    f"for {len(snaps)} snapshot(s)")
 
 
-@click.command()
+@command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.option("--files", "with_files", is_flag=True,
               help="List every file with its chunks and frames (reads each file's chunk table).")
+@filter_options
 @repo_options
 @json_option
-def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
-    """Show one snapshot: ID is a full id, a unique prefix or `latest`.
+def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, as_json: bool) -> None:
+    """Show one snapshot: ID is a full id, a unique prefix or `latest` (the newest, or the
+    newest with --tag/--host/--path).
 
     `--json` prints the snapshot's root manifest as stored; `--files --json` prints its files
     with their chunk tables, one JSON object per line.
@@ -166,9 +172,10 @@ def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
     Example:
       chroma-snapshot show latest --json
       chroma-snapshot show latest --files --json | head
+      chroma-snapshot show latest --host gpu-box --tag nightly
     """
     repo = open_repo()
-    m = repo.get(snapshot_ref)
+    m = repo.get(snapshot_ref, filters)
     if with_files:
         for line in render_files(repo, m, as_json):
             click.echo(line)
@@ -176,7 +183,7 @@ def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
     emit(manifest_to_dict(m) if as_json else m, as_json, render_show)
 
 
-@click.command()
+@command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.argument("target", type=click.Path(path_type=str))
 @click.option("--force", is_flag=True,
@@ -190,11 +197,13 @@ def show(snapshot_ref: str, with_files: bool, as_json: bool) -> None:
               help="Refuse (exit 4) instead of warning when the installed chromadb cannot open the "
               "snapshot's database schema.")
 @dry_run_option
+@filter_options
 @repo_options
 @json_option
 def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
-            strict: bool, dry_run: bool, as_json: bool) -> None:
-    """Restore snapshot ID (id, prefix or `latest`) into TARGET, verified and atomic.
+            strict: bool, dry_run: bool, filters: SnapshotFilter, as_json: bool) -> None:
+    """Restore snapshot ID (id, prefix or `latest`; with --tag/--host/--path, among the
+    snapshots that pass them) into TARGET, verified and atomic.
 
     Every chunk and file hash is checked, and the consistency checks the capture passed are run
     again on the result; only then is it swapped in.
@@ -202,9 +211,11 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     \b
     Example:
       chroma-snapshot restore latest /srv/app/vector_db --force
+      chroma-snapshot restore latest /srv/app/vector_db --force --tag nightly
     """
     with preloading("snapshot.restore"):  # each command imports what it runs
         repo = open_repo()
+        [snapshot_ref] = narrowed(repo, [snapshot_ref], filters)
     from snapshot.restore import prepare_restore, restore_snapshot
 
     _tune_malloc()

@@ -266,6 +266,16 @@ def _sse_args(options: StoreOptions) -> dict[str, str]:
     return args
 
 
+def _storage_class(name: str, client: Any) -> str:
+    """``name`` if S3 knows it (the classes of botocore's service model; empty means STANDARD):
+    S3 would refuse it only at the first large pack, after the repository's config was written."""
+    name = name.strip()
+    known: list[str] = client.meta.service_model.shape_for("StorageClass").enum
+    if name and name not in known:
+        raise UsageError(f"unknown --storage-class {name!r} (S3 knows {', '.join(known)})")
+    return name
+
+
 def _client_config(options: StoreOptions, *, probe: bool = False) -> Any:
     """The main client's config, or the probe's: two tries, 3 s to connect, 10 s to answer.
 
@@ -333,7 +343,6 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.stats = RequestStats()
         self._sse = _sse_args(options)
-        self._storage_class = options.storage_class.strip()
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -358,6 +367,7 @@ class S3Store:
             raise UsageError(f"bad S3 endpoint URL {where}: expected http(s)://host[:port]") from exc
         except _AWS_ERRORS as exc:
             raise translate_error(exc, op="open", what=self.url, bucket=bucket) from exc
+        self._storage_class = _storage_class(options.storage_class, self._client)
         for client in (self._client, self._probe):
             client.meta.events.register("before-parse.s3", _fail_short_body)
             client.meta.events.register("after-call.s3", self._note_date)
