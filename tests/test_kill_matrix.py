@@ -28,6 +28,7 @@ from chroma_helpers import grow, tree_digest
 from conftest import exchange_supported, run_cli
 
 from snapshot import hooks
+from snapshot.repository import Repository
 
 GROWTH = 20  # docs added between two snapshots
 CHILD_TIMEOUT = 120
@@ -283,6 +284,7 @@ def prune_base(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     shutil.copytree(chroma_template, src)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHROMA_SNAPSHOT_CACHE", str(root / "cache"))
+        mp.setenv("CHROMA_SNAPSHOT_DELETE_AFTER", "0")  # as the tests' prunes (conftest)
         b = Box(root, repo, root, root / "cache")
         for k in range(SNAPSHOTS):
             if k:
@@ -308,11 +310,18 @@ PRUNE_CASES = [
     ("prune", "repository.object-deleted", "1"),
     ("prune", "repository.object-deleted", "2"),
     ("prune", "repository.object-deleted", "last"),
+    # the two phases of the deletion protocol (--delete-after 0: both in one run)
+    ("prune", "prune.condemned", None),
+    ("prune", "prune.before-delete", None),
+    ("prune", "repository.condemned-record-deleted", None),
+    ("prune", "prune.records-replaced", None),
     ("forget", "prune.manifest-deleted", "1"),
     ("forget", "prune.manifest-deleted", "last"),
     ("forget", "prune.newcomers-read", None),
     ("forget", "repository.object-deleted", "1"),
     ("forget", "repository.object-deleted", "last"),
+    ("forget", "prune.condemned", None),
+    ("forget", "repository.condemned-record-deleted", None),
 ]
 
 
@@ -355,6 +364,8 @@ def test_prune_killed(box: Box, prune_base: PruneBase, command: str, point: str,
     assert snapshot_ids(box) == [i for i in ids if i not in dropped]
     report = check_repo(box)
     assert report["unreferenced"] == []  # grace 0s: nothing the killed run freed is left over
+    # nothing stays condemned for ever: what the killed run condemned was deleted (or found gone)
+    assert not Repository.open(box.repo).condemned().since
     restore_all(box, snapshot_ids(box))
     assert_no_leftovers(box, killed)
 
@@ -427,8 +438,34 @@ def test_repack_killed(box: Box, repack_base: RepackBase, point: str) -> None:
     assert again.code == 0, again.stderr
     report = check_repo(box)
     assert report["unreferenced"] == []
+    assert not Repository.open(box.repo).condemned().since
     assert restore_all(box, repack_base.kept) == repack_base.trees
     assert_no_leftovers(box, killed)
+
+
+def test_packs_of_a_killed_repack_are_condemned_then_deleted_a_day_later(
+    box: Box, repack_base: RepackBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default bound: what a killed repack wrote is condemned by the next prune (not
+    deleted under a create that might use it), deleted by one a day later; nothing leaks."""
+    shutil.copytree(repack_base.repo, box.repo)
+    box.kill_at("repack.packs-written", *REPACK_ARGS)
+    left = {oid for oid, _ in Repository.open(box.repo).list_objects()}
+    monkeypatch.delenv("CHROMA_SNAPSHOT_DELETE_AFTER")
+    first = box.run(*REPACK_ARGS, "--json")
+    assert first.code == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["objects_removed"] == [] and out["objects_condemned"], out
+    condemned = set(Repository.open(box.repo).condemned().since)
+    assert condemned and condemned <= left
+    check_repo(box)
+    monkeypatch.setenv("CHROMA_SNAPSHOT_CLOCK_SHIFT", str(25 * 3600))
+    second = box.run("prune", "--keep-last", "2", "--json")
+    assert second.code == 0, second.stderr
+    assert set(json.loads(second.stdout)["objects_removed"]) == condemned
+    assert check_repo(box)["unreferenced"] == []
+    assert not Repository.open(box.repo).condemned().since
+    assert restore_all(box, repack_base.kept) == repack_base.trees
 
 
 # --- restore ------------------------------------------------------------------------------------
