@@ -8,6 +8,8 @@ Night 0 backs up the DB of bench/dataset.py (N records, 2 collections, cached li
 Each night 1..K a child process (it exits before the backups, so Chroma has flushed and closed its
 files) inserts 1% new records, updates the metadata of 0.5% and deletes 0.2% (of N, seeded by
 the night); then ``chroma-snapshot create`` + ``prune --keep-last L --grace 0s [--prune-args]``
+(with the default ``--delete-after 24h``: each night runs a day later on the repository's clock,
+``CHROMA_SNAPSHOT_CLOCK_SHIFT``, so what one night's prune condemns the next night's deletes)
 and ``restic backup`` + ``forget --keep-last L --prune``, both through their CLIs as a user runs
 them. "full" is the size of ``tar | zstd -1`` of that night's DB; each repository's size on disk
 (apparent bytes of every file) is reported against it. At the end ``check --read-data`` must
@@ -134,6 +136,7 @@ class Schedule:
         return row
 
     def ours_night(self, night: int) -> dict[str, Any]:
+        self.ours.env["CHROMA_SNAPSHOT_CLOCK_SHIFT"] = str(night * 86400)
         create = self.ours.create(self.src)
         self.night_of[create["id"]] = night
         argv = ["prune", "--keep-last", str(self.args.keep_last), "--grace", "0s", "--json",
@@ -142,8 +145,13 @@ class Schedule:
         out = json.loads(p.stdout)
         prune = {**p.row(), "removed": list(out["removed"]), "kept": [d["id"] for d in out["kept"]],
                  "objects_removed": len(out["objects_removed"]), "bytes_freed": out["bytes_freed"],
-                 "objects_in_grace": out["objects_in_grace"]}
-        return {"create": create, "prune": prune, "repo_bytes": dir_bytes(self.ours.repo)}
+                 "objects_in_grace": out["objects_in_grace"],
+                 "objects_condemned": len(out["objects_condemned"]),
+                 "bytes_condemned": out["bytes_condemned"]}
+        # Condemned packs still take space (deleted by the next night's prune): counted in
+        # repo_bytes, and reported apart.
+        return {"create": create, "prune": prune, "repo_bytes": dir_bytes(self.ours.repo),
+                "condemned_bytes": out["bytes_condemned_waiting"]}
 
     def restic_night(self, night: int) -> dict[str, Any]:
         if self.restic_skip:
@@ -219,6 +227,7 @@ def summary(nights: list[dict[str, Any]]) -> dict[str, Any]:
     slowest = max(nights[1:], key=lambda r: r["tools"][OURS]["create"]["seconds"], default=None)
     return {
         "last_night": last["night"], "ratio": ours["ratio"], "restic_ratio": restic.get("ratio"),
+        "condemned_bytes": ours.get("condemned_bytes", 0),
         "ours_vs_restic": round(ours["repo_bytes"] / restic["repo_bytes"], 4) if "ratio" in restic else None,
         "target": rep._target(f"chroma-snapshot repository at night {last['night']} <= {TARGET:g}x full",
                               ours["ratio"], TARGET, "x"),
@@ -232,7 +241,8 @@ def summary(nights: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(nights: list[dict[str, Any]]) -> str:
-    headers = ["night", "records", "full MiB", "ours MiB", "ours/full", "added MiB", "create s",
+    headers = ["night", "records", "full MiB", "ours MiB", "ours/full", "condemned MiB", "added MiB",
+               "create s",
                "restic MiB", "restic/full", "restic s"]
     rows = []
     for r in nights:
@@ -240,7 +250,8 @@ def table(nights: list[dict[str, Any]]) -> str:
         counts = (r["change"] or {}).get("counts")
         rows.append([str(r["night"]), f"{sum(counts.values()):,}" if counts else "initial",
                      f"{r['full']['repo_bytes'] / MIB:.1f}", f"{ours['repo_bytes'] / MIB:.1f}",
-                     f"{ours['ratio']:.2f}x", f"{ours['create']['repo_bytes_added'] / MIB:.2f}",
+                     f"{ours['ratio']:.2f}x", f"{ours.get('condemned_bytes', 0) / MIB:.1f}",
+                     f"{ours['create']['repo_bytes_added'] / MIB:.2f}",
                      f"{ours['create']['seconds']:.2f}"]
                     + ([f"{restic['repo_bytes'] / MIB:.1f}", f"{restic['ratio']:.2f}x",
                         f"{restic['backup']['seconds'] + restic['forget']['seconds']:.2f}"]
@@ -263,7 +274,8 @@ def _print(report: dict[str, Any]) -> None:
     skipped = report["night_rows"][-1]["tools"][RESTIC].get("skipped")
     restic = (f"restic skipped ({skipped})" if skipped else
               f"restic {s['restic_ratio']:.2f}x, chroma-snapshot/restic {s['ours_vs_restic']:.2f}")
-    print(f"night {s['last_night']}: chroma-snapshot {s['ratio']:.2f}x full, {restic}")
+    print(f"night {s['last_night']}: chroma-snapshot {s['ratio']:.2f}x full (of which "
+          f"{s['condemned_bytes'] / MIB:.1f} MiB condemned, deleted by the next prune), {restic}")
     print(f"target: {s['target']['target']}: {s['target']['verdict']}")
     if s["night1_added_vs_full"] is not None:
         print(f"night 1 incremental (1% insert + 0.5% update + 0.2% delete): "

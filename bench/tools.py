@@ -35,7 +35,8 @@ class ChromaSnapshot:
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), ANONYMIZED_TELEMETRY="False",
                         CHROMA_SNAPSHOT_CACHE=str(cache))
         for name in ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE",
-                     "CHROMA_SNAPSHOT_SCRYPT_LOG_N"):  # the key derivation runs at its real cost
+                     "CHROMA_SNAPSHOT_SCRYPT_LOG_N",  # the key derivation runs at its real cost
+                     "CHROMA_SNAPSHOT_DELETE_AFTER", "CHROMA_SNAPSHOT_CLOCK_SHIFT"):  # the default bound
             self.env.pop(name, None)
         if password_file is not None:
             self.env["CHROMA_SNAPSHOT_PASSWORD_FILE"] = str(password_file)
