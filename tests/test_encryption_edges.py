@@ -1,0 +1,117 @@
+"""Edges of an encrypted repository that a hostile bucket writer or an unlucky user reaches:
+key objects of absurd KDF cost, --encrypt against an existing repository, tags and messages
+that would break a line, an init killed between its key and its config, and password sources
+that never end (a hanging command, a FIFO nobody writes to)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import CliResult
+
+from snapshot import Repository, crypto, hooks
+from snapshot.cli import passwords
+from snapshot.keys import KeySource
+
+Cli = Callable[..., CliResult]
+PASSWORD = "a password of the edges"
+ENV = ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE", crypto.LOG_N_ENV, hooks.KILL_ENV,
+       passwords.TIMEOUT_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(crypto.LOG_N_ENV, "10")
+
+
+def pw_file(where: Path, password: str = PASSWORD) -> Path:
+    path = where / f"pw-{abs(hash(password))}"
+    path.write_text(password + "\n")
+    return path
+
+
+def one_line_error(res: CliResult, code: int) -> str:
+    assert res.code == code, (res.code, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chroma-snapshot: error: "), res.stderr
+    return lines[0]
+
+
+def files(repo: Path) -> dict[str, bytes]:
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def enc_repo(tmp_path: Path) -> tuple[Path, str]:
+    """An empty encrypted repository and the id of its one key."""
+    repo = Repository.init(tmp_path / "repo", encrypt=True, key_source=KeySource.of(PASSWORD))
+    assert repo.key_id is not None
+    return tmp_path / "repo", repo.key_id
+
+
+# --- password sources that never end ---------------------------------------------------------------
+
+
+def test_a_hanging_password_command_times_out(enc_repo: tuple[Path, str], cli: Cli,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, _ = enc_repo
+    monkeypatch.setenv(passwords.TIMEOUT_ENV, "0.5")
+    slow = f"import time; time.sleep(30); print({PASSWORD!r})"
+    line = one_line_error(cli("--repo", repo, "list", "--password-command",
+                              f"{shlex.quote(sys.executable)} -c {shlex.quote(slow)}"), 2)
+    assert "--password-command did not end within 0.5 s" in line and passwords.TIMEOUT_ENV in line
+    quick = f"print({PASSWORD!r})"
+    assert cli("--repo", repo, "list", "--password-command",
+               f"{shlex.quote(sys.executable)} -c {shlex.quote(quick)}").code == 0
+
+
+def test_a_fifo_nobody_writes_to_times_out(enc_repo: tuple[Path, str], tmp_path: Path) -> None:
+    repo, _ = enc_repo
+    fifo = tmp_path / "pw-fifo"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    env[passwords.TIMEOUT_ENV] = "0.5"
+    # a child process: opening the FIFO used to block forever
+    res = subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), "list", "--password-file",
+                          str(fifo)], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=60)
+    one_line_error(CliResult(res.returncode, res.stdout, res.stderr), 2)
+    assert str(fifo) in res.stderr and "within 0.5 s" in res.stderr and passwords.TIMEOUT_ENV in res.stderr
+
+
+def test_a_fifo_written_to_gives_the_password(enc_repo: tuple[Path, str], cli: Cli, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, _ = enc_repo
+    fifo = tmp_path / "pw-fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv(passwords.TIMEOUT_ENV, "30")
+
+    def write() -> None:
+        with open(fifo, "w") as fh:  # blocks until the command opens the FIFO
+            fh.write(PASSWORD + "\n")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    res = cli("--repo", repo, "list", "--password-file", fifo, "--json")
+    writer.join(5)
+    assert res.code == 0 and res.json() == [], res.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_bad_password_timeout_is_a_usage_error(value: str, enc_repo: tuple[Path, str], cli: Cli,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, _ = enc_repo
+    monkeypatch.setenv(passwords.TIMEOUT_ENV, value)
+    line = one_line_error(cli("--repo", repo, "list", "--password-command", "echo x"), 2)
+    assert passwords.TIMEOUT_ENV in line
