@@ -60,6 +60,29 @@ def enc_repo(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "repo", repo.key_id
 
 
+# --- tags and messages -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--tag", "nightly\nforged"), ("--tag", "a\tb"), ("--tag", "red\x1b[31m"), ("-m", "one\ntwo"),
+    ("--message", "cr\rhere"), ("-m", "nul\x00"), ("-m", "line\u2028separator"), ("--message", "del\x7f"),
+])
+def test_control_characters_in_tags_and_messages(option: str, value: str, cli: Cli, chroma_dir: Path,
+                                                 repo_path: Path) -> None:
+    line = one_line_error(cli("--repo", repo_path, "create", chroma_dir, option, value), 2)
+    named = "--tag" if option == "--tag" else "--message"
+    assert named in line and "control character" in line
+    assert not repo_path.exists()  # refused before the repository is touched
+
+
+def test_printable_tags_and_messages_are_kept(cli: Cli, chroma_dir: Path, repo_path: Path) -> None:
+    res = cli("--repo", repo_path, "create", chroma_dir, "--tag", "été", "-m", "après le chapitre 5 — ok",
+              "--json")
+    assert res.code == 0, res.stderr
+    shown = cli("--repo", repo_path, "show", "latest", "--json").json()
+    assert shown["tags"] == ["été"] and shown["message"] == "après le chapitre 5 — ok"
+
+
 # --- password sources that never end ---------------------------------------------------------------
 
 
