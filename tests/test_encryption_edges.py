@@ -60,6 +60,31 @@ def enc_repo(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "repo", repo.key_id
 
 
+# --- --encrypt against an existing repository ----------------------------------------------------
+
+
+def test_encrypt_against_an_existing_repository(cli: Cli, chroma_dir: Path, tmp_path: Path) -> None:
+    """--encrypt asks for what an encrypted repository already is: accepted, nothing changes;
+    against an unencrypted one it is refused and nothing is written."""
+    pw = pw_file(tmp_path)
+    enc, plain = tmp_path / "enc", tmp_path / "plain"
+    assert cli("--repo", enc, "init", "--encrypt", "--password-file", pw).code == 0
+    config, keys = (enc / "config.json").read_bytes(), sorted(os.listdir(enc / "keys"))
+    res = cli("--repo", enc, "create", chroma_dir, "--encrypt", "--password-file", pw, "--json")
+    assert res.code == 0, res.stderr
+    assert (enc / "config.json").read_bytes() == config and sorted(os.listdir(enc / "keys")) == keys
+    again = cli("--repo", enc, "init", "--encrypt", "--password-file", pw)
+    assert "already exists" in one_line_error(again, 2)
+
+    assert cli("--repo", plain, "create", chroma_dir).code == 0
+    before = files(plain)
+    line = one_line_error(cli("--repo", plain, "create", chroma_dir, "--encrypt", "--password-file", pw), 2)
+    assert "not encrypted" in line
+    line = one_line_error(cli("--repo", plain, "create", chroma_dir, "--encrypt"), 2)
+    assert "not encrypted" in line and "--encrypt" in line
+    assert files(plain) == before
+
+
 # --- tags and messages -------------------------------------------------------------------------
 
 
