@@ -495,7 +495,10 @@ def test_key_files_and_envelopes_are_validated() -> None:
     assert crypto.unwrap_key(parsed, "b" * 32, b"other") is None
     assert crypto.unwrap_key(parsed, "c" * 32, b"pw") is None  # a key file renamed
     hostile = json.loads(kf.to_json())
-    hostile["kdf"]["log_n"] = 30  # would allocate 128 GiB
+    hostile["kdf"]["log_n"] = 30  # would allocate 128 GiB: read, but never derived
+    costly = crypto.parse_key_file(json.dumps(hostile).encode(), "b" * 32)
+    assert costly.params.too_costly() and crypto.unwrap_key(costly, "b" * 32, b"pw") is None
+    hostile["kdf"]["log_n"] = 64
     with pytest.raises(IntegrityError, match="out of range"):
         crypto.parse_key_file(json.dumps(hostile).encode(), "b" * 32)
     env = crypto.Envelope("a" * 32, b"sealed").to_json()

@@ -60,6 +60,77 @@ def enc_repo(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path / "repo", repo.key_id
 
 
+# --- key objects of absurd cost ----------------------------------------------------------------
+
+
+def _forge(repo: Path, from_id: str, new_id: str, log_n: int, r: int, p: int) -> None:
+    doc = json.loads((repo / "keys" / from_id).read_bytes())
+    doc["kdf"].update(log_n=log_n, r=r, p=p)
+    (repo / "keys" / new_id).write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def derivations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Every scrypt derivation's (log_n, r, p); one costlier than N=2^12 is not run (a wrong
+    key comes back), so that a test of the bound never spends the cost it guards against."""
+    seen: list[tuple[int, int, int]] = []
+    real = crypto.ScryptParams.derive
+
+    def derive(self: crypto.ScryptParams, password: bytes) -> bytes:
+        seen.append((self.log_n, self.r, self.p))
+        return real(self, password) if self.log_n <= 12 else bytes(32)
+
+    monkeypatch.setattr(crypto.ScryptParams, "derive", derive)
+    return seen
+
+
+HUGE = (20, 8, 16)  # 1 GiB like N=2^20 r=8 p=1, 16 times its work: ~100 s here
+DEAR = (20, 8, 1)  # the costliest key a writer makes by default: within the bound, tried last
+
+
+def test_a_key_of_absurd_cost_is_never_derived(
+    enc_repo: tuple[Path, str], derivations: list[tuple[int, int, int]], cli: Cli, tmp_path: Path
+) -> None:
+    repo, good = enc_repo
+    huge, dear = "0" * 32, "1" * 32  # both sort before the good key
+    _forge(repo, good, huge, *HUGE)
+    _forge(repo, good, dear, *DEAR)
+
+    opened = Repository.open(repo, key_source=KeySource.of(PASSWORD))
+    assert opened.key_id == good
+    assert derivations == [(10, 8, 1)]  # the cheapest key first, and it opens
+    assert cli("--repo", repo, "list", "--password-file", pw_file(tmp_path)).code == 0
+
+    derivations.clear()
+    line = one_line_error(cli("--repo", repo, "list", "--password-file", pw_file(tmp_path, "wrong")), 16)
+    assert HUGE not in derivations and derivations == [(10, 8, 1), DEAR]
+    tried, refused = line.split("; refused for their cost, not tried: ")
+    assert good[:8] in tried and dear[:8] in tried and huge[:8] not in tried
+    assert refused.startswith(f"{huge[:8]} (scrypt N=2^20 r=8 p=16)") and crypto.LOG_N_ENV in refused
+
+
+def test_only_keys_of_absurd_cost(enc_repo: tuple[Path, str], derivations: list[tuple[int, int, int]],
+                                  cli: Cli, tmp_path: Path) -> None:
+    repo, good = enc_repo
+    _forge(repo, good, good, *HUGE)
+    line = one_line_error(cli("--repo", repo, "list", "--password-file", pw_file(tmp_path)), 16)
+    assert derivations == [] and f"refused for their cost, not tried: {good[:8]}" in line
+    assert "could be tried" in line and "wrong password" not in line
+
+
+@pytest.mark.parametrize("log_n", range(10, 23))
+def test_every_key_a_writer_makes_is_read(log_n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHROMA_SNAPSHOT_SCRYPT_LOG_N=21 or 22 made keys that no reader would derive (1 GiB was
+    the reader's bound): the repository they opened was lost. Now the writer's setting also
+    raises the reader's bound, and up to N=2^20 no setting is needed to read."""
+    monkeypatch.setenv(crypto.LOG_N_ENV, str(log_n))
+    made = crypto.KeyFile(crypto.ScryptParams.new(), bytes(crypto.OVERHEAD + 32), b"info")
+    read = crypto.parse_key_file(made.to_json(), "b" * 32)
+    assert read.params.log_n == log_n and not read.params.too_costly()
+    monkeypatch.delenv(crypto.LOG_N_ENV)
+    assert read.params.too_costly() == (log_n > crypto.READ_LOG_N)
+
+
 # --- --encrypt against an existing repository ----------------------------------------------------
 
 
