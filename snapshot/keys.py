@@ -60,6 +60,13 @@ class KeyInfo:
     kdf: str
     #: Why the key's info could not be read (damaged, or sealed by another master key).
     error: str | None = None
+    #: Its info does not open with this repository's master key (see ORPHANED).
+    orphaned: bool = False
+
+
+#: What `key list` says of a key whose info does not open with the repository's master key.
+ORPHANED = ("its info does not open with this repository's master key: left by an interrupted init, "
+            "or altered; `key remove` it")
 
 
 def check_password(password: bytes) -> bytes:
@@ -159,13 +166,36 @@ def describe_keys(store: Store, cipher: crypto.Cipher, current: str | None) -> l
     for kid in key_ids(store):
         try:
             kf = read_key(store, kid)
-            info = cipher.open_key_info(kid, kf.info)
         except (IntegrityError, NotFoundError, FormatVersionError) as exc:
             out.append(KeyInfo(kid, kid == current, "", "", "", str(exc)))
             continue
         kdf = kf.params.describe() + (" (refused for its cost: not tried)" if kf.params.too_costly() else "")
+        try:
+            info = cipher.open_key_info(kid, kf.info)
+        except IntegrityError:
+            out.append(KeyInfo(kid, kid == current, "", "", kdf, ORPHANED, orphaned=True))
+            continue
         out.append(KeyInfo(kid, kid == current, str(info.get("created", "")), str(info.get("host", "")), kdf))
     return out
+
+
+def sweep_orphans(store: Store, cipher: crypto.Cipher, ours: str) -> list[str]:
+    """Delete the key files a new repository's config found beside its own key: left by an
+    initialisation killed between its key and its config (or that lost a race and was killed
+    before removing its key). Run only once this repository's config is written: from then on
+    every legitimate key is sealed with ``cipher``'s master key. The ids deleted."""
+    swept = []
+    for kid in key_ids(store):
+        if kid == ours:
+            continue
+        try:
+            cipher.open_key_info(kid, read_key(store, kid).info)
+        except NotFoundError:
+            continue
+        except (IntegrityError, FormatVersionError):
+            delete_key(store, kid)
+            swept.append(kid)
+    return swept
 
 
 def resolve_key(store: Store, ref: str) -> str:

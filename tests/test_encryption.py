@@ -409,8 +409,8 @@ def _child(
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
 
 
-@pytest.mark.parametrize("point", ["repository.key-written", "create.pack-uploaded#1", "create.before-commit",
-                                   "create.after-commit"])
+@pytest.mark.parametrize("point", ["repository.key-written", "repository.config-written",
+                                   "create.pack-uploaded#1", "create.before-commit", "create.after-commit"])
 def test_kill_during_encrypted_create(point: str, history: History, tmp_path: Path) -> None:
     repo, src = tmp_path / "repo", tmp_path / "vector_db"
     shutil.copytree(history.versions[0], src)
@@ -425,6 +425,9 @@ def test_kill_during_encrypted_create(point: str, history: History, tmp_path: Pa
         assert checked.returncode == 0 and json.loads(checked.stdout)["ok"], checked.stdout + checked.stderr
     again = _child(repo, env, "create", src, "--encrypt", "--json")
     assert again.returncode == 0, again.stderr
+    keys = json.loads(_child(repo, env, "key", "list", "--json").stdout)
+    assert len(keys) == 1 and keys[0]["current"] and keys[0]["error"] is None  # the killed run's key swept
+    assert "UNREADABLE" not in _child(repo, env, "key", "list").stdout
     checked = _child(repo, env, "check", "--read-data")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     restored = _child(repo, env, "restore", "latest", tmp_path / "out")

@@ -108,6 +108,11 @@ def test_a_key_of_absurd_cost_is_never_derived(
     assert good[:8] in tried and dear[:8] in tried and huge[:8] not in tried
     assert refused.startswith(f"{huge[:8]} (scrypt N=2^20 r=8 p=16)") and crypto.LOG_N_ENV in refused
 
+    listed = cli("--repo", repo, "key", "list", "--password-file", pw_file(tmp_path))
+    assert listed.code == 0 and "UNREADABLE" not in listed.stdout
+    (row,) = [ln for ln in listed.stdout.splitlines() if huge in ln]
+    assert "refused for its cost" in row
+
 
 def test_only_keys_of_absurd_cost(enc_repo: tuple[Path, str], derivations: list[tuple[int, int, int]],
                                   cli: Cli, tmp_path: Path) -> None:
@@ -177,6 +182,95 @@ def test_printable_tags_and_messages_are_kept(cli: Cli, chroma_dir: Path, repo_p
     assert res.code == 0, res.stderr
     shown = cli("--repo", repo_path, "show", "latest", "--json").json()
     assert shown["tags"] == ["été"] and shown["message"] == "après le chapitre 5 — ok"
+
+
+# --- an init killed between its key and its config -----------------------------------------------
+
+
+def _child(
+    repo: Path, env: dict[str, str], *args: str | Path, kill_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in env.items() if k != hooks.KILL_ENV}
+    if kill_at:
+        env[hooks.KILL_ENV] = kill_at
+    return subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), *map(str, args)], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
+
+
+def test_init_killed_after_its_key_leaves_no_unreadable_key(cli: Cli, tmp_path: Path) -> None:
+    repo, pw = tmp_path / "repo", pw_file(tmp_path)
+    env = dict(os.environ, CHROMA_SNAPSHOT_PASSWORD_FILE=str(pw))
+    killed = _child(repo, env, "init", "--encrypt", kill_at="repository.key-written")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (stray,) = os.listdir(repo / "keys")
+    assert os.listdir(repo) == ["keys"]
+
+    again = _child(repo, env, "init", "--encrypt", "--json")
+    assert again.returncode == 0, again.stderr
+    assert os.listdir(repo / "keys") == [json.loads(again.stdout)["key"]] != [stray]  # swept
+    listed = cli("--repo", repo, "key", "list", "--password-file", pw)
+    assert listed.code == 0 and "UNREADABLE" not in listed.stdout and stray not in listed.stdout
+
+
+def test_init_killed_twice_marks_the_orphan(cli: Cli, tmp_path: Path) -> None:
+    """Killed after its key, then the next init killed after its config (before it swept):
+    the stray key stays, `key list` says what it is, the repository works, `key remove` clears it."""
+    repo, pw = tmp_path / "repo", pw_file(tmp_path)
+    env = dict(os.environ, CHROMA_SNAPSHOT_PASSWORD_FILE=str(pw))
+    for point in ("repository.key-written", "repository.config-written"):
+        assert _child(repo, env, "init", "--encrypt", kill_at=point).returncode == -signal.SIGKILL
+        if point == "repository.key-written":
+            (stray,) = os.listdir(repo / "keys")
+    assert (repo / "config.json").exists() and len(os.listdir(repo / "keys")) == 2
+
+    listed = cli("--repo", repo, "key", "list", "--password-file", pw)
+    assert listed.code == 0 and "UNREADABLE" not in listed.stdout
+    (row,) = [ln for ln in listed.stdout.splitlines() if stray in ln]
+    assert "ORPHANED" in row and "interrupted init" in row
+    keys = cli("--repo", repo, "key", "list", "--json", "--password-file", pw).json()
+    assert [k["id"] for k in keys if k["orphaned"]] == [stray]
+    assert cli("--repo", repo, "key", "remove", stray[:8], "--password-file", pw).code == 0
+    assert cli("--repo", repo, "list", "--password-file", pw).code == 0
+
+
+def test_init_that_lost_a_race_and_died(cli: Cli, tmp_path: Path) -> None:
+    """Another init wrote its config between this one's key and its config, and this one died
+    before deleting its key: the winner swept that key once its own config was written."""
+    repo, pw = tmp_path / "repo", pw_file(tmp_path)
+    started: list[bool] = []
+    winner: list[Repository] = []
+
+    def race() -> None:
+        if not started:
+            started.append(True)
+            winner.append(Repository.init(repo, encrypt=True, key_source=KeySource.of(PASSWORD)))
+
+    def die() -> None:
+        raise KeyboardInterrupt
+
+    with hooks.on("repository.key-written", race), hooks.on("repository.init-lost", die), \
+            pytest.raises(KeyboardInterrupt):
+        Repository.init(repo, encrypt=True, key_source=KeySource.of(PASSWORD))
+    assert os.listdir(repo / "keys") == [winner[0].key_id]
+    assert cli("--repo", repo, "list", "--password-file", pw).code == 0
+
+
+def test_a_key_of_another_repository_is_marked_orphaned(enc_repo: tuple[Path, str], cli: Cli,
+                                                        tmp_path: Path) -> None:
+    """What a losing init killed before deleting its key leaves when the winner swept first:
+    a key that opens with the password but wraps another master key."""
+    repo, good = enc_repo
+    other = Repository.init(tmp_path / "other", encrypt=True, key_source=KeySource.of(PASSWORD))
+    assert other.key_id is not None
+    (repo / "keys" / other.key_id).write_bytes((tmp_path / "other" / "keys" / other.key_id).read_bytes())
+    pw = pw_file(tmp_path)
+    assert cli("--repo", repo, "list", "--password-file", pw).code == 0
+    listed = cli("--repo", repo, "key", "list", "--password-file", pw)
+    assert listed.code == 0 and "UNREADABLE" not in listed.stdout
+    (row,) = [ln for ln in listed.stdout.splitlines() if other.key_id in ln]
+    assert "ORPHANED" in row
+    keys = cli("--repo", repo, "key", "list", "--json", "--password-file", pw).json()
+    assert {k["id"]: k["orphaned"] for k in keys} == {good: False, other.key_id: True}
 
 
 # --- password sources that never end ---------------------------------------------------------------
