@@ -21,6 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ def check_arguments(
             raise UsageError(f"bad tag {t!r}: tags are non-empty, without commas or edge spaces")
     for what, text in [("--tag", t) for t in tags] + [("--message", message)]:
         _check_text(what, text)
+        _check_one_line(what, text)
     _check_text("source path", str(source))
     check_persist_dir(source.expanduser().absolute())
 
@@ -123,6 +125,15 @@ def _check_text(what: str, text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError(f"{what} is not valid UTF-8: {text.encode('utf-8', 'replace')!r}") from None
+
+
+def _check_one_line(what: str, text: str) -> None:
+    """Tags and messages are shown one per line (list, show): no newline, tab or other control
+    character, which would break a line or forge one."""
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise UsageError(f"{what} contains the control character U+{ord(bad):04X}: it must be one line of "
+                         "printable text")
 
 
 def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) -> Path:

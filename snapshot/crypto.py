@@ -48,9 +48,12 @@ DEFAULT_P = 1
 #: Lowers N for new keys (tests only: a test suite deriving keys at full cost would crawl).
 #: Existing keys always use the parameters stored in them.
 LOG_N_ENV = "CHROMA_SNAPSHOT_SCRYPT_LOG_N"
-#: What a key file may ask for: a hostile one must not make us allocate gigabytes.
-_MAX_SCRYPT_MEMORY = 1 << 30
 _LOG_N_RANGE = (10, 22)
+#: The costliest key a reader derives is the costliest one the writer makes: N = 2**READ_LOG_N
+#: (or ``CHROMA_SNAPSHOT_SCRYPT_LOG_N``'s N, if higher), r = 8, p = 1. At 2**20 that is 1 GiB
+#: and ~6 s; a key object asking for more memory (128·r·N) or more work (N·r·p) is refused
+#: without deriving, since anyone who can write to the bucket can put one there.
+READ_LOG_N = 20
 
 CONFIG_VERSION_ENCRYPTED = 2
 KEY_FILE_VERSION = 1
@@ -206,22 +209,41 @@ class ScryptParams:
 
     @classmethod
     def new(cls) -> ScryptParams:
-        log_n = DEFAULT_LOG_N
-        wanted = os.environ.get(LOG_N_ENV)
-        if wanted:
-            if not wanted.isdigit() or not _LOG_N_RANGE[0] <= int(wanted) <= _LOG_N_RANGE[1]:
-                raise UsageError(f"{LOG_N_ENV} must be an integer in {_LOG_N_RANGE[0]}..{_LOG_N_RANGE[1]}")
-            log_n = int(wanted)
-        return cls(log_n, DEFAULT_R, DEFAULT_P, secrets.token_bytes(SALT_BYTES))
+        return cls(_env_log_n() or DEFAULT_LOG_N, DEFAULT_R, DEFAULT_P, secrets.token_bytes(SALT_BYTES))
 
     def describe(self) -> str:
         return f"scrypt N=2^{self.log_n} r={self.r} p={self.p}"
+
+    @property
+    def memory(self) -> int:
+        return 128 * self.r << self.log_n
+
+    @property
+    def work(self) -> int:
+        return self.r * self.p << self.log_n
+
+    def too_costly(self) -> bool:
+        """Costlier to derive than any key this command would make (see READ_LOG_N)."""
+        bound = costliest()
+        return self.memory > bound.memory or self.work > bound.work
 
     def derive(self, password: bytes) -> bytes:
         from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
         kdf = Scrypt(salt=self.salt, length=MASTER_KEY_BYTES, n=1 << self.log_n, r=self.r, p=self.p)
         return kdf.derive(password)
+
+
+def costliest() -> ScryptParams:
+    """The costliest parameters a reader derives with (READ_LOG_N)."""
+    return ScryptParams(max(READ_LOG_N, _env_log_n() or 0), DEFAULT_R, DEFAULT_P, b"")
+
+
+def cost_limit() -> str:
+    """What too_costly allows, and how to allow more, for messages."""
+    bound, top = costliest(), _LOG_N_RANGE[1]
+    more = f"; {LOG_N_ENV}={top} allows N=2^{top}" if bound.log_n < top else ""
+    return f"at most the memory and work of {bound.describe()}{more}"
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,15 @@ class KeyFile:
         })
 
 
+def _env_log_n() -> int | None:
+    wanted = os.environ.get(LOG_N_ENV)
+    if not wanted:
+        return None
+    if not wanted.isdigit() or not _LOG_N_RANGE[0] <= int(wanted) <= _LOG_N_RANGE[1]:
+        raise UsageError(f"{LOG_N_ENV} must be an integer in {_LOG_N_RANGE[0]}..{_LOG_N_RANGE[1]}")
+    return int(wanted)
+
+
 def _int(d: dict[str, Any], name: str, low: int, high: int, what: str) -> int:
     v = d.get(name)
     if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
@@ -259,13 +290,15 @@ def parse_key_file(raw: bytes, key_id: str) -> KeyFile:
     kdf = data.get("kdf")
     if not isinstance(kdf, dict) or kdf.get("name") != KDF:
         raise IntegrityError(f"{what}: unknown key derivation (expected {KDF})")
+    # Only the form is checked here: what a derivation may cost is too_costly's (the reader
+    # orders keys by cost and names the ones it refuses for it).
     params = ScryptParams(
-        log_n=_int(kdf, "log_n", *_LOG_N_RANGE, what),
-        r=_int(kdf, "r", 1, 32, what),
-        p=_int(kdf, "p", 1, 16, what),
+        log_n=_int(kdf, "log_n", _LOG_N_RANGE[0], 63, what),
+        r=_int(kdf, "r", 1, 1 << 20, what),
+        p=_int(kdf, "p", 1, 1 << 20, what),
         salt=_unb64(kdf.get("salt"), f"{what}: salt"),
     )
-    if 128 * (1 << params.log_n) * params.r > _MAX_SCRYPT_MEMORY or not 16 <= len(params.salt) <= 64:
+    if not 16 <= len(params.salt) <= 64:
         raise IntegrityError(f"{what}: kdf parameters out of range")
     return KeyFile(params, _unb64(data.get("key"), f"{what}: key"), _unb64(data.get("info"), f"{what}: info"))
 
@@ -282,7 +315,7 @@ def unwrap_key(kf: KeyFile, key_id: str, password: bytes) -> bytes | None:
     """The master key ``kf`` holds, or None when ``password`` does not open it (wrong password,
     or the key file was altered or renamed: the two cannot be told apart)."""
     blob = kf.wrapped
-    if len(blob) != OVERHEAD + MASTER_KEY_BYTES:
+    if len(blob) != OVERHEAD + MASTER_KEY_BYTES or kf.params.too_costly():  # callers say which
         return None
     aead = _aesgcm(kf.params.derive(password))
     try:

@@ -60,6 +60,13 @@ class KeyInfo:
     kdf: str
     #: Why the key's info could not be read (damaged, or sealed by another master key).
     error: str | None = None
+    #: Its info does not open with this repository's master key (see ORPHANED).
+    orphaned: bool = False
+
+
+#: What `key list` says of a key whose info does not open with the repository's master key.
+ORPHANED = ("its info does not open with this repository's master key: left by an interrupted init, "
+            "or altered; `key remove` it")
 
 
 def check_password(password: bytes) -> bytes:
@@ -85,16 +92,11 @@ def read_key(store: Store, key_id: str) -> crypto.KeyFile:
     return crypto.parse_key_file(raw, key_id)
 
 
-def unlock(store: Store, password: bytes, accept: Callable[[bytes], T]) -> tuple[str, bytes, T]:
-    """(key id, master key, ``accept(master key)``) of the first key that ``password`` opens and
-    whose master key ``accept`` takes (it opens the config's settings; it raises
-    IntegrityError for a master key that does not: a key of another repository, left by an
-    initialisation that lost a race). Raises WrongPasswordError when no key opens."""
-    check_password(password)
-    ids = key_ids(store)
-    if not ids:
-        raise IntegrityError(f"the repository at {store.url} is encrypted but holds no key (keys/ is empty)")
-    rejected: SnapshotError | None = None
+def _by_cost(store: Store, ids: list[str]) -> tuple[list[tuple[str, crypto.KeyFile]], list[str], list[str]]:
+    """(the keys a password may be tried on, cheapest first; the keys refused for their cost;
+    the unreadable ones), the last two as text for messages."""
+    usable: list[tuple[str, crypto.KeyFile]] = []
+    costly: list[str] = []
     unreadable: list[str] = []
     for kid in ids:
         try:
@@ -102,6 +104,28 @@ def unlock(store: Store, password: bytes, accept: Callable[[bytes], T]) -> tuple
         except (IntegrityError, NotFoundError, FormatVersionError) as exc:  # another key may open
             unreadable.append(f"{kid[:8]} ({exc})")
             continue
+        if kf.params.too_costly():  # anyone who can write to the bucket can add such a key
+            costly.append(f"{kid[:8]} ({kf.params.describe()})")
+        else:
+            usable.append((kid, kf))
+    # Cheapest first: a costly key is derived only when no cheaper one opens.
+    usable.sort(key=lambda k: (k[1].params.work, k[1].params.memory, k[0]))
+    return usable, costly, unreadable
+
+
+def unlock(store: Store, password: bytes, accept: Callable[[bytes], T]) -> tuple[str, bytes, T]:
+    """(key id, master key, ``accept(master key)``) of the cheapest key that ``password`` opens
+    and whose master key ``accept`` takes (it opens the config's settings; it raises
+    IntegrityError for a master key that does not: a key of another repository, left by an
+    initialisation that lost a race). Keys costlier to derive than crypto.costliest() are not
+    tried. Raises WrongPasswordError when no key opens."""
+    check_password(password)
+    ids = key_ids(store)
+    if not ids:
+        raise IntegrityError(f"the repository at {store.url} is encrypted but holds no key (keys/ is empty)")
+    usable, costly, unreadable = _by_cost(store, ids)
+    rejected: SnapshotError | None = None
+    for kid, kf in usable:
         master = crypto.unwrap_key(kf, kid, password)
         if master is None:
             continue
@@ -111,12 +135,17 @@ def unlock(store: Store, password: bytes, accept: Callable[[bytes], T]) -> tuple
             rejected = exc
     if rejected is not None:
         raise rejected
-    tried = ", ".join(k[:8] for k in ids[:5]) + (" ..." if len(ids) > 5 else "")
-    bad = f"; unreadable: {'; '.join(unreadable)}" if unreadable else ""
-    raise WrongPasswordError(
-        f"wrong password: none of the {len(ids)} key(s) of {store.url} opens with it (tried {tried}; "
-        f"if the password is right, the key file was altered){bad}"
-    )
+    if usable:
+        tried = ", ".join(k[:8] for k, _ in usable[:5]) + (" ..." if len(usable) > 5 else "")
+        message = (f"wrong password: none of the {len(usable)} key(s) of {store.url} tried opens with it "
+                   f"(tried {tried}; if the password is right, the key file was altered)")
+    else:
+        message = f"no key of {store.url} could be tried with the password"
+    if costly:
+        message += f"; refused for their cost, not tried: {', '.join(costly)} ({crypto.cost_limit()})"
+    if unreadable:
+        message += f"; unreadable: {'; '.join(unreadable)}"
+    raise WrongPasswordError(message)
 
 
 def add_key(store: Store, cipher: crypto.Cipher, password: bytes) -> str:
@@ -137,13 +166,36 @@ def describe_keys(store: Store, cipher: crypto.Cipher, current: str | None) -> l
     for kid in key_ids(store):
         try:
             kf = read_key(store, kid)
-            info = cipher.open_key_info(kid, kf.info)
         except (IntegrityError, NotFoundError, FormatVersionError) as exc:
             out.append(KeyInfo(kid, kid == current, "", "", "", str(exc)))
             continue
-        out.append(KeyInfo(kid, kid == current, str(info.get("created", "")), str(info.get("host", "")),
-                           kf.params.describe()))
+        kdf = kf.params.describe() + (" (refused for its cost: not tried)" if kf.params.too_costly() else "")
+        try:
+            info = cipher.open_key_info(kid, kf.info)
+        except IntegrityError:
+            out.append(KeyInfo(kid, kid == current, "", "", kdf, ORPHANED, orphaned=True))
+            continue
+        out.append(KeyInfo(kid, kid == current, str(info.get("created", "")), str(info.get("host", "")), kdf))
     return out
+
+
+def sweep_orphans(store: Store, cipher: crypto.Cipher, ours: str) -> list[str]:
+    """Delete the key files a new repository's config found beside its own key: left by an
+    initialisation killed between its key and its config (or that lost a race and was killed
+    before removing its key). Run only once this repository's config is written: from then on
+    every legitimate key is sealed with ``cipher``'s master key. The ids deleted."""
+    swept = []
+    for kid in key_ids(store):
+        if kid == ours:
+            continue
+        try:
+            cipher.open_key_info(kid, read_key(store, kid).info)
+        except NotFoundError:
+            continue
+        except (IntegrityError, FormatVersionError):
+            delete_key(store, kid)
+            swept.append(kid)
+    return swept
 
 
 def resolve_key(store: Store, ref: str) -> str:

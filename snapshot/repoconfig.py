@@ -111,8 +111,12 @@ def initialise(
         store.put(layout.CONFIG_KEY, data, create_only=True)
     except AlreadyExistsError:  # another process initialised it first: use theirs
         if access.key_id is not None:
+            hooks.point("repository.init-lost")
             keyfiles.delete_key(store, access.key_id)  # it wraps a master key nobody uses
         return load(store, store.get(layout.CONFIG_KEY), key_source)
+    if access.cipher is not None and access.key_id is not None:
+        hooks.point("repository.config-written")
+        keyfiles.sweep_orphans(store, access.cipher, access.key_id)
     return access
 
 

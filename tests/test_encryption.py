@@ -409,8 +409,8 @@ def _child(
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
 
 
-@pytest.mark.parametrize("point", ["repository.key-written", "create.pack-uploaded#1", "create.before-commit",
-                                   "create.after-commit"])
+@pytest.mark.parametrize("point", ["repository.key-written", "repository.config-written",
+                                   "create.pack-uploaded#1", "create.before-commit", "create.after-commit"])
 def test_kill_during_encrypted_create(point: str, history: History, tmp_path: Path) -> None:
     repo, src = tmp_path / "repo", tmp_path / "vector_db"
     shutil.copytree(history.versions[0], src)
@@ -425,6 +425,9 @@ def test_kill_during_encrypted_create(point: str, history: History, tmp_path: Pa
         assert checked.returncode == 0 and json.loads(checked.stdout)["ok"], checked.stdout + checked.stderr
     again = _child(repo, env, "create", src, "--encrypt", "--json")
     assert again.returncode == 0, again.stderr
+    keys = json.loads(_child(repo, env, "key", "list", "--json").stdout)
+    assert len(keys) == 1 and keys[0]["current"] and keys[0]["error"] is None  # the killed run's key swept
+    assert "UNREADABLE" not in _child(repo, env, "key", "list").stdout
     checked = _child(repo, env, "check", "--read-data")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     restored = _child(repo, env, "restore", "latest", tmp_path / "out")
@@ -495,7 +498,10 @@ def test_key_files_and_envelopes_are_validated() -> None:
     assert crypto.unwrap_key(parsed, "b" * 32, b"other") is None
     assert crypto.unwrap_key(parsed, "c" * 32, b"pw") is None  # a key file renamed
     hostile = json.loads(kf.to_json())
-    hostile["kdf"]["log_n"] = 30  # would allocate 128 GiB
+    hostile["kdf"]["log_n"] = 30  # would allocate 128 GiB: read, but never derived
+    costly = crypto.parse_key_file(json.dumps(hostile).encode(), "b" * 32)
+    assert costly.params.too_costly() and crypto.unwrap_key(costly, "b" * 32, b"pw") is None
+    hostile["kdf"]["log_n"] = 64
     with pytest.raises(IntegrityError, match="out of range"):
         crypto.parse_key_file(json.dumps(hostile).encode(), "b" * 32)
     env = crypto.Envelope("a" * 32, b"sealed").to_json()

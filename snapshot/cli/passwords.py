@@ -1,14 +1,21 @@
 """Where the CLI finds the password of an encrypted repository, in this order: --password-file,
 CHROMA_SNAPSHOT_PASSWORD_FILE, CHROMA_SNAPSHOT_PASSWORD, --password-command, and only on a
 terminal a prompt. Nothing here prints, logs or stores a password; it is read once per command
-(only if the repository turns out to be encrypted) and handed to the library."""
+(only if the repository turns out to be encrypted) and handed to the library.
+
+A password command, or a password file that is not a regular file (a FIFO, /dev/stdin), gets
+CHROMA_SNAPSHOT_PASSWORD_TIMEOUT seconds (60 by default) to give its password and end."""
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import shlex
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import click
@@ -24,20 +31,80 @@ NO_PASSWORD = (
 )
 
 
+TIMEOUT_ENV = "CHROMA_SNAPSHOT_PASSWORD_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+#: At most this much is read from a password file that is not a regular file (/dev/zero...).
+_MAX_STREAM = 1 << 20
+
+
+def timeout() -> float:
+    """Seconds a password command or a FIFO gets (TIMEOUT_ENV, else DEFAULT_TIMEOUT)."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{TIMEOUT_ENV} must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def _file(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        # Non-blocking: opening a FIFO that no one writes to would otherwise wait forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
+                os.set_blocking(fd, True)
+                with os.fdopen(fd, "rb", closefd=False) as fh:
+                    data = fh.read()
+            else:
+                data = _stream(fd, path, what)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise UsageError(f"cannot read the password file of {what} ({path}): {exc.strerror or exc}") from None
     return data.rstrip(b"\r\n")
 
 
+def _stream(fd: int, path: str, what: str) -> bytes:
+    """A FIFO's or a terminal's content up to its end, within timeout()."""
+    limit = timeout()
+    deadline = time.monotonic() + limit
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(max(1, math.ceil(left * 1000))):
+            raise UsageError(
+                f"the password file of {what} ({path}) is not a regular file and did not reach its end "
+                f"within {limit:g} s (a FIFO nobody writes to?); {TIMEOUT_ENV} sets the wait"
+            )
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > _MAX_STREAM:
+            raise UsageError(f"the password file of {what} ({path}) holds more than {_MAX_STREAM} bytes")
+
+
 def _command(cmd: str) -> bytes:
     """Run ``cmd`` (no shell): its standard output, less the trailing newline, is the password.
-    Its stderr and stdin stay the terminal's, so it may ask for a passphrase itself."""
+    Its stderr and stdin stay the terminal's, so it may ask for a passphrase itself; it is
+    killed if it has not ended after timeout() seconds."""
+    limit = timeout()
     try:
-        proc = subprocess.run(shlex.split(cmd), stdout=subprocess.PIPE, check=False)
+        proc = subprocess.run(shlex.split(cmd), stdout=subprocess.PIPE, check=False, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise UsageError(
+            f"--password-command did not end within {limit:g} s (stopped it); {TIMEOUT_ENV} sets the wait"
+        ) from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--password-command could not run: {exc}") from None
     if proc.returncode != 0:

@@ -312,8 +312,13 @@ def render_init(r: dict[str, Any]) -> list[str]:
 
 
 def render_keys(keys: list[KeyInfo]) -> list[str]:
-    rows = [["*" if k.current else "", k.id, k.created[:19].replace("T", " ") or "?", k.host or "?",
-             k.kdf or f"UNREADABLE: {k.error}"] for k in keys]
+    def kdf(k: KeyInfo) -> str:
+        if k.orphaned:
+            return f"{k.kdf}; ORPHANED: {k.error}"
+        return k.kdf or f"UNREADABLE: {k.error}"
+
+    rows = [["*" if k.current else "", k.id, k.created[:19].replace("T", " ") or "?", k.host or "?", kdf(k)]
+            for k in keys]
     return [table(rows, ["", "ID", "CREATED (UTC)", "HOST", "KDF"])]
 
 
