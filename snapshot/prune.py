@@ -396,20 +396,12 @@ def _released(repo: Repository, refs: References, ids: Sequence[str]) -> set[str
     return out
 
 
-def _check_grace(grace: float | None) -> float:
-    if grace is None:
-        return DEFAULT_GRACE
-    if grace < 0:
-        raise UsageError("the grace period cannot be negative")
-    return grace
-
-
-def _check_delete_after(delete_after: float | None) -> float:
-    if delete_after is None:
-        return DEFAULT_DELETE_AFTER
-    if delete_after < 0:
-        raise UsageError("--delete-after cannot be negative")
-    return delete_after
+def _duration(value: float | None, default: float, what: str) -> float:
+    if value is None:
+        return default
+    if value < 0:
+        raise UsageError(f"{what} cannot be negative")
+    return value
 
 
 @dataclass(frozen=True)
@@ -483,7 +475,8 @@ def prune(
     (``delete_after`` seconds, 24 h by default)."""
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
-    grace, bound = _check_grace(grace), _check_delete_after(delete_after)
+    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
+    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
     options = repack or RepackOptions()
 
     def work(lock: RepositoryLock | None) -> PruneResult:
@@ -510,7 +503,8 @@ def forget(
     does. Every ref is resolved before anything is deleted, so one unknown ref deletes nothing."""
     if not refs:
         raise UsageError("name at least one snapshot to forget")
-    grace, bound = _check_grace(grace), _check_delete_after(delete_after)
+    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
+    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
     options = repack or RepackOptions()
 
     def work(lock: RepositoryLock | None) -> PruneResult:

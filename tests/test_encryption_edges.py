@@ -17,39 +17,20 @@ from pathlib import Path
 
 import pytest
 from conftest import CliResult
+from test_encryption import ENV, PASSWORD, one_line_error, pw_file
+from test_encryption import stored_files as files
 
 from snapshot import Repository, crypto, hooks
 from snapshot.cli import passwords
 from snapshot.keys import KeySource
 
 Cli = Callable[..., CliResult]
-PASSWORD = "a password of the edges"
-ENV = ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE", crypto.LOG_N_ENV, hooks.KILL_ENV,
-       passwords.TIMEOUT_ENV)
-
-
 @pytest.fixture(autouse=True)
 def _cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV:
+    """As in test_encryption.py (N = 2**10 for new keys), and no password timeout set."""
+    for name in (*ENV, passwords.TIMEOUT_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(crypto.LOG_N_ENV, "10")
-
-
-def pw_file(where: Path, password: str = PASSWORD) -> Path:
-    path = where / f"pw-{abs(hash(password))}"
-    path.write_text(password + "\n")
-    return path
-
-
-def one_line_error(res: CliResult, code: int) -> str:
-    assert res.code == code, (res.code, res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chroma-snapshot: error: "), res.stderr
-    return lines[0]
-
-
-def files(repo: Path) -> dict[str, bytes]:
-    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -293,7 +274,7 @@ def test_a_fifo_nobody_writes_to_times_out(enc_repo: tuple[Path, str], tmp_path:
     repo, _ = enc_repo
     fifo = tmp_path / "pw-fifo"
     os.mkfifo(fifo)
-    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (*ENV, passwords.TIMEOUT_ENV)}
     env[passwords.TIMEOUT_ENV] = "0.5"
     # a child process: opening the FIFO used to block forever
     res = subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), "list", "--password-file",
