@@ -104,17 +104,22 @@ class RestoreResult:
 
 def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
                    knows: Callable[[str], bool] | None) -> str | None:
-    """A warning when the installed chromadb cannot open the restored DB: its schema holds a
-    migration the installed chromadb does not know (compared by schema, not package version)."""
+    """A warning when the installed chromadb may not open the restored DB: the DB has applied
+    a migration the installed chromadb does not know. Worded from the DB's own schema: the
+    chromadb installed where the snapshot was taken says nothing about the one that wrote it."""
     if knows is None:
         return "chromadb is not installed here: cannot tell whether it can open this database"
     unknown = unknown_schema(schema, knows)
     if not unknown:
         return None
-    made = f" (made with chromadb {m.chromadb_version})" if m.chromadb_version else ""
-    return (f"snapshot {m.id}{made} has a database schema the installed chromadb "
-            f"{chromadb_version() or '?'} does not know ({', '.join(unknown)}); it cannot open it: "
-            "upgrade chromadb")
+    installed = chromadb_version() or "?"
+    return (f"snapshot {m.id}: its database has applied {_migrations(unknown)} that the installed chromadb "
+            f"{installed} does not know: a newer chromadb wrote it, and chromadb {installed} may not open "
+            "it; upgrade chromadb (to one at least as new as the one that wrote it)")
+
+
+def _migrations(unknown: list[str]) -> str:
+    return ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
 
 
 def check_consistency(

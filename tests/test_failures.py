@@ -10,6 +10,7 @@ import pytest
 from chroma_helpers import tree_digest
 from conftest import create_snapshot
 
+from snapshot.chroma_db import chromadb_version
 from snapshot.errors import EXIT_CODES
 
 
@@ -277,17 +278,21 @@ def test_compatibility_is_judged_by_schema_not_package_version(cli, chroma_dir, 
     sid = _snap(cli, repo_path, chroma_dir)
     # a snapshot taken where a much newer chromadb was installed, of a DB whose schema the
     # installed chromadb knows: no warning
-    _rewrite(repo_path, sid, lambda d: d.update(chromadb_version="99.1.0"))
+    _rewrite(repo_path, sid, lambda d: d.update(tool_chromadb_version="99.1.0"))
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "t")
     assert res.code == 0 and "warning" not in res.stderr, res.stderr
-    # a DB that a newer Chroma migrated: the installed one cannot open it
+    # a DB that a newer Chroma migrated, snapshotted where the same chromadb as here was
+    # installed: the warning speaks of the DB's schema, not of the snapshotting side's package
     with sqlite3.connect(chroma_dir / "chroma.sqlite3") as conn:
         conn.execute("INSERT INTO migrations (dir, version, filename, sql, hash) "
                      "VALUES ('metadb', 99, '00099-from-the-future.sqlite.sql', '', '')")
     sid = _snap(cli, repo_path, chroma_dir)
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "u")
     assert res.code == 0 and "warning" in res.stderr and "00099-from-the-future" in res.stderr
-    assert "upgrade chromadb" in res.stderr
+    installed = chromadb_version()
+    assert (f"its database has applied migration metadb 00099-from-the-future.sqlite.sql that the "
+            f"installed chromadb {installed} does not know: a newer chromadb wrote it") in res.stderr
+    assert "made with" not in res.stderr and "upgrade chromadb" in res.stderr
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "v", "--strict")
     _one_line_error(res, 4)
     assert not (tmp_path / "v").exists()
