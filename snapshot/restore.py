@@ -326,8 +326,8 @@ def execute_restore(
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
                 warnings, passed = _check(built, m, strict, reporter, side, ids, early_schema)
-                if checker is not None:
-                    checked = checker.run(m)
+                if checker is not None:  # the DB's schema says what a failure to open it means
+                    checked = checker.run(m, recorded_schema(m) or read_schema(built / DB_NAME))
                 synced.result()
             if checker is not None:
                 repaired = repair(repo, built, m, fetcher, reporter)  # fsyncs what it rewrites

@@ -26,7 +26,8 @@ def test_quickstart_leaves_a_non_empty_workdir_untouched(tmp_path: Path) -> None
     out = _quickstart(workdir, tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     err = out.stderr.strip().splitlines()
-    assert len(err) == 1 and str(workdir) in err[0] and "is not empty" in err[0] and "Traceback" not in out.stderr
+    assert len(err) == 1 and str(workdir) in err[0] and "is not empty" in err[0]
+    assert "Traceback" not in out.stderr
     assert tree_digest(workdir) == before
     assert sorted(p.name for p in workdir.iterdir()) == ["data", "notes.txt"]
 

@@ -155,7 +155,8 @@ def render_show(m: Manifest) -> list[str]:
         f"snapshot   {m.id}", f"parent     {m.parent or '-'}", f"created    {m.created_at}",
         f"source     {m.source_host}:{m.source_path}", f"tags       {', '.join(m.tags) or '-'}",
         f"message    {m.message or '-'}",
-        f"tool       chroma-snapshot {m.tool_version} (chromadb {m.tool_chromadb_version or '-'} installed beside it)",
+        f"tool       chroma-snapshot {m.tool_version} "
+        f"(chromadb {m.tool_chromadb_version or '-'} installed beside it)",
         f"db schema  {_schema_text(m)}",
         f"size       {human_bytes(m.totals.bytes)} in {m.totals.files} files; "
         f"{human_bytes(m.totals.bytes_new)} stored new",
