@@ -71,7 +71,7 @@ class ChromaChecker:
     The first child starts at once, so its chromadb import overlaps the restore's writing.
 
     Chroma writes to the directory it opens, so the caller must bring the files back to the
-    snapshot's bytes afterwards (see :func:`snapshot.restore.repair`)."""
+    snapshot's bytes afterwards (see :func:`snapshot.repair.repair`)."""
 
     def __init__(self, built: Path) -> None:
         self.built = built

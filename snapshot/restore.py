@@ -40,13 +40,13 @@ from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.materialise import (
     Local,
-    first_missing_frame,
+    ReadEstimate,
     index_local_file,
     materialise,
-    repair,
     sync_tree,
 )
 from snapshot.progress import NullReporter, Reporter
+from snapshot.repair import keep_copies, repair
 from snapshot.repository import Repository
 from snapshot.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.target import check_restore_target
@@ -150,18 +150,21 @@ def check_consistency(
     return v, notes
 
 
-def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]]) -> RestoreSummary:
-    """Pure: how much of ``m`` the target already holds (per file: its chunks and what the
-    target holds of them), and what must be read."""
-    cl = bl = cr = br = down = 0
+def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
+              remote: bool = False) -> RestoreSummary:
+    """Pure: how much of ``m`` the target already holds (per file, in the order a restore
+    writes them: its chunks and what the target holds of them), and what must be read (from
+    a ``remote`` store: the ranges of packs the frames are read with)."""
+    cl = bl = cr = br = 0
+    reads = ReadEstimate(remote)
     for chunks, local in files:
         for c in chunks:
             if c.hash in local:
                 cl, bl = cl + 1, bl + c.size
             else:
                 cr, br = cr + 1, br + c.size
-                down += sum(fr.length for fr in c.frames[first_missing_frame(c, local) :])
-    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
+        reads.add(chunks, local)
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total())
 
 
 def target_path(target: str | os.PathLike[str]) -> Path:
@@ -186,11 +189,11 @@ def prepare_restore(
         return RestorePlan(m, path)
 
     def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
-        for f in m.files:
+        for f in write_order(m):
             chunks = repo.chunks(m, f)
             yield chunks, index_local_file(path, f, chunks, m.chunk_size)
 
-    return RestorePlan(m, path, summarise(m, per_file()))
+    return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
 
 
 def _dir_mode(target: Path) -> int:
@@ -300,6 +303,7 @@ def execute_restore(
     sweep_beside(target)
     checked: dict[str, int] = {}
     repaired = 0
+    kept: Path | None = None
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if chroma_check and m.file(DB_NAME) is not None else None
@@ -326,11 +330,15 @@ def execute_restore(
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
                 warnings, passed = _check(built, m, strict, reporter, side, ids, early_schema)
-                if checker is not None:  # the DB's schema says what a failure to open it means
+                if checker is not None:
+                    # what chromadb rewrites is put back from a local copy, not read again
+                    kept = temp_beside(target, "restore")
+                    keep_copies(built, m, kept, side)
+                    # the DB's schema says what a failure to open it means
                     checked = checker.run(m, recorded_schema(m) or read_schema(built / DB_NAME))
                 synced.result()
             if checker is not None:
-                repaired = repair(repo, built, m, fetcher, reporter)  # fsyncs what it rewrites
+                repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
             swap_into_place(built, target)
@@ -340,6 +348,8 @@ def execute_restore(
         finally:
             if checker is not None:
                 checker.close()
+            if kept is not None:
+                shutil.rmtree(kept, ignore_errors=True)
             reporter.done()
     return RestoreResult(
         id=m.id,

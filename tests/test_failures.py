@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -326,6 +330,22 @@ def test_chroma_check_of_a_db_from_a_newer_chromadb_says_what_to_install(cli, ch
     assert "install a chromadb at least as new as the one that wrote it" in error
     assert "(chromadb said: collection " in error  # chromadb's own words come last
     assert not (tmp_path / "t").exists() and not _leftovers(tmp_path / "t")
+
+
+def test_a_restore_killed_after_its_chroma_check_leaves_nothing_behind_the_next(cli, chroma_dir, repo_path,
+                                                                              tmp_path):
+    sid = _snap(cli, repo_path, chroma_dir)
+    target = tmp_path / "t"
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, CHROMA_SNAPSHOT_KILL_AT="restore.verified",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    killed = subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo_path), "restore", sid,
+                             str(target), "--chroma-check"], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(_leftovers(target)) >= 1  # the built dir (and the copies the repair uses)
+    assert cli("--repo", repo_path, "restore", sid, target).code == 0
+    assert _leftovers(target) == []  # both swept at once: their owner is gone
+    assert sorted(tree_digest(target)) == sorted(tree_digest(chroma_dir))
 
 
 def test_chroma_check_failure_on_a_known_schema_names_the_schema():

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from chroma_helpers import counts, grow, sqlite_payload, tree_digest
+from chroma_helpers import build_db, counts, grow, sqlite_payload, tree_digest
 from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
@@ -187,8 +187,31 @@ def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_p
     assert again["chroma_checked"] == {"docs": 3040, "notes": 1000}
     assert again["bytes_reused"] == again["bytes_total"]
     # chromadb rewrites a page or two of chroma.sqlite3 when the check opens it; those chunks
-    # are put back from the repository, so the target ends byte-identical to the snapshot
-    assert again["bytes_downloaded"] <= 2 * (1 << 20)
+    # are put back from a local copy taken before, not read again from the repository
+    assert again["chunks_repaired"] >= 1 and again["bytes_downloaded"] == 0
+    segments = {k: v for k, v in tree_digest(target).items() if k != "chroma.sqlite3"}
+    assert segments == {k: v for k, v in tree_digest(chroma_dir).items() if k != "chroma.sqlite3"}
+    assert sqlite_payload(target / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
+
+
+def test_chroma_check_reads_what_the_dry_run_predicts(cli, tmp_path: Path, repo_path: Path) -> None:
+    """Opening a directory, chromadb rewrites chroma.sqlite3 and the index files of every
+    collection whose queue entries it applies (here: all, each under its sync threshold).
+    They are put back from local copies, so a --chroma-check restore reads from the repository
+    exactly what its dry run predicts."""
+    src = tmp_path / "tenants"
+    build_db(src, {f"tenant-{i}": 30 for i in range(6)})
+    assert cli("--repo", repo_path, "create", src).code == 0
+    target = tmp_path / "t"
+    plan = cli("--repo", repo_path, "restore", "latest", target, "--dry-run", "--chroma-check",
+               "--json").json()
+    res = cli("--repo", repo_path, "restore", "latest", target, "--chroma-check", "--json")
+    assert res.code == 0, res.stderr
+    body = res.json()
+    assert body["chunks_repaired"] > 6  # chroma.sqlite3 and index files of each collection
+    assert body["bytes_downloaded"] == plan["bytes_to_download"]
+    assert tree_digest(target) == tree_digest(src)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".t.")] == []
 
 
 def test_show_names_the_tool_chromadb_and_the_db_schema_also_of_old_roots(cli, chroma_dir: Path,
