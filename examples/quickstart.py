@@ -2,14 +2,16 @@
 
     python examples/quickstart.py [WORKDIR]
 
-Everything happens under WORKDIR (a fresh temporary folder by default) with a local
-repository; embeddings are explicit seeded vectors, so no model is downloaded.
+Everything is written under WORKDIR: the DB in vector_db/, the repository in snapshots/, the
+base cache in base-cache/ and the restore in restored/. WORKDIR must be new or empty (the
+example refuses a folder holding anything: it never deletes what it did not create); without
+one it works in a fresh temporary folder and removes it at the end. Embeddings are explicit
+seeded vectors, so no model is downloaded.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,12 +88,28 @@ def main(workdir: Path) -> None:
           f"{100 * second.bytes_uploaded / first.bytes_uploaded:.1f}% of the first")
 
 
+def usable_workdir(arg: str) -> Path:
+    """``arg`` as the folder to work in: new or empty, never one holding anything (which the
+    example would mix its files into)."""
+    workdir = Path(arg).expanduser().absolute()
+    problem = None
+    if workdir.exists() and not workdir.is_dir():
+        problem = "is not a folder"
+    elif workdir.is_dir() and any(workdir.iterdir()):
+        problem = "is not empty"
+    if problem:
+        print(f"quickstart: error: WORKDIR {workdir} {problem}; name a new or empty folder (the example "
+              "writes vector_db/, snapshots/, base-cache/ and restored/ into it)", file=sys.stderr)
+        sys.exit(2)
+    return workdir
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        target = Path(sys.argv[1])
-        if target.exists():
-            shutil.rmtree(target)
+        target = usable_workdir(sys.argv[1])
+        print(f"writing into {target}")
         main(target)
     else:
         with tempfile.TemporaryDirectory(prefix="chroma-snapshot-example-") as tmp:
+            print(f"writing into {tmp} (a temporary folder, removed at the end)")
             main(Path(tmp))

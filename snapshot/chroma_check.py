@@ -27,8 +27,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from snapshot.chroma_db import chromadb_version
+from snapshot.consistency import known_migrations, unknown_schema
 from snapshot.errors import ChromaCheckError
 from snapshot.manifest import Manifest
+
+#: A DB's schema levels: migrations dir -> (version, migration file name).
+Schema = dict[str, tuple[int, str]]
 
 SAMPLE = 5
 TIMEOUT = 900
@@ -66,7 +71,7 @@ class ChromaChecker:
     The first child starts at once, so its chromadb import overlaps the restore's writing.
 
     Chroma writes to the directory it opens, so the caller must bring the files back to the
-    snapshot's bytes afterwards (see :func:`snapshot.restore.repair`)."""
+    snapshot's bytes afterwards (see :func:`snapshot.repair.repair`)."""
 
     def __init__(self, built: Path) -> None:
         self.built = built
@@ -87,8 +92,10 @@ class ChromaChecker:
             env=env,
         )
 
-    def run(self, m: Manifest) -> dict[str, int]:
-        """Check every collection of ``m``; returns collection name -> count."""
+    def run(self, m: Manifest, schema: Schema | None = None) -> dict[str, int]:
+        """Check every collection of ``m``; returns collection name -> count. ``schema``: the
+        DB's schema levels (dir -> (version, migration file)), to say what a failure to open
+        it means."""
         expected = [
             {"name": c.name, "records": c.records, "dimension": c.dimension} for c in m.collections
         ]
@@ -96,11 +103,12 @@ class ChromaChecker:
         for batch in batches(expected) or [[]]:
             proc = self._proc or self._spawn()
             self._proc = None
-            counts.update(self._run_one(proc, batch))
+            counts.update(self._run_one(proc, batch, schema or {}))
             self.batches += 1
         return counts
 
-    def _run_one(self, proc: subprocess.Popen[str], batch: list[dict[str, Any]]) -> dict[str, int]:
+    def _run_one(self, proc: subprocess.Popen[str], batch: list[dict[str, Any]],
+                 schema: Schema) -> dict[str, int]:
         try:
             out, err = proc.communicate(json.dumps(batch), timeout=TIMEOUT)
         except subprocess.TimeoutExpired as exc:
@@ -115,7 +123,9 @@ class ChromaChecker:
                 f"chromadb crashed opening the restored snapshot (exit {proc.returncode}): {tail}"
             ) from None
         if report.get("problems"):
-            raise ChromaCheckError("Chroma check failed: " + "; ".join(report["problems"]))
+            said = "; ".join(report["problems"])
+            why = cannot_open(said, schema) if report.get("unopened") else said
+            raise ChromaCheckError(f"Chroma check failed: {why}")
         counts: dict[str, int] = report.get("counts", {})
         return counts
 
@@ -124,6 +134,27 @@ class ChromaChecker:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
             self._proc.communicate()
+
+
+def cannot_open(said: str, schema: Schema) -> str:
+    """What it means that the installed chromadb did not open the restored DB (``said``: its
+    words), worded from the DB's schema. Its files are the snapshot's bytes (every hash was
+    checked), so the likely cause is a DB written by a newer chromadb: its schema or stored
+    configuration is one the installed chromadb cannot read (chromadb 0.5 reading what 1.x
+    wrote fails with a bare ``'_type'``)."""
+    installed = chromadb_version() or "?"
+    knows = known_migrations()
+    unknown = unknown_schema(schema, knows) if knows is not None else []
+    if unknown:
+        return (f"the installed chromadb {installed} cannot open the restored database: a newer chromadb "
+                f"wrote it (the DB has applied {', '.join(unknown)}, which chromadb {installed} does not "
+                "know) and stored a schema or collection configuration this one cannot read; install a "
+                f"chromadb at least as new as the one that wrote it (chromadb said: {said})")
+    levels = ", ".join(f"{d} {f}" for d, (_v, f) in sorted(schema.items())) or "not recorded"
+    return (f"the installed chromadb {installed} cannot open the restored database, though its files are "
+            f"exactly the snapshot's (every hash checked; its schema: {levels}): if another chromadb "
+            "version wrote it, open it with that version or a newer one (chromadb said: "
+            f"{said})")
 
 
 def _check_collection(client: Any, exp: dict[str, Any], problems: list[str]) -> int | None:
@@ -190,16 +221,20 @@ def _main(path: str) -> int:
         print(json.dumps({"counts": {}, "problems": [f"chromadb does not import: {exc}"]}))
         return 0
     expected = json.loads(sys.stdin.read())  # the restore sends it once the files are complete
+    unopened = False  # chromadb could not open the directory or a collection at all
     try:
         client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
     except Exception as exc:  # noqa: BLE001
         problems.append(f"chromadb refused to open the directory: {exc}".splitlines()[0])
+        unopened = True
     else:
         for exp in expected:
             n = _check_collection(client, exp, problems)
             if n is not None:
                 counts[exp["name"]] = n
-    print(json.dumps({"counts": counts, "problems": problems}))
+            else:
+                unopened = True
+    print(json.dumps({"counts": counts, "problems": problems, "unopened": unopened}))
     return 0
 
 

@@ -297,6 +297,17 @@ def check_segments(root: Path, side: SqliteSide,
     return Verification(side.checks, side.schema, counts, tuple(problems))
 
 
+def replayed_segments(side: SqliteSide) -> set[str]:
+    """The vector segments chromadb applies queue entries to when it opens the directory, and
+    so rewrites the index files of: those with entries past the last one they applied (a
+    segment whose pickle records a later one is counted too: more, never fewer)."""
+    if side.queue is None:
+        return set()
+    queue = side.queue
+    return {segment for e in side.collections for segment, applied in e.vectors
+            if next(queue.ops(e.collection_id, applied), None) is not None}
+
+
 def verify_dir(root: Path, *, sqlite_check: bool = True) -> Verification:
     """Run every check on the Chroma directory ``root`` (a private copy: opened immutable)."""
     return check_segments(root, read_sqlite_side(root, sqlite_check=sqlite_check))

@@ -277,7 +277,7 @@ def _manifest(
         parent=parent.id if parent else None,
         created_at=utc_now_iso(),
         tool_version=__version__,
-        chromadb_version=chromadb_version(),
+        tool_chromadb_version=chromadb_version(),
         source_path=str(source),
         source_host=socket.gethostname(),
         tags=tuple(dict.fromkeys(tags)),

@@ -138,7 +138,11 @@ class Manifest:
     parent: str | None
     created_at: str
     tool_version: str
-    chromadb_version: str | None
+    #: The chromadb installed beside chroma-snapshot where the snapshot was taken (None: not
+    #: installed). It is not the chromadb that wrote the DB: chroma.sqlite3 records no version,
+    #: only its applied migrations (``verified.schema``). Earlier roots call it
+    #: ``chromadb_version``, which readers still take.
+    tool_chromadb_version: str | None
     source_path: str
     source_host: str
     tags: tuple[str, ...]
@@ -150,6 +154,11 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     #: Absent in snapshots of chroma-snapshot before 0.2 (then a restore checks hashes only).
     verified: Verified | None = None
+
+    @property
+    def chromadb_version(self) -> str | None:
+        """The earlier name of :attr:`tool_chromadb_version` (it never meant the DB's chromadb)."""
+        return self.tool_chromadb_version
 
     def file(self, path: str) -> FileEntry | None:
         for f in self.files:
@@ -424,13 +433,14 @@ def parse_manifest(raw: bytes, what: str = "manifest") -> Manifest:
     _check_tree(r, files)
     cols = tuple(_collection(r, c, i) for i, c in enumerate(r.get(data, "collections", list)))
     t = r.get(data, "totals", dict)
-    cv = data.get("chromadb_version")
+    # "chromadb_version": the name earlier roots gave the same fact
+    cv = data.get("tool_chromadb_version", data.get("chromadb_version"))
     return Manifest(
         id=sid,
         parent=parent,
         created_at=r.get(data, "created_at", str),
         tool_version=r.get(data, "tool_version", str),
-        chromadb_version=cv if isinstance(cv, str) else None,
+        tool_chromadb_version=cv if isinstance(cv, str) else None,
         source_path=r.get(data, "source_path", str),
         source_host=r.get(data, "source_host", str),
         tags=tuple(tags),

@@ -1,6 +1,6 @@
 """Writing a snapshot's files into a fresh directory, chunk by chunk, every chunk and file
-hash checked; reusing what the restore target already holds (re-hydration); and repairing the
-result after chromadb opened it (``restore --chroma-check``).
+hash checked, and reusing what the restore target already holds (re-hydration). (Putting the
+result back after chromadb opened it, ``restore --chroma-check``, is snapshot/repair.py's.)
 
 One file's chunk table is held at a time: its chunks are read from the repository (or the
 target) in a bounded window, decoded on a thread pool (zstd releases the GIL) and written in
@@ -10,7 +10,6 @@ order.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.fsync import fsync_path, start_writeback, sync_filesystem
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Frame, Manifest
-from snapshot.packs import ChunkReader, Span
+from snapshot.packs import ChunkReader, Span, read_ranges
 from snapshot.progress import Reporter
 from snapshot.repository import Repository
 
@@ -146,6 +145,51 @@ def _upcoming(chunks: Sequence[Chunk], i: int, local: Local, most: int) -> Seque
             break
         j += 1
     return chunks[i:j]
+
+
+def _group_full(files: int, frame_bytes: int) -> bool:
+    """Whether a group of files of one chunk starts (remote stores; see materialise)."""
+    return files >= _SMALL_WINDOW or frame_bytes >= _GROUP_BYTES
+
+
+class ReadEstimate:
+    """What :func:`materialise` reads of the repository, fed each file's chunks and what the
+    target holds of them in the order it writes them (a dry run's prediction): from a folder,
+    the frames to read; from a remote store, the ranges of packs it plans them into (a range
+    also holds what lies between frames close together, and a frame needed twice is read once)."""
+
+    def __init__(self, remote: bool) -> None:
+        self.remote = remote
+        self._bytes = 0
+        self._group: list[Frame] = []
+        self._files = self._group_bytes = 0
+
+    def add(self, chunks: Sequence[Chunk], local: Local) -> None:
+        frames = list(frames_to_read(chunks, local))
+        if not self.remote:
+            self._bytes += sum(fr.length for fr in frames)
+        elif len(chunks) <= 1:  # grouped with its neighbours, as materialise does
+            self._group += frames
+            self._files += 1
+            self._group_bytes += sum(fr.length for fr in frames)
+            if _group_full(self._files, self._group_bytes):
+                self._flush()
+        else:  # read ahead _AHEAD chunks at a time, as write_file does
+            self._flush()
+            i = 0
+            while i < len(chunks):
+                upcoming = _upcoming(chunks, i, local, _AHEAD)
+                self._bytes += sum(e - s for _o, s, e in read_ranges(frames_to_read(upcoming, local)))
+                i += len(upcoming)
+
+    def _flush(self) -> None:
+        if self._group:
+            self._bytes += sum(e - s for _o, s, e in read_ranges(self._group))
+        self._group, self._files, self._group_bytes = [], 0, 0
+
+    def total(self) -> int:
+        self._flush()
+        return self._bytes
 
 
 def write_file(
@@ -286,7 +330,7 @@ def materialise(
                 group.append((f, chunks, local))
                 if remote:
                     group_bytes += sum(fr.length for fr in frames_to_read(chunks, local))
-                if not remote or len(group) >= _SMALL_WINDOW or group_bytes >= _GROUP_BYTES:
+                if not remote or _group_full(len(group), group_bytes):
                     start_group()
             else:
                 if group:
@@ -301,61 +345,3 @@ def materialise(
         while small:
             finish_small()
     return fetcher
-
-
-def repair(repo: Repository, root: Path, m: Manifest, fetcher: Fetcher, reporter: Reporter) -> int:
-    """Bring ``root`` back to exactly the snapshot after chromadb opened it: files it added
-    are removed, chunks it rewrote are restored, and every file hash is verified again.
-    Returns how many chunks had to be restored."""
-    wanted = {f.path: f for f in m.files}
-    parents = {"/".join(p.split("/")[:k]) for p in wanted for k in range(1, p.count("/") + 1)}
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames + dirnames:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if rel not in wanted and rel not in parents:
-                if full.is_dir() and not full.is_symlink():
-                    shutil.rmtree(full)
-                else:
-                    full.unlink()
-    fixed = 0
-    for f in m.files:
-        dest = root / f.path
-        chunks = repo.chunks(m, f)
-        if not dest.is_file() or dest.is_symlink():
-            dest.unlink(missing_ok=True)
-            write_file(root, f, chunks, {}, fetcher, None, reporter)
-            fsync_path(dest)
-            fixed += len(chunks)
-            continue
-        fixed += _repair_file(dest, f, chunks, fetcher)
-    # Removals durable before the swap: a journal chromadb left behind that came back after a
-    # crash would be rolled into the restored database. (File contents were synced already.)
-    for d in sorted({root} | {(root / f.path).parent for f in m.files}, key=lambda d: -len(d.parts)):
-        fsync_path(d)
-    return fixed
-
-
-def _repair_file(dest: Path, f: FileEntry, chunks: Sequence[Chunk], fetcher: Fetcher) -> int:
-    fixed = 0
-    hasher = FileHasher()
-    with open(dest, "r+b") as fh:
-        offset = 0
-        for chunk in chunks:
-            data = read_verified(dest, offset, chunk.size, chunk.hash)
-            if data is None:
-                data, _ = fetcher.get(chunk, {})
-                fh.seek(offset)
-                fh.write(data)
-                fixed += 1
-            hasher.update(data)
-            offset += chunk.size
-        grown = os.fstat(fh.fileno()).st_size != f.size
-        fh.truncate(f.size)
-        fh.flush()
-        if fixed or grown:
-            os.fsync(fh.fileno())
-    if hasher.hexdigest() != f.hash:
-        raise IntegrityError(f"{f.path}: could not restore the file after Chroma opened it")
-    os.chmod(dest, f.mode & 0o777 or 0o644)
-    return fixed

@@ -127,6 +127,27 @@ _GAP = 512 << 10
 _SPAN = 4 << 20
 
 
+def read_ranges(frames: Iterable[Frame]) -> list[tuple[str, int, int]]:
+    """The ranges (pack, start, end) :meth:`ChunkReader.prefetch` reads ``frames`` with:
+    frames of one pack no more than _GAP apart in one range of at most _SPAN (a frame
+    listed twice is read once)."""
+    wanted: dict[str, list[tuple[int, int]]] = {}
+    for fr in frames:
+        wanted.setdefault(fr.object, []).append((fr.offset, fr.offset + fr.length))
+    out: list[tuple[str, int, int]] = []
+    for obj, ranges in wanted.items():
+        ranges.sort()
+        start, end = ranges[0]
+        for s, e in ranges[1:]:
+            if s - end <= _GAP and max(e, end) - start <= _SPAN:
+                end = max(end, e)
+            else:
+                out.append((obj, start, end))
+                start, end = s, e
+        out.append((obj, start, end))
+    return out
+
+
 @dataclass(eq=False)
 class Span:
     """A range of a pack that holds frames some files about to be written need."""
@@ -153,20 +174,7 @@ class ChunkReader:
         frames of one pack no more than _GAP apart are read as one range (of at most _SPAN), by
         the first reader that needs any of them. A restore of many small files from S3 makes a
         request per range instead of one per file. Returns the ranges, for :meth:`release`."""
-        wanted: dict[str, list[tuple[int, int]]] = {}
-        for fr in frames:
-            wanted.setdefault(fr.object, []).append((fr.offset, fr.offset + fr.length))
-        spans: list[Span] = []
-        for obj, ranges in wanted.items():
-            ranges.sort()
-            start, end = ranges[0]
-            for s, e in ranges[1:]:
-                if s - end <= _GAP and max(e, end) - start <= _SPAN:
-                    end = max(end, e)
-                else:
-                    spans.append(Span(obj, start, end))
-                    start, end = s, e
-            spans.append(Span(obj, start, end))
+        spans = [Span(obj, start, end) for obj, start, end in read_ranges(frames)]
         with self._lock:
             for sp in spans:
                 self._spans.setdefault(sp.object, []).append(sp)

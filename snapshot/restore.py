@@ -40,13 +40,13 @@ from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.materialise import (
     Local,
-    first_missing_frame,
+    ReadEstimate,
     index_local_file,
     materialise,
-    repair,
     sync_tree,
 )
 from snapshot.progress import NullReporter, Reporter
+from snapshot.repair import keep_copies, repair
 from snapshot.repository import Repository
 from snapshot.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.target import check_restore_target
@@ -104,17 +104,22 @@ class RestoreResult:
 
 def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
                    knows: Callable[[str], bool] | None) -> str | None:
-    """A warning when the installed chromadb cannot open the restored DB: its schema holds a
-    migration the installed chromadb does not know (compared by schema, not package version)."""
+    """A warning when the installed chromadb may not open the restored DB: the DB has applied
+    a migration the installed chromadb does not know. Worded from the DB's own schema: the
+    chromadb installed where the snapshot was taken says nothing about the one that wrote it."""
     if knows is None:
         return "chromadb is not installed here: cannot tell whether it can open this database"
     unknown = unknown_schema(schema, knows)
     if not unknown:
         return None
-    made = f" (made with chromadb {m.chromadb_version})" if m.chromadb_version else ""
-    return (f"snapshot {m.id}{made} has a database schema the installed chromadb "
-            f"{chromadb_version() or '?'} does not know ({', '.join(unknown)}); it cannot open it: "
-            "upgrade chromadb")
+    installed = chromadb_version() or "?"
+    return (f"snapshot {m.id}: its database has applied {_migrations(unknown)} that the installed chromadb "
+            f"{installed} does not know: a newer chromadb wrote it, and chromadb {installed} may not open "
+            "it; upgrade chromadb (to one at least as new as the one that wrote it)")
+
+
+def _migrations(unknown: list[str]) -> str:
+    return ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
 
 
 def check_consistency(
@@ -145,18 +150,21 @@ def check_consistency(
     return v, notes
 
 
-def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]]) -> RestoreSummary:
-    """Pure: how much of ``m`` the target already holds (per file: its chunks and what the
-    target holds of them), and what must be read."""
-    cl = bl = cr = br = down = 0
+def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
+              remote: bool = False) -> RestoreSummary:
+    """Pure: how much of ``m`` the target already holds (per file, in the order a restore
+    writes them: its chunks and what the target holds of them), and what must be read (from
+    a ``remote`` store: the ranges of packs the frames are read with)."""
+    cl = bl = cr = br = 0
+    reads = ReadEstimate(remote)
     for chunks, local in files:
         for c in chunks:
             if c.hash in local:
                 cl, bl = cl + 1, bl + c.size
             else:
                 cr, br = cr + 1, br + c.size
-                down += sum(fr.length for fr in c.frames[first_missing_frame(c, local) :])
-    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, down)
+        reads.add(chunks, local)
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total())
 
 
 def target_path(target: str | os.PathLike[str]) -> Path:
@@ -181,11 +189,11 @@ def prepare_restore(
         return RestorePlan(m, path)
 
     def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
-        for f in m.files:
+        for f in write_order(m):
             chunks = repo.chunks(m, f)
             yield chunks, index_local_file(path, f, chunks, m.chunk_size)
 
-    return RestorePlan(m, path, summarise(m, per_file()))
+    return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
 
 
 def _dir_mode(target: Path) -> int:
@@ -295,6 +303,7 @@ def execute_restore(
     sweep_beside(target)
     checked: dict[str, int] = {}
     repaired = 0
+    kept: Path | None = None
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if chroma_check and m.file(DB_NAME) is not None else None
@@ -322,10 +331,14 @@ def execute_restore(
                 synced = bg.submit(sync_tree, built, m)
                 warnings, passed = _check(built, m, strict, reporter, side, ids, early_schema)
                 if checker is not None:
-                    checked = checker.run(m)
+                    # what chromadb rewrites is put back from a local copy, not read again
+                    kept = temp_beside(target, "restore")
+                    keep_copies(built, m, kept, side)
+                    # the DB's schema says what a failure to open it means
+                    checked = checker.run(m, recorded_schema(m) or read_schema(built / DB_NAME))
                 synced.result()
             if checker is not None:
-                repaired = repair(repo, built, m, fetcher, reporter)  # fsyncs what it rewrites
+                repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
             swap_into_place(built, target)
@@ -335,6 +348,8 @@ def execute_restore(
         finally:
             if checker is not None:
                 checker.close()
+            if kept is not None:
+                shutil.rmtree(kept, ignore_errors=True)
             reporter.done()
     return RestoreResult(
         id=m.id,

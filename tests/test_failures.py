@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from chroma_helpers import tree_digest
 from conftest import create_snapshot
 
+from snapshot.chroma_check import cannot_open
+from snapshot.chroma_db import chromadb_version
 from snapshot.errors import EXIT_CODES
 
 
@@ -277,20 +283,77 @@ def test_compatibility_is_judged_by_schema_not_package_version(cli, chroma_dir, 
     sid = _snap(cli, repo_path, chroma_dir)
     # a snapshot taken where a much newer chromadb was installed, of a DB whose schema the
     # installed chromadb knows: no warning
-    _rewrite(repo_path, sid, lambda d: d.update(chromadb_version="99.1.0"))
+    _rewrite(repo_path, sid, lambda d: d.update(tool_chromadb_version="99.1.0"))
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "t")
     assert res.code == 0 and "warning" not in res.stderr, res.stderr
-    # a DB that a newer Chroma migrated: the installed one cannot open it
+    # a DB that a newer Chroma migrated, snapshotted where the same chromadb as here was
+    # installed: the warning speaks of the DB's schema, not of the snapshotting side's package
     with sqlite3.connect(chroma_dir / "chroma.sqlite3") as conn:
         conn.execute("INSERT INTO migrations (dir, version, filename, sql, hash) "
                      "VALUES ('metadb', 99, '00099-from-the-future.sqlite.sql', '', '')")
     sid = _snap(cli, repo_path, chroma_dir)
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "u")
     assert res.code == 0 and "warning" in res.stderr and "00099-from-the-future" in res.stderr
-    assert "upgrade chromadb" in res.stderr
+    installed = chromadb_version()
+    assert (f"its database has applied migration metadb 00099-from-the-future.sqlite.sql that the "
+            f"installed chromadb {installed} does not know: a newer chromadb wrote it") in res.stderr
+    assert "made with" not in res.stderr and "upgrade chromadb" in res.stderr
     res = cli("--repo", repo_path, "restore", sid, tmp_path / "v", "--strict")
     _one_line_error(res, 4)
     assert not (tmp_path / "v").exists()
+
+
+def _as_a_newer_chromadb_writes(db: Path) -> None:
+    """A migration the installed chromadb lacks, and a collection configuration it cannot
+    parse (chromadb 0.5 reading what 1.x wrote fails with a bare '_type')."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO migrations (dir, version, filename, sql, hash) "
+                     "VALUES ('sysdb', 99, '00099-collection-config-v9.sqlite.sql', '', '')")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(collections)")}
+        future = json.dumps({"_type": "CollectionConfigurationV9", "vector_index": 7})
+        for column in {"config_json_str", "schema_str"} & columns:
+            conn.execute(f"UPDATE collections SET {column} = ?", (future,))
+
+
+def test_chroma_check_of_a_db_from_a_newer_chromadb_says_what_to_install(cli, chroma_dir, repo_path,
+                                                                         tmp_path):
+    _as_a_newer_chromadb_writes(chroma_dir / "chroma.sqlite3")
+    sid = _snap(cli, repo_path, chroma_dir)
+    res = cli("--repo", repo_path, "restore", sid, tmp_path / "t", "--chroma-check")
+    assert res.code == 4 and "Traceback" not in res.stderr, res.stderr
+    error = res.stderr.strip().splitlines()[-1]
+    installed = chromadb_version()
+    assert error.startswith(
+        f"chroma-snapshot: error: Chroma check failed: the installed chromadb {installed} cannot open the "
+        "restored database: a newer chromadb wrote it (the DB has applied sysdb "
+        f"00099-collection-config-v9.sqlite.sql, which chromadb {installed} does not know)"), error
+    assert "install a chromadb at least as new as the one that wrote it" in error
+    assert "(chromadb said: collection " in error  # chromadb's own words come last
+    assert not (tmp_path / "t").exists() and not _leftovers(tmp_path / "t")
+
+
+def test_a_restore_killed_after_its_chroma_check_leaves_nothing_behind_the_next(cli, chroma_dir, repo_path,
+                                                                              tmp_path):
+    sid = _snap(cli, repo_path, chroma_dir)
+    target = tmp_path / "t"
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, CHROMA_SNAPSHOT_KILL_AT="restore.verified",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    killed = subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo_path), "restore", sid,
+                             str(target), "--chroma-check"], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(_leftovers(target)) >= 1  # the built dir (and the copies the repair uses)
+    assert cli("--repo", repo_path, "restore", sid, target).code == 0
+    assert _leftovers(target) == []  # both swept at once: their owner is gone
+    assert sorted(tree_digest(target)) == sorted(tree_digest(chroma_dir))
+
+
+def test_chroma_check_failure_on_a_known_schema_names_the_schema():
+    known = {"sysdb": (10, "00010-collection-schema.sqlite.sql")}
+    text = cannot_open("collection 'docs' does not open: '_type'", known)
+    assert "exactly the snapshot's" in text and "sysdb 00010-collection-schema.sqlite.sql" in text
+    assert "newer chromadb wrote it" not in text
+    assert text.endswith("(chromadb said: collection 'docs' does not open: '_type')")
 
 
 def test_readme_documents_every_exit_code():

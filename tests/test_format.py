@@ -13,7 +13,7 @@ from snapshot.compression import compress, decompress
 from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
 from snapshot.hashing import digest
 from snapshot.ids import SNAPSHOT_ID, new_snapshot_id
-from snapshot.manifest import check_rel_path, parse_manifest
+from snapshot.manifest import check_rel_path, dumps, parse_manifest
 from snapshot.packs import ChunkReader, PackWriter
 from snapshot.repository import Repository
 
@@ -38,6 +38,17 @@ def _manifest(**over):
 def test_valid_manifest_parses():
     m = parse_manifest(_manifest())
     assert m.files[0].chunks[0].frames[0].size == 5 and m.collections[0].dimension == 3
+
+
+def test_the_chromadb_beside_the_tool_is_written_under_its_own_name_and_the_old_name_still_reads():
+    old = parse_manifest(_manifest())  # "chromadb_version", as earlier roots call it
+    assert old.tool_chromadb_version == "1.5.9"
+    written = json.loads(dumps(old))
+    assert written["tool_chromadb_version"] == "1.5.9" and "chromadb_version" not in written
+    assert parse_manifest(dumps(old)) == old
+    both = parse_manifest(_manifest(tool_chromadb_version="1.6.0"))
+    assert both.tool_chromadb_version == "1.6.0"
+    assert parse_manifest(_manifest(chromadb_version=None)).tool_chromadb_version is None
 
 
 @pytest.mark.parametrize(

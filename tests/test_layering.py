@@ -10,8 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "snapshot"
 #: Modules that act on a repository; they must go through Repository for every read and write.
-OPERATIONS = ("create", "builder", "restore", "materialise", "diff", "prune", "repack", "chains", "check", "packs",
-              "basecache")
+OPERATIONS = ("create", "builder", "restore", "materialise", "repair", "diff", "prune", "repack", "chains",
+              "check", "packs", "basecache")
 
 
 def _module_name(path: Path) -> str:

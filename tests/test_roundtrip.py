@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from chroma_helpers import counts, grow, sqlite_payload, tree_digest
+from chroma_helpers import build_db, counts, grow, sqlite_payload, tree_digest
 from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
+from snapshot.chroma_db import chromadb_version
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -94,9 +95,12 @@ def test_manifest_records_what_design_requires(cli, chroma_dir: Path, repo_path:
     raw = json.loads((repo_path / "snapshots" / f"{sid}.json").read_text())
     assert m == raw
     assert m["format_version"] == 2 and m["id"] == sid and m["parent"] is None
-    for key in ("created_at", "tool_version", "chromadb_version", "source_path", "source_host", "tags",
+    for key in ("created_at", "tool_version", "tool_chromadb_version", "source_path", "source_host", "tags",
                 "message", "chunk_size", "files", "collections", "totals"):
         assert key in m
+    # the chromadb beside the tool is named as such; the DB's own word is its schema
+    assert "chromadb_version" not in m and m["tool_chromadb_version"] == chromadb_version()
+    assert m["verified"]["schema"]["sysdb"]["filename"].startswith("000")
     paths = {f["path"] for f in m["files"]}
     assert "chroma.sqlite3" in paths
     for col in m["collections"]:
@@ -183,5 +187,47 @@ def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_p
     assert again["chroma_checked"] == {"docs": 3040, "notes": 1000}
     assert again["bytes_reused"] == again["bytes_total"]
     # chromadb rewrites a page or two of chroma.sqlite3 when the check opens it; those chunks
-    # are put back from the repository, so the target ends byte-identical to the snapshot
-    assert again["bytes_downloaded"] <= 2 * (1 << 20)
+    # are put back from a local copy taken before, not read again from the repository
+    assert again["chunks_repaired"] >= 1 and again["bytes_downloaded"] == 0
+    segments = {k: v for k, v in tree_digest(target).items() if k != "chroma.sqlite3"}
+    assert segments == {k: v for k, v in tree_digest(chroma_dir).items() if k != "chroma.sqlite3"}
+    assert sqlite_payload(target / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
+
+
+def test_chroma_check_reads_what_the_dry_run_predicts(cli, tmp_path: Path, repo_path: Path) -> None:
+    """Opening a directory, chromadb rewrites chroma.sqlite3 and the index files of every
+    collection whose queue entries it applies (here: all, each under its sync threshold).
+    They are put back from local copies, so a --chroma-check restore reads from the repository
+    exactly what its dry run predicts."""
+    src = tmp_path / "tenants"
+    build_db(src, {f"tenant-{i}": 30 for i in range(6)})
+    assert cli("--repo", repo_path, "create", src).code == 0
+    target = tmp_path / "t"
+    plan = cli("--repo", repo_path, "restore", "latest", target, "--dry-run", "--chroma-check",
+               "--json").json()
+    res = cli("--repo", repo_path, "restore", "latest", target, "--chroma-check", "--json")
+    assert res.code == 0, res.stderr
+    body = res.json()
+    assert body["chunks_repaired"] > 6  # chroma.sqlite3 and index files of each collection
+    assert body["bytes_downloaded"] == plan["bytes_to_download"]
+    assert tree_digest(target) == tree_digest(src)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".t.")] == []
+
+
+def test_show_names_the_tool_chromadb_and_the_db_schema_also_of_old_roots(cli, chroma_dir: Path,
+                                                                          repo_path: Path) -> None:
+    sid = cli("--repo", repo_path, "create", chroma_dir, "--json").json()["id"]
+    root = repo_path / "snapshots" / f"{sid}.json"
+    data = json.loads(root.read_text())
+    schema = data["verified"]["schema"]
+    # a root written before the field was renamed: the same fact under its earlier name
+    data["chromadb_version"] = "0.5.23"
+    del data["tool_chromadb_version"]
+    root.write_text(json.dumps(data, sort_keys=True))
+    shown = cli("--repo", repo_path, "show", sid)
+    assert shown.code == 0, shown.stderr
+    assert "chromadb 0.5.23 installed beside it" in shown.stdout
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("db schema"))
+    for d, level in schema.items():
+        assert f"{d} {level['filename']}" in line
+    assert cli("--repo", repo_path, "show", sid, "--json").json()["tool_chromadb_version"] == "0.5.23"

@@ -138,6 +138,38 @@ def test_delta_chains_are_read_a_range_of_a_pack_at_a_time(
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
 
 
+def test_a_restore_reads_what_the_dry_run_predicts_on_s3(cli, s3_repo_url: str, tmp_path: Path) -> None:
+    """That is egress. What chromadb rewrites when --chroma-check opens the result
+    (chroma.sqlite3, the indexes it applies queue entries to) is put back from local copies,
+    not read again; and the prediction counts the ranges of packs the frames are read with
+    (with what lies between frames close together: restoring an older snapshot over a newer
+    one needs frames scattered among ones the target holds)."""
+    src = tmp_path / "tenants"
+    build_db(src, {f"tenant-{i}": 30 for i in range(12)})
+    first = cli("--repo", s3_repo_url, "create", src, "--json").json()["id"]
+    for i in range(0, 12, 3):
+        grow(src, f"tenant-{i}", 10, seed=i)
+    assert cli("--repo", s3_repo_url, "create", src).code == 0
+
+    def restore(ref: str, target: Path, *extra: str) -> tuple[int, dict]:
+        plan = cli("--repo", s3_repo_url, "restore", ref, target, "--dry-run", *extra, "--json").json()
+        res = cli("--repo", s3_repo_url, "restore", ref, target, "--force", *extra, "--json")
+        assert res.code == 0, res.stderr
+        return plan["bytes_to_download"], res.json()
+
+    predicted, plain = restore("latest", tmp_path / "a")
+    assert plain["bytes_downloaded"] == predicted
+    predicted, checked = restore("latest", tmp_path / "b", "--chroma-check")
+    assert checked["chunks_repaired"] > 12  # chroma.sqlite3 and index files of each collection
+    assert checked["bytes_downloaded"] == predicted == plain["bytes_downloaded"]
+    assert checked["requests"] == plain["requests"]
+    assert tree_digest(tmp_path / "b") == tree_digest(src)
+    for extra in ((), ("--chroma-check",)):
+        predicted, older = restore(first, tmp_path / "b", *extra)
+        assert 0 < older["bytes_downloaded"] == predicted < plain["bytes_downloaded"]
+        assert cli("--repo", s3_repo_url, "restore", "latest", tmp_path / "b", "--force").code == 0
+
+
 def test_read_plans_are_bounded_by_bytes_as_well_as_chunks() -> None:
     """Deep chains of large deltas make shorter plans: what a plan holds stays bounded (no S3
     needed: the plan is made before anything is read)."""

@@ -143,12 +143,21 @@ def render_list(snaps: list[SnapshotSummary]) -> list[str]:
     return out
 
 
+def _schema_text(m: Manifest) -> str:
+    """The migrations the DB had applied (what it says of the chromadb that wrote it)."""
+    if m.verified is None or not m.verified.schema:
+        return "not recorded"
+    return ", ".join(f"{d} {s.filename}" for d, s in sorted(m.verified.schema.items()))
+
+
 def render_show(m: Manifest) -> list[str]:
     return [
         f"snapshot   {m.id}", f"parent     {m.parent or '-'}", f"created    {m.created_at}",
         f"source     {m.source_host}:{m.source_path}", f"tags       {', '.join(m.tags) or '-'}",
         f"message    {m.message or '-'}",
-        f"tool       chroma-snapshot {m.tool_version}, chromadb {m.chromadb_version or '?'}",
+        f"tool       chroma-snapshot {m.tool_version} "
+        f"(chromadb {m.tool_chromadb_version or '-'} installed beside it)",
+        f"db schema  {_schema_text(m)}",
         f"size       {human_bytes(m.totals.bytes)} in {m.totals.files} files; "
         f"{human_bytes(m.totals.bytes_new)} stored new",
         "",
