@@ -1,29 +1,183 @@
-"""Hostile bytes where chroma-snapshot expects a manifest, a repository config or a chunk
-table: every one becomes one of the project's errors (SnapshotError), never a RecursionError,
-a ValueError or another exception. Fuzzed with hypothesis."""
+"""Hostile bytes where chroma-snapshot expects an id map, a manifest, a repository config or a
+chunk table: every one becomes one of the project's errors (SnapshotError), never a crash,
+a RecursionError, a MemoryError or another exception. Fuzzed with hypothesis, then end to end:
+a hostile index_metadata.pickle in a source (create, exit 6) and in a snapshot (restore,
+exit 4), each leaving nothing behind."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
+import pickle
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chroma_helpers import tree_digest
 from conftest import create_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapshot import layout
+from snapshot import idmap, layout
+from snapshot.consistency import verify_dir
 from snapshot.crypto import parse_key_file
 from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.manifest import dumps, parse_config, parse_manifest
 from snapshot.repository import Repository
 from snapshot.tables import encode_table, parse_table
 
+MILLION = 1_000_000
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ------------------------------------------------------------------ id maps as chromadb writes them
+
+
+def _maps(n: int) -> dict[str, Any]:
+    ids = [f"doc-{i}" for i in range(n)]
+    return {"dimensionality": 64, "total_elements_added": n, "max_seq_id": None,
+            "id_to_label": {k: i + 1 for i, k in enumerate(ids)},
+            "label_to_id": {i + 1: k for i, k in enumerate(ids)}}
+
+
+class _PersistentData:
+    """Pickled under chromadb's name (older chromadb pickled this class)."""
+
+
+class _LegacyPickler(pickle._Pickler):  # type: ignore[misc]
+    """Writes _PersistentData as chromadb's class without importing chromadb (and hnswlib)."""
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if self.proto >= 4:
+            self.save("chromadb.segment.impl.vector.local_persistent_hnsw")
+            self.save("PersistentData")
+            self.write(pickle.STACK_GLOBAL)
+        else:
+            self.write(pickle.GLOBAL + b"chromadb.segment.impl.vector.local_persistent_hnsw\n"
+                       b"PersistentData\n")
+        self.memoize(obj)
+
+
+def _legacy(n: int, proto: int) -> bytes:
+    obj = _PersistentData()
+    obj.__dict__.update(_maps(n), max_seq_id=2**40 + 7)
+    buf = io.BytesIO()
+    _LegacyPickler(buf, proto).dump(obj)
+    return buf.getvalue()
+
+
+def _unmemoized(n: int) -> bytes:
+    """The layout chromadb >= 1.0 writes: protocol 3, no memo."""
+    buf = io.BytesIO()
+    p = pickle.Pickler(buf, 3)
+    p.fast = True
+    p.dump(_maps(n))
+    return buf.getvalue()
+
+
+SEEDS = {
+    "chromadb 1.x": _unmemoized(40),
+    "dict, protocol 5": pickle.dumps(_maps(40), 5),
+    "PersistentData, protocol 5": _legacy(40, 5),
+    "PersistentData, protocol 2": _legacy(40, 2),
+}
+
+#: Shapes that built (or would build) something huge or endlessly nested, or that run code.
+HOSTILE = {
+    "tuple a million deep as a dict key": b"\x80\x04}(" + b"(" * MILLION + b")" + b"t" * MILLION + b"K\x01u.",
+    "tuple a million deep": b"\x80\x04" + b"(" * MILLION + b")" + b"t" * MILLION + b".",
+    "TUPLE1 a million times": b"\x80\x04)" + b"\x85" * MILLION + b".",
+    "a million lists": b"\x80\x04" + b"]" * MILLION + b"a" * (MILLION - 1) + b".",
+    "lists nested through the memo": b"\x80\x04]\x94" + b"]\x94h\x00a" * 10_000 + b".",
+    "a list holding itself": b"\x80\x04]\x94h\x00a.",
+    "a memo index of 2**31": b"\x80\x04Nr\xff\xff\xff\x7f.",
+    "a string of 2**64 bytes": b"\x80\x04\x8d" + b"\xff" * 8 + b".",
+    "a frame of 2**64 bytes": b"\x80\x04\x95" + b"\xff" * 8 + b"N.",
+    "an integer of a million digits": b"\x80\x02L" + b"9" * MILLION + b"L\n.",
+    "os.system": b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.",
+    "empty": b"",
+}
+
+
+def _assert_id_map_or_error(data: bytes) -> None:
+    try:
+        ids, seq = idmap.id_map(data)
+    except SnapshotError:
+        return
+    assert isinstance(ids, dict) and all(type(k) is str for k in ids)
+    assert isinstance(seq, int) and seq >= 0
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_the_id_maps_chromadb_writes_are_read_as_pickle_reads_them(name: str) -> None:
+    ids, seq = idmap.id_map(SEEDS[name])
+    assert ids == _maps(40)["id_to_label"]
+    assert seq == (2**40 + 7 if name.startswith("PersistentData") else 0)
+
+
+def test_a_real_index_metadata_pickle_reads_as_pickle_reads_it(chroma_template: Path) -> None:
+    found = sorted(chroma_template.glob(f"*/{idmap.PICKLE}"))
+    assert found
+    for p in found:
+        assert idmap.read_id_map(p)[0] == pickle.loads(p.read_bytes())["id_to_label"]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_pickles_are_refused_before_anything_is_built(name: str) -> None:
+    with pytest.raises(IntegrityError, match=r"seg/index_metadata\.pickle"):
+        idmap.id_map(HOSTILE[name], "seg/index_metadata.pickle")
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"]))
+def test_random_bytes_are_an_id_map_or_an_integrity_error(data: bytes, proto: bytes) -> None:
+    _assert_id_map_or_error(proto + data)
+
+
+_OPCODES = [bytes([b]) for b in range(256)]
+
+
+@st.composite
+def _mutated_pickles(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(sorted(SEEDS.values()))))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "opcode", "repeat", "truncate"]))
+        if kind == "flip" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete":
+            del data[at:at + draw(st.integers(1, 32))]
+        elif kind == "opcode":
+            data[at:at] = draw(st.sampled_from(_OPCODES)) * draw(st.integers(1, 5000))
+        elif kind == "repeat":
+            piece = data[at:at + draw(st.integers(1, 8))]
+            data[at:at] = piece * draw(st.integers(1, 2000))
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@FUZZ
+@given(_mutated_pickles())
+def test_mutated_id_maps_are_an_id_map_or_an_integrity_error(data: bytes) -> None:
+    _assert_id_map_or_error(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(9, 200_000), st.sampled_from([b"(", b"]", b"}", b")", b"(]"]))
+def test_deep_nesting_of_any_depth_is_refused(depth: int, opener: bytes) -> None:
+    closer = {b"(": b"t", b"]": b"a", b"}": b"u", b")": b"\x85", b"(]": b"e"}[opener]
+    with pytest.raises(IntegrityError, match="not a chromadb id map"):
+        idmap.id_map(b"\x80\x04" + opener * depth + closer * depth + b".")
+
 
 # ------------------------------------------------------------------ manifests, configs, chunk tables
 
@@ -162,3 +316,85 @@ def test_numbers_too_long_to_convert_are_integrity_errors(samples: dict[str, Any
                     samples["file"], samples["chunk size"], "snapshot x")
     with pytest.raises(IntegrityError, match="key k is not valid JSON"):
         parse_key_file(b'{"format_version":' + b"9" * 5000 + b"}", "k")
+
+
+# ------------------------------------------------------------------ end to end
+
+
+HOSTILE_PICKLE = HOSTILE["tuple a million deep as a dict key"]
+
+
+def _vector_segment(db: Path, collection: str) -> str:
+    with sqlite3.connect(db / "chroma.sqlite3") as conn:
+        (seg,) = conn.execute(
+            "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+            "WHERE c.name = ? AND s.scope = 'VECTOR'", (collection,)).fetchone()
+    return str(seg)
+
+
+def _run(repo: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process: a crash there fails the test instead of killing pytest."""
+    return subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+
+
+def _error_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The one error line (warnings may come before it), after asserting the exit code."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and lines[-1].startswith("chroma-snapshot: error: "), proc.stderr
+    assert all(line.startswith("chroma-snapshot: warning: ") for line in lines[:-1]), proc.stderr
+    return lines[-1]
+
+
+def _leftovers(repo: Path) -> list[str]:
+    cache = Path(os.environ["CHROMA_SNAPSHOT_CACHE"])
+    staged = [p.name for p in cache.rglob(".*") if p.is_dir()] if cache.exists() else []
+    return staged + [p.name for p in (repo / "locks").glob("*")]
+
+
+def test_a_hostile_pickle_in_the_source_is_a_source_error(chroma_dir: Path, repo_path: Path) -> None:
+    create_snapshot(repo_path, chroma_dir)
+    seg = _vector_segment(chroma_dir, "docs")
+    (chroma_dir / seg / idmap.PICKLE).write_bytes(HOSTILE_PICKLE)
+    line = _error_line(_run(repo_path, "create", chroma_dir), 6)
+    assert f"{seg}/{idmap.PICKLE}" in line and "collection 'docs'" in line, line
+    assert len(list((repo_path / "snapshots").glob("*.json"))) == 1
+    assert _leftovers(repo_path) == []
+
+
+@pytest.fixture
+def forged(chroma_dir: Path, repo_path: Path) -> Callable[..., tuple[str, str]]:
+    """A snapshot whose capture was called consistent although ``damage`` was done to it
+    after the checks (as a repository altered after the fact would hold): (id, segment)."""
+
+    def make(damage: Callable[[Path], None]) -> tuple[str, str]:
+        sound = verify_dir(chroma_dir)
+        seg = _vector_segment(chroma_dir, "docs")
+        damage(chroma_dir / seg)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("snapshot.create.verify_dir", lambda *_a, **_k: sound)
+            sid = create_snapshot(repo_path, chroma_dir)
+        return sid, seg
+
+    return make
+
+
+def _target(tmp_path: Path) -> Path:
+    target = tmp_path / "restore-here" / "t"
+    target.mkdir(parents=True)
+    (target / "chroma.sqlite3").write_text("the app's current DB")
+    return target
+
+
+def test_a_hostile_pickle_in_a_snapshot_fails_restore(
+    forged: Callable[..., tuple[str, str]], repo_path: Path, tmp_path: Path
+) -> None:
+    sid, seg = forged(lambda folder: (folder / idmap.PICKLE).write_bytes(HOSTILE_PICKLE))
+    target = _target(tmp_path)
+    before = tree_digest(target)
+    line = _error_line(_run(repo_path, "restore", sid, target, "--force"), 4)
+    assert "consistency check" in line and f"{seg}/{idmap.PICKLE}" in line, line
+    assert tree_digest(target) == before
+    assert [p.name for p in target.parent.iterdir()] == ["t"]  # nothing left beside the target
+    assert _leftovers(repo_path) == []
