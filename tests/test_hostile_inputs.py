@@ -1,8 +1,8 @@
 """Hostile bytes where chroma-snapshot expects an id map, a manifest, a repository config or a
 chunk table: every one becomes one of the project's errors (SnapshotError), never a crash,
 a RecursionError, a MemoryError or another exception. Fuzzed with hypothesis, then end to end:
-a hostile index_metadata.pickle in a source (create, exit 6) and in a snapshot (restore,
-exit 4), each leaving nothing behind."""
+a hostile index_metadata.pickle in a source (create, exit 6) and in a snapshot (restore and
+check --read-data, exit 4), each leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from chroma_helpers import tree_digest
-from conftest import create_snapshot
+from conftest import create_snapshot, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -387,7 +387,7 @@ def _target(tmp_path: Path) -> Path:
     return target
 
 
-def test_a_hostile_pickle_in_a_snapshot_fails_restore(
+def test_a_hostile_pickle_in_a_snapshot_fails_restore_and_check(
     forged: Callable[..., tuple[str, str]], repo_path: Path, tmp_path: Path
 ) -> None:
     sid, seg = forged(lambda folder: (folder / idmap.PICKLE).write_bytes(HOSTILE_PICKLE))
@@ -398,3 +398,64 @@ def test_a_hostile_pickle_in_a_snapshot_fails_restore(
     assert tree_digest(target) == before
     assert [p.name for p in target.parent.iterdir()] == ["t"]  # nothing left beside the target
     assert _leftovers(repo_path) == []
+    proc = _run(repo_path, "check", "--read-data", "--json")
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    problems = [p for p in json.loads(proc.stdout)["problems"] if p["kind"] == "consistency"]
+    assert [(p["snapshot"], p["path"]) for p in problems] == [(sid, f"{seg}/{idmap.PICKLE}")], proc.stdout
+    assert "not a chromadb id map" in problems[0]["message"] and sid in problems[0]["message"]
+    assert _run(repo_path, "check").returncode == 0  # structure alone cannot see it
+    assert _leftovers(repo_path) == []
+
+
+def _truncate_header(folder: Path) -> None:
+    h = folder / "header.bin"
+    h.write_bytes(h.read_bytes()[:40])
+
+
+def _short_length(folder: Path) -> None:
+    f = folder / "length.bin"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _too_many_ids(folder: Path) -> None:
+    p = folder / idmap.PICKLE
+    data = pickle.loads(p.read_bytes())
+    for i in range(10):
+        data["id_to_label"][f"extra-{i}"] = 10_000 + i
+        data["label_to_id"][10_000 + i] = f"extra-{i}"
+    p.write_bytes(pickle.dumps(data))
+
+
+def _no_pickle(folder: Path) -> None:
+    (folder / idmap.PICKLE).unlink()
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (_truncate_header, "header.bin is 40 bytes"),
+    (_short_length, "length.bin is"),
+    (_too_many_ids, "maps 3010 ids, the index holds 3000"),
+    (_no_pickle, "3000 elements in the index but no index_metadata.pickle"),
+])
+def test_check_read_data_runs_the_segment_checks_restore_runs(
+    forged: Callable[..., tuple[str, str]], repo_path: Path, tmp_path: Path, damage: Callable[[Path], None],
+    says: str,
+) -> None:
+    sid, seg = forged(damage)
+    res = run_cli("--repo", repo_path, "restore", sid, tmp_path / "t")
+    assert res.code == 4 and says in res.stderr and seg in res.stderr, res.stderr
+    res = run_cli("--repo", repo_path, "check", "--read-data")
+    assert res.code == 4, res.stderr
+    assert says in res.stderr and sid in res.stderr and seg in res.stderr, res.stderr
+    assert res.stdout.count("[consistency]") == 1, res.stdout
+    assert run_cli("--repo", repo_path, "check", "--read-data-subset", "1/1").code == 0
+
+
+def test_check_read_data_passes_sound_snapshots_and_skips_inconsistent_ones(
+    chroma_dir: Path, repo_path: Path
+) -> None:
+    create_snapshot(repo_path, chroma_dir)
+    _truncate_header(chroma_dir / _vector_segment(chroma_dir, "notes"))
+    create_snapshot(repo_path, chroma_dir, "--allow-inconsistent")  # restore skips its checks too
+    res = run_cli("--repo", repo_path, "check", "--read-data", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["files_verified"] > 0 and res.json()["problems"] == []
