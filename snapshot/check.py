@@ -10,9 +10,12 @@ is the frame before it in its chain), walked depth first so that each distinct f
 read and decoded once while only the bases on the current branch stay in memory. Every decoded
 frame is checked against its hash, and every distinct version of the file is hashed in chunk
 order against its whole-file hash (which catches a manifest whose chunks were reordered or whose
-file hash was altered). A subset (``10%`` or restic's ``N/M``) limits the walk to the frames in
-a deterministic part of the objects (plus the bases those need); whole-file hashes need every
-chunk, so a subset checks frames only.
+file hash was altered). Each snapshot's segment folders also get the structural checks a
+restore runs on its result (snapshot/segcheck.py: header, file sizes, the id map read as
+restore reads it), from the manifest's sizes and the bytes gathered as they are verified. A
+subset (``10%`` or restic's ``N/M``) limits the walk to the frames in a deterministic part of
+the objects (plus the bases those need); whole-file hashes need every chunk, so a subset checks
+frames only (and no segment folder).
 
 A frame that could not be fetched (network, store) is a ``storage`` problem (exit 5), not a
 ``data`` one: only bytes that arrived and failed their hash are integrity problems (exit 4).
@@ -29,19 +32,21 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import IO
 
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Frame, Manifest
 from snapshot.packs import ChunkReader
 from snapshot.repository import Repository
+from snapshot.segcheck import Fact, judge, segment_problems, spool, watched
 
 _READERS = 4
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # config, manifest, missing-object, short-object, data, file-hash, storage
+    kind: str  # config, manifest, missing-object, short-object, data, file-hash, consistency, storage
     message: str
     snapshot: str | None = None
     path: str | None = None
@@ -209,6 +214,8 @@ class _Version:
     hasher: FileHasher = field(default_factory=FileHasher)
     broken: bool = False
     chunks: tuple[Chunk, ...] = ()
+    #: The bytes of a watched file (snapshot/segcheck.py), gathered as its chunks are verified.
+    content: IO[bytes] | None = None
 
 
 @dataclass
@@ -225,6 +232,8 @@ class _Tally:
     problems: list[Problem] = field(default_factory=list)
     frames: set[Frame] = field(default_factory=set)
     files: int = 0
+    #: snapshot -> path -> what segcheck found of a watched file.
+    facts: dict[str, dict[str, Fact]] = field(default_factory=dict)
 
 
 def _forest(versions: Iterable[_Version], index: int) -> dict[Frame, _Node]:
@@ -298,6 +307,8 @@ def _walk_index(
         if hash_files:
             for v in node.ends:
                 v.hasher.update(content)
+                if v.content is not None:
+                    v.content.write(content)
         stack.extend((child, content) for child in node.children.values())
 
 
@@ -313,6 +324,8 @@ def _verify_path(
             v.chunks = reader.repo.chunks(v.manifest, v.entry)
         except SnapshotError:
             v.broken = True  # reported by the structure pass
+        if selected is None and watched(path, v.entry.role):
+            v.content = spool()
     for index in range(max(len(v.chunks) for v in versions)):
         roots = _forest(versions, index)
         _mark_wanted(roots.values(), selected)
@@ -320,14 +333,21 @@ def _verify_path(
     if selected is not None:
         return tally
     for v in versions:
-        if v.broken:
-            continue
-        tally.files += 1
-        if v.hasher.hexdigest() != v.entry.hash:
+        content, v.content = v.content, None
+        sound = not v.broken and v.hasher.hexdigest() == v.entry.hash
+        if not v.broken:
+            tally.files += 1
+        if not v.broken and not sound:
             sid = v.snapshots[0]
             tally.problems.append(Problem(
                 "file-hash", f"snapshot {sid}: {path}: its chunks, in the manifest's order, do not hash "
                 f"to the file's hash (chunks reordered or file hash altered)", sid, path))
+        if content is not None and not sound:
+            content.close()
+        elif content is not None:
+            fact = judge(path, content)
+            for sid in v.snapshots:
+                tally.facts.setdefault(sid, {})[path] = fact
     return tally
 
 
@@ -357,6 +377,7 @@ def check_repository(
     selected: set[str] | None = None
     frames: set[Frame] = set()
     files = 0
+    facts: dict[str, dict[str, Fact]] = {}
     reader = ChunkReader(repo)
     if read_data:
         present = referenced & ck.objects.keys()
@@ -369,6 +390,11 @@ def check_repository(
                     ck.problem(p)
                 frames |= tally.frames
                 files += tally.files
+                for sid, found in tally.facts.items():
+                    facts.setdefault(sid, {}).update(found)
+        for m in ck.manifests if subset is None else ():
+            for path, message in segment_problems(m, facts.get(m.id, {})):
+                ck.problem(Problem("consistency", f"snapshot {m.id}: {message}", m.id, path))
     unreferenced = sorted(ck.objects.keys() - referenced)
     if unreferenced and any(p.kind == "manifest" for p in ck.problems.values()):
         ck.notes.append("objects of unreadable manifests count as unreferenced here")

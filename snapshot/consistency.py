@@ -16,7 +16,6 @@ on a restored directory before it is swapped in. Memory is bounded by the larges
 from __future__ import annotations
 
 import io
-import pickle
 import sqlite3
 import struct
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -39,9 +38,10 @@ from snapshot.chroma_db import (
     segment_seq,
     segments,
 )
+from snapshot.errors import SnapshotError
+from snapshot.idmap import PICKLE, read_id_map
 
 HEADER = "header.bin"
-PICKLE = "index_metadata.pickle"
 SEGMENT_FILES = (HEADER, "data_level0.bin", "length.bin", "link_lists.bin")
 #: hnswlib's persisted header: version, offsetLevel0, max_elements, cur_element_count,
 #: size_data_per_element, label_offset, offsetData, maxlevel, enterpoint_node, maxM, maxM0, M,
@@ -73,7 +73,12 @@ class HnswHeader:
 
 
 def read_header(path: Path) -> HnswHeader:
-    data = path.read_bytes()
+    with open(path, "rb") as fh:
+        return parse_header(fh.read(_HEADER.size))
+
+
+def parse_header(data: bytes) -> HnswHeader:
+    """The header from the first bytes of a ``header.bin``; ValueError if it is not one."""
     if len(data) < _HEADER.size:
         raise ValueError(f"{HEADER} is {len(data)} bytes, shorter than hnswlib's {_HEADER.size}")
     f = _HEADER.unpack_from(data)
@@ -84,65 +89,39 @@ def read_header(path: Path) -> HnswHeader:
     return header
 
 
-class _Stub:
-    """Stands in for the one class older chromadb pickled (its fields land in __dict__)."""
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """Plain data only: an index_metadata.pickle read from a repository must not run code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name == "PersistentData" and module.startswith("chromadb."):
-            return _Stub
-        raise pickle.UnpicklingError(f"{PICKLE} refers to {module}.{name}, which is not plain data")
-
-
-def read_id_map(path: Path) -> tuple[dict[str, int], int]:
-    """The index's id map and the max_seq_id it records (0 if none: chromadb >= 1.0 keeps it
-    in chroma.sqlite3 instead)."""
-    with open(path, "rb") as fh:
-        data = _SafeUnpickler(io.BufferedReader(fh)).load()
-    fields = data if isinstance(data, dict) else getattr(data, "__dict__", {})
-    id_to_label = fields.get("id_to_label")
-    label_to_id = fields.get("label_to_id")
-    if not isinstance(id_to_label, dict) or not isinstance(label_to_id, dict):
-        raise ValueError(f"{PICKLE} has no id maps")
-    if len(id_to_label) != len(label_to_id):
-        sizes = f"{len(id_to_label)} vs {len(label_to_id)}"
-        raise ValueError(f"{PICKLE}: its two id maps differ in size ({sizes})")
-    seq = fields.get("max_seq_id")
-    return id_to_label, seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+def segment_problem(sizes: Mapping[str, int], header: HnswHeader | str) -> str | None:
+    """What is wrong with a segment folder whose files have ``sizes`` (name -> bytes) and
+    whose header.bin reads as ``header`` (a string: why it does not): every file present,
+    length.bin and data_level0.bin sized for the header's element count, and a pickle if it
+    holds elements. None if sound."""
+    missing = [n for n in SEGMENT_FILES if n not in sizes]
+    if missing:
+        return f"segment folder lacks {', '.join(missing)}"
+    if isinstance(header, str):
+        return header
+    allowed = {header.count, header.max_elements}
+    if sizes["length.bin"] // 4 not in allowed or sizes["length.bin"] % 4:
+        return f"length.bin is {sizes['length.bin']} bytes, not 4 per element of the header's {header.count}"
+    if sizes["data_level0.bin"] not in {n * header.size_per_element for n in allowed}:
+        return (f"data_level0.bin is {sizes['data_level0.bin']} bytes, not {header.count} elements of "
+                f"{header.size_per_element}")
+    if header.count and PICKLE not in sizes:
+        return f"{header.count} elements in the index but no {PICKLE}"
+    return None
 
 
 def _hnsw_header(folder: Path, problems: list[str], where: str) -> HnswHeader | None:
-    """The structure of a segment folder: every file present, the header whole, length.bin
-    and data_level0.bin sized for its element count, and a pickle if it holds elements.
-    None after a problem was recorded."""
-    missing = [n for n in SEGMENT_FILES if not (folder / n).is_file()]
-    if missing:
-        problems.append(f"{where}: segment folder lacks {', '.join(missing)}")
-        return None
-    try:
-        header = read_header(folder / HEADER)
-    except (OSError, ValueError) as exc:
-        problems.append(f"{where}: {exc}")
-        return None
-    sizes = {n: (folder / n).stat().st_size for n in SEGMENT_FILES}
-    allowed = {header.count, header.max_elements}
-    if sizes["length.bin"] // 4 not in allowed or sizes["length.bin"] % 4:
-        problems.append(f"{where}: length.bin is {sizes['length.bin']} bytes, not 4 per element "
-                        f"of the header's {header.count}")
-        return None
-    if sizes["data_level0.bin"] not in {n * header.size_per_element for n in allowed}:
-        problems.append(f"{where}: data_level0.bin is {sizes['data_level0.bin']} bytes, not "
-                        f"{header.count} elements of {header.size_per_element}")
-        return None
-    if header.count and not (folder / PICKLE).is_file():
-        problems.append(f"{where}: {header.count} elements in the index but no {PICKLE}")
+    """:func:`segment_problem` of a folder; its header, or None after a problem was recorded."""
+    sizes = {n: (folder / n).stat().st_size for n in (*SEGMENT_FILES, PICKLE) if (folder / n).is_file()}
+    header: HnswHeader | str = "no header"
+    if HEADER in sizes:
+        try:
+            header = read_header(folder / HEADER)
+        except (OSError, ValueError) as exc:
+            header = str(exc)
+    problem = segment_problem(sizes, header)
+    if problem is not None or isinstance(header, str):
+        problems.append(f"{where}: {problem}")
         return None
     return header
 
@@ -233,8 +212,8 @@ def _index_ids(folder: Path, queue: Queue, e: _Expected, applied: int) -> IndexI
     seen = applied
     if (folder / PICKLE).is_file():
         try:
-            id_map, pickled_seq = read_id_map(folder / PICKLE)
-        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+            id_map, pickled_seq = read_id_map(folder / PICKLE, f"{folder.name}/{PICKLE}")
+        except (OSError, SnapshotError) as exc:
             return f"{_where(e, folder.name)}: {exc}"
         ids = id_map  # the unpickled map itself: no second copy of the ids
         seen = max(seen, pickled_seq)  # chromadb < 1.0 kept it in the pickle

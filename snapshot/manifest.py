@@ -206,7 +206,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
 def _load_json(raw: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or a number of more than 4300 digits
         raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise IntegrityError(f"{what} is not a manifest: JSON nested too deeply") from exc

@@ -26,7 +26,6 @@ from snapshot.basecache import default_root
 from snapshot.chroma_check import ChromaChecker
 from snapshot.chroma_db import DB_NAME, chromadb_version, open_readonly, schema_levels
 from snapshot.consistency import (
-    PICKLE,
     IndexIds,
     SqliteSide,
     Verification,
@@ -37,6 +36,7 @@ from snapshot.consistency import (
     unknown_schema,
 )
 from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
+from snapshot.idmap import PICKLE
 from snapshot.manifest import Chunk, FileEntry, Manifest, check_rel_path
 from snapshot.materialise import (
     Local,
