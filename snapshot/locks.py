@@ -103,7 +103,7 @@ class LockInfo:
         are ignored, for newer writers). Raises :class:`IntegrityError` saying what is wrong."""
         try:
             raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise IntegrityError(f"lock object is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise IntegrityError("lock object is not a JSON object")
