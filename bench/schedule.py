@@ -228,6 +228,8 @@ def summary(nights: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "last_night": last["night"], "ratio": ours["ratio"], "restic_ratio": restic.get("ratio"),
         "condemned_bytes": ours.get("condemned_bytes", 0),
+        "ratio_without_condemned": round((ours["repo_bytes"] - ours.get("condemned_bytes", 0))
+                                         / last["full"]["repo_bytes"], 4),
         "ours_vs_restic": round(ours["repo_bytes"] / restic["repo_bytes"], 4) if "ratio" in restic else None,
         "target": rep._target(f"chroma-snapshot repository at night {last['night']} <= {TARGET:g}x full",
                               ours["ratio"], TARGET, "x"),
@@ -275,7 +277,8 @@ def _print(report: dict[str, Any]) -> None:
     restic = (f"restic skipped ({skipped})" if skipped else
               f"restic {s['restic_ratio']:.2f}x, chroma-snapshot/restic {s['ours_vs_restic']:.2f}")
     print(f"night {s['last_night']}: chroma-snapshot {s['ratio']:.2f}x full (of which "
-          f"{s['condemned_bytes'] / MIB:.1f} MiB condemned, deleted by the next prune), {restic}")
+          f"{s['condemned_bytes'] / MIB:.1f} MiB condemned, deleted by the next prune; "
+          f"{s['ratio_without_condemned']:.2f}x without them), {restic}")
     print(f"target: {s['target']['target']}: {s['target']['verdict']}")
     if s["night1_added_vs_full"] is not None:
         print(f"night 1 incremental (1% insert + 0.5% update + 0.2% delete): "
