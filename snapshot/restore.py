@@ -290,7 +290,8 @@ def execute_restore(
     protected = [(default_root(), "the base cache")]
     if repo.local_root is not None:
         protected.append((repo.local_root, "the repository"))
-    check_restore_target(target, force=force, protected=protected, allowed_names=_include_names(m))
+    check_restore_target(target, force=force, protected=protected, allowed_names=_include_names(m),
+                         files={f.path for f in m.files})
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_beside(target)
     checked: dict[str, int] = {}
