@@ -232,13 +232,15 @@ def restore_snapshot(
     chroma_check: bool = False,
     strict: bool = False,
     reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> RestoreResult:
-    """Plan a restore of snapshot ``ref`` into ``target`` and execute it."""
+    """Plan a restore of snapshot ``ref`` into ``target`` and execute it (``on_commit``: see
+    :func:`execute_restore`)."""
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
     plan = prepare_restore(repo, ref, target, survey=False)
     result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
-                             reporter=reporter)
+                             reporter=reporter, on_commit=on_commit)
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
@@ -279,11 +281,14 @@ def execute_restore(
     chroma_check: bool = False,
     strict: bool = False,
     reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically.
 
     Every chunk and file hash is checked, then the capture's consistency checks; with
-    ``chroma_check`` chromadb also opens it (in batches of collections, child processes)."""
+    ``chroma_check`` chromadb also opens it (in batches of collections, child processes).
+    ``on_commit`` is called the moment the new data stands at the target: from then on the
+    restore has succeeded, whatever happens before this returns."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     m, target = plan.manifest, plan.target
@@ -329,7 +334,8 @@ def execute_restore(
                 repaired = repair(repo, built, m, fetcher, reporter)  # fsyncs what it rewrites
             hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
-            swap_into_place(built, target)
+            swap_into_place(built, target, on_commit or (lambda: None))
+            hooks.point("restore.swapped")
         except BaseException:
             shutil.rmtree(built, ignore_errors=True)
             raise

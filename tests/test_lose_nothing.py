@@ -357,6 +357,69 @@ def test_sigint_after_the_commit_reports_the_saved_snapshot(chroma_dir: Path, re
     assert [s["id"] for s in run_cli("--repo", repo_path, "list", "--json").json()] == [sid]
 
 
+#: The CLI in a child process: at pause point argv[1] it says "paused" and waits for a line.
+_PAUSING_CLI = """
+import sys
+from snapshot import hooks
+from snapshot.cli import main
+
+def pause():
+    print("paused", flush=True)
+    sys.stdin.readline()
+
+with hooks.on(sys.argv[1], pause):
+    main(sys.argv[2:])
+"""
+
+
+def _sigterm_at(point: str, *args: object) -> CliResult:
+    """Run the CLI in a child, send it a real SIGTERM while it waits at ``point``, let it go on."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSING_CLI, point, *map(str, args)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    said = []
+    for line in proc.stdout:
+        if line == "paused\n":
+            break
+        said.append(line)
+    else:
+        proc.wait(timeout=60)
+        pytest.fail(f"never reached {point}: exit {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate("\n", timeout=120)  # the signal is handled while it waits
+    return CliResult(proc.returncode, "".join(said) + out, err)
+
+
+def test_sigterm_once_a_restore_stands_is_not_a_failure(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    first = create_snapshot(repo_path, chroma_dir)
+    grow(chroma_dir, "docs", 40, seed=8)
+    second = create_snapshot(repo_path, chroma_dir)
+    digests = {}
+    for sid in (first, second):
+        assert run_cli("--repo", repo_path, "restore", sid, tmp_path / sid, "--skip-chroma-check").code == 0
+        digests[sid] = tree_digest(tmp_path / sid)
+    target = tmp_path / "db"
+    assert run_cli("--repo", repo_path, "restore", first, target, "--skip-chroma-check").code == 0
+
+    # Before the swap: the restore fails, says nothing of success, and the target is as it was.
+    res = _sigterm_at("restore.verified", "--repo", repo_path, "restore", second, target, "--force",
+                      "--skip-chroma-check")
+    assert "terminated" in _one_line_error(res, 143) and res.stdout == ""
+    assert tree_digest(target) == digests[first]
+    # Once the swap stands (journal gone; swap returned; result printed): success, exit 0.
+    holds = first
+    for point in ("swap.journal-removed", "restore.swapped", "restore.reported"):
+        sid = second if holds == first else first
+        res = _sigterm_at(point, "--repo", repo_path, "restore", sid, target, "--force", "--skip-chroma-check")
+        assert (res.code, res.stderr) == (0, ""), point
+        assert res.stdout.startswith(f"restored {sid} into {target}"), (point, res.stdout)
+        assert tree_digest(target) == digests[sid], point
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".db.")] == [], point
+        holds = sid
+
+
 # -- 17: a lost response to the manifest PUT ---------------------------------------------------------
 
 
