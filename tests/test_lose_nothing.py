@@ -20,7 +20,7 @@ from conftest import CliResult, create_snapshot, run_cli
 
 from snapshot import hooks, layout
 from snapshot.compression import decompress
-from snapshot.errors import AlreadyExistsError, IntegrityError
+from snapshot.errors import AlreadyExistsError, IntegrityError, mount_point
 from snapshot.storage.local import LocalStore
 
 
@@ -457,6 +457,29 @@ def test_a_full_disk_names_the_filesystem(
     line = _one_line_error(run_cli("--repo", repo_path, "create", chroma_dir, "--tmp-dir", staging), 15)
     assert "no space left" in line and "filesystem at /" in line and str(chroma_dir) not in line
     assert list(staging.iterdir()) == []
+
+
+def test_a_full_disk_during_a_restore_names_the_file_and_the_filesystem(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapshot.materialise
+
+    sid = create_snapshot(repo_path, chroma_dir)
+    target = tmp_path / "db"
+    assert run_cli("--repo", repo_path, "restore", sid, target, "--skip-chroma-check").code == 0
+    before = tree_digest(target)
+
+    def no_space(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as os.write raises it: no file name
+
+    monkeypatch.setattr(snapshot.materialise, "_write_all", no_space)
+    for where in (target, tmp_path / "fresh"):
+        res = run_cli("--repo", repo_path, "restore", sid, where, "--force", "--skip-chroma-check")
+        line = _one_line_error(res, 15)
+        assert f"no space left on the filesystem at {mount_point(tmp_path)} (writing {tmp_path}/." in line
+        assert "?" not in line
+    assert tree_digest(target) == before and not (tmp_path / "fresh").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing beside it
 
 
 # -- 20: list with a broken manifest ------------------------------------------------------------------
