@@ -216,6 +216,11 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows[:3])
 
 
+def segment_ids(conn: sqlite3.Connection) -> set[str]:
+    """Every segment the database names (a vector segment's folder is named by its id)."""
+    return {str(r[0]) for r in conn.execute("SELECT id FROM segments")}
+
+
 def metadata_segments(conn: sqlite3.Connection) -> dict[str, list[str]]:
     rows = conn.execute(
         "SELECT c.name, s.id FROM collections c JOIN segments s ON s.collection = c.id "

@@ -6,8 +6,10 @@ The exit-code table in README.md is generated from nothing: keep the two in step
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -144,6 +146,19 @@ def disk_full(exc: OSError, path: str | os.PathLike[str] | None = None) -> DiskF
     err = DiskFullError(f"{quota} on {fs} (writing {where or '?'}); free some space and run again")
     err.__cause__ = exc
     return err
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise a full disk in the block as a DiskFullError naming ``path`` and its filesystem
+    (what ``os.write`` or ``fsync`` raise names neither)."""
+    try:
+        yield
+    except OSError as exc:
+        full = disk_full(exc, path)
+        if full is None:
+            raise
+        raise full from exc
 
 
 class AlreadyExistsError(StorageError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from snapshot import hooks
 from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
-from snapshot.errors import IntegrityError, SnapshotError
+from snapshot.errors import IntegrityError, SnapshotError, naming_full_disk
 from snapshot.fsync import fsync_path, start_writeback, sync_filesystem
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Frame, Manifest
@@ -196,6 +196,15 @@ def write_file(
     root: Path, f: FileEntry, chunks: Sequence[Chunk], local: Local, fetcher: Fetcher,
     pool: ThreadPoolExecutor | None, reporter: Reporter,
 ) -> None:
+    """Write file ``f`` under ``root``, verified; a full disk names the file and its filesystem."""
+    with naming_full_disk(root / f.path):
+        _write_file(root, f, chunks, local, fetcher, pool, reporter)
+
+
+def _write_file(
+    root: Path, f: FileEntry, chunks: Sequence[Chunk], local: Local, fetcher: Fetcher,
+    pool: ThreadPoolExecutor | None, reporter: Reporter,
+) -> None:
     dest = root / f.path
     dest.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -267,12 +276,13 @@ def sync_tree(root: Path, m: Manifest) -> None:
     """Make every restored file and folder durable before the swap makes them the target: one
     syncfs where the OS has it, else an fsync per file and folder in threads (run beside the
     consistency checks)."""
-    if sync_filesystem(root):
-        return
-    dirs = {root} | {(root / f.path).parent for f in m.files}
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
-        list(pool.map(fsync_path, [root / f.path for f in m.files]))
-        list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
+    with naming_full_disk(root):  # a filesystem may find itself full only when it writes back
+        if sync_filesystem(root):
+            return
+        dirs = {root} | {(root / f.path).parent for f in m.files}
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
+            list(pool.map(fsync_path, [root / f.path for f in m.files]))
+            list(pool.map(fsync_path, sorted(dirs, key=lambda d: -len(d.parts))))
 
 
 def _readers(repo: Repository) -> int:

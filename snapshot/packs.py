@@ -10,7 +10,9 @@ background, bounded) once it reaches the target size; a pack's id, and so every 
 :class:`PendingFrame` and resolved after :meth:`PackWriter.close`.
 
 Reading: :class:`ChunkReader` fetches a chunk's frames with range reads, decodes the delta
-chain and checks every hash on the way.
+chain and checks every hash on the way. A frame that fails its check is read again, on its
+own, before it is called damaged (Repository's ``checked_read``): S3 sends no checksum with a
+range, so bytes garbled on the way arrive looking like a damaged pack.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from snapshot.compression import decompress
 from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.hashing import digest
 from snapshot.manifest import Chunk, Frame
-from snapshot.repository import Repository
+from snapshot.repository import Repository, checked_read
 
 DEFAULT_PACK_SIZE = 16 << 20
 
@@ -207,23 +209,40 @@ class ChunkReader:
         at = frame.offset - span.start
         return memoryview(span.data)[at : at + frame.length]
 
-    def read_frame(self, frame: Frame) -> bytes | memoryview:
-        """The compressed bytes of one frame (opened, in an encrypted repository: into this
-        thread's scratch buffer, so the result is valid until this thread's next call)."""
+    def _stored(self, frame: Frame, *, again: bool = False) -> bytes | memoryview:
+        """One frame's stored bytes: out of a planned range, or read on their own (always,
+        with ``again``)."""
+        fetched = self._fetched(frame) if self._spans and not again else None
+        if fetched is not None:
+            return fetched
+        data = self.repo.read_range(frame.object, frame.offset, frame.length)
+        with self._lock:
+            self.bytes_fetched += frame.length  # what was downloaded: the stored length
+        return data
+
+    def _open(self, frame: Frame, stored: bytes | memoryview) -> bytes | memoryview:
         scratch = getattr(self._scratch, "buf", None)
         if scratch is None or len(scratch) < frame.length:
             scratch = self._scratch.buf = bytearray(max(frame.length, 1 << 20) + (64 << 10))
-        fetched = self._fetched(frame) if self._spans else None
-        data = self.repo.read_frame(frame, scratch=scratch, fetched=fetched)
-        if fetched is None:
-            with self._lock:
-                self.bytes_fetched += frame.length  # what was downloaded: the stored length
-        return data
+        return self.repo.read_frame(frame, scratch=scratch, fetched=stored)
+
+    def read_frame(self, frame: Frame) -> bytes | memoryview:
+        """The compressed bytes of one frame (opened, in an encrypted repository: into this
+        thread's scratch buffer, so the result is valid until this thread's next call)."""
+        return self._open(frame, self._stored(frame))
 
     def decode(self, frame: Frame, base: bytes | None, *, verify: bool = True) -> bytes:
         """One frame's content (``base``: what the previous link decodes to), hash-checked
-        unless ``verify`` is False (a link whose result the next frame's check covers)."""
-        raw = self.read_frame(frame)
+        unless ``verify`` is False (a link whose result the next frame's check covers). A frame
+        whose bytes fail is read again, on its own, before the failure stands (checked_read);
+        what the store itself says (missing, too short) stands at once."""
+        return checked_read(
+            self._stored(frame), lambda: self._stored(frame, again=True),
+            lambda stored: self._decode(self._open(frame, stored), frame, base, verify),
+        )
+
+    @staticmethod
+    def _decode(raw: bytes | memoryview, frame: Frame, base: bytes | None, verify: bool) -> bytes:
         try:
             content = decompress(raw, frame.codec, frame.size, base)
         except SnapshotError as exc:
@@ -240,7 +259,8 @@ class ChunkReader:
         """The content the last of ``frames`` decodes to, starting from ``base``. Only the
         result is hashed (each link is a function of the one before, so a damaged link cannot
         give the right result); when it does not match, the chain is decoded again checking
-        every link, to name the damaged one."""
+        every link, to name the damaged one (or, if that link's bytes were only garbled on the
+        way, to read it again: then the chain is whole)."""
         content = base
         try:
             for i, frame in enumerate(frames):
@@ -249,7 +269,6 @@ class ChunkReader:
             content = base
             for frame in frames:
                 content = self.decode(frame, content)
-            raise
         assert content is not None
         return content
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from snapshot.chroma_db import DB_NAME
 from snapshot.chunking import ChunkedFile, is_regular_file, read_verified
 from snapshot.consistency import SqliteSide, read_sqlite_side, replayed_segments
-from snapshot.errors import IntegrityError
+from snapshot.errors import IntegrityError, naming_full_disk
 from snapshot.fsync import fsync_path
 from snapshot.hashing import FileHasher
 from snapshot.manifest import Chunk, FileEntry, Manifest
@@ -106,7 +106,8 @@ def repair(repo: Repository, root: Path, m: Manifest, fetcher: Fetcher, reporter
             fsync_path(dest)
             fixed += len(chunks)
             continue
-        fixed += _repair_file(dest, f, chunks, fetcher)
+        with naming_full_disk(dest):
+            fixed += _repair_file(dest, f, chunks, fetcher)
     # Removals durable before the swap: a journal chromadb left behind that came back after a
     # crash would be rolled into the restored database. (File contents were synced already.)
     for d in sorted({root} | {(root / f.path).parent for f in m.files}, key=lambda d: -len(d.parts)):

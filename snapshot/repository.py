@@ -18,11 +18,12 @@ import os
 import secrets
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from snapshot import crypto, hooks, layout, repoconfig, selection
 from snapshot import keys as keyfiles
@@ -58,6 +59,29 @@ _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 #: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
 _WHOLE_TABLE_PACK = 8
+#: How many times bytes read with a range that fail their check are read again (checked_read).
+_REREADS = 3
+_T = TypeVar("_T")
+
+
+def checked_read(
+    data: bytes | memoryview, reread: Callable[[], bytes | memoryview],
+    check: Callable[[bytes | memoryview], _T],
+) -> _T:
+    """``check(data)``, where ``data`` was read with a range. S3 sends no checksum with a range,
+    so bytes garbled on the way arrive looking like a damaged pack: when the check raises
+    IntegrityError they are read again (``reread``) and checked again, until a check passes
+    or two reads in a row return the same bytes (those are what is stored: the error stands),
+    at most _REREADS times. Damage costs one read more; a garbled response, a few more."""
+    for _ in range(_REREADS):
+        try:
+            return check(data)
+        except IntegrityError:
+            again = reread()
+            if again == data:
+                raise
+            data = again
+    return check(data)
 
 
 @dataclass(frozen=True)
@@ -423,11 +447,22 @@ class Repository:
         table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
         if f.table is None:
             return f.chunks
-        try:
-            raw = self.read_frame(f.table.frame(), table=True)
-        except SnapshotError as exc:
-            raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-        return self._parse_table(m, f, raw)
+        frame = f.table.frame()
+
+        def read() -> bytes:
+            try:
+                return self.read_range(frame.object, frame.offset, frame.length)
+            except SnapshotError as exc:
+                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+
+        def parse(raw: bytes | memoryview) -> tuple[Chunk, ...]:
+            try:
+                opened = self.read_frame(frame, table=True, fetched=raw)
+            except SnapshotError as exc:
+                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+            return self._parse_table(m, f, opened)
+
+        return checked_read(read(), read, parse)
 
     def tables(
         self, m: Manifest, files: Sequence[FileEntry] | None = None

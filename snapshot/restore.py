@@ -240,13 +240,15 @@ def restore_snapshot(
     chroma_check: bool = False,
     strict: bool = False,
     reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> RestoreResult:
-    """Plan a restore of snapshot ``ref`` into ``target`` and execute it."""
+    """Plan a restore of snapshot ``ref`` into ``target`` and execute it (``on_commit``: see
+    :func:`execute_restore`)."""
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
     plan = prepare_restore(repo, ref, target, survey=False)
     result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
-                             reporter=reporter)
+                             reporter=reporter, on_commit=on_commit)
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
@@ -287,18 +289,26 @@ def execute_restore(
     chroma_check: bool = False,
     strict: bool = False,
     reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically.
 
     Every chunk and file hash is checked, then the capture's consistency checks; with
-    ``chroma_check`` chromadb also opens it (in batches of collections, child processes)."""
+    ``chroma_check`` chromadb also opens it (in batches of collections, child processes).
+    ``on_commit`` is called the moment the new data stands at the target: from then on the
+    restore has succeeded, whatever happens before this returns."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     m, target = plan.manifest, plan.target
     protected = [(default_root(), "the base cache")]
     if repo.local_root is not None:
         protected.append((repo.local_root, "the repository"))
-    check_restore_target(target, force=force, protected=protected, allowed_names=_include_names(m))
+    leftovers = check_restore_target(target, force=force, protected=protected,
+                                     allowed_names=_include_names(m), files={f.path for f in m.files})
+    dropped = [f"replacing {target} drops segment folder {name}: no collection of the snapshot or of the "
+               f"target's {DB_NAME} uses it (left behind by a deleted collection)" for name in leftovers]
+    for note in dropped:
+        reporter.warn(note)
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_beside(target)
     checked: dict[str, int] = {}
@@ -341,7 +351,8 @@ def execute_restore(
                 repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             hooks.point("restore.verified")
             os.chmod(built, _dir_mode(target))
-            swap_into_place(built, target)
+            swap_into_place(built, target, on_commit or (lambda: None))
+            hooks.point("restore.swapped")
         except BaseException:
             shutil.rmtree(built, ignore_errors=True)
             raise
@@ -362,7 +373,7 @@ def execute_restore(
         chunks_fetched=fetcher.fetched,
         chroma_checked=checked,
         chunks_repaired=repaired,
-        warnings=tuple(warnings),
+        warnings=(*dropped, *warnings),
         seconds=round(time.monotonic() - started, 3),
         requests=moved.requests,
         checks=passed + (("chromadb",) if checker is not None else ()),

@@ -257,12 +257,27 @@ def _undo(j: _Journal) -> None:
         pass  # the caller's exception is the one to report; the journal tells recover()
 
 
-def swap_into_place(built: Path, target: Path) -> None:
+def _commit(step: Callable[[], None], done: Callable[[], bool], on_commit: Callable[[], None]) -> None:
+    """Take the step after which a swap stands, then call ``on_commit``. An interrupt that
+    lands as the step returns, before ``on_commit`` has run, undoes nothing: it is not taken
+    for a failure (``done`` says whether the step happened)."""
+    try:
+        step()
+        on_commit()
+    except KeyboardInterrupt:
+        if not done():
+            raise
+        on_commit()
+
+
+def swap_into_place(built: Path, target: Path, on_commit: Callable[[], None] = lambda: None) -> None:
     """Replace directory ``target`` by directory ``built``, its sibling (see :func:`temp_beside`).
 
     If it raises, the target holds its previous data and ``built`` the new data, for the caller
     to remove. Should even putting things back fail, the journal stays and :func:`recover`
-    settles the target as wholly old or wholly new; removing ``built`` is still safe then."""
+    settles the target as wholly old or wholly new; removing ``built`` is still safe then.
+    ``on_commit`` is called the moment the swap stands (what follows only tidies up): from
+    then on the caller has succeeded, and the CLI no longer takes a signal for a failure."""
     built, target = Path(os.path.abspath(built)), Path(os.path.abspath(target))
     if built.parent != target.parent or built == target:
         raise ValueError(f"{built} must be a sibling of {target}")
@@ -273,7 +288,7 @@ def swap_into_place(built: Path, target: Path) -> None:
     if not os.path.lexists(target):
         tempdirs.release(built)
         fsync_path(built)
-        os.rename(built, target)
+        _commit(lambda: os.rename(built, target), lambda: not os.path.lexists(built), on_commit)
         fsync_path(target.parent)
         _pause_hook("new-renamed")
         return
@@ -294,7 +309,8 @@ def swap_into_place(built: Path, target: Path) -> None:
         except BaseException:
             _undo(j)
             raise
-        os.unlink(jpath)  # the commit point: from here on the swap stands
+        # the commit point: from here on the swap stands
+        _commit(lambda: os.unlink(jpath), lambda: not os.path.lexists(jpath), on_commit)
     try:
         _pause_hook("journal-removed")
     finally:

@@ -1,7 +1,9 @@
 """Which restore targets may be written or replaced: the one place that decides.
 
 A restore replaces its target wholesale, so with ``--force`` only a directory that looks like
-a Chroma persist dir (plus the files the snapshot itself restores) may go; places whose loss
+a Chroma persist dir (plus the files the snapshot itself restores) may go: chroma.sqlite3 and
+its companions, and segment folders that hold only Chroma's index files, each folder one the
+snapshot restores or one the target's own chroma.sqlite3 names as a segment. Places whose loss
 would be a disaster (/, the home directory, the working directory, the repository, the
 snapshot's source, the base cache) are refused whatever the options. Reads, never writes.
 """
@@ -10,17 +12,24 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from snapshot.chroma_db import DB_NAME, open_readonly, segment_ids
+from snapshot.consistency import SEGMENT_FILES
 from snapshot.errors import TargetError, UsageError
+from snapshot.idmap import PICKLE
 
-DB_NAME = "chroma.sqlite3"
 #: SQLite's companions of chroma.sqlite3 (rollback journal, WAL, shared memory).
 _DB_FILES = frozenset({DB_NAME, f"{DB_NAME}-journal", f"{DB_NAME}-wal", f"{DB_NAME}-shm"})
 #: Chroma names each segment folder by the segment's UUID, lowercase.
 _SEGMENT_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: What Chroma itself keeps in a segment folder (its HNSW index and the index's id map).
+_IN_SEGMENT = frozenset({*SEGMENT_FILES, PICKLE})
+_NOT_CHROMA = "which is not part of a Chroma persist dir"
+_UNNAMED = f"a folder that neither the snapshot nor the target's {DB_NAME} names as a segment"
 
 
 def _within(path: str, root: str) -> bool:
@@ -52,14 +61,55 @@ def _refuse_special(target: Path, real: str, protected: Sequence[tuple[Path, str
             raise TargetError(f"refusing to restore into {target}: it lies inside {label} ({other})")
 
 
-def _foreign_entry(target: Path, names: Sequence[str], allowed_names: Collection[str]) -> str | None:
-    """The first top-level entry that is not part of a Chroma persist dir, else None."""
+def _db_segments(db: Path) -> set[str] | str:
+    """The segment ids ``db`` names, or why they cannot be read."""
+    try:
+        conn = open_readonly(db, timeout=10.0)
+        try:
+            return segment_ids(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"a folder not in the snapshot, and the target's {DB_NAME} cannot be read ({exc})"
+
+
+def _foreign_in_segment(folder: Path, name: str, files: Collection[str]) -> str | None:
+    """The first entry of segment folder ``name`` that is neither Chroma's nor the snapshot's
+    (by name; a folder never is, a symlink may be: removing it loses nothing it points to)."""
+    for entry in sorted(os.listdir(folder)):
+        ours = entry in _IN_SEGMENT or f"{name}/{entry}" in files
+        if not ours or stat.S_ISDIR(os.lstat(folder / entry).st_mode):
+            return entry
+    return None
+
+
+def _foreign_entry(
+    target: Path, names: Sequence[str], allowed_names: Collection[str], files: Collection[str],
+    leftovers: list[str],
+) -> tuple[str, str] | None:
+    """The first entry (a path relative to ``target``) that is not part of a Chroma persist
+    dir and why, else None. Segment folders of Chroma's files alone that neither the snapshot
+    nor the target's database names (Chroma leaves them behind after ``delete_collection``)
+    are appended to ``leftovers``: replacing them loses nothing, but the restore says so."""
+    restored = {p.split("/", 1)[0] for p in files if "/" in p}
+    named: set[str] | str | None = None  # the target's own segments, read when first needed
     for name in sorted(names):
         if name in _DB_FILES or name in allowed_names:
             continue
-        if _SEGMENT_DIR.fullmatch(name) and stat.S_ISDIR(os.lstat(target / name).st_mode):
-            continue
-        return name
+        if not (_SEGMENT_DIR.fullmatch(name) and stat.S_ISDIR(os.lstat(target / name).st_mode)):
+            return name, _NOT_CHROMA
+        if name not in restored:
+            named = _db_segments(target / DB_NAME) if named is None else named
+            if isinstance(named, str):
+                return name, named
+            if name not in named:
+                if os.listdir(target / name) and _foreign_in_segment(target / name, name, files) is None:
+                    leftovers.append(name)
+                    continue
+                return name, _UNNAMED
+        inner = _foreign_in_segment(target / name, name, files)
+        if inner is not None:
+            return f"{name}/{inner}", _NOT_CHROMA
     return None
 
 
@@ -69,14 +119,17 @@ def check_restore_target(
     force: bool,
     protected: Sequence[tuple[Path, str]] = (),
     allowed_names: Collection[str] = (),
+    files: Collection[str] = (),
     raw: str | None = None,
-) -> None:
-    """Raise unless a restore may write ``target`` (replacing it when it exists).
+) -> tuple[str, ...]:
+    """Raise unless a restore may write ``target`` (replacing it when it exists); return the
+    leftover segment folders of deleted collections the replacement drops (see _foreign_entry).
 
     ``protected`` holds (path, label) pairs the target must neither be, contain nor lie inside
     (e.g. ``(repo_root, "the repository")``); ``allowed_names`` the top-level names the
-    snapshot's own files restore to, which a replaced target may hold; ``raw`` what the user
-    typed, since ``Path("")`` cannot be told from ``Path(".")``."""
+    snapshot's extra (``--include``) files restore to, which a replaced target may hold;
+    ``files`` the paths of every file the snapshot restores; ``raw`` what the user typed,
+    since ``Path("")`` cannot be told from ``Path(".")``."""
     if raw == "":
         raise UsageError("empty restore target")
     target = Path(os.path.abspath(target))
@@ -86,7 +139,7 @@ def check_restore_target(
     try:
         st = os.lstat(target)
     except FileNotFoundError:
-        return
+        return ()
     except OSError as exc:
         raise TargetError(f"cannot use restore target {target}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
@@ -97,7 +150,7 @@ def check_restore_target(
     try:
         names = os.listdir(target)
         if not names:
-            return
+            return ()
         if not force:
             raise TargetError(f"restore target {target} is not empty (use --force to replace it)")
         db = os.lstat(target / DB_NAME) if DB_NAME in names else None
@@ -106,11 +159,13 @@ def check_restore_target(
                 f"restore target {target} is not a Chroma persist dir (no {DB_NAME}); "
                 "refusing to replace it even with --force"
             )
-        foreign = _foreign_entry(target, names, allowed_names)
+        leftovers: list[str] = []
+        foreign = _foreign_entry(target, names, allowed_names, files, leftovers)
     except OSError as exc:
         raise TargetError(f"cannot read restore target {target}: {exc.strerror}") from exc
     if foreign is not None:
         raise TargetError(
-            f"restore target {target} holds {foreign!r}, which is not part of a Chroma persist "
-            "dir; refusing to replace it even with --force (move it away or restore elsewhere)"
+            f"restore target {target} holds {foreign[0]!r}, {foreign[1]}; refusing to replace "
+            "it even with --force (move it away or restore elsewhere)"
         )
+    return tuple(leftovers)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -136,3 +137,17 @@ def tree_digest(path: Path) -> dict[str, str]:
 def sqlite_payload(path: Path) -> bytes:
     """chroma.sqlite3 without its 100-byte header (the online backup rewrites counters there)."""
     return path.read_bytes()[100:]
+
+
+def stand_in_persist_dir(path: Path, *segments: str) -> Path:
+    """A stand-in for a persist dir, for tests of what a restore may replace: a chroma.sqlite3
+    whose ``segments`` table names ``segments``, and a folder for each holding a header.bin."""
+    path.mkdir(parents=True)
+    with sqlite3.connect(path / "chroma.sqlite3") as conn:
+        conn.execute("CREATE TABLE segments (id TEXT PRIMARY KEY)")
+        conn.executemany("INSERT INTO segments VALUES (?)", [(s,) for s in segments])
+    conn.close()
+    for segment in segments:
+        (path / segment).mkdir()
+        (path / segment / "header.bin").write_text("old")
+    return path

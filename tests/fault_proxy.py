@@ -1,6 +1,6 @@
 """A fault-injecting HTTP reverse proxy for the S3 tests, in front of the moto server.
 
-``FaultProxy(upstream, seed=1, error=0.10, reset=0.05, truncate=0.05)`` listens on 127.0.0.1,
+``FaultProxy(upstream, seed=1, error=0.10, reset=0.05, truncate=0.05, corrupt=0.05)`` listens on 127.0.0.1,
 port 0, and forwards every request to ``upstream`` (one fresh upstream connection per request).
 For each request it draws once from a ``random.Random(seed)`` and, at the given rates, instead
 of a plain answer it:
@@ -10,11 +10,14 @@ of a plain answer it:
   forwarding, ``"after"`` forwarding with no response (a lost response), or ``"mid-body"``
   after the headers and part of the body (for a response without a body: ``"after"``);
 * ``truncate``: forwards, sends the full ``Content-Length`` but only part of the body, then
-  closes cleanly (a response without a body, e.g. HEAD or a PUT, passes through untouched).
+  closes cleanly (a response without a body, e.g. HEAD or a PUT, passes through untouched);
+* ``corrupt``: forwards and sends the whole body, headers unchanged, with one byte flipped (a
+  response without a body passes through untouched): the right length, the wrong bytes.
 
-The part of a body sent is a random fraction, or ``keep`` (0.0: none of it). ``limit`` stops
+The part of a body sent (and the byte flipped) is a random fraction, or ``keep`` (0.0: none of it). ``limit`` stops
 injecting after that many faults; ``enabled = False`` switches faults off;
-``drop_response_for(predicate)`` forwards the next matching request and drops its response.
+``drop_response_for(predicate)`` forwards the next matching request and drops its response;
+``corrupt_for(predicate)`` garbles the next matching response with a body.
 ``counts`` says what was injected (``"requests"``: every request seen).
 
 The proxy keeps client connections alive, accepts ``Transfer-Encoding: chunked`` request
@@ -191,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = ProxiedRequest(
             self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
         )
-        fault, rng = proxy._decide(request)
+        fault, rng, targeted = proxy._decide(request)
         if fault == "error":
             self._send_error(*_ERRORS[int(rng.random() * len(_ERRORS))])
             return
@@ -210,9 +213,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "truncate" and has_body:
             self._send(up, body_bytes=min(keep, len(up.body) - 1))
             self.close_connection = True  # FIN after the partial body
+        elif fault == "corrupt" and has_body:
+            at = min(keep, len(up.body) - 1)
+            flipped = up.body[:at] + bytes([up.body[at] ^ 0xFF]) + up.body[at + 1 :]
+            self._send(_Upstream(up.status, up.reason, up.headers, flipped))
         else:
-            if fault == "truncate":
-                proxy._uncount("truncate")  # nothing to truncate: passed through untouched
+            if fault in ("truncate", "corrupt") and not targeted:
+                proxy._uncount(fault)  # no body: passed through untouched
             self._send(up)
 
 
@@ -227,6 +234,7 @@ class FaultProxy:
         error: float = 0.0,
         reset: float = 0.0,
         truncate: float = 0.0,
+        corrupt: float = 0.0,
         limit: int | None = None,
         reset_points: tuple[str, ...] = ("before", "after", "mid-body"),
         keep: float | None = None,
@@ -236,9 +244,10 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._drops: list[tuple[Callable[[ProxiedRequest], bool], int]] = []
+        self._targeted: list[tuple[str, Callable[[ProxiedRequest], bool], int]] = []
         self.set_rates(
-            error=error, reset=reset, truncate=truncate, limit=limit, reset_points=reset_points, keep=keep
+            error=error, reset=reset, truncate=truncate, corrupt=corrupt, limit=limit,
+            reset_points=reset_points, keep=keep,
         )
         self._server = _Server(self)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -253,20 +262,21 @@ class FaultProxy:
         error: float = 0.0,
         reset: float = 0.0,
         truncate: float = 0.0,
+        corrupt: float = 0.0,
         limit: int | None = None,
         reset_points: tuple[str, ...] = ("before", "after", "mid-body"),
         keep: float | None = None,
     ) -> None:
         """New fault rates (each a probability per request) and details (module docstring);
         ``limit`` caps the faults injected from now on (None: no cap). Switches faults on."""
-        if min(error, reset, truncate) < 0 or error + reset + truncate > 1:
+        if min(error, reset, truncate, corrupt) < 0 or error + reset + truncate + corrupt > 1:
             raise ValueError("fault rates must be >= 0 and add up to at most 1")
         if not reset_points or not set(reset_points) <= {"before", "after", "mid-body"}:
             raise ValueError(f"reset points must be among before, after, mid-body: {reset_points}")
         if keep is not None and not 0.0 <= keep < 1.0:
             raise ValueError("keep must be in [0, 1)")
         with self._lock:
-            self.error, self.reset, self.truncate = error, reset, truncate
+            self.error, self.reset, self.truncate, self.corrupt = error, reset, truncate, corrupt
             self.reset_points, self.keep = reset_points, keep
             self._left = limit
             self.enabled = True
@@ -276,24 +286,33 @@ class FaultProxy:
         (the connection is reset): the write happened, the client never hears of it. This
         applies even when faults are switched off."""
         with self._lock:
-            self._drops.append((predicate, times))
+            self._targeted.append(("drop", predicate, times))
+
+    def corrupt_for(self, predicate: Callable[[ProxiedRequest], bool], times: int = 1) -> None:
+        """Flip a byte of the body of the next ``times`` responses to requests matching
+        ``predicate`` (the ``corrupt`` fault), even when faults are switched off. A matching
+        request whose response has no body is passed through and still counts as one."""
+        with self._lock:
+            self._targeted.append(("corrupt", predicate, times))
 
     @property
     def injected(self) -> int:
-        """Faults injected so far (errors, resets, truncations, dropped responses)."""
+        """Faults injected so far (errors, resets, truncations, corruptions, dropped responses)."""
         with self._lock:
             return sum(v for k, v in self.counts.items() if k != "requests")
 
-    def _decide(self, request: ProxiedRequest) -> tuple[str | None, random.Random]:
-        """The fault for one request, and a generator seeded from the shared one for its details."""
+    def _decide(self, request: ProxiedRequest) -> tuple[str | None, random.Random, bool]:
+        """The fault for one request, a generator seeded from the shared one for its details, and
+        whether the fault was asked for this request (``drop_response_for``, ``corrupt_for``)."""
         with self._lock:
             self.counts["requests"] += 1
             fault: str | None = None
-            for i, (predicate, times) in enumerate(self._drops):
+            targeted = False
+            for i, (kind, predicate, times) in enumerate(self._targeted):
                 if predicate(request):
-                    self._drops[i] = (predicate, times - 1)
-                    self._drops = [d for d in self._drops if d[1] > 0]
-                    fault = "drop"
+                    self._targeted[i] = (kind, predicate, times - 1)
+                    self._targeted = [t for t in self._targeted if t[2] > 0]
+                    fault, targeted = kind, True
                     break
             draw = self._rng.random()
             detail = random.Random(self._rng.getrandbits(64))
@@ -304,11 +323,13 @@ class FaultProxy:
                     fault = "reset"
                 elif draw < self.error + self.reset + self.truncate:
                     fault = "truncate"
+                elif draw < self.error + self.reset + self.truncate + self.corrupt:
+                    fault = "corrupt"
                 if fault is not None and self._left is not None:
                     self._left -= 1
             if fault is not None:
                 self.counts[fault] += 1
-            return fault, detail
+            return fault, detail, targeted
 
     def _uncount(self, fault: str) -> None:
         with self._lock:

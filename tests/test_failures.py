@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chroma_helpers import tree_digest
+from chroma_helpers import delete_collection, stand_in_persist_dir, tree_digest
 from conftest import create_snapshot
 
 from snapshot.chroma_check import cannot_open
@@ -47,13 +48,7 @@ def _one_line_error(result, code: int) -> None:
 
 @pytest.fixture
 def existing_target(tmp_path: Path) -> Path:
-    t = tmp_path / "app" / "vector_db"
-    t.mkdir(parents=True)
-    (t / "chroma.sqlite3").write_bytes(b"the old database")
-    seg = t / "0badc0de-0000-4000-8000-00000000000a"
-    seg.mkdir()
-    (seg / "header.bin").write_text("old")
-    return t
+    return stand_in_persist_dir(tmp_path / "app" / "vector_db", "0badc0de-0000-4000-8000-00000000000a")
 
 
 def _leftovers(target: Path) -> list[str]:
@@ -179,6 +174,39 @@ def test_force_replaces_only_a_chroma_persist_dir(cli, chroma_dir, repo_path, tm
     _one_line_error(cli("--repo", repo_path, "restore", "latest", "/", "--force"), 7)
     _one_line_error(cli("--repo", repo_path, "restore", "latest", Path.home(), "--force"), 7)
     assert _leftovers(existing_target) == []
+
+
+def test_force_refuses_what_is_not_chromas_inside_segment_folders(cli, chroma_dir, repo_path, tmp_path):
+    first = _snap(cli, repo_path, chroma_dir)
+    target = tmp_path / "db"
+    assert cli("--repo", repo_path, "restore", first, target, "--skip-chroma-check").code == 0
+    segment = min(p for p in target.iterdir() if p.is_dir())
+    stray = target / "0badc0de-0000-4000-8000-00000000000b"
+    for make, named in [
+        (lambda: (segment / "notes.txt").write_text("mine"), f"{segment.name}/notes.txt"),
+        (lambda: (stray.mkdir(), (stray / "notes.txt").write_text("?")), stray.name),
+    ]:
+        make()
+        before = tree_digest(target)
+        res = cli("--repo", repo_path, "restore", first, target, "--force", "--skip-chroma-check")
+        _one_line_error(res, 7)
+        assert f"'{named}'" in res.stderr, res.stderr
+        assert tree_digest(target) == before and _leftovers(target) == []
+        shutil.rmtree(target / named) if (target / named).is_dir() else (target / named).unlink()
+    # A folder of Chroma's files alone that nobody names (a deleted collection's) is dropped, and
+    # the restore says so.
+    stray.mkdir()
+    (stray / "header.bin").write_text("?")
+    res = cli("--repo", repo_path, "restore", first, target, "--force", "--skip-chroma-check")
+    assert res.code == 0 and f"drops segment folder {stray.name}" in res.stderr, res.stderr
+    assert not stray.exists()
+    # A segment folder the snapshot does not restore but the target's database names is Chroma's.
+    folders = {p.name for p in target.iterdir() if p.is_dir()}
+    delete_collection(chroma_dir, "notes")
+    second = _snap(cli, repo_path, chroma_dir)
+    res = cli("--repo", repo_path, "restore", second, target, "--force", "--skip-chroma-check")
+    assert res.code == 0, res.stderr
+    assert {p.name for p in target.iterdir() if p.is_dir()} < folders  # the notes collection's went
 
 
 def test_symlinked_target_refused(cli, chroma_dir, repo_path, tmp_path):

@@ -386,7 +386,8 @@ def test_json_round_trip_ignores_unknown_fields() -> None:
     ("key", "data", "problem"),
     [
         (layout.lock_key("b" * 32), b"{truncated", "not JSON"),
-        (layout.lock_key("d" * 32), b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # deeper than Python recurses
+        # nested deeper than Python recurses
+        (layout.lock_key("d" * 32), b"[" * 100_000 + b"]" * 100_000, "not JSON"),
         (layout.lock_key("c" * 32), json.dumps(GOOD).encode(), "does not match its key"),
         ("locks/junk.txt", json.dumps(GOOD).encode(), "not a lock key"),
     ],

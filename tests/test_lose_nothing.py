@@ -20,7 +20,7 @@ from conftest import CliResult, create_snapshot, run_cli
 
 from snapshot import hooks, layout
 from snapshot.compression import decompress
-from snapshot.errors import AlreadyExistsError, IntegrityError
+from snapshot.errors import AlreadyExistsError, IntegrityError, mount_point
 from snapshot.storage.local import LocalStore
 
 
@@ -357,6 +357,69 @@ def test_sigint_after_the_commit_reports_the_saved_snapshot(chroma_dir: Path, re
     assert [s["id"] for s in run_cli("--repo", repo_path, "list", "--json").json()] == [sid]
 
 
+#: The CLI in a child process: at pause point argv[1] it says "paused" and waits for a line.
+_PAUSING_CLI = """
+import sys
+from snapshot import hooks
+from snapshot.cli import main
+
+def pause():
+    print("paused", flush=True)
+    sys.stdin.readline()
+
+with hooks.on(sys.argv[1], pause):
+    main(sys.argv[2:])
+"""
+
+
+def _sigterm_at(point: str, *args: object) -> CliResult:
+    """Run the CLI in a child, send it a real SIGTERM while it waits at ``point``, let it go on."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSING_CLI, point, *map(str, args)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    said = []
+    for line in proc.stdout:
+        if line == "paused\n":
+            break
+        said.append(line)
+    else:
+        proc.wait(timeout=60)
+        pytest.fail(f"never reached {point}: exit {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate("\n", timeout=120)  # the signal is handled while it waits
+    return CliResult(proc.returncode, "".join(said) + out, err)
+
+
+def test_sigterm_once_a_restore_stands_is_not_a_failure(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    first = create_snapshot(repo_path, chroma_dir)
+    grow(chroma_dir, "docs", 40, seed=8)
+    second = create_snapshot(repo_path, chroma_dir)
+    digests = {}
+    for sid in (first, second):
+        assert run_cli("--repo", repo_path, "restore", sid, tmp_path / sid, "--skip-chroma-check").code == 0
+        digests[sid] = tree_digest(tmp_path / sid)
+    target = tmp_path / "db"
+    assert run_cli("--repo", repo_path, "restore", first, target, "--skip-chroma-check").code == 0
+
+    # Before the swap: the restore fails, says nothing of success, and the target is as it was.
+    res = _sigterm_at("restore.verified", "--repo", repo_path, "restore", second, target, "--force",
+                      "--skip-chroma-check")
+    assert "terminated" in _one_line_error(res, 143) and res.stdout == ""
+    assert tree_digest(target) == digests[first]
+    # Once the swap stands (journal gone; swap returned; result printed): success, exit 0.
+    holds = first
+    for point in ("swap.journal-removed", "restore.swapped", "restore.reported"):
+        sid = second if holds == first else first
+        res = _sigterm_at(point, "--repo", repo_path, "restore", sid, target, "--force", "--skip-chroma-check")
+        assert (res.code, res.stderr) == (0, ""), point
+        assert res.stdout.startswith(f"restored {sid} into {target}"), (point, res.stdout)
+        assert tree_digest(target) == digests[sid], point
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".db.")] == [], point
+        holds = sid
+
+
 # -- 17: a lost response to the manifest PUT ---------------------------------------------------------
 
 
@@ -394,6 +457,29 @@ def test_a_full_disk_names_the_filesystem(
     line = _one_line_error(run_cli("--repo", repo_path, "create", chroma_dir, "--tmp-dir", staging), 15)
     assert "no space left" in line and "filesystem at /" in line and str(chroma_dir) not in line
     assert list(staging.iterdir()) == []
+
+
+def test_a_full_disk_during_a_restore_names_the_file_and_the_filesystem(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapshot.materialise
+
+    sid = create_snapshot(repo_path, chroma_dir)
+    target = tmp_path / "db"
+    assert run_cli("--repo", repo_path, "restore", sid, target, "--skip-chroma-check").code == 0
+    before = tree_digest(target)
+
+    def no_space(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as os.write raises it: no file name
+
+    monkeypatch.setattr(snapshot.materialise, "_write_all", no_space)
+    for where in (target, tmp_path / "fresh"):
+        res = run_cli("--repo", repo_path, "restore", sid, where, "--force", "--skip-chroma-check")
+        line = _one_line_error(res, 15)
+        assert f"no space left on the filesystem at {mount_point(tmp_path)} (writing {tmp_path}/." in line
+        assert "?" not in line
+    assert tree_digest(target) == before and not (tmp_path / "fresh").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing beside it
 
 
 # -- 20: list with a broken manifest ------------------------------------------------------------------

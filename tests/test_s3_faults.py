@@ -1,12 +1,14 @@
 """S3 under network faults: a fault-injecting proxy (tests/fault_proxy.py) in front of moto.
 
-Unit level: a GET whose body is cut off (truncated, or the connection reset mid-body) is
-re-requested up to ``max_attempts`` times and then fails as a StorageError, never as an
-IntegrityError; a listing cut to nothing is not an empty listing; the bucket probe rides out
+Unit level: a GET whose body is cut off (truncated, or the connection reset mid-body) or
+garbled (the right length, a wrong byte: it fails the checksum S3 sent) is re-requested up to
+``max_attempts`` times and then fails as a StorageError, never as an IntegrityError; a frame
+read with a range (S3 sends no checksum with one) that fails its hash is read again until it
+passes or two reads agree (damage) before it is called damaged; a listing cut to nothing is not an empty listing; the bucket probe rides out
 transient errors; a create-only put whose response is lost succeeds. Bad endpoint URLs are one
 line and a usage/endpoint exit code. End to end: rounds of create / restore / check / prune
-through the CLI at 10% errors, 5% resets and 5% truncations all succeed, and every snapshot
-left restores byte for byte; at 30% commands may fail, but cleanly, losing nothing.
+through the CLI at 10% errors, 5% resets, 5% truncations and 5% garbled bodies all succeed, and every snapshot
+left restores byte for byte; a restore and a check whose every object is garbled once succeed; at 30% commands may fail, but cleanly, losing nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from fault_fixtures import fault_proxy  # noqa: F401  (the fixture, used by name
 from fault_proxy import FaultProxy, ProxiedRequest
 from s3_fixtures import s3_options
 
+from snapshot import layout
 from snapshot.errors import AlreadyExistsError, IntegrityError, StorageError
+from snapshot.hashing import digest
+from snapshot.packs import ChunkReader
+from snapshot.repository import Repository
 from snapshot.storage import StoreOptions
 from snapshot.storage.s3 import S3Store, parse_s3_url
 
@@ -95,6 +101,58 @@ def test_always_cut_off_is_storage_error(store: S3Store, fault_proxy: FaultProxy
         assert str(err).startswith(f"{kind} {DATA_KEY} in s3://")
         assert says in str(err) and f"{ATTEMPTS} attempts" in str(err) and "\n" not in str(err)
         assert store.stats.counts[kind] == ATTEMPTS
+
+
+def test_garbled_bodies_are_re_requested(store: S3Store, fault_proxy: FaultProxy) -> None:  # noqa: F811
+    fault_proxy.set_rates(corrupt=1.0, limit=ATTEMPTS - 1)  # the right length, one byte flipped
+    assert store.get(DATA_KEY) == PAYLOAD
+    assert fault_proxy.counts["corrupt"] == ATTEMPTS - 1
+    assert store.stats.counts["get"] == ATTEMPTS
+
+    fault_proxy.set_rates(corrupt=1.0)
+    with pytest.raises(StorageError) as info:
+        store.get(DATA_KEY)
+    err = info.value
+    assert not isinstance(err, IntegrityError) and err.exit_code == 5
+    assert str(err).startswith(f"get {DATA_KEY} in s3://") and "\n" not in str(err)
+    assert "did not match the checksum" in str(err) and f"({ATTEMPTS} attempts)" in str(err)
+    assert store.stats.counts["get"] == 2 * ATTEMPTS
+
+
+def _ranged(r: ProxiedRequest) -> bool:
+    return r.method == "GET" and "range" in r.headers
+
+
+def test_a_garbled_frame_is_read_again_until_two_reads_agree(
+    cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str, s3_client: Any,  # noqa: F811
+    chroma_dir: Path,
+) -> None:
+    assert cli("--repo", s3_repo_url, "--endpoint-url", s3_endpoint, "create", chroma_dir).code == 0
+    repo = Repository.open(s3_repo_url, s3_options(fault_proxy.url))
+    m = repo.get("latest")
+    chunk = repo.chunks(m, max(m.files, key=lambda f: f.size))[0]
+    reader, stats = ChunkReader(repo), repo.store.stats.counts
+    ranges = stats["get_range"]  # the chunk table's
+
+    fault_proxy.corrupt_for(_ranged, times=3)  # S3 sends no checksum with a range: garbled bytes arrive
+    assert digest(reader.read_chunk(chunk)) == chunk.hash
+    assert fault_proxy.counts["corrupt"] == 3 and stats["get_range"] - ranges == 4
+
+    fault_proxy.corrupt_for(_ranged, times=4)  # garbled every time it is read: the error stands
+    with pytest.raises(IntegrityError, match=f"object {chunk.frames[0].object} at offset"):
+        reader.read_chunk(chunk)
+    assert fault_proxy.counts["corrupt"] == 7 and stats["get_range"] - ranges == 8
+
+    # Damage in the stored pack: two reads return the same wrong bytes, and that is final.
+    frame = chunk.frames[0]
+    bucket, prefix = parse_s3_url(s3_repo_url)
+    key = f"{prefix}/{layout.object_key(frame.object)}"
+    pack = bytearray(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    pack[frame.offset + frame.length // 2] ^= 0xFF
+    s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(pack))
+    with pytest.raises(IntegrityError, match=f"object {frame.object} at offset") as info:
+        reader.read_chunk(chunk)
+    assert info.value.exit_code == 4 and stats["get_range"] - ranges == 10
 
 
 def test_short_object_is_integrity_error_not_a_retry(store: S3Store, fault_proxy: FaultProxy) -> None:  # noqa: F811
@@ -207,7 +265,7 @@ def test_bad_endpoint_is_one_line(cli: Any, s3_endpoint: str, url: str) -> None:
 #: Attempts per request for the 10-round run. At 10% errors, 5% resets and 5% truncations a
 #: run of 10 rounds makes about 570 GETs, 100 LISTs and 120 HEAD/PUT/DELETEs; the chance that
 #: one of them fails every attempt is about 6% per run with StoreOptions' default of 5 (seen:
-#: 1 run in 25 failed), 4e-4 with 8 and 1e-5 with 10.
+#: 1 run in 25 failed), 4e-4 with 8 and 1e-5 with 10 (with 5% garbled bodies on top: about 1e-3).
 ROUNDS_ATTEMPTS = 10
 #: Attempts in the 30% round: few enough that about half the commands fail, which is the point.
 HARSH_ATTEMPTS = 2
@@ -260,13 +318,13 @@ def _clean_failure(res: Any) -> None:
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_ten_rounds_at_10_5_5_percent(
+def test_ten_rounds_at_10_5_5_5_percent(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
     chroma_dir: Path, tmp_path: Path, quick_botocore_backoff: None, cli_attempts: Callable[[int], None],
 ) -> None:
     cli_attempts(ROUNDS_ATTEMPTS)
     repo = ("--repo", s3_repo_url, "--endpoint-url", fault_proxy.url)
-    fault_proxy.set_rates(error=0.10, reset=0.05, truncate=0.05)
+    fault_proxy.set_rates(error=0.10, reset=0.05, truncate=0.05, corrupt=0.05)
     sources: dict[str, dict[str, bytes]] = {}
     for rnd in range(10):
         if rnd in (3, 6):
@@ -285,7 +343,7 @@ def test_ten_rounds_at_10_5_5_percent(
         res = cli(*repo, "prune", "--keep-last", "3", "--grace", "0s")
         assert res.code == 0, f"round {rnd} prune: {res.stderr}"
     injected = dict(fault_proxy.counts)
-    assert min(injected.get(k, 0) for k in ("error", "reset", "truncate")) >= 10, injected
+    assert min(injected.get(k, 0) for k in ("error", "reset", "truncate", "corrupt")) >= 10, injected
 
     # Straight from moto, no proxy: the three kept snapshots, each byte for byte.
     direct = ("--repo", s3_repo_url, "--endpoint-url", s3_endpoint)
@@ -366,6 +424,35 @@ def test_a_round_at_30_percent_fails_cleanly_and_loses_nothing(
         res = cli(*direct, "restore", sid, out, "--skip-chroma-check")
         assert res.code == 0, res.stderr
         _assert_same_db(out, source)
+
+
+def test_restore_and_check_when_every_object_is_garbled_once(
+    cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
+    chroma_dir: Path, tmp_path: Path,
+) -> None:
+    """The first GET of every key comes back the right length with a byte flipped: whole
+    objects (config, manifest, a pack of chunk tables) fail S3's checksum, ranges their hash.
+    Each is read again and the commands succeed (once a whole GET exited 5, a range 4)."""
+    assert cli("--repo", s3_repo_url, "--endpoint-url", s3_endpoint, "create", chroma_dir).code == 0
+    source = _files(chroma_dir)
+    seen: set[str] = set()
+
+    def first_read(r: ProxiedRequest) -> bool:
+        key = r.path.split("?")[0]
+        if r.method != "GET" or key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    repo = ("--repo", s3_repo_url, "--endpoint-url", fault_proxy.url)
+    fault_proxy.corrupt_for(first_read, times=10**6)
+    res = cli(*repo, "restore", "latest", tmp_path / "out", "--skip-chroma-check")
+    assert res.code == 0, res.stderr
+    _assert_same_db(tmp_path / "out", source)
+    assert fault_proxy.counts["corrupt"] >= 3  # config, manifest, packs
+    seen.clear()
+    res = cli(*repo, "check", "--read-data")
+    assert res.code == 0, res.stdout + res.stderr
 
 
 def test_prune_survives_a_manifest_read_failing_once(

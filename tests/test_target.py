@@ -1,6 +1,7 @@
 """Which restore targets may be written or replaced: empty and missing ones always, a Chroma
-persist dir with --force, never a symlink, a file, /, home, the working directory or a
-protected path (the repository, the source, the base cache)."""
+persist dir with --force (nothing in it but Chroma's files, in segment folders that the snapshot
+or the target's chroma.sqlite3 names), never a symlink, a file, /, home, the working directory
+or a protected path (the repository, the source, the base cache)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import os
 from pathlib import Path
 
 import pytest
+from chroma_helpers import stand_in_persist_dir
 
 from snapshot.errors import TargetError, UsageError
 from snapshot.target import check_restore_target
 
 SEGMENT = "3f0c1a2b-9d4e-4c5f-8a6b-7c8d9e0f1a2b"
+OTHER = "4c5f8a6b-0000-4000-8000-000000000000"
+CHROMA_FILES = ("header.bin", "data_level0.bin", "length.bin", "link_lists.bin", "index_metadata.pickle")
 
 
 def chroma_dir(path: Path, *extra: str) -> Path:
-    path.mkdir(parents=True)
-    (path / "chroma.sqlite3").write_bytes(b"db")
-    (path / SEGMENT).mkdir()
-    (path / SEGMENT / "data_level0.bin").write_bytes(b"x")
+    stand_in_persist_dir(path, SEGMENT)
     for name in extra:
         (path / name).write_bytes(b"")
     return path
@@ -107,6 +108,61 @@ def test_force_refuses_foreign_entries(tmp_path: Path, make: object) -> None:
     (name,) = set(os.listdir(target)) - {"chroma.sqlite3", SEGMENT}
     err = refused(target, "not part of a Chroma persist dir")
     assert repr(name) in str(err)
+
+
+def test_force_accepts_chroma_files_in_segment_folders(tmp_path: Path) -> None:
+    target = stand_in_persist_dir(tmp_path / "db", SEGMENT, OTHER)  # both named by its database
+    for name in CHROMA_FILES:
+        (target / SEGMENT / name).write_bytes(b"x")
+    (target / OTHER / "length.bin").symlink_to(target / SEGMENT / "length.bin")  # replaced, not followed
+    check_restore_target(target, force=True)
+    (target / SEGMENT / "extra.bin").write_bytes(b"x")  # not Chroma's, but the snapshot's
+    check_restore_target(target, force=True, files={f"{SEGMENT}/extra.bin", "chroma.sqlite3"})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seg: (seg / "notes.txt").write_text("mine"),
+        lambda seg: (seg / "drafts").mkdir(),
+        lambda seg: (seg / "length.bin").mkdir(),  # Chroma's name, but a folder
+        lambda seg: (seg / "notes.txt").symlink_to(seg / "header.bin"),
+    ],
+    ids=["file", "folder", "folder-with-chromas-name", "symlink"],
+)
+def test_force_refuses_foreign_entries_in_segment_folders(tmp_path: Path, make: object) -> None:
+    target = chroma_dir(tmp_path / "db")
+    make(target / SEGMENT)  # type: ignore[operator]
+    (name,) = set(os.listdir(target / SEGMENT)) - {"header.bin"}
+    err = refused(target, "not part of a Chroma persist dir")
+    assert repr(f"{SEGMENT}/{name}") in str(err)
+    refused(target, repr(f"{SEGMENT}/{name}"), files={f"{SEGMENT}/header.bin"})  # in the snapshot too
+
+
+def test_force_refuses_a_segment_folder_nobody_names_unless_it_holds_only_chromas_files(
+    tmp_path: Path,
+) -> None:
+    target = chroma_dir(tmp_path / "db")
+    (target / OTHER).mkdir()  # neither a segment of the target's database nor in the snapshot
+    (target / OTHER / "header.bin").write_bytes(b"x")
+    (target / OTHER / "notes.txt").write_bytes(b"mine")
+    err = refused(target, f"'{OTHER}', a folder that neither the snapshot nor the target's chroma.sqlite3 "
+                          "names as a segment")
+    assert SEGMENT not in str(err)
+    (target / OTHER / "notes.txt").unlink()
+    # Chroma's files alone: what delete_collection leaves behind; dropped, and said so
+    assert check_restore_target(target, force=True) == (OTHER,)
+    (target / OTHER / "header.bin").unlink()
+    refused(target, f"'{OTHER}'")  # an empty folder of that name is nobody's leftover
+    (target / OTHER / "header.bin").write_bytes(b"x")
+    assert check_restore_target(target, force=True, files={f"{OTHER}/header.bin"}) == ()  # in the snapshot
+
+
+def test_force_refuses_segment_folders_when_the_database_is_unreadable(tmp_path: Path) -> None:
+    target = chroma_dir(tmp_path / "db")
+    (target / "chroma.sqlite3").write_bytes(b"not a database, and longer than a header " * 4)
+    refused(target, f"'{SEGMENT}', a folder not in the snapshot, and the target's chroma.sqlite3 cannot be read")
+    check_restore_target(target, force=True, files={f"{SEGMENT}/header.bin"})
 
 
 def test_first_foreign_entry_is_named(tmp_path: Path) -> None:

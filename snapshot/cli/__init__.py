@@ -3,19 +3,17 @@
 Every command parses, calls one library function and renders; :func:`main` is the only place
 that turns an outcome into an exit code (the ``exit_code`` of the exception raised, see
 snapshot/errors.py and the table in README.md; click's usage errors exit 2, Ctrl-C 130,
-SIGTERM 143).
+SIGTERM 143, unless they come after the command's commit point: see snapshot/cli/signals.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import signal
 import sys
-from types import FrameType
 
 import click
 
+from snapshot.cli import signals
 from snapshot.cli.options import group_store_options
 from snapshot.cli.render import emit_error
 from snapshot.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, SnapshotError, Terminated, disk_full
@@ -67,10 +65,6 @@ def cli() -> None:
     """
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
 def _run(args: list[str], as_json: bool) -> int:
     try:
         cli.main(args=args, prog_name="chroma-snapshot", standalone_mode=False)
@@ -106,14 +100,8 @@ def _run(args: list[str], as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the CLI and maps every outcome to its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    previous = None
-    with contextlib.suppress(ValueError):  # not the main thread (embedded use): leave signals alone
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with signals.handled():
         code = _run(args, "--json" in args)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 

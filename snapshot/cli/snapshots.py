@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from snapshot import hooks
 from snapshot.cli.options import (
     command,
     dry_run_option,
@@ -34,6 +35,7 @@ from snapshot.cli.render import (
     render_restore_plan,
     render_show,
 )
+from snapshot.cli.signals import settle
 from snapshot.compression import CODECS
 from snapshot.manifest import manifest_to_dict
 from snapshot.selection import SnapshotFilter
@@ -223,5 +225,6 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, force=force,
                               chroma_check=chroma_check and not skip_chroma_check, strict=strict,
-                              reporter=CliReporter(not as_json))
+                              reporter=CliReporter(not as_json), on_commit=settle)
     emit(result, as_json, render_restore)
+    hooks.point("restore.reported")

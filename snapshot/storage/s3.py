@@ -13,12 +13,13 @@ rather than "maybe no such bucket". Only a definite answer from the probe is fin
 one (a 5xx, a cut connection) is asked again through the main client and its retries.
 
 botocore retries a request until its response headers arrive, and re-requests a non-streaming
-response whose XML is cut off, but not a GET whose body is cut off while it is read, nor a
-response cut to zero bytes (which would parse as an empty listing). So :meth:`S3Store.get` and
-:meth:`S3Store.get_range` re-request a body that breaks off or comes up short, up to
-``max_attempts`` times with jittered exponential backoff, and a short non-streaming body is
-turned into a 500 for botocore's own retries. A response that never arrives whole is a
-:class:`StorageError`; :class:`IntegrityError` is kept for an object S3 says is too short.
+response whose XML is cut off, but not a GET whose body is cut off while it is read, nor one
+whose body fails the checksum S3 sent with it, nor a response cut to zero bytes (which would
+parse as an empty listing). So :meth:`S3Store.get` and :meth:`S3Store.get_range` re-request a
+body that breaks off, comes up short or fails its checksum, up to ``max_attempts`` times with
+jittered exponential backoff, and a short non-streaming body is turned into a 500 for botocore's
+own retries. A response that never arrives whole and intact is a :class:`StorageError`;
+:class:`IntegrityError` is kept for an object S3 says is too short.
 A create-only put whose outcome is unknown (an attempt's response lost, then a 412 or an
 error) succeeds if the key holds exactly our bytes: such keys are unique to their writer.
 """
@@ -49,6 +50,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     CredentialRetrievalError,
     EndpointResolutionError,
+    FlexibleChecksumError,
     IncompleteReadError,
     InvalidRegionError,
     NoCredentialsError,
@@ -87,6 +89,9 @@ _AWS_ERRORS = (BotoCoreError, ClientError, Boto3Error, OSError, URLLib3Error)
 
 #: What reading a GET body raises when the connection breaks off or the body comes up short.
 _CUT_OFF = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ProtocolError, ConnectionError)
+#: What reading a GET body raises when it is whole but fails the checksum S3 sent with it (a
+#: whole-object GET of a key written with one; S3 sends none for a range).
+_GARBLED = (FlexibleChecksumError,)
 
 _CREDENTIAL_ERRORS = (
     NoCredentialsError,
@@ -162,6 +167,10 @@ def translate_error(
     if isinstance(exc, IncompleteReadError):
         got, wanted = exc.kwargs.get("actual_bytes"), exc.kwargs.get("expected_bytes")
         return StorageError(f"{head}: truncated response from {where}: {got} of {wanted} bytes{tries}")
+    if attempts and isinstance(exc, _GARBLED):
+        return StorageError(
+            f"{head}: the response from {where} did not match the checksum S3 sent with it{tries}"
+        )
     if attempts and _ended_early(exc):
         return StorageError(f"{head}: truncated response from {where}: the body ended early{tries}")
     if attempts and isinstance(exc, _CUT_OFF):
@@ -481,7 +490,8 @@ class S3Store:
         return random.uniform(0.0, min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1)))
 
     def _get_object(self, kind: str, key: str, check: _BodyCheck | None = None, **params: Any) -> bytes:
-        """GetObject's whole body, re-requested while the body breaks off or comes up short.
+        """GetObject's whole body, re-requested while the body breaks off, comes up short or
+        fails its checksum.
 
         ``check(response, data)`` may raise :class:`IncompleteReadError` for a body shorter than
         wanted (retried) or a :class:`SnapshotError` (final). Every attempt counts as a request;
@@ -500,7 +510,7 @@ class S3Store:
                     if check is not None:
                         check(response, data)
                     return data
-                except _CUT_OFF as exc:
+                except (*_CUT_OFF, *_GARBLED) as exc:
                     body.close()
                     if attempt >= attempts:
                         raise self._error(exc, kind, f"{key} in {self.url}", attempts=attempts) from exc
