@@ -144,10 +144,20 @@ def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) ->
     return owned_dir(parent, TEMP_PREFIX)
 
 
-def _check_condemned(repo: Repository, needed: set[str]) -> None:
+#: A create younger than this commits without reading the condemned records again: a pack
+#: condemned while it ran cannot be overdue unless a prune runs with a bound under twice this
+#: (``--delete-after`` that short is for repositories no create runs against, like 0).
+RECHECK_AFTER = 60.0
+
+
+def _check_condemned(repo: Repository, needed: set[str], started: float, seen: frozenset[str]) -> None:
     """Refuse to commit a root that needs an object condemned for half the bound or longer:
     a prune may delete it before this root is listed (snapshot/condemned.py). A younger
-    condemnation is harmless: this root, once committed, rescues the object."""
+    condemnation is harmless: this root, once committed, rescues the object. ``started``:
+    when the create read the records first (monotonic); ``seen``: what was condemned then (a
+    pack this create wrote again with the very same bytes is one of them)."""
+    if time.monotonic() - started < RECHECK_AFTER and not needed & seen:
+        return
     condemned = repo.condemned()
     if not condemned.since:
         return
@@ -160,7 +170,8 @@ def _check_condemned(repo: Repository, needed: set[str]) -> None:
         )
 
 
-def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str]) -> None:
+def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str],
+            started: float, condemned: frozenset[str]) -> None:
     """Make the snapshot durable, only once everything it references is known to be there and
     safe from the deletion protocol."""
     hooks.point("create.before-commit")
@@ -170,7 +181,7 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: 
         raise SnapshotError(
             f"parent snapshot {manifest.parent} was removed during this create; run create again"
         )
-    _check_condemned(repo, needed)
+    _check_condemned(repo, needed, started, condemned)
     missing = repo.missing_objects(needed)
     if missing:
         raise SnapshotError(
@@ -349,7 +360,7 @@ def create_snapshot(
             builder.format_version = format_version
             files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message, verification)
-            _commit(repo, manifest, lock, needed)
+            _commit(repo, manifest, lock, needed, started, condemned)
             _after_commit(cache, staging, manifest, cap, builder.tables, reporter)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -23,6 +23,7 @@ import pytest
 from chroma_helpers import grow, tree_digest
 from conftest import CliResult, run_cli
 
+from snapshot import create as snapshot_create
 from snapshot import errors, hooks, locks
 from snapshot.create import create_snapshot
 from snapshot.prune import References
@@ -242,6 +243,7 @@ def test_a_create_refuses_to_commit_on_packs_condemned_for_half_the_bound(
 ) -> None:
     """A create that ran for more than half the bound while a prune condemned packs it uses
     commits nothing (a prune may delete them before its root is listed)."""
+    monkeypatch.setattr(snapshot_create, "RECHECK_AFTER", 0.0)  # a create that ran for a while
     r = Repository.open(repo)
     parent = r.manifest(r.snapshot_ids()[-1])
     used = sorted(References(r).of(parent))

@@ -382,6 +382,7 @@ class S3Store:
             client.meta.events.register("after-call.s3", self._note_date)
         #: The store's clock minus ours, from the Date header of the last response.
         self._clock_offset: float | None = None
+        self._clock_last = 0.0
         self.endpoint: str | None = self._client.meta.endpoint_url
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -403,7 +404,12 @@ class S3Store:
         if self._clock_offset is None:
             with contextlib.suppress(SnapshotError):
                 self.exists(layout.CONFIG_KEY)
-        return time.time() + (self._clock_offset or 0.0)
+        now = time.time() + (self._clock_offset or 0.0)
+        # Date has whole seconds, so the offset moves by up to a second between responses: the
+        # clock this process reads never goes back (an age measured with it is never negative).
+        with self._ready_lock:
+            self._clock_last = max(now, self._clock_last)
+            return self._clock_last
 
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> S3Store:
