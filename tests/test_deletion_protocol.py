@@ -13,6 +13,8 @@ byte-exact, ``check --read-data`` must be clean, and nothing condemned may be le
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,9 +24,12 @@ from typing import Any
 import pytest
 from chroma_helpers import grow, tree_digest
 from conftest import CliResult, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from snapshot import create as snapshot_create
 from snapshot import errors, hooks, locks
+from snapshot.condemned import CondemnedRecord
 from snapshot.create import create_snapshot
 from snapshot.prune import References
 from snapshot.repository import CLOCK_SHIFT_ENV, Repository
@@ -290,3 +295,59 @@ def test_a_second_prune_deletes_what_the_first_condemned_once_the_bound_passed(
     assert not Repository.open(repo).condemned().since
     _ok(repo, "check", "--read-data")
     assert [s["id"] for s in _ok(repo, "list", "--json")] == [first]
+
+
+# --- records are untrusted input ---------------------------------------------------------------
+
+
+def test_a_forged_record_condemning_everything_long_ago_deletes_nothing_in_use(
+    repo: str, chroma_dir: Path, history: dict[str, dict[str, str]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever can write to the store can condemn any pack: a prune still deletes only what no
+    root lists at that moment, so every snapshot restores; the forged record is consumed."""
+    r = Repository.open(repo)
+    every = {oid for oid, _ in r.list_objects() if oid is not None}
+    r.condemn(dict.fromkeys(every, r.now() - 365 * DAY), delete_after=0.0)
+    out = _ok(repo, "prune", "--keep-last", "10", "--json")
+    assert out["objects_removed"] == [] and out["objects_rescued"] == len(every), out
+    assert not Repository.open(repo).condemned().since
+    _settle_and_verify(repo, history, tmp_path, monkeypatch)
+
+
+def test_unreadable_records_condemn_nothing_and_are_replaced(repo: str, chroma_dir: Path,
+                                                            history: dict[str, dict[str, str]]) -> None:
+    r = Repository.open(repo)
+    key = "condemned/" + "e" * 32 + ".json"
+    r.store.put(key, b'{"format_version": 1, "objects": [[[[')
+    assert r.condemned().unreadable == ("e" * 32,) and not r.condemned().since
+    first, _ = sorted(history)
+    out = _ok(repo, "forget", first, "--json")
+    assert out["objects_removed"] == []
+    after = Repository.open(repo).condemned()
+    assert after.unreadable == () and set(after.since) == set(out["objects_condemned"])
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40)),
+                 lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                        st.dictionaries(st.text(max_size=12), kids, max_size=4)),
+                 max_leaves=20).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({
+        "format_version": st.sampled_from([1, 2, "1", None]), "id": st.sampled_from(["a" * 32, "b" * 32, 7]),
+        "created": st.one_of(st.floats(), st.integers(), st.text(max_size=4)),
+        "delete_after": st.one_of(st.floats(), st.integers(min_value=-5, max_value=5)),
+        "host": st.one_of(st.text(max_size=5), st.none()),
+        "objects": st.dictionaries(st.sampled_from(["c" * 32, "x", "D" * 32]),
+                                   st.one_of(st.floats(), st.integers(), st.booleans()), max_size=3),
+    }).map(lambda d: json.dumps(d).encode()),
+))
+def test_any_record_bytes_parse_or_are_an_integrity_error(data: bytes) -> None:
+    try:
+        rec = CondemnedRecord.from_json(data, "a" * 32)
+    except errors.IntegrityError:
+        return
+    assert rec.id == "a" * 32 and rec.delete_after >= 0
+    assert all(len(oid) == 32 and math.isfinite(t) for oid, t in rec.objects.items())
