@@ -332,6 +332,9 @@ def _result(repo: Repository, plan: PrunePlan, done: _Done, *, dry_run: bool,
         info = done.infos.get(oid)
         return default if info is None else info.size
 
+    d = done.deletion
+    handled = d.delete | d.rescued | d.gone | set(d.remaining)  # condemned: not merely in grace
+    pending = [(oid, info) for oid, info in plan.gc.pending if oid not in handled]
     early = None
     if repo.infrequent_access:
         early = sum(done.infos[oid].size for oid in deleted
@@ -344,8 +347,8 @@ def _result(repo: Repository, plan: PrunePlan, done: _Done, *, dry_run: bool,
         objects_removed=tuple(deleted),
         bytes_freed=sum(size(oid, 0) for oid in deleted),
         objects_kept=plan.gc.kept,
-        objects_in_grace=len(plan.gc.pending),
-        bytes_in_grace=sum(info.size for _, info in plan.gc.pending),
+        objects_in_grace=len(pending),
+        bytes_in_grace=sum(info.size for _, info in pending),
         grace_seconds=plan.grace_seconds,
         repack=_repack_report(plan.repack, repacked) if ran and not plan.repack.empty else None,
         bytes_deleted_early=early,

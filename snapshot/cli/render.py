@@ -267,7 +267,7 @@ def render_prune(r: PruneResult) -> list[str]:
     if r.objects_condemned or r.condemned_waiting:
         out.append(f"{'would condemn' if r.dry_run else 'condemned'} {len(r.objects_condemned)} unreferenced "
                    f"object(s) ({human_bytes(r.bytes_condemned)}); {r.condemned_waiting} condemned object(s) "
-                   f"({human_bytes(r.bytes_condemned_waiting)}) wait until condemned for "
+                   f"({human_bytes(r.bytes_condemned_waiting)}) are kept until condemned for "
                    f"{format_seconds(r.delete_after)} (a later prune deletes them)")
     if r.objects_rescued:
         out.append(f"{r.objects_rescued} condemned object(s) are used by a snapshot again: "
