@@ -109,6 +109,6 @@ def test_readme_commands_and_ci_agree() -> None:
     blocks = readme.split("```bash\n")
     first, second = blocks[1].split("```")[0].strip(), blocks[2].split("```")[0].strip()
     assert first.startswith("python3.11 -m venv .venv") and first.endswith("examples/quickstart.py")
-    assert second.startswith("python3.11 -m venv .venv") and second.endswith("-m pytest -q")
+    assert second.startswith("python3.11 -m venv .venv") and second.endswith("-m pytest -q -n auto")
     ci = (ROOT / ".ci" / "run").read_text()
     assert second.split(" && ")[-1].replace(".venv/bin/python", "") in ci
