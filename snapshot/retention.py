@@ -228,12 +228,12 @@ def _plan_group(
     return keep, remove
 
 
-def parse_tag_options(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+def parse_tag_options(values: Sequence[str], option: str = "--keep-tag") -> tuple[tuple[str, ...], ...]:
     """``--keep-tag a,b --keep-tag c`` -> ((a, b), (c,)); empty tags are refused."""
     out = []
     for v in values:
         tags = tuple(t.strip() for t in v.split(","))
         if not all(tags):
-            raise UsageError(f"bad --keep-tag {v!r}: empty tag")
+            raise UsageError(f"bad {option} {v!r}: empty tag")
         out.append(tags)
     return tuple(out)

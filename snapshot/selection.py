@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from snapshot.errors import AmbiguousIdError, NotFoundError, UsageError
+from snapshot.retention import parse_tag_options
 
 LATEST = "latest"
 
@@ -40,12 +41,7 @@ class SnapshotFilter:
     def parse(cls, tags: Sequence[str] = (), hosts: Sequence[str] = (),
               paths: Sequence[str] = ()) -> SnapshotFilter:
         """From the option values (``--tag a,b`` is one group); an empty value is refused."""
-        groups = []
-        for value in tags:
-            group = tuple(t.strip() for t in value.split(","))
-            if not all(group):
-                raise UsageError(f"bad --tag {value!r}: empty tag")
-            groups.append(group)
+        groups = parse_tag_options(tags, "--tag")
         for option, values in (("--host", hosts), ("--path", paths)):
             if any(not v.strip() for v in values):
                 raise UsageError(f"bad {option}: empty value")
