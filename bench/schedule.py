@@ -147,7 +147,7 @@ class Schedule:
                  "objects_removed": len(out["objects_removed"]), "bytes_freed": out["bytes_freed"],
                  "objects_in_grace": out["objects_in_grace"],
                  "objects_condemned": len(out["objects_condemned"]),
-                 "bytes_condemned": out["bytes_condemned"]}
+                 "bytes_condemned": out["bytes_condemned"], "repack": out["repack"]}
         # Condemned packs still take space (deleted by the next night's prune): counted in
         # repo_bytes, and reported apart.
         return {"create": create, "prune": prune, "repo_bytes": dir_bytes(self.ours.repo),
