@@ -119,6 +119,13 @@ class Condemned:
     def __contains__(self, object_id: object) -> bool:
         return object_id in self.since
 
+    def adding(self, objects: Iterable[str], *, now: float, records: Iterable[str],
+               delete_after: float) -> Condemned:
+        """These records plus ``records`` just written, condemning ``objects`` at ``now``."""
+        since = {**self.since, **dict.fromkeys(objects, now)}
+        bound = delete_after if self.min_delete_after is None else min(self.min_delete_after, delete_after)
+        return Condemned(since, tuple(sorted([*self.records, *records])), self.unreadable, bound)
+
     def overdue(self, object_ids: Iterable[str], *, now: float, age: float) -> set[str]:
         """Which of ``object_ids`` have been condemned for ``age`` seconds or longer."""
         return {oid for oid in object_ids if oid in self.since and now - self.since[oid] >= age}

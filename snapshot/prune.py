@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from snapshot import hooks
-from snapshot.condemned import DEFAULT_DELETE_AFTER, Condemned, DeletionPlan, plan_deletion
+from snapshot.condemned import DEFAULT_DELETE_AFTER, DeletionPlan, plan_deletion
 from snapshot.errors import IntegrityError, LockedError, SnapshotError, StorageError, UsageError
 from snapshot.locks import EXCLUSIVE, RepositoryLock
 from snapshot.manifest import Manifest
@@ -254,11 +254,13 @@ def _condemn_and_delete(repo: Repository, plan: PrunePlan, objects: dict[str, Ob
     before = repo.condemned()
     fresh = sorted(_candidates(plan, objects, repacked) - live - set(before.since))
     now = repo.now()
+    written_records: list[str] = []
     if fresh:
         guard()
-        repo.condemn(dict.fromkeys(fresh, now), delete_after=plan.delete_after)
+        written_records = repo.condemn(dict.fromkeys(fresh, now), delete_after=plan.delete_after)
     hooks.point("prune.condemned")
-    condemned = repo.condemned()
+    # What a concurrent prune condemned meanwhile is neither deleted nor replaced by this one.
+    condemned = before.adding(fresh, now=now, records=written_records, delete_after=plan.delete_after)
     listing = {oid: info for oid, info in repo.list_objects() if oid is not None}
     live = _live(repo, refs, seen)  # at this moment: after it, only overdue packs go
     written = repacked.written if repacked is not None else frozenset()
@@ -309,7 +311,7 @@ def _dry_run(repo: Repository, plan: PrunePlan, objects: dict[str, ObjectInfo],
     before = repo.condemned()
     now = repo.now()
     fresh = sorted(_candidates(plan, objects, None) - live - set(before.since))
-    condemned = Condemned({**before.since, **dict.fromkeys(fresh, now)}, before.records)
+    condemned = before.adding(fresh, now=now, records=(), delete_after=plan.delete_after)
     deletion = plan_deletion(condemned, live, set(objects), now=now, delete_after=plan.delete_after)
     return _result(repo, plan, _Done(tuple(fresh), deletion, objects), dry_run=True)
 

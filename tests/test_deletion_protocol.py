@@ -150,14 +150,25 @@ def _record(race: Race, trees: dict[str, dict[str, str]], source: Path) -> None:
         trees[race.create_id] = tree_digest(source)
 
 
+def _race(repo: str, source: Path, history: dict[str, dict[str, str]], tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch, trigger: Callable[[], None],
+          after: Callable[[], None] | None = None, *, prune_code: int, create_code: int,
+          prune_says: str = "") -> tuple[Race, CliResult]:
+    """Run the race with ``trigger`` (and ``after`` once the create waits at its commit), check
+    both exit codes and note the create's tree if it saved (_settle_and_verify checks it)."""
+    race = Race(repo, source)
+    pruned = race.run(trigger, after or (lambda: None))
+    assert pruned.code == prune_code and prune_says in pruned.stderr, pruned.stderr
+    assert race.create_code == create_code, race.create_error
+    _record(race, history, source)
+    return race, pruned
+
+
 def test_an_operator_removes_the_prune_lock(repo: str, chroma_dir: Path, history: dict[str, dict[str, str]],
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    race = Race(repo, chroma_dir)
-    pruned = race.run(lambda: _ok(repo, "unlock", "--remove-all"))
     # The prune notices at its next step that deletes or rewrites: exit 9, nothing more done.
-    assert pruned.code == 9 and "lost the repository lock" in pruned.stderr, pruned.stderr
-    assert race.create_code == 0, race.create_error
-    _record(race, history, chroma_dir)
+    _race(repo, chroma_dir, history, tmp_path, monkeypatch, lambda: _ok(repo, "unlock", "--remove-all"),
+          prune_code=9, create_code=0, prune_says="lost the repository lock")
     _settle_and_verify(repo, history, tmp_path, monkeypatch)
 
 
@@ -168,14 +179,11 @@ def test_the_lock_vanishes_after_the_prune_last_looked(repo: str, chroma_dir: Pa
     defeated), runs to the end while the create reuses packs it empties. The create's root
     rescues them: the protocol alone keeps every snapshot whole."""
     monkeypatch.setattr(locks.RepositoryLock, "check", lambda self: None)
-    race = Race(repo, chroma_dir)
-    pruned = race.run(lambda: _ok(repo, "unlock", "--remove-all"))
-    assert pruned.code == 0, pruned.stderr
+    race, pruned = _race(repo, chroma_dir, history, tmp_path, monkeypatch,
+                         lambda: _ok(repo, "unlock", "--remove-all"), prune_code=0, create_code=0)
     out = pruned.json()
     assert out["repack"]["roots_rewritten"] >= 1 and out["objects_condemned"], out
     assert out["objects_removed"] == [], "nothing may be deleted in the run that condemns it"
-    assert race.create_code == 0, race.create_error
-    _record(race, history, chroma_dir)
     r = Repository.open(repo)
     rescued = References(r).of(r.manifest(race.create_id or "")) & set(r.condemned().since)
     assert rescued, "the scenario should have the create reuse packs the prune condemned"
@@ -197,11 +205,9 @@ def test_a_same_named_host_in_another_pid_namespace(repo: str, chroma_dir: Path,
         monkeypatch.setattr(locks, "process_space", space)
         monkeypatch.setattr(locks, "_pid_running", running)
 
-    race = Race(repo, chroma_dir)
-    pruned = race.run(other_container, back_home)
-    assert race.create_code == 9 and "locked" in race.create_error, race.create_error
-    assert pruned.code == 0, pruned.stderr
-    _record(race, history, chroma_dir)
+    race, _ = _race(repo, chroma_dir, history, tmp_path, monkeypatch, other_container, back_home,
+                    prune_code=0, create_code=9)
+    assert "locked" in race.create_error, race.create_error
     _settle_and_verify(repo, history, tmp_path, monkeypatch)
 
 
@@ -210,11 +216,8 @@ def test_a_prune_suspended_past_the_stale_time(repo: str, chroma_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The prune sleeps (VM pause, SIGSTOP) for 31 minutes: its lock looks stale by age and a
     create goes ahead. Waking up, the prune finds it could not refresh its lock in time."""
-    race = Race(repo, chroma_dir)
-    pruned = race.run(lambda: _shift(monkeypatch, 31 * 60))
-    assert race.create_code == 0, race.create_error
-    assert pruned.code == 9 and "not refreshed" in pruned.stderr, pruned.stderr
-    _record(race, history, chroma_dir)
+    _race(repo, chroma_dir, history, tmp_path, monkeypatch, lambda: _shift(monkeypatch, 31 * 60),
+          prune_code=9, create_code=0, prune_says="not refreshed")
     _settle_and_verify(repo, history, tmp_path, monkeypatch)
 
 
@@ -232,14 +235,8 @@ def test_a_create_host_whose_clock_is_31_minutes_ahead(repo: str, chroma_dir: Pa
     def fixed() -> None:
         monkeypatch.setattr(time, "time", real)
 
-    race = Race(repo, chroma_dir)
-    pruned = race.run(skewed, fixed)
-    assert pruned.code == 0, pruned.stderr
-    if repo.startswith("s3://"):
-        assert race.create_code == 9, race.create_error
-    else:
-        assert race.create_code == 0, race.create_error
-    _record(race, history, chroma_dir)
+    _race(repo, chroma_dir, history, tmp_path, monkeypatch, skewed, fixed,
+          prune_code=0, create_code=9 if repo.startswith("s3://") else 0)
     _settle_and_verify(repo, history, tmp_path, monkeypatch)
 
 
