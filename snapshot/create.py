@@ -161,7 +161,8 @@ def _check_condemned(repo: Repository, needed: set[str], started: float, seen: f
     condemned = repo.condemned()
     if not condemned.since:
         return
-    bound = min(DEFAULT_DELETE_AFTER, condemned.min_delete_after or DEFAULT_DELETE_AFTER)
+    least = condemned.min_delete_after
+    bound = DEFAULT_DELETE_AFTER if least is None else min(DEFAULT_DELETE_AFTER, least)  # 0 is a bound
     overdue = condemned.overdue(needed, now=repo.now(), age=bound / 2)
     if overdue:
         raise LockedError(

@@ -348,3 +348,20 @@ def test_any_record_bytes_parse_or_are_an_integrity_error(data: bytes) -> None:
         return
     assert rec.id == "a" * 32 and rec.delete_after >= 0
     assert all(len(oid) == 32 and math.isfinite(t) for oid, t in rec.objects.items())
+
+
+def test_a_record_written_with_bound_0_makes_any_condemned_pack_unsafe(
+    repo: str, chroma_dir: Path, history: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune with --delete-after 0 deletes what it condemns at once: a create must not count
+    on a day's grace for packs such a record names."""
+    monkeypatch.setattr(snapshot_create, "RECHECK_AFTER", 0.0)
+    r = Repository.open(repo)
+    used = sorted(References(r).of(r.manifest(r.snapshot_ids()[-1])))
+
+    def a_prune_with_bound_0_condemned_them() -> None:
+        r.condemn(dict.fromkeys(used, r.now()), delete_after=0.0)
+
+    with hooks.on("create.before-commit", a_prune_with_bound_0_condemned_them):
+        res = run_cli("--repo", repo, "create", chroma_dir)
+    assert res.code == 9 and "condemned" in res.stderr, res.stderr
