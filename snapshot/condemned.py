@@ -127,8 +127,9 @@ class Condemned:
         return Condemned(since, tuple(sorted([*self.records, *records])), self.unreadable, bound)
 
     def overdue(self, object_ids: Iterable[str], *, now: float, age: float) -> set[str]:
-        """Which of ``object_ids`` have been condemned for ``age`` seconds or longer."""
-        return {oid for oid in object_ids if oid in self.since and now - self.since[oid] >= age}
+        """Which of ``object_ids`` have been condemned for ``age`` seconds or longer (with
+        ``age`` 0, every condemned one: clocks of two processes may differ by a second)."""
+        return {oid for oid in object_ids if oid in self.since and (age <= 0 or now - self.since[oid] >= age)}
 
 
 NOTHING = Condemned({})
@@ -158,7 +159,7 @@ def plan_deletion(condemned: Condemned, referenced: set[str], present: set[str],
             rescued.add(oid)
         elif oid not in present:
             gone.add(oid)
-        elif now - since >= delete_after and oid not in keep:
+        elif (delete_after <= 0 or now - since >= delete_after) and oid not in keep:
             delete.add(oid)
         else:
             remaining[oid] = since
