@@ -43,7 +43,7 @@ import numpy as np
 GIB = 1 << 30
 BLOCK = 1 << 20
 SEED = 20261130
-#: hnswlib's header.bin (see snapshot/consistency.py): version, offsetLevel0, max_elements,
+#: hnswlib's header.bin (see snapshot/chroma/consistency.py): version, offsetLevel0, max_elements,
 #: cur_element_count, size_data_per_element, label_offset, offsetData, maxlevel,
 #: enterpoint_node, maxM, maxM0, M, mult, ef_construction.
 HEADER = struct.Struct("<iQQQQQQiIQQQdQ")

@@ -9,6 +9,12 @@
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from snapshot.errors import SnapshotError
@@ -17,21 +23,61 @@ from snapshot.version import __version__
 #: Public name -> (module, attribute): imported on first use, so that a command (or a program
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
-    "KeySource": ("snapshot.keys", "KeySource"),
-    "Manifest": ("snapshot.manifest", "Manifest"),
-    "Repository": ("snapshot.repository", "Repository"),
-    "RetentionPolicy": ("snapshot.retention", "RetentionPolicy"),
-    "SnapshotFilter": ("snapshot.selection", "SnapshotFilter"),
-    "SnapshotSummary": ("snapshot.repository", "SnapshotSummary"),
+    "KeySource": ("snapshot.repo.keys", "KeySource"),
+    "Manifest": ("snapshot.format.manifest", "Manifest"),
+    "Repository": ("snapshot.repo.repository", "Repository"),
+    "RetentionPolicy": ("snapshot.upkeep.retention", "RetentionPolicy"),
+    "SnapshotFilter": ("snapshot.repo.selection", "SnapshotFilter"),
+    "SnapshotSummary": ("snapshot.repo.repository", "SnapshotSummary"),
     "StoreOptions": ("snapshot.storage", "StoreOptions"),
-    "check_repository": ("snapshot.check", "check_repository"),
-    "create_snapshot": ("snapshot.create", "create_snapshot"),
+    "check_repository": ("snapshot.upkeep.verify", "check_repository"),
+    "create_snapshot": ("snapshot.create.pipeline", "create_snapshot"),
     "diff_snapshots": ("snapshot.diff", "diff_snapshots"),
-    "forget_snapshots": ("snapshot.prune", "forget"),
-    "prepare_restore": ("snapshot.restore", "prepare_restore"),
-    "prune_snapshots": ("snapshot.prune", "prune"),
-    "restore_snapshot": ("snapshot.restore", "restore_snapshot"),
+    "forget_snapshots": ("snapshot.upkeep.prune", "forget"),
+    "prepare_restore": ("snapshot.restore.pipeline", "prepare_restore"),
+    "prune_snapshots": ("snapshot.upkeep.prune", "prune"),
+    "restore_snapshot": ("snapshot.restore.pipeline", "restore_snapshot"),
 }
+
+
+#: Modules that moved into the layer folders in 0.3: importing the old name still works (with a
+#: DeprecationWarning) and gives the module itself.
+_MOVED = {
+    "basecache": "repo.basecache", "builder": "create.builder", "chains": "format.chains",
+    "check": "upkeep.verify", "chroma_check": "chroma.trial_open", "chroma_db": "chroma.schema",
+    "chunking": "format.chunking", "compression": "format.codecs", "condemned": "format.condemned",
+    "consistency": "chroma.consistency", "crypto": "format.crypto", "fsync": "util.fsync",
+    "hashing": "format.hashing", "hooks": "util.pausepoints", "idmap": "chroma.idmap",
+    "ids": "format.ids", "keys": "repo.keys", "layout": "format.layout", "locks": "repo.locks",
+    "manifest": "format.manifest", "materialise": "restore.materialise", "packs": "repo.packs",
+    "progress": "util.progress", "prune": "upkeep.prune", "repack": "upkeep.repack",
+    "repair": "restore.repair", "repoconfig": "repo.config", "repository": "repo.repository",
+    "retention": "upkeep.retention", "segcheck": "chroma.segments", "selection": "repo.selection",
+    "source": "chroma.capture", "swap": "restore.swap", "tables": "format.chunk_tables",
+    "target": "chroma.persist_dir", "tempdirs": "util.tempdirs",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``snapshot.<old name>`` to the module's new place."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        head, _, name = fullname.partition(".")
+        if head != "snapshot" or name not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        new = "snapshot." + _MOVED[spec.name.partition(".")[2]]
+        warnings.warn(f"{spec.name} is now {new}", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(new)
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name: str) -> Any:
@@ -49,18 +95,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from snapshot.check import check_repository
-    from snapshot.create import create_snapshot
+    from snapshot.create.pipeline import create_snapshot
     from snapshot.diff import diff_snapshots
-    from snapshot.keys import KeySource
-    from snapshot.manifest import Manifest
-    from snapshot.prune import forget as forget_snapshots
-    from snapshot.prune import prune as prune_snapshots
-    from snapshot.repository import Repository, SnapshotSummary
-    from snapshot.restore import prepare_restore, restore_snapshot
-    from snapshot.retention import RetentionPolicy
-    from snapshot.selection import SnapshotFilter
+    from snapshot.format.manifest import Manifest
+    from snapshot.repo.keys import KeySource
+    from snapshot.repo.repository import Repository, SnapshotSummary
+    from snapshot.repo.selection import SnapshotFilter
+    from snapshot.restore.pipeline import prepare_restore, restore_snapshot
     from snapshot.storage import StoreOptions
+    from snapshot.upkeep.prune import forget as forget_snapshots
+    from snapshot.upkeep.prune import prune as prune_snapshots
+    from snapshot.upkeep.retention import RetentionPolicy
+    from snapshot.upkeep.verify import check_repository
 
 __all__ = [
     "KeySource",

@@ -26,15 +26,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from snapshot.chroma_db import DB_NAME, RecordRow, iter_records, metadata_segments, open_readonly
-from snapshot.chunking import ChunkedFile, read_verified
+from snapshot.chroma.capture import Capture, capture
+from snapshot.chroma.schema import DB_NAME, RecordRow, iter_records, metadata_segments, open_readonly
 from snapshot.errors import IntegrityError
-from snapshot.hashing import FileHasher
-from snapshot.manifest import CollectionInfo, Manifest
-from snapshot.packs import ChunkReader
-from snapshot.repository import Repository
-from snapshot.source import Capture, capture
-from snapshot.tempdirs import TEMP_PREFIX, owned_dir, sweep
+from snapshot.format.chunking import ChunkedFile, read_verified
+from snapshot.format.hashing import FileHasher
+from snapshot.format.manifest import CollectionInfo, Manifest
+from snapshot.repo.packs import ChunkReader
+from snapshot.repo.repository import Repository
+from snapshot.util.tempdirs import TEMP_PREFIX, owned_dir, sweep
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def test_collections_scenario(collections_report: tuple[dict[str, Any], str]) ->
     # --chroma-check opened the collections in batches, each a child process
     sys.path.insert(0, str(ROOT))
     try:
-        from snapshot.chroma_check import batches
+        from snapshot.chroma.trial_open import batches
     finally:
         sys.path.remove(str(ROOT))
     expected = [{"name": k, "records": n} for k, n in v["expected_counts"].items()]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from snapshot.consistency import read_header, verify_dir
+from snapshot.chroma.consistency import read_header, verify_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

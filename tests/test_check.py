@@ -11,11 +11,11 @@ import pytest
 from chroma_helpers import grow
 from conftest import CliResult, create_snapshot, run_cli, show_files
 
-from snapshot import layout
-from snapshot.check import check_repository, parse_subset, select_objects
 from snapshot.errors import UsageError
-from snapshot.hashing import digest
-from snapshot.repository import Repository
+from snapshot.format import layout
+from snapshot.format.hashing import digest
+from snapshot.repo.repository import Repository
+from snapshot.upkeep.verify import check_repository, parse_subset, select_objects
 
 Cli = Callable[..., CliResult]
 

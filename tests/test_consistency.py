@@ -14,9 +14,7 @@ import pytest
 from chroma_helpers import tree_digest
 from conftest import CliResult, create_snapshot, run_cli
 
-from snapshot import layout
-from snapshot.chroma_check import batches
-from snapshot.consistency import (
+from snapshot.chroma.consistency import (
     check_segments,
     known_migrations,
     read_header,
@@ -25,6 +23,8 @@ from snapshot.consistency import (
     unknown_schema,
     verify_dir,
 )
+from snapshot.chroma.trial_open import batches
+from snapshot.format import layout
 
 
 def _segment(db: Path, collection: str) -> Path:

@@ -1,5 +1,5 @@
 """The deletion protocol: whatever happens to locks and clocks, no committed snapshot ever
-references a deleted object (snapshot/condemned.py).
+references a deleted object (snapshot/format/condemned.py).
 
 Each of the four ways a prune's exclusive lock stops excluding becomes a race driven by pause
 points: a prune (``--keep-last 1 --max-unused 0%``: it drops the oldest snapshot and repacks,
@@ -27,12 +27,14 @@ from conftest import CliResult, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapshot import create as snapshot_create
-from snapshot import errors, hooks, locks
-from snapshot.condemned import CondemnedRecord
-from snapshot.create import create_snapshot
-from snapshot.prune import References
-from snapshot.repository import CLOCK_SHIFT_ENV, Repository
+from snapshot import errors
+from snapshot.create.pipeline import create_snapshot
+from snapshot.create.pipeline import pipeline as snapshot_create
+from snapshot.format.condemned import CondemnedRecord
+from snapshot.repo import locks
+from snapshot.repo.repository import CLOCK_SHIFT_ENV, Repository
+from snapshot.upkeep.prune import References
+from snapshot.util import pausepoints
 
 DAY = 86400.0
 PRUNE = ("prune", "--keep-last", "1", "--max-unused", "0%", "--grace", "0s", "--json")
@@ -99,8 +101,8 @@ class Race:
             self.start_create()
             after()
 
-        with hooks.on("repack.packs-written", at_repack), hooks.on("create.before-commit", self._at_commit), \
-                hooks.on("prune.before-delete", self.let_commit):
+        with pausepoints.on("repack.packs-written", at_repack), pausepoints.on("create.before-commit", self._at_commit), \
+                pausepoints.on("prune.before-delete", self.let_commit):
             pruned = run_cli("--repo", self.repo, *PRUNE)
         self.let_commit()  # the prune stopped before its deletes
         return pruned
@@ -253,7 +255,7 @@ def test_a_create_refuses_to_commit_on_packs_condemned_for_half_the_bound(
     def a_prune_condemned_them_13_hours_ago() -> None:
         r.condemn(dict.fromkeys(used, r.now() - 13 * 3600), delete_after=DAY)
 
-    with hooks.on("create.before-commit", a_prune_condemned_them_13_hours_ago):
+    with pausepoints.on("create.before-commit", a_prune_condemned_them_13_hours_ago):
         res = run_cli("--repo", repo, "create", chroma_dir)
     assert res.code == 9 and "condemned" in res.stderr, res.stderr
     assert len(Repository.open(repo).snapshot_ids()) == 2
@@ -362,6 +364,6 @@ def test_a_record_written_with_bound_0_makes_any_condemned_pack_unsafe(
     def a_prune_with_bound_0_condemned_them() -> None:
         r.condemn(dict.fromkeys(used, r.now()), delete_after=0.0)
 
-    with hooks.on("create.before-commit", a_prune_with_bound_0_condemned_them):
+    with pausepoints.on("create.before-commit", a_prune_with_bound_0_condemned_them):
         res = run_cli("--repo", repo, "create", chroma_dir)
     assert res.code == 9 and "condemned" in res.stderr, res.stderr

@@ -24,7 +24,7 @@ from snapshot.diff import (
     merge_records,
 )
 from snapshot.errors import IntegrityError
-from snapshot.manifest import CollectionInfo
+from snapshot.format.manifest import CollectionInfo
 
 Cli = Callable[..., CliResult]
 

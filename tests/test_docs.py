@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from snapshot.crypto import DEFAULT_LOG_N
-from snapshot.repository import SnapshotSummary
+from snapshot.format.crypto import DEFAULT_LOG_N
+from snapshot.repo.repository import SnapshotSummary
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -22,9 +22,11 @@ import pytest
 from chroma_helpers import build_db, grow, tree_digest
 from conftest import CliResult, run_cli
 
-from snapshot import Repository, create_snapshot, crypto, hooks, layout, restore_snapshot
+from snapshot import Repository, create_snapshot, restore_snapshot
 from snapshot.errors import UsageError, WrongPasswordError
-from snapshot.keys import KeySource
+from snapshot.format import crypto, layout
+from snapshot.repo.keys import KeySource
+from snapshot.util import pausepoints
 
 Cli = Callable[..., CliResult]
 PASSWORD = "correct horse battery staple"
@@ -32,7 +34,7 @@ SPEC = {"zebracollection": 600, "yakcollection": 200}
 #: Plaintext of the test DB that must appear in no stored byte of an encrypted repository.
 NEEDLES = [b"zebracollection", b"yakcollection", b"lorem ipsum", b"SQLite format 3", b"chroma.sqlite3",
            b"data_level0.bin", b"header.bin", b"correct horse", PASSWORD.encode()]
-ENV = ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE", crypto.LOG_N_ENV, hooks.KILL_ENV)
+ENV = ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE", crypto.LOG_N_ENV, pausepoints.KILL_ENV)
 
 
 @pytest.fixture(autouse=True)
@@ -402,9 +404,9 @@ def _child(
     repo: Path, env: dict[str, str], *args: str | Path, kill_at: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = dict(env)
-    env.pop(hooks.KILL_ENV, None)
+    env.pop(pausepoints.KILL_ENV, None)
     if kill_at:
-        env[hooks.KILL_ENV] = kill_at
+        env[pausepoints.KILL_ENV] = kill_at
     return subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), *map(str, args)], env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
 
@@ -468,7 +470,7 @@ def test_unencrypted_repository_is_unchanged(cli: Cli, chroma_dir: Path, repo_pa
 
 def test_seals_are_bound_and_never_repeat() -> None:
     from snapshot.errors import IntegrityError
-    from snapshot.manifest import Frame
+    from snapshot.format.manifest import Frame
 
     c = crypto.Cipher(bytes(range(32)), "a" * 32)
     a, b = c.seal_root(b"{}", "20261128T015012-1a2b3c4d"), c.seal_root(b"{}", "20261128T015012-1a2b3c4d")

@@ -20,9 +20,11 @@ from conftest import CliResult
 from test_encryption import ENV, PASSWORD, one_line_error, pw_file
 from test_encryption import stored_files as files
 
-from snapshot import Repository, crypto, hooks
+from snapshot import Repository
 from snapshot.cli import passwords
-from snapshot.keys import KeySource
+from snapshot.format import crypto
+from snapshot.repo.keys import KeySource
+from snapshot.util import pausepoints
 
 Cli = Callable[..., CliResult]
 @pytest.fixture(autouse=True)
@@ -171,9 +173,9 @@ def test_printable_tags_and_messages_are_kept(cli: Cli, chroma_dir: Path, repo_p
 def _child(
     repo: Path, env: dict[str, str], *args: str | Path, kill_at: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in env.items() if k != hooks.KILL_ENV}
+    env = {k: v for k, v in env.items() if k != pausepoints.KILL_ENV}
     if kill_at:
-        env[hooks.KILL_ENV] = kill_at
+        env[pausepoints.KILL_ENV] = kill_at
     return subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(repo), *map(str, args)], env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
 
@@ -229,7 +231,7 @@ def test_init_that_lost_a_race_and_died(cli: Cli, tmp_path: Path) -> None:
     def die() -> None:
         raise KeyboardInterrupt
 
-    with hooks.on("repository.key-written", race), hooks.on("repository.init-lost", die), \
+    with pausepoints.on("repository.key-written", race), pausepoints.on("repository.init-lost", die), \
             pytest.raises(KeyboardInterrupt):
         Repository.init(repo, encrypt=True, key_source=KeySource.of(PASSWORD))
     assert os.listdir(repo / "keys") == [winner[0].key_id]

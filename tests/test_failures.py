@@ -15,8 +15,8 @@ import pytest
 from chroma_helpers import delete_collection, stand_in_persist_dir, tree_digest
 from conftest import create_snapshot
 
-from snapshot.chroma_check import cannot_open
-from snapshot.chroma_db import chromadb_version
+from snapshot.chroma.schema import chromadb_version
+from snapshot.chroma.trial_open import cannot_open
 from snapshot.errors import EXIT_CODES
 
 

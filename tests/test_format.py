@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshot import layout
-from snapshot.compression import compress, decompress
 from snapshot.errors import FormatVersionError, IntegrityError, UnsafePathError
-from snapshot.hashing import digest
-from snapshot.ids import SNAPSHOT_ID, new_snapshot_id
-from snapshot.manifest import check_rel_path, dumps, parse_manifest
-from snapshot.packs import ChunkReader, PackWriter
-from snapshot.repository import Repository
+from snapshot.format import layout
+from snapshot.format.codecs import compress, decompress
+from snapshot.format.hashing import digest
+from snapshot.format.ids import SNAPSHOT_ID, new_snapshot_id
+from snapshot.format.manifest import check_rel_path, dumps, parse_manifest
+from snapshot.repo.packs import ChunkReader, PackWriter
+from snapshot.repo.repository import Repository
 
 H = "0" * 32
 
@@ -136,7 +136,7 @@ def test_packs_round_trip_chain(tmp_path):
     fa = w.add(compress(a, "zstd", 3), "zstd", len(a), digest(a))
     fb = w.add(compress(b, "zstd", 3, a), "zstd", len(b), digest(b))
     w.close()
-    from snapshot.manifest import Chunk
+    from snapshot.format.manifest import Chunk
 
     chunk = Chunk(hash=digest(b), size=len(b), frames=(w.resolve(fa), w.resolve(fb)))
     assert ChunkReader(repo).read_chunk(chunk) == b

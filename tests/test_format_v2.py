@@ -9,8 +9,9 @@ from pathlib import Path
 from chroma_helpers import grow, tree_digest
 from conftest import create_snapshot, run_cli, show_files
 
-from snapshot import Repository, layout
+from snapshot import Repository
 from snapshot import create_snapshot as library_create
+from snapshot.format import layout
 
 
 def _v1(repo: Path, source: Path) -> str:

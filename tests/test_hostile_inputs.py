@@ -25,13 +25,14 @@ from conftest import create_snapshot, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapshot import idmap, layout
-from snapshot.consistency import verify_dir
-from snapshot.crypto import parse_key_file
+from snapshot.chroma import idmap
+from snapshot.chroma.consistency import verify_dir
 from snapshot.errors import IntegrityError, SnapshotError
-from snapshot.manifest import dumps, parse_config, parse_manifest
-from snapshot.repository import Repository
-from snapshot.tables import encode_table, parse_table
+from snapshot.format import layout
+from snapshot.format.chunk_tables import encode_table, parse_table
+from snapshot.format.crypto import parse_key_file
+from snapshot.format.manifest import dumps, parse_config, parse_manifest
+from snapshot.repo.repository import Repository
 
 MILLION = 1_000_000
 FUZZ = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -373,7 +374,7 @@ def forged(chroma_dir: Path, repo_path: Path) -> Callable[..., tuple[str, str]]:
         seg = _vector_segment(chroma_dir, "docs")
         damage(chroma_dir / seg)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("snapshot.create.verify_dir", lambda *_a, **_k: sound)
+            mp.setattr("snapshot.create.pipeline.verify_dir", lambda *_a, **_k: sound)
             sid = create_snapshot(repo_path, chroma_dir)
         return sid, seg
 

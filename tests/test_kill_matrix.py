@@ -1,5 +1,5 @@
 """kill -9 matrix: the real CLI in a child process SIGKILLs itself at a named pause point
-(CHROMA_SNAPSHOT_KILL_AT, see snapshot/hooks.py) during create, prune, forget and restore.
+(CHROMA_SNAPSHOT_KILL_AT, see snapshot/util/pausepoints.py) during create, prune, forget and restore.
 
 After every kill: the repository passes ``check --read-data``, its snapshots restore, a restore
 target holds exactly its old or exactly its new tree, and the next run of the same command
@@ -27,8 +27,8 @@ import pytest
 from chroma_helpers import grow, tree_digest
 from conftest import exchange_supported, run_cli
 
-from snapshot import hooks
-from snapshot.repository import Repository
+from snapshot.repo.repository import Repository
+from snapshot.util import pausepoints
 
 GROWTH = 20  # docs added between two snapshots
 CHILD_TIMEOUT = 120
@@ -63,11 +63,11 @@ class Box:
     cache: Path
 
     def env(self, kill_at: str | None) -> dict[str, str]:
-        drop = (hooks.KILL_ENV, "CHROMA_SNAPSHOT_REPO", "TMPDIR", "TEMP", "TMP")
+        drop = (pausepoints.KILL_ENV, "CHROMA_SNAPSHOT_REPO", "TMPDIR", "TEMP", "TMP")
         env = {k: v for k, v in os.environ.items() if k not in drop}
         env.update(CHROMA_SNAPSHOT_CACHE=str(self.cache), TMPDIR=str(self.tmp))
         if kill_at is not None:
-            env[hooks.KILL_ENV] = kill_at
+            env[pausepoints.KILL_ENV] = kill_at
         return env
 
     def run(

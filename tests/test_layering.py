@@ -1,5 +1,15 @@
-"""The layering of snapshot/: no import cycle anywhere, and the operations reach storage only
-through Repository (they never build a key or call the store)."""
+"""The layering of snapshot/, stated by folder: a module imports only its own folder or a lower
+layer, never a cycle, and the operations reach storage only through Repository.
+
+Layers, lowest first (a folder's rank is the rank of every module in it):
+
+0. ``errors``, ``version``; 1. ``util/``: know nothing of repositories or Chroma.
+2. ``format/``: bytes and JSON only.
+3. ``storage/`` (stores) and ``chroma/`` (Chroma's files): side by side, neither imports the other.
+4. ``repo/``: a repository on a store.
+5. the operations: ``create/``, ``restore/``, ``upkeep/``, ``diff``; none imports another.
+6. ``cli/``; 7. the package itself (``snapshot/__init__``, ``__main__``).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +19,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "snapshot"
-#: Modules that act on a repository; they must go through Repository for every read and write.
-OPERATIONS = ("create", "builder", "restore", "materialise", "repair", "diff", "prune", "repack", "chains",
-              "check", "packs", "basecache")
+RANKS = {
+    "errors": 0, "version": 0,
+    "util": 1,
+    "format": 2,
+    "storage": 3, "chroma": 3,
+    "repo": 4,
+    "create": 5, "restore": 5, "upkeep": 5, "diff": 5,
+    "cli": 6,
+    "": 7, "__main__": 7,
+}
+OPERATIONS = {f for f, r in RANKS.items() if r == 5}
+MAX_TOP_LEVEL_MODULES = 6
 
 
 def _module_name(path: Path) -> str:
@@ -73,6 +92,33 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def room(module: str) -> str:
+    """The folder (or top-level module) a module lives in: ``snapshot.repo.locks`` -> ``repo``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that breaks the rules of the module docstring."""
+    found = []
+    for name, deps in sorted(graph.items()):
+        here = room(name)
+        for dep in sorted(deps):
+            there = room(dep)
+            if there == here:
+                continue
+            if there not in RANKS or here not in RANKS:
+                found.append(f"{name} -> {dep}: folder without a layer (add it to RANKS)")
+            elif RANKS[there] >= RANKS[here]:
+                found.append(f"{name} -> {dep}: {here or 'snapshot'} (layer {RANKS[here]}) imports "
+                             f"{there} (layer {RANKS[there]})")
+            elif here in OPERATIONS and there == "storage" and dep != "snapshot.storage.base":
+                found.append(f"{name} -> {dep}: an operation picks a store itself")
+            elif here in OPERATIONS and dep == "snapshot.format.layout":
+                found.append(f"{name} -> {dep}: an operation builds storage keys itself")
+    return found
+
+
 def test_no_import_cycle_in_snapshot() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
@@ -83,26 +129,41 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("op", OPERATIONS)
-def test_operations_use_only_the_repository_for_storage(op: str) -> None:
-    graph = import_graph()
-    name = f"snapshot.{op}"
-    assert "snapshot.layout" not in graph[name], f"{op} builds storage keys itself"
-    assert not any(m.startswith("snapshot.storage") and m != "snapshot.storage.base" for m in graph[name])
-    tree = ast.parse((ROOT / f"{op}.py").read_text())
-    touching = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "store"]
-    assert not touching, f"{op}.py touches .store at lines {touching}"
+def test_every_import_runs_downward() -> None:
+    assert violations(import_graph()) == []
 
 
-def test_layers_import_only_downward() -> None:
-    graph = import_graph()
-    below_repository = {"snapshot.storage", "snapshot.storage.base", "snapshot.storage.local",
-                        "snapshot.storage.s3", "snapshot.layout", "snapshot.manifest"}
-    for low in below_repository:
-        assert "snapshot.repository" not in graph[low]
-    ops = {f"snapshot.{op}" for op in OPERATIONS}
-    assert not graph["snapshot.repository"] & ops, "Repository imports an operation"
-    cli = {m for m in graph if m.startswith("snapshot.cli")}
-    for name, deps in graph.items():
-        if name not in cli and name != "snapshot.__main__":
-            assert not deps & cli, f"{name} imports the CLI"
+@pytest.mark.parametrize(("importer", "imported", "why"), [
+    ("snapshot.format.manifest", "snapshot.repo.repository", "format (layer 2) imports repo"),
+    ("snapshot.chroma.capture", "snapshot.storage.base", "chroma (layer 3) imports storage"),
+    ("snapshot.create.pipeline", "snapshot.restore.swap", "create (layer 5) imports restore"),
+    ("snapshot.upkeep.prune", "snapshot.storage.s3", "picks a store itself"),
+    ("snapshot.diff", "snapshot.format.layout", "builds storage keys itself"),
+    ("snapshot.repo.locks", "snapshot.cli.render", "repo (layer 4) imports cli"),
+    ("snapshot.newroom.x", "snapshot.errors", "folder without a layer"),
+])
+def test_the_rules_catch_a_violation(importer: str, imported: str, why: str) -> None:
+    graph = {importer: {imported}, imported: set()}
+    found = violations(graph)
+    assert len(found) == 1 and why in found[0], found
+
+
+def test_the_rules_let_a_downward_import_pass() -> None:
+    assert violations({"snapshot.create.builder": {"snapshot.repo.packs", "snapshot.create.pipeline",
+                                                   "snapshot.storage.base", "snapshot.util.fsync"}}) == []
+
+
+def test_few_modules_directly_under_snapshot() -> None:
+    top = sorted(p.name for p in ROOT.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders <= set(RANKS), f"folders without a layer: {sorted(folders - set(RANKS))}"
+
+
+def test_operations_never_touch_the_store() -> None:
+    for path in sorted(ROOT.rglob("*.py")):
+        if room(_module_name(path)) not in OPERATIONS:
+            continue
+        tree = ast.parse(path.read_text())
+        touching = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "store"]
+        assert not touching, f"{path.relative_to(ROOT)} touches .store at lines {touching}"

@@ -1,4 +1,4 @@
-"""Repository locks (snapshot.locks), on a local folder and on S3 (a real moto server).
+"""Repository locks (snapshot.repo.locks), on a local folder and on S3 (a real moto server).
 
 Time is injected: a clock the test moves and a sleep that records (or acts) instead of
 sleeping. The one real-concurrency test shrinks the backoff to milliseconds.
@@ -24,9 +24,9 @@ import pytest
 from s3_fixtures import *  # noqa: F403  (conftest.py imports it too; this lets the module run alone)
 from s3_fixtures import s3_options
 
-from snapshot import layout
 from snapshot.errors import IntegrityError, LockedError, StorageError
-from snapshot.locks import (
+from snapshot.format import layout
+from snapshot.repo.locks import (
     EXCLUSIVE,
     REFRESH_EVERY,
     SHARED,

@@ -1,5 +1,5 @@
 """A snapshot reported saved can be restored; bad input and bad luck give one-line errors and
-leave nothing half-written. Races are driven with the named pause points of snapshot.hooks."""
+leave nothing half-written. Races are driven with the named pause points of snapshot.util.pausepoints."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ import zstandard
 from chroma_helpers import grow, tree_digest
 from conftest import CliResult, create_snapshot, run_cli
 
-from snapshot import hooks, layout
-from snapshot.compression import decompress
 from snapshot.errors import AlreadyExistsError, IntegrityError, mount_point
+from snapshot.format import layout
+from snapshot.format.codecs import decompress
 from snapshot.storage.local import LocalStore
+from snapshot.util import pausepoints
 
 
 def _one_line_error(result: CliResult, code: int) -> str:
@@ -65,7 +66,7 @@ def test_prune_and_forget_during_a_create_are_refused_and_the_create_commits(
         seen["prune"] = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s")
         seen["forget"] = run_cli("--repo", repo_path, "forget", first, "--grace", "0s")
 
-    with hooks.on("create.before-commit", meanwhile):
+    with pausepoints.on("create.before-commit", meanwhile):
         res = run_cli("--repo", repo_path, "create", chroma_dir, "--json")
     assert res.code == 0, res.stderr
     for name in ("prune", "forget"):
@@ -92,7 +93,7 @@ def test_a_create_whose_lock_was_removed_commits_nothing(
         assert run_cli("--repo", repo_path, "unlock", "--remove-all").code == 0
         pruned.append(run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s"))
 
-    with hooks.on("create.before-commit", operator_forces_a_prune):
+    with pausepoints.on("create.before-commit", operator_forces_a_prune):
         res = run_cli("--repo", repo_path, "create", chroma_dir)
     assert pruned[0].code == 0, pruned[0].stderr
     assert "lost the repository lock" in _one_line_error(res, 9)
@@ -109,7 +110,7 @@ def test_a_create_whose_objects_vanished_commits_nothing(chroma_dir: Path, repo_
         for p in set(_packs(repo_path)) - before:
             p.unlink()
 
-    with hooks.on("create.before-commit", rogue_delete):
+    with pausepoints.on("create.before-commit", rogue_delete):
         res = run_cli("--repo", repo_path, "create", chroma_dir)
     assert "vanished" in _one_line_error(res, 1)
     assert len(run_cli("--repo", repo_path, "list", "--json").json()) == 1
@@ -120,7 +121,7 @@ def test_a_retried_create_refreshes_the_leftover_packs_it_reuses(chroma_dir: Pat
     def crash() -> None:
         raise RuntimeError("killed before the commit")
 
-    with hooks.on("create.before-commit", crash), pytest.raises(RuntimeError):
+    with pausepoints.on("create.before-commit", crash), pytest.raises(RuntimeError):
         run_cli("--repo", repo_path, "create", chroma_dir)
     leftovers = _packs(repo_path)
     assert leftovers and not list((repo_path / "snapshots").glob("*.json"))
@@ -215,10 +216,10 @@ def _peak_rss_of(code: str) -> tuple[str, int]:
 
 
 def test_frames_lying_about_their_size_are_refused_in_bounded_memory() -> None:
-    baseline = _peak_rss_of("import snapshot.compression\nprint('ok')")[1]
+    baseline = _peak_rss_of("import snapshot.format.codecs\nprint('ok')")[1]
     lying = """
 import zstandard
-from snapshot.compression import decompress
+from snapshot.format.codecs import decompress
 from snapshot.errors import IntegrityError
 # a small frame whose header claims 512 MiB; the manifest says 1 MiB
 frame = zstandard.ZstdCompressor().compress(bytes(512 << 20))
@@ -337,7 +338,7 @@ def _cache_leftovers(cache: Path) -> list[str]:
 
 def test_sigterm_exits_143_and_removes_temporary_files(chroma_dir: Path, repo_path: Path) -> None:
     cache = Path(os.environ["CHROMA_SNAPSHOT_CACHE"])
-    with hooks.on("create.captured", lambda: os.kill(os.getpid(), signal.SIGTERM)):
+    with pausepoints.on("create.captured", lambda: os.kill(os.getpid(), signal.SIGTERM)):
         res = run_cli("--repo", repo_path, "create", chroma_dir)
     assert "terminated" in _one_line_error(res, 143)
     assert _cache_leftovers(cache) == [] and not list((repo_path / "snapshots").glob("*.json"))
@@ -349,7 +350,7 @@ def test_sigint_after_the_commit_reports_the_saved_snapshot(chroma_dir: Path, re
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    with hooks.on("create.after-commit", interrupt):
+    with pausepoints.on("create.after-commit", interrupt):
         res = run_cli("--repo", repo_path, "create", chroma_dir, "--json")
     assert res.code == 0, res.stderr
     sid = res.json()["id"]
@@ -360,14 +361,14 @@ def test_sigint_after_the_commit_reports_the_saved_snapshot(chroma_dir: Path, re
 #: The CLI in a child process: at pause point argv[1] it says "paused" and waits for a line.
 _PAUSING_CLI = """
 import sys
-from snapshot import hooks
+from snapshot.util import pausepoints
 from snapshot.cli import main
 
 def pause():
     print("paused", flush=True)
     sys.stdin.readline()
 
-with hooks.on(sys.argv[1], pause):
+with pausepoints.on(sys.argv[1], pause):
     main(sys.argv[2:])
 """
 
@@ -446,14 +447,14 @@ def test_a_retried_commit_that_finds_its_own_manifest_is_success(
 def test_a_full_disk_names_the_filesystem(
     chroma_dir: Path, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import snapshot.source
+    import snapshot.chroma.capture
 
     def no_space(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(src))
 
     staging = tmp_path / "staging"
     staging.mkdir()
-    monkeypatch.setattr(snapshot.source.shutil, "copyfile", no_space)
+    monkeypatch.setattr(snapshot.chroma.capture.shutil, "copyfile", no_space)
     line = _one_line_error(run_cli("--repo", repo_path, "create", chroma_dir, "--tmp-dir", staging), 15)
     assert "no space left" in line and "filesystem at /" in line and str(chroma_dir) not in line
     assert list(staging.iterdir()) == []
@@ -462,7 +463,7 @@ def test_a_full_disk_names_the_filesystem(
 def test_a_full_disk_during_a_restore_names_the_file_and_the_filesystem(
     chroma_dir: Path, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import snapshot.materialise
+    import snapshot.restore.materialise
 
     sid = create_snapshot(repo_path, chroma_dir)
     target = tmp_path / "db"
@@ -472,7 +473,7 @@ def test_a_full_disk_during_a_restore_names_the_file_and_the_filesystem(
     def no_space(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")  # as os.write raises it: no file name
 
-    monkeypatch.setattr(snapshot.materialise, "_write_all", no_space)
+    monkeypatch.setattr(snapshot.restore.materialise, "_write_all", no_space)
     for where in (target, tmp_path / "fresh"):
         res = run_cli("--repo", repo_path, "restore", sid, where, "--force", "--skip-chroma-check")
         line = _one_line_error(res, 15)

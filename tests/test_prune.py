@@ -14,11 +14,11 @@ import pytest
 from chroma_helpers import build_db, counts, grow, tree_digest
 from conftest import CliResult, create_snapshot
 
-from snapshot import layout
-from snapshot.hashing import digest
-from snapshot.prune import plan_gc, referenced_objects
-from snapshot.repository import Repository
+from snapshot.format import layout
+from snapshot.format.hashing import digest
+from snapshot.repo.repository import Repository
 from snapshot.storage.base import ObjectInfo
+from snapshot.upkeep.prune import plan_gc, referenced_objects
 
 Cli = Callable[..., CliResult]
 

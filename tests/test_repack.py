@@ -13,13 +13,13 @@ import pytest
 from chroma_helpers import delete, grow, tree_digest, update_metadata
 from conftest import run_cli
 
-from snapshot import hooks
-from snapshot.create import create_snapshot
-from snapshot.manifest import Frame
-from snapshot.prune import prune
-from snapshot.repack import PackUse, RepackOptions, select_packs
-from snapshot.repository import Repository
-from snapshot.retention import RetentionPolicy
+from snapshot.create.pipeline import create_snapshot
+from snapshot.format.manifest import Frame
+from snapshot.repo.repository import Repository
+from snapshot.upkeep.prune import prune
+from snapshot.upkeep.repack import PackUse, RepackOptions, select_packs
+from snapshot.upkeep.retention import RetentionPolicy
+from snapshot.util import pausepoints
 
 
 def _repo_bytes(repo: Path) -> int:
@@ -176,11 +176,11 @@ def test_a_prune_that_repacks_waits_for_a_running_create_and_includes_its_snapsh
     def start_prune_and_let_it_wait() -> None:
         t = threading.Thread(target=run_prune)
         result["thread"] = t
-        with hooks.on("lock.waiting", waiting.set):
+        with pausepoints.on("lock.waiting", waiting.set):
             t.start()
             assert waiting.wait(60), "the prune never waited for the lock"
 
-    with hooks.on("create.before-commit", start_prune_and_let_it_wait):
+    with pausepoints.on("create.before-commit", start_prune_and_let_it_wait):
         created = create_snapshot(Repository.open(repo_path), chroma_dir)
     result["thread"].join(120)
     assert "error" not in result, result.get("error")
@@ -215,11 +215,11 @@ def test_a_create_that_starts_during_a_repack_builds_on_the_rewritten_parent(
     def start_create_and_let_it_wait() -> None:
         t = threading.Thread(target=run_create)
         result["thread"] = t
-        with hooks.on("lock.waiting", waiting.set):
+        with pausepoints.on("lock.waiting", waiting.set):
             t.start()
             assert waiting.wait(60), "the create never waited for the lock"
 
-    with hooks.on("repack.packs-written", start_create_and_let_it_wait):
+    with pausepoints.on("repack.packs-written", start_create_and_let_it_wait):
         pruned = prune(Repository.open(repo_path), RetentionPolicy(last=1), grace=0.0,
                        repack=RepackOptions(max_unused=0.0))
     result["thread"].join(120)
@@ -240,7 +240,7 @@ def test_an_encrypted_repository_repacks_and_stays_sealed(
     """Re-based frames, copied frames, rewritten tables and roots of an encrypted repository
     are all sealed: check --read-data authenticates every one, and no collection name or
     document text appears in any stored byte."""
-    from snapshot import crypto
+    from snapshot.format import crypto
 
     monkeypatch.setenv(crypto.LOG_N_ENV, "10")
     monkeypatch.setenv("CHROMA_SNAPSHOT_PASSWORD", "repack test password")

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from snapshot.errors import UsageError
-from snapshot.retention import (
+from snapshot.upkeep.retention import (
     Duration,
     RetentionPlan,
     RetentionPolicy,

@@ -10,7 +10,7 @@ from chroma_helpers import build_db, counts, grow, sqlite_payload, tree_digest
 from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
-from snapshot.chroma_db import chromadb_version
+from snapshot.chroma.schema import chromadb_version
 
 
 def _files(path: Path) -> dict[str, bytes]:

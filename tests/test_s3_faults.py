@@ -28,11 +28,11 @@ from fault_fixtures import fault_proxy  # noqa: F401  (the fixture, used by name
 from fault_proxy import FaultProxy, ProxiedRequest
 from s3_fixtures import s3_options
 
-from snapshot import layout
 from snapshot.errors import AlreadyExistsError, IntegrityError, StorageError
-from snapshot.hashing import digest
-from snapshot.packs import ChunkReader
-from snapshot.repository import Repository
+from snapshot.format import layout
+from snapshot.format.hashing import digest
+from snapshot.repo.packs import ChunkReader
+from snapshot.repo.repository import Repository
 from snapshot.storage import StoreOptions
 from snapshot.storage.s3 import S3Store, parse_s3_url
 

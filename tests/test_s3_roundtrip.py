@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from chroma_helpers import build_db, counts, grow, tree_digest
 
-from snapshot.manifest import Chunk, Frame
-from snapshot.materialise import _PLAN_BYTES, LocalChunk, _upcoming
+from snapshot.format.manifest import Chunk, Frame
+from snapshot.restore.materialise import _PLAN_BYTES, LocalChunk, _upcoming
 
 
 def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:

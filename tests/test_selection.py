@@ -13,7 +13,7 @@ import pytest
 from conftest import create_snapshot
 
 from snapshot.errors import AmbiguousIdError, NotFoundError, UsageError
-from snapshot.selection import SnapshotFacts, SnapshotFilter, candidates, choose
+from snapshot.repo.selection import SnapshotFacts, SnapshotFilter, candidates, choose
 
 SNAPS = [
     SnapshotFacts("20261126T015000-00000001", ("nightly",), "gpu-box", "/data/db"),

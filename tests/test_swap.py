@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import exchange_supported
 
-from snapshot import hooks, swap, tempdirs
 from snapshot.errors import TargetError
+from snapshot.restore.pipeline import swap
+from snapshot.util import pausepoints, tempdirs
 
 OLD = {"chroma.sqlite3": b"old database", "3f0c1a2b-0000-4000-8000-000000000001/data.bin": b"old"}
 NEW = {"chroma.sqlite3": b"new database", "sub/dir/x.bin": b"new" * 1000, "notes.txt": b""}
@@ -28,7 +29,7 @@ NEW = {"chroma.sqlite3": b"new database", "sub/dir/x.bin": b"new" * 1000, "notes
 CHILD = """
 import json, os, sys
 from pathlib import Path
-from snapshot import swap
+from snapshot.restore.pipeline import swap
 
 if os.environ.get("NO_EXCHANGE"):
     swap.exchange = lambda a, b: False
@@ -72,7 +73,7 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (hooks.KILL_ENV, "NO_EXCHANGE", "BLOCK_AT")}
+    env = {k: v for k, v in os.environ.items() if k not in (pausepoints.KILL_ENV, "NO_EXCHANGE", "BLOCK_AT")}
     env.update(extra)
     return env
 
@@ -83,7 +84,7 @@ def child_args(target: Path) -> list[str]:
 
 
 def kill_child_at(target: Path, step: str, *, no_exchange: bool = False) -> None:
-    env = child_env(**{hooks.KILL_ENV: f"swap.{step}"}, **({"NO_EXCHANGE": "1"} if no_exchange else {}))
+    env = child_env(**{pausepoints.KILL_ENV: f"swap.{step}"}, **({"NO_EXCHANGE": "1"} if no_exchange else {}))
     proc = subprocess.run(child_args(target), env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
 

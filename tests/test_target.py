@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from chroma_helpers import stand_in_persist_dir
 
+from snapshot.chroma.persist_dir import check_restore_target
 from snapshot.errors import TargetError, UsageError
-from snapshot.target import check_restore_target
 
 SEGMENT = "3f0c1a2b-9d4e-4c5f-8a6b-7c8d9e0f1a2b"
 OTHER = "4c5f8a6b-0000-4000-8000-000000000000"

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from snapshot import tempdirs
 from snapshot.errors import DiskFullError
+from snapshot.util import tempdirs
 
 PREFIX = ".db.restore-"
 HOUR_AGO = time.time() - 3600
@@ -28,7 +28,7 @@ HOUR_AGO = time.time() - 3600
 def dead_owned_dir(parent: Path, prefix: str = PREFIX) -> Path:
     """A directory made by owned_dir in a process that has exited since."""
     code = (
-        "import sys; from pathlib import Path; from snapshot.tempdirs import owned_dir; "
+        "import sys; from pathlib import Path; from snapshot.util.tempdirs import owned_dir; "
         "print(owned_dir(Path(sys.argv[1]), sys.argv[2]))"
     )
     out = subprocess.run(

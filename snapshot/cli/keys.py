@@ -16,8 +16,8 @@ from snapshot.cli.options import (
     repo_options,
 )
 from snapshot.cli.render import emit, render_init, render_key_change, render_keys
-from snapshot.compression import CODECS
-from snapshot.repository import Repository
+from snapshot.format.codecs import CODECS
+from snapshot.repo.repository import Repository
 
 _NEW_PASSWORD_FILE = click.option(
     "--new-password-file", metavar="FILE", type=click.Path(dir_okay=False),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from snapshot.check import check_repository, parse_subset
 from snapshot.cli.options import (
     command,
     delete_after_option,
@@ -24,9 +23,10 @@ from snapshot.cli.options import (
 )
 from snapshot.cli.render import emit, render_check, render_diff, render_prune, render_unlock
 from snapshot.diff import diff_snapshots
-from snapshot.prune import forget, prune
-from snapshot.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration, parse_tag_options
-from snapshot.selection import SnapshotFilter
+from snapshot.repo.selection import SnapshotFilter, parse_tag_options
+from snapshot.upkeep.prune import forget, prune
+from snapshot.upkeep.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration
+from snapshot.upkeep.verify import check_repository, parse_subset
 
 _SHOWN_IDS = 10
 

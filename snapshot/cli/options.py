@@ -17,13 +17,13 @@ import click
 
 from snapshot.cli import passwords
 from snapshot.errors import UsageError
-from snapshot.keys import KeySource
-from snapshot.repository import Repository
-from snapshot.selection import SnapshotFilter
+from snapshot.repo.keys import KeySource
+from snapshot.repo.repository import Repository
+from snapshot.repo.selection import SnapshotFilter
 from snapshot.storage import StoreOptions
 
 if TYPE_CHECKING:
-    from snapshot.repack import RepackOptions
+    from snapshot.upkeep.repack import RepackOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -169,7 +169,7 @@ def seconds(text: str | None) -> float | None:
         return None
     if text.strip() == "0":
         return 0.0
-    from snapshot.retention import parse_duration  # only the commands that take a duration
+    from snapshot.upkeep.retention import parse_duration  # only the commands that take a duration
 
     return parse_duration(text).total_seconds(datetime.now(timezone.utc))
 
@@ -223,7 +223,7 @@ def repack_options(f: F) -> F:
 
 def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | None,
                     no_repack: bool) -> RepackOptions:
-    from snapshot.repack import RepackOptions  # only prune and forget
+    from snapshot.upkeep.repack import RepackOptions  # only prune and forget
 
     return RepackOptions(
         enabled=not no_repack,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import click
 
 from snapshot.errors import UsageError
-from snapshot.keys import KeySource
+from snapshot.repo.keys import KeySource
 
 PASSWORD_FILE_ENV = "CHROMA_SNAPSHOT_PASSWORD_FILE"
 PASSWORD_ENV = "CHROMA_SNAPSHOT_PASSWORD"

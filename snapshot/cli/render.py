@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snapshot.errors import SnapshotError
-from snapshot.ids import id_time
+from snapshot.format.ids import id_time
 
 if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of every command)
-    from snapshot.check import CheckResult
-    from snapshot.create import CreateResult
+    from snapshot.create.pipeline import CreateResult
     from snapshot.diff import RecordDiff, SnapshotDiff
-    from snapshot.keys import KeyInfo
-    from snapshot.manifest import Manifest
-    from snapshot.prune import PruneResult
-    from snapshot.repository import Repository, SnapshotSummary
-    from snapshot.restore import RestoreResult, RestoreSummary
+    from snapshot.format.manifest import Manifest
+    from snapshot.repo.keys import KeyInfo
+    from snapshot.repo.repository import Repository, SnapshotSummary
+    from snapshot.restore.pipeline import RestoreResult, RestoreSummary
+    from snapshot.upkeep.prune import PruneResult
+    from snapshot.upkeep.verify import CheckResult
 
 
 def human_bytes(n: float) -> str:

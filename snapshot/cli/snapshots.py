@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from snapshot import hooks
 from snapshot.cli.options import (
     command,
     dry_run_option,
@@ -36,9 +35,10 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
-from snapshot.compression import CODECS
-from snapshot.manifest import manifest_to_dict
-from snapshot.selection import SnapshotFilter
+from snapshot.format.codecs import CODECS
+from snapshot.format.manifest import manifest_to_dict
+from snapshot.repo.selection import SnapshotFilter
+from snapshot.util import pausepoints
 
 #: glibc's mallopt parameters, and ours: buffers this large are mapped and unmapped.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _LARGE = -1, -3, 4 << 20
@@ -116,7 +116,7 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
       chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
     """
-    from snapshot.create import check_arguments, create_snapshot  # each command imports what it runs
+    from snapshot.create.pipeline import check_arguments, create_snapshot  # each command imports what it runs
 
     check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
     _tune_malloc()
@@ -215,10 +215,10 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
       chroma-snapshot restore latest /srv/app/vector_db --force
       chroma-snapshot restore latest /srv/app/vector_db --force --tag nightly
     """
-    with preloading("snapshot.restore"):  # each command imports what it runs
+    with preloading("snapshot.restore.pipeline"):  # each command imports what it runs
         repo = open_repo()
         [snapshot_ref] = narrowed(repo, [snapshot_ref], filters)
-    from snapshot.restore import prepare_restore, restore_snapshot
+    from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
     _tune_malloc()
     if dry_run:
@@ -227,4 +227,4 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
                               chroma_check=chroma_check and not skip_chroma_check, strict=strict,
                               reporter=CliReporter(not as_json), on_commit=settle)
     emit(result, as_json, render_restore)
-    hooks.point("restore.reported")
+    pausepoints.point("restore.reported")

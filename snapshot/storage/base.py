@@ -1,6 +1,6 @@
 """The storage contract every backend keeps; the operations know nothing else about stores.
 
-Keys are POSIX-style relative strings built only by :mod:`snapshot.layout`
+Keys are POSIX-style relative strings built only by :mod:`snapshot.format.layout`
 (``config.json``, ``snapshots/<id>.json``, ``data/ab/<hash>``). A backend:
 
 * ``get(key)`` returns the whole object or raises :class:`NotFoundError`.

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError, disk_full
-from snapshot.fsync import fsync_path
 from snapshot.storage.base import ObjectInfo, RequestStats
+from snapshot.util.fsync import fsync_path
 
 
 class LocalStore:

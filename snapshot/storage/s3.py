@@ -66,7 +66,6 @@ from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]
 from urllib3.exceptions import HTTPError as URLLib3Error
 from urllib3.exceptions import ProtocolError
 
-from snapshot import layout
 from snapshot.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -80,6 +79,7 @@ from snapshot.errors import (
     UsageError,
     WrongRegionError,
 )
+from snapshot.format import layout
 from snapshot.storage.base import MIN_BILLED_SIZE, ObjectInfo, RequestStats, StoreOptions
 
 MiB = 1024 * 1024

@@ -1,0 +1,4 @@
+"""Everything that knows Chroma's files: its SQLite schema and queries, consistent capture of a
+live persist dir, the capture-time consistency proof, the segment and id-map readers, which
+directories look like a persist dir, and the chromadb trial open of a restored directory.
+"""

@@ -1,0 +1,138 @@
+"""Reading, writing and re-checking a repository's config.json, for Repository.
+
+Unencrypted, it is the plain JSON of :class:`RepoConfig` (format_version 1). Encrypted, it is an
+envelope (format_version 2, snapshot/format/crypto.py) holding only what a reader needs before it has
+the key (the repository id, the algorithms) and the same settings JSON sealed with the master
+key, which a password unlocks through one of the key files (snapshot/repo/keys.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from snapshot.errors import AlreadyExistsError, IntegrityError, UsageError
+from snapshot.format import crypto, layout
+from snapshot.format.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
+from snapshot.format.codecs import DEFAULT_LEVELS, check_codec
+from snapshot.format.ids import utc_now_iso
+from snapshot.format.manifest import CONFIG_VERSION, RepoConfig, dumps, parse_config
+from snapshot.repo import keys as keyfiles
+from snapshot.repo.keys import KeySource
+from snapshot.storage.base import Store
+from snapshot.util import pausepoints
+
+DEFAULT_CODEC = "zstd"
+#: Frames per delta chain at most (each chunk has its own limit from 3/4 of this up: chains.py).
+DEFAULT_MAX_CHAIN = 16
+
+
+@dataclass(frozen=True)
+class Access:
+    """A repository's settings, and for an encrypted one its cipher and the key that opened it."""
+
+    config: RepoConfig
+    cipher: crypto.Cipher | None = None
+    key_id: str | None = None
+
+
+def check_settings(chunk_size: int | None, codec: str | None, level: int | None) -> None:
+    if chunk_size is not None:
+        check_chunk_size(chunk_size)
+    if codec is not None or level is not None:
+        codec_ = codec or DEFAULT_CODEC
+        check_codec(codec_, level if level is not None else DEFAULT_LEVELS[codec_])
+
+
+def _open_settings(envelope: crypto.Envelope, master: bytes, what: str) -> RepoConfig:
+    """The settings an envelope seals, opened with ``master`` (IntegrityError if that is not
+    the master key they were sealed with, or they were altered)."""
+    raw = crypto.Cipher(master, envelope.id).open_settings(envelope.settings)
+    config = parse_config(raw, what)
+    if config.id != envelope.id:
+        raise IntegrityError(f"{what}: its sealed settings belong to repository {config.id}")
+    return config
+
+
+def load(store: Store, raw: bytes, key_source: KeySource | None) -> Access:
+    """The repository whose config.json holds ``raw``; an encrypted one is unlocked with the
+    password ``key_source`` gives (asked for only then)."""
+    what = f"repository config at {store.url}"
+    envelope = crypto.parse_envelope(raw, what, (CONFIG_VERSION,))
+    if envelope is None:
+        config = parse_config(raw, what)
+        if key_source is not None and key_source.explicit:
+            raise UsageError(
+                f"a password was given, but the repository at {store.url} is not encrypted: refusing to "
+                "use it (its config may have been replaced); for an unencrypted repository give no password"
+            )
+        return Access(config)
+    if key_source is None:
+        raise UsageError(f"the repository at {store.url} is encrypted: a password is needed")
+    password = key_source.read(False)
+    key_id, master, config = keyfiles.unlock(store, password, lambda mk: _open_settings(envelope, mk, what))
+    return Access(config, crypto.Cipher(master, envelope.id), key_id)
+
+
+def initialise(
+    store: Store, chunk_size: int | None, codec: str | None, level: int | None, max_chain: int | None,
+    encrypt: bool, key_source: KeySource | None,
+) -> Access:
+    """Write the config of a new repository (create-only; if another process initialised it
+    first, theirs is loaded instead: the caller compares the settings)."""
+    if not encrypt and key_source is not None and key_source.explicit:
+        raise UsageError(
+            "a password was given, but this would initialise an unencrypted repository: add --encrypt "
+            "(or give no password)"
+        )
+    if encrypt and key_source is None:
+        raise UsageError("encrypting a new repository needs a password")
+    # Key files alone are what an encrypted initialisation left when it was killed before its config.
+    if next((i for i in store.list("") if not i.key.startswith(layout.KEYS_PREFIX)), None) is not None:
+        raise UsageError(f"{store.url} is not empty and holds no chroma-snapshot repository (no config.json)")
+    codec = codec or DEFAULT_CODEC
+    config = RepoConfig(
+        id=secrets.token_hex(16),
+        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+        codec=codec,
+        level=level if level is not None else DEFAULT_LEVELS[codec],
+        max_chain=max_chain or DEFAULT_MAX_CHAIN,
+        created_at=utc_now_iso(),
+    )
+    access = Access(config)
+    data = dumps(config)
+    if encrypt:
+        assert key_source is not None
+        password = keyfiles.check_password(key_source.read(True))
+        cipher = crypto.Cipher(crypto.new_master_key(), config.id)
+        access = Access(config, cipher, keyfiles.add_key(store, cipher, password))  # key first: never keyless
+        pausepoints.point("repository.key-written")
+        data = crypto.Envelope(config.id, cipher.seal_settings(data)).to_json()
+    try:
+        store.put(layout.CONFIG_KEY, data, create_only=True)
+    except AlreadyExistsError:  # another process initialised it first: use theirs
+        if access.key_id is not None:
+            pausepoints.point("repository.init-lost")
+            keyfiles.delete_key(store, access.key_id)  # it wraps a master key nobody uses
+        return load(store, store.get(layout.CONFIG_KEY), key_source)
+    if access.cipher is not None and access.key_id is not None:
+        pausepoints.point("repository.config-written")
+        keyfiles.sweep_orphans(store, access.cipher, access.key_id)
+    return access
+
+
+def verify(store: Store, access: Access) -> None:
+    """Re-read config.json: raises what is wrong with it, or what changed since ``access``."""
+    raw = store.get(layout.CONFIG_KEY)
+    what = "repository config"
+    envelope = crypto.parse_envelope(raw, what, (CONFIG_VERSION,))
+    if access.cipher is None:
+        if envelope is not None:
+            raise IntegrityError(f"{what}: it is encrypted now, but was not when this command started")
+        parse_config(raw, what)
+        return
+    if envelope is None:
+        raise IntegrityError(f"{what}: it is not encrypted any more (replaced by a plaintext config?)")
+    if envelope.id != access.config.id:
+        raise IntegrityError(f"{what}: its repository id changed to {envelope.id}")
+    _open_settings(envelope, access.cipher.master_key, what)

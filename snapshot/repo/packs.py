@@ -1,0 +1,282 @@
+"""Packs: many independent compressed frames in one content-addressed object.
+
+Frames arrive as the bytes to store (sealed by Repository.seal_frame in an encrypted
+repository), so every offset and length recorded is the stored one, and a pack's id is the
+hash of what is stored: of ciphertext in an encrypted repository, never of plaintext.
+
+Writing: :class:`PackWriter` appends frames to an in-memory pack and uploads it (in the
+background, bounded) once it reaches the target size; a pack's id, and so every frame's
+``object``, is known only once the pack is sealed, so frames are handed out as
+:class:`PendingFrame` and resolved after :meth:`PackWriter.close`.
+
+Reading: :class:`ChunkReader` fetches a chunk's frames with range reads, decodes the delta
+chain and checks every hash on the way. A frame that fails its check is read again, on its
+own, before it is called damaged (Repository's ``checked_read``): S3 sends no checksum with a
+range, so bytes garbled on the way arrive looking like a damaged pack.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from snapshot.errors import IntegrityError, SnapshotError
+from snapshot.format.codecs import decompress
+from snapshot.format.hashing import digest
+from snapshot.format.manifest import Chunk, Frame
+from snapshot.repo.repository import Repository, checked_read
+from snapshot.util import pausepoints
+
+DEFAULT_PACK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    pack: int
+    offset: int
+    length: int
+    codec: str
+    size: int
+    hash: str
+
+
+class PackWriter:
+    """Collects frames into packs of about ``pack_size`` bytes and uploads them."""
+
+    def __init__(self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
+        self.repo = repo
+        self.pack_size = pack_size
+        self._buf = bytearray()
+        self._pack_no = 0
+        self._ids: dict[int, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
+        self._inflight: list[Future[None]] = []
+        self._slots = threading.Semaphore(uploads + 1)
+        self.objects_uploaded = 0
+        self.bytes_uploaded = 0
+        self._lock = threading.Lock()
+
+    def add(self, frame: bytes | bytearray, codec: str, size: int, hash_: str) -> PendingFrame:
+        """Append ``frame``, the stored bytes (already sealed in an encrypted repository)."""
+        pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
+        # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and
+        # holding hundreds of them would pin that much memory until the pack is sealed.
+        self._buf += frame
+        if len(self._buf) >= self.pack_size:
+            self._seal()
+        return pf
+
+    def _seal(self) -> None:
+        if not self._buf:
+            return
+        data, self._buf = self._buf, bytearray()  # handed over, not copied
+        oid = digest(data)
+        self._ids[self._pack_no] = oid
+        self._pack_no += 1
+        self._slots.acquire()  # bounds packs held in memory while uploading
+        self._inflight.append(self._pool.submit(self._upload, oid, data))
+        self._raise_failed()
+
+    def _upload(self, oid: str, data: bytearray) -> None:
+        try:
+            # Always written, also when a pack with these bytes exists (left by a create that
+            # was killed): the write makes it fresh, so a prune's grace period protects it.
+            self.repo.put_object(oid, data)
+            with self._lock:
+                self.objects_uploaded += 1
+                self.bytes_uploaded += len(data)
+            pausepoints.point("create.pack-uploaded")
+        finally:
+            self._slots.release()
+
+    def _raise_failed(self) -> None:
+        for f in [f for f in self._inflight if f.done()]:
+            f.result()  # re-raises an upload error in the caller's thread
+
+    def close(self) -> None:
+        """Seal the last pack and wait for every upload; raises the first upload error."""
+        try:
+            self._seal()
+            for f in self._inflight:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def object_ids(self) -> list[str]:
+        """Every pack this writer sealed (uploaded now, or found already stored)."""
+        return list(self._ids.values())
+
+    def resolve(self, pf: PendingFrame) -> Frame:
+        return Frame(
+            object=self._ids[pf.pack],
+            offset=pf.offset,
+            length=pf.length,
+            codec=pf.codec,
+            size=pf.size,
+            hash=pf.hash,
+        )
+
+
+#: Frames of one pack at most this far apart are read with one request (remote stores).
+_GAP = 512 << 10
+#: Nor is one such request longer than this (several are read at once, by different readers).
+_SPAN = 4 << 20
+
+
+def read_ranges(frames: Iterable[Frame]) -> list[tuple[str, int, int]]:
+    """The ranges (pack, start, end) :meth:`ChunkReader.prefetch` reads ``frames`` with:
+    frames of one pack no more than _GAP apart in one range of at most _SPAN (a frame
+    listed twice is read once)."""
+    wanted: dict[str, list[tuple[int, int]]] = {}
+    for fr in frames:
+        wanted.setdefault(fr.object, []).append((fr.offset, fr.offset + fr.length))
+    out: list[tuple[str, int, int]] = []
+    for obj, ranges in wanted.items():
+        ranges.sort()
+        start, end = ranges[0]
+        for s, e in ranges[1:]:
+            if s - end <= _GAP and max(e, end) - start <= _SPAN:
+                end = max(end, e)
+            else:
+                out.append((obj, start, end))
+                start, end = s, e
+        out.append((obj, start, end))
+    return out
+
+
+@dataclass(eq=False)
+class Span:
+    """A range of a pack that holds frames some files about to be written need."""
+
+    object: str
+    start: int
+    end: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    data: bytes | None = None
+
+
+class ChunkReader:
+    """Rebuilds chunks from their frames, verifying each decoded frame's hash."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._lock = threading.Lock()
+        self._scratch = threading.local()
+        self._spans: dict[str, list[Span]] = {}
+        self.bytes_fetched = 0
+
+    def prefetch(self, frames: Iterable[Frame]) -> list[Span]:
+        """Plan to read ``frames`` (what a batch of files is about to need) with few requests:
+        frames of one pack no more than _GAP apart are read as one range (of at most _SPAN), by
+        the first reader that needs any of them. A restore of many small files from S3 makes a
+        request per range instead of one per file. Returns the ranges, for :meth:`release`."""
+        spans = [Span(obj, start, end) for obj, start, end in read_ranges(frames)]
+        with self._lock:
+            for sp in spans:
+                self._spans.setdefault(sp.object, []).append(sp)
+        return spans
+
+    def release(self, spans: Sequence[Span]) -> None:
+        """Forget ranges planned by :meth:`prefetch` (and the bytes read of them)."""
+        if not spans:
+            return
+        with self._lock:
+            for sp in spans:
+                held = self._spans.get(sp.object, [])
+                if sp in held:
+                    held.remove(sp)
+                if not held:
+                    self._spans.pop(sp.object, None)
+
+    def _fetched(self, frame: Frame) -> memoryview | None:
+        """``frame``'s stored bytes out of a planned range (read now if no one has yet)."""
+        with self._lock:
+            span = next((sp for sp in self._spans.get(frame.object, ())
+                         if sp.start <= frame.offset and frame.offset + frame.length <= sp.end), None)
+        if span is None:
+            return None
+        with span.lock:
+            if span.data is None:
+                span.data = self.repo.read_range(span.object, span.start, span.end - span.start)
+                with self._lock:
+                    self.bytes_fetched += len(span.data)
+        at = frame.offset - span.start
+        return memoryview(span.data)[at : at + frame.length]
+
+    def _stored(self, frame: Frame, *, again: bool = False) -> bytes | memoryview:
+        """One frame's stored bytes: out of a planned range, or read on their own (always,
+        with ``again``)."""
+        fetched = self._fetched(frame) if self._spans and not again else None
+        if fetched is not None:
+            return fetched
+        data = self.repo.read_range(frame.object, frame.offset, frame.length)
+        with self._lock:
+            self.bytes_fetched += frame.length  # what was downloaded: the stored length
+        return data
+
+    def _open(self, frame: Frame, stored: bytes | memoryview) -> bytes | memoryview:
+        scratch = getattr(self._scratch, "buf", None)
+        if scratch is None or len(scratch) < frame.length:
+            scratch = self._scratch.buf = bytearray(max(frame.length, 1 << 20) + (64 << 10))
+        return self.repo.read_frame(frame, scratch=scratch, fetched=stored)
+
+    def read_frame(self, frame: Frame) -> bytes | memoryview:
+        """The compressed bytes of one frame (opened, in an encrypted repository: into this
+        thread's scratch buffer, so the result is valid until this thread's next call)."""
+        return self._open(frame, self._stored(frame))
+
+    def decode(self, frame: Frame, base: bytes | None, *, verify: bool = True) -> bytes:
+        """One frame's content (``base``: what the previous link decodes to), hash-checked
+        unless ``verify`` is False (a link whose result the next frame's check covers). A frame
+        whose bytes fail is read again, on its own, before the failure stands (checked_read);
+        what the store itself says (missing, too short) stands at once."""
+        return checked_read(
+            self._stored(frame), lambda: self._stored(frame, again=True),
+            lambda stored: self._decode(self._open(frame, stored), frame, base, verify),
+        )
+
+    @staticmethod
+    def _decode(raw: bytes | memoryview, frame: Frame, base: bytes | None, verify: bool) -> bytes:
+        try:
+            content = decompress(raw, frame.codec, frame.size, base)
+        except SnapshotError as exc:
+            raise IntegrityError(
+                f"object {frame.object} at offset {frame.offset}: {exc}"
+            ) from exc
+        if verify and digest(content) != frame.hash:
+            raise IntegrityError(
+                f"object {frame.object} at offset {frame.offset}: content hash mismatch"
+            )
+        return content
+
+    def decode_chain(self, frames: Sequence[Frame], base: bytes | None) -> bytes:
+        """The content the last of ``frames`` decodes to, starting from ``base``. Only the
+        result is hashed (each link is a function of the one before, so a damaged link cannot
+        give the right result); when it does not match, the chain is decoded again checking
+        every link, to name the damaged one (or, if that link's bytes were only garbled on the
+        way, to read it again: then the chain is whole)."""
+        content = base
+        try:
+            for i, frame in enumerate(frames):
+                content = self.decode(frame, content, verify=i == len(frames) - 1)
+        except IntegrityError:
+            content = base
+            for frame in frames:
+                content = self.decode(frame, content)
+        assert content is not None
+        return content
+
+    def read_chunk(self, chunk: Chunk) -> bytes:
+        """The chunk's content: its chain decoded from the full frame, every link verified
+        (the manifest guarantees the last frame's hash is the chunk's)."""
+        content: bytes | None = None
+        for frame in chunk.frames:
+            content = self.decode(frame, content)
+        assert content is not None
+        return content

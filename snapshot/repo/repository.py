@@ -1,0 +1,659 @@
+"""A repository: the one owner of every read and write of a store holding snapshots.
+
+Config, manifests, objects (packs), keys, locks and request statistics all go through
+:class:`Repository`; the operations (create, restore, diff, prune, check) sit above it and
+never build a storage key or call the store themselves.
+
+An encrypted repository is opened with a password (a :class:`KeySource`); Repository then
+seals what it writes and opens what it reads (snapshot/format/crypto.py): manifest roots here, frames
+and chunk tables through :meth:`Repository.seal_frame` and :meth:`Repository.read_frame`. The
+operations see plaintext and never know whether a repository is encrypted.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import os
+import secrets
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from snapshot.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    SnapshotError,
+    UsageError,
+)
+from snapshot.format import crypto, layout
+from snapshot.format.chunk_tables import parse_table
+from snapshot.format.codecs import decompress
+from snapshot.format.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
+from snapshot.format.hashing import digest
+from snapshot.format.manifest import (
+    Chunk,
+    FileEntry,
+    Frame,
+    Manifest,
+    RepoConfig,
+    dumps,
+    parse_manifest,
+)
+from snapshot.repo import config, selection
+from snapshot.repo import keys as keyfiles
+from snapshot.repo.config import Access
+from snapshot.repo.keys import KeyInfo, KeySource
+from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
+from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
+from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
+from snapshot.util import pausepoints
+
+DEFAULT_CODEC = config.DEFAULT_CODEC
+DEFAULT_MAX_CHAIN = config.DEFAULT_MAX_CHAIN
+_FETCHERS = 8
+_CACHED_MANIFESTS = 64
+#: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
+_WHOLE_TABLE_PACK = 8
+#: How many times bytes read with a range that fail their check are read again (checked_read).
+_REREADS = 3
+_T = TypeVar("_T")
+
+
+def checked_read(
+    data: bytes | memoryview, reread: Callable[[], bytes | memoryview],
+    check: Callable[[bytes | memoryview], _T],
+) -> _T:
+    """``check(data)``, where ``data`` was read with a range. S3 sends no checksum with a range,
+    so bytes garbled on the way arrive looking like a damaged pack: when the check raises
+    IntegrityError they are read again (``reread``) and checked again, until a check passes
+    or two reads in a row return the same bytes (those are what is stored: the error stands),
+    at most _REREADS times. Damage costs one read more; a garbled response, a few more."""
+    for _ in range(_REREADS):
+        try:
+            return check(data)
+        except IntegrityError:
+            again = reread()
+            if again == data:
+                raise
+            data = again
+    return check(data)
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    id: str
+    parent: str | None
+    created_at: str
+    tags: tuple[str, ...]
+    message: str
+    source_path: str
+    source_host: str
+    bytes_total: int
+    bytes_new: int
+    collections: dict[str, int]
+    #: Set when the manifest could not be read; the other fields are then empty.
+    error: str | None = None
+
+    @classmethod
+    def unreadable(cls, snapshot_id: str, error: SnapshotError) -> SnapshotSummary:
+        return cls(snapshot_id, None, "", (), "", "", "", 0, 0, {}, str(error))
+
+    @classmethod
+    def of(cls, m: Manifest) -> SnapshotSummary:
+        return cls(
+            id=m.id,
+            parent=m.parent,
+            created_at=m.created_at,
+            tags=m.tags,
+            message=m.message,
+            source_path=m.source_path,
+            source_host=m.source_host,
+            bytes_total=m.totals.bytes,
+            bytes_new=m.totals.bytes_new,
+            collections={c.name: c.records for c in m.collections},
+        )
+
+
+@dataclass
+class Measurement:
+    """Requests and bytes moved while a :meth:`Repository.measure` block ran (filled at exit)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+@dataclass(frozen=True)
+class ManifestScan:
+    """One key under snapshots/: its id (None for a stray key) and the manifest or why not."""
+
+    key: str
+    id: str | None
+    manifest: Manifest | None
+    error: SnapshotError | None
+
+
+class Repository:
+    """Open with :meth:`open` (``create=True`` initialises an empty location)."""
+
+    def __init__(self, store: Store, config: RepoConfig, access: Access | None = None,
+                 key_source: KeySource | None = None) -> None:
+        self.store = store
+        self.config = config
+        access = access or Access(config)
+        self._cipher = access.cipher
+        self._key_id = access.key_id
+        self._key_source = key_source
+        #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str],
+        options: StoreOptions | None = None,
+        *,
+        create: bool = False,
+        encrypt: bool = False,
+        key_source: KeySource | None = None,
+        chunk_size: int | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        max_chain: int | None = None,
+    ) -> Repository:
+        """Open the repository at ``location``; an encrypted one reads its password from
+        ``key_source``. The settings (encryption, chunk size, codec, level, chain bound) apply
+        when this call initialises it; given for an existing repository, encryption of an
+        unencrypted one, or a chunk size or codec other than its own, is refused."""
+        config.check_settings(chunk_size, codec, level)
+        store = open_store(os.fspath(location), options)
+        try:
+            raw = store.get(layout.CONFIG_KEY)
+        except NotFoundError:
+            if not create:
+                raise NotFoundError(
+                    f"no repository at {store.url} (create a snapshot there first)"
+                ) from None
+            access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        else:
+            access = config.load(store, raw, key_source)
+        repo = cls(store, access.config, access, key_source)
+        repo._refuse_other_settings(chunk_size, codec, encrypt)
+        return repo
+
+    @classmethod
+    def init(
+        cls,
+        location: str | os.PathLike[str],
+        options: StoreOptions | None = None,
+        *,
+        encrypt: bool = False,
+        key_source: KeySource | None = None,
+        chunk_size: int | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        max_chain: int | None = None,
+    ) -> Repository:
+        """Initialise a new repository at ``location`` (refused where one exists)."""
+        config.check_settings(chunk_size, codec, level)
+        store = open_store(os.fspath(location), options)
+        if store.exists(layout.CONFIG_KEY):
+            raise UsageError(f"a repository already exists at {store.url}")
+        access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        repo = cls(store, access.config, access, key_source)
+        repo._refuse_other_settings(chunk_size, codec, encrypt)
+        return repo
+
+    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool) -> None:
+        if encrypt and self._cipher is None:
+            raise UsageError(
+                f"the repository at {self.url} exists and is not encrypted; --encrypt applies only when a "
+                "create initialises a repository"
+            )
+        if chunk_size is not None and chunk_size != self.config.chunk_size:
+            raise UsageError(
+                f"this repository's chunk size is {self.config.chunk_size}; --chunk-size applies "
+                "only when a create initialises a repository"
+            )
+        if codec is not None and codec != self.config.codec:
+            raise UsageError(
+                f"this repository's codec is {self.config.codec}; --codec applies only when a "
+                "create initialises a repository"
+            )
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    @property
+    def local_root(self) -> Path | None:
+        """The repository's folder when it is on this machine (restore must not overwrite it)."""
+        return self.store.root if isinstance(self.store, LocalStore) else None
+
+    def verify_config(self) -> None:
+        """Re-read and validate the stored config: raises what is wrong with it (a
+        StorageError when it could not be read at all)."""
+        config.verify(self.store, Access(self.config, self._cipher, self._key_id))
+
+    # ------------------------------------------------------------------ encryption and keys
+
+    @property
+    def encrypted(self) -> bool:
+        return self._cipher is not None
+
+    @property
+    def key_id(self) -> str | None:
+        """The key the password in use opened (None when the repository is not encrypted)."""
+        return self._key_id
+
+    def _need_cipher(self) -> tuple[crypto.Cipher, str]:
+        if self._cipher is None or self._key_id is None:
+            raise UsageError(f"the repository at {self.url} is not encrypted: it has no keys")
+        return self._cipher, self._key_id
+
+    def list_keys(self) -> builtins.list[KeyInfo]:
+        cipher, current = self._need_cipher()
+        return keyfiles.describe_keys(self.store, cipher, current)
+
+    def add_key(self, password: bytes) -> str:
+        """Let ``password`` open the repository too; the new key's id."""
+        cipher, _ = self._need_cipher()
+        return keyfiles.add_key(self.store, cipher, password)
+
+    def remove_key(self, ref: str) -> str:
+        """Remove key ``ref`` (id or unique prefix); never the last one, nor the one in use unless
+        the password in use opens another key too. The id removed."""
+        cipher, current = self._need_cipher()
+        source = self._key_source
+        assert source is not None
+        return keyfiles.remove_key(self.store, cipher, ref, current, lambda: source.read(False))
+
+    def change_password(self, password: bytes) -> tuple[str, str]:
+        """Replace the key in use by one that ``password`` opens: (old id, new id). The new key
+        is written before the old one is removed, so an interruption leaves both usable."""
+        cipher, current = self._need_cipher()
+        new = keyfiles.add_key(self.store, cipher, password)
+        pausepoints.point("repository.key-added")
+        keyfiles.delete_key(self.store, current)
+        self._key_id = new
+        return current, new
+
+    def seal_frame(
+        self, data: bytes, codec: str, size: int, hash_: str, *, table: bool = False
+    ) -> bytes | bytearray:
+        """The bytes to store for a frame (``codec``-compressed ``data`` decoding to ``size``
+        bytes hashing to ``hash_``): sealed in an encrypted repository, else ``data`` itself."""
+        if self._cipher is None:
+            return data
+        return self._cipher.seal_frame(data, codec, size, hash_, table=table)
+
+    @contextmanager
+    def measure(self) -> Iterator[Measurement]:
+        """Count the requests and bytes of the block (the figures are set when it ends)."""
+        stats = self.store.stats
+        before, up, down = stats.as_dict(), stats.bytes_up, stats.bytes_down
+        result = Measurement()
+        try:
+            yield result
+        finally:
+            after = stats.as_dict()
+            result.requests = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+            result.bytes_up = stats.bytes_up - up
+            result.bytes_down = stats.bytes_down - down
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_ids(self) -> list[str]:
+        """Every snapshot id, oldest first (ids sort by creation time)."""
+        ids = []
+        for info in self.store.list(layout.SNAPSHOTS_PREFIX):
+            sid = layout.snapshot_id_from_key(info.key)
+            if sid is not None:
+                ids.append(sid)
+        return sorted(ids)
+
+    def resolve(self, ref: str, ids: Sequence[str] | None = None,
+                filters: SnapshotFilter | None = None) -> str:
+        """An id from ``latest``, a full id or any unique prefix; with ``filters``, among the
+        snapshots that pass them (``latest``: the newest that does; a prefix must match
+        exactly one that does). See snapshot/repo/selection.py."""
+        ids = list(ids) if ids is not None else self.snapshot_ids()
+        found = selection.candidates(ref, ids)
+        filters = filters or SnapshotFilter()
+        facts = self._facts(found) if filters else (SnapshotFacts(i) for i in found)
+        return selection.choose(ref, facts, filters, self.url)
+
+    def _facts(self, ids: Sequence[str]) -> Iterator[SnapshotFacts]:
+        """The filters' facts of ``ids``, in order, read a few roots at a time (so that the
+        newest match of ``latest`` does not wait for every root)."""
+        for start in range(0, len(ids), _FETCHERS):
+            for m in self.manifests(ids[start : start + _FETCHERS]):
+                yield SnapshotFacts(m.id, m.tags, m.source_host, m.source_path)
+
+    def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
+        if self._cipher is not None:  # bound to its id: a root renamed or copied in does not open
+            raw = self._cipher.open_root(raw, snapshot_id)
+        m = parse_manifest(raw, f"manifest {snapshot_id}")
+        if m.id != snapshot_id:
+            raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
+        return m
+
+    def manifest(self, snapshot_id: str) -> Manifest:
+        """The parsed, validated manifest of an exact id (cached)."""
+        with self._cache_lock:
+            cached = self._manifests.get(snapshot_id)
+            if cached is not None:
+                self._manifests.move_to_end(snapshot_id)
+                return cached
+        try:
+            raw = self.store.get(layout.snapshot_key(snapshot_id))
+        except NotFoundError:
+            raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
+        m = self._parse(raw, snapshot_id)
+        self._remember(m)
+        return m
+
+    def _remember(self, m: Manifest) -> None:
+        with self._cache_lock:
+            self._manifests[m.id] = m
+            self._manifests.move_to_end(m.id)
+            while len(self._manifests) > _CACHED_MANIFESTS:
+                self._manifests.popitem(last=False)
+
+    def get(self, ref: str, filters: SnapshotFilter | None = None) -> Manifest:
+        return self.manifest(self.resolve(ref, filters=filters))
+
+    def manifests(self, ids: Sequence[str] | None = None) -> list[Manifest]:
+        """The manifests of ``ids`` (default: all), in that order, fetched in parallel."""
+        ids = self.snapshot_ids() if ids is None else ids
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
+            return list(pool.map(self.manifest, ids))
+
+    def scan_manifests(self) -> Iterator[ManifestScan]:
+        """Every key under snapshots/, oldest first, with its manifest or the error reading it
+        (for check and list, which report a broken manifest instead of stopping at it)."""
+        keys = [info.key for info in self.store.list(layout.SNAPSHOTS_PREFIX)]
+
+        def load(key: str) -> ManifestScan:
+            sid = layout.snapshot_id_from_key(key)
+            if sid is None:
+                return ManifestScan(key, None, None, None)
+            try:
+                return ManifestScan(key, sid, self.manifest(sid), None)
+            except SnapshotError as exc:
+                return ManifestScan(key, sid, None, exc)
+
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
+            for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
+                yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
+
+    def list(self) -> list[SnapshotSummary]:
+        """Every snapshot, oldest first; one whose manifest cannot be read is listed with its
+        error (so that a user can find it to forget it) instead of failing the listing."""
+        out = []
+        for scan in self.scan_manifests():
+            if scan.manifest is not None:
+                out.append(SnapshotSummary.of(scan.manifest))
+            elif scan.id is not None and scan.error is not None:
+                out.append(SnapshotSummary.unreadable(scan.id, scan.error))
+        return out
+
+    def has_snapshot(self, snapshot_id: str) -> bool:
+        return self.store.exists(layout.snapshot_key(snapshot_id))
+
+    def save_manifest(self, m: Manifest) -> None:
+        """Commit a snapshot: its manifest, create-only. A retry whose first attempt did land
+        (its response was lost) finds our own bytes there: that is success."""
+        key = layout.snapshot_key(m.id)
+        data = self._root_bytes(m)
+        try:
+            self.store.put(key, data, create_only=True)
+        except AlreadyExistsError as exc:
+            try:
+                ours = self.store.get(key) == data
+            except SnapshotError:
+                ours = False
+            if not ours:  # same 1/65536 s and 16 random bits: vanishingly rare
+                raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
+        self._remember(m)
+
+    def replace_manifest(self, m: Manifest) -> None:
+        """Rewrite an existing snapshot's root (repack moved frames it points at). One atomic
+        PUT on S3, a rename locally: a reader sees the old root or the new one, never a mix, and
+        both point only at objects that exist until the last rewritten root has landed."""
+        if not self.store.exists(layout.snapshot_key(m.id)):
+            raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
+        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m))
+        self._remember(m)
+
+    def _root_bytes(self, m: Manifest) -> bytes:
+        return dumps(m) if self._cipher is None else self._cipher.seal_root(dumps(m), m.id)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.store.delete(layout.snapshot_key(snapshot_id))
+        with self._cache_lock:
+            self._manifests.pop(snapshot_id, None)
+
+    def chunks(self, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
+        """The chunks of file ``f`` of snapshot ``m``: inline (format 1) or read from its
+        table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
+        if f.table is None:
+            return f.chunks
+        frame = f.table.frame()
+
+        def read() -> bytes:
+            try:
+                return self.read_range(frame.object, frame.offset, frame.length)
+            except SnapshotError as exc:
+                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+
+        def parse(raw: bytes | memoryview) -> tuple[Chunk, ...]:
+            try:
+                opened = self.read_frame(frame, table=True, fetched=raw)
+            except SnapshotError as exc:
+                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+            return self._parse_table(m, f, opened)
+
+        return checked_read(read(), read, parse)
+
+    def tables(
+        self, m: Manifest, files: Sequence[FileEntry] | None = None
+    ) -> Iterator[tuple[FileEntry, tuple[Chunk, ...]]]:
+        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order. A pack holding
+        the tables of many of them is read whole, once (a DB with 500 collections has 2,000
+        files: 2,000 range reads, on S3 as many requests, become one or two), and at most two
+        such packs are held at a time."""
+        files = m.files if files is None else files
+        uses = Counter(f.table.object for f in files if f.table is not None)
+        packs: OrderedDict[str, bytes] = OrderedDict()
+        damaged: set[str] = set()
+        for f in files:
+            ref = f.table
+            if ref is None or uses[ref.object] < _WHOLE_TABLE_PACK or ref.object in damaged:
+                yield f, self.chunks(m, f)
+                continue
+            pack = packs.get(ref.object)
+            if pack is None:
+                try:
+                    pack = packs[ref.object] = self.read_object(ref.object)
+                except IntegrityError:  # damaged elsewhere, maybe: read this snapshot's tables alone
+                    damaged.add(ref.object)
+                    yield f, self.chunks(m, f)
+                    continue
+                except SnapshotError as exc:
+                    raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
+                while len(packs) > 2:
+                    packs.popitem(last=False)
+            if ref.offset + ref.length > len(pack):
+                raise IntegrityError(f"snapshot {m.id}: chunk table of {f.path}: object {ref.object} is "
+                                     f"shorter than its frame at {ref.offset}+{ref.length}")
+            raw: bytes | memoryview = pack[ref.offset : ref.offset + ref.length]
+            if self._cipher is not None:
+                raw = self._cipher.open_frame(bytes(raw), ref.frame(), f"object {ref.object} at offset "
+                                              f"{ref.offset}", table=True)
+            yield f, self._parse_table(m, f, raw)
+
+    def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
+        assert f.table is not None
+        ref = f.table
+        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
+        try:
+            content = decompress(raw, ref.codec, ref.size)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{what}: {exc}") from exc
+        if digest(content) != ref.hash:
+            raise IntegrityError(f"{what} does not match its hash")
+        return parse_table(content, f, m.chunk_size, f"snapshot {m.id}")
+
+    # ------------------------------------------------------------------ locks
+
+    def lock(self, kind: str, command: str, *, wait: float = 0.0) -> RepositoryLock:
+        """Take a shared (writers) or exclusive (prune) lock; see snapshot/repo/locks.py. Ages are
+        judged by the store's clock, so a host whose clock is off misjudges no lock."""
+        return acquire(self.store, kind, command, wait=wait, clock=self.now)
+
+    def list_locks(self) -> builtins.list[tuple[LockInfo | None, ObjectInfo, bool]]:
+        return list_locks(self.store, clock=self.now)
+
+    def remove_stale_locks(self, *, all_locks: bool = False) -> builtins.list[str]:
+        return remove_stale_locks(self.store, all_locks=all_locks, clock=self.now)
+
+    # ------------------------------------------------------------------ the deletion protocol
+
+    def now(self) -> float:
+        """The store's clock (the one that stamps listed mtimes), in seconds since the epoch,
+        moved by ``CHROMA_SNAPSHOT_CLOCK_SHIFT`` seconds where that is set (benchmarks that
+        simulate nights, tests that let days pass)."""
+        return self.store.now() + _clock_shift()
+
+    def condemned(self) -> Condemned:
+        """Every condemned object and when (see snapshot/format/condemned.py); one listing plus one
+        small read per record (a prune leaves one record behind)."""
+        records: builtins.list[CondemnedRecord] = []
+        bad: builtins.list[str] = []
+        for info in self.store.list(layout.CONDEMNED_PREFIX):
+            rid = layout.condemned_id_from_key(info.key)
+            if rid is None:
+                continue
+            try:
+                records.append(CondemnedRecord.from_json(self.store.get(info.key), rid))
+            except NotFoundError:
+                continue  # a concurrent prune replaced it
+            except IntegrityError:
+                bad.append(rid)
+        return Condemned.merge(records, bad)
+
+    def condemn(self, objects: Mapping[str, float], *, delete_after: float) -> builtins.list[str]:
+        """Record ``objects`` (id -> when) as condemned, in new create-only record objects."""
+        written = []
+        items = sorted(objects.items())
+        for start in range(0, len(items), MAX_RECORD_OBJECTS):
+            rid = secrets.token_hex(16)
+            rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
+                             delete_after=delete_after)
+            self.store.put(layout.condemned_key(rid), rec.to_json(), create_only=True)
+            written.append(rid)
+        return written
+
+    def replace_condemned(self, remaining: Mapping[str, float], old: Iterable[str], *,
+                          delete_after: float) -> None:
+        """The records ``old`` are replaced by one holding ``remaining``: the new one is written
+        first, so an interruption leaves a duplicate (harmless), never a pack uncondemned."""
+        self.condemn(remaining, delete_after=delete_after)
+        for rid in old:
+            self.store.delete(layout.condemned_key(rid))
+            pausepoints.point("repository.condemned-record-deleted")
+
+    # ------------------------------------------------------------------ objects
+
+    def has_object(self, object_id: str) -> bool:
+        return self.store.exists(layout.object_key(object_id))
+
+    def put_object(self, object_id: str, data: bytes | bytearray) -> None:
+        self.store.put(layout.object_key(object_id), data)
+
+    def read_object(self, object_id: str) -> bytes:
+        """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
+        try:
+            data = self.store.get(layout.object_key(object_id))
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+        if digest(data) != object_id:
+            raise IntegrityError(f"object {object_id} does not match its name (damaged)")
+        return data
+
+    @property
+    def infrequent_access(self) -> bool:
+        """Whether packs are stored in a class billed by a minimum size and duration (S3's
+        STANDARD_IA and ONEZONE_IA, the default for data)."""
+        return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
+
+    def read_range(self, object_id: str, offset: int, length: int) -> bytes:
+        """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
+        try:
+            return self.store.get_range(layout.object_key(object_id), offset, length)
+        except NotFoundError as exc:
+            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+
+    def read_frame(
+        self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None,
+        fetched: bytes | memoryview | None = None,
+    ) -> bytes | memoryview:
+        """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
+        range read of its pack, opened (authenticated) in an encrypted repository; given a
+        ``scratch`` buffer, opened into it (a view valid until the buffer's next use).
+        ``fetched``: the frame's stored bytes, already read with others of its pack."""
+        raw = self.read_range(frame.object, frame.offset, frame.length) if fetched is None else fetched
+        if self._cipher is None:
+            return raw
+        what = f"object {frame.object} at offset {frame.offset}"
+        return self._cipher.open_frame(raw, frame, what, table=table, scratch=scratch)
+
+    def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
+        """(object id, listing) for every key under data/; the id is None for a stray key."""
+        for info in self.store.list(layout.DATA_PREFIX):
+            yield layout.object_id_from_key(info.key), info
+
+    def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
+        """Which of ``object_ids`` the repository does not hold (one listing)."""
+        wanted = set(object_ids)
+        if not wanted:
+            return set()
+        present = {oid for oid, _ in self.list_objects() if oid is not None}
+        return wanted - present
+
+    def delete_objects(self, object_ids: Iterable[str]) -> None:
+        keys = [layout.object_key(oid) for oid in object_ids]
+
+        def delete(key: str) -> None:
+            self.store.delete(key)
+            pausepoints.point("repository.object-deleted")
+
+        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
+            list(pool.map(delete, keys))
+
+
+CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
+
+
+def _clock_shift() -> float:
+    raw = os.environ.get(CLOCK_SHIFT_ENV)
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"{CLOCK_SHIFT_ENV} must be a number of seconds, not {raw!r}")
+    return value

@@ -1,0 +1,381 @@
+"""Restoring a snapshot: verified, atomic, and re-hydrating an older copy in place of downloads.
+
+1. Validate the manifest (paths are untrusted) and the target.
+2. Index the target's current files: a chunk whose hash matches the manifest is copied from
+   there instead of being read from the repository.
+3. Build the result in a fresh temporary directory beside the target, checking every chunk
+   hash and every file hash.
+4. Only when every hash matched (Chroma opening a partial dir silently rebuilds an empty index)
+   open a throwaway copy with chromadb in a child process: counts, sampled embeddings, a query.
+5. Swap it into place. On any failure the target is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from snapshot.chroma.consistency import (
+    IndexIds,
+    SqliteSide,
+    Verification,
+    check_segments,
+    known_migrations,
+    read_sqlite_side,
+    segment_ids,
+    unknown_schema,
+)
+from snapshot.chroma.idmap import PICKLE
+from snapshot.chroma.persist_dir import check_restore_target
+from snapshot.chroma.schema import DB_NAME, chromadb_version, open_readonly, schema_levels
+from snapshot.chroma.trial_open import ChromaChecker
+from snapshot.repo.basecache import default_root
+from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
+from snapshot.format.manifest import Chunk, FileEntry, Manifest, check_rel_path
+from snapshot.repo.repository import Repository
+from snapshot.restore.materialise import (
+    Local,
+    ReadEstimate,
+    index_local_file,
+    materialise,
+    sync_tree,
+)
+from snapshot.restore.repair import keep_copies, repair
+from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_beside
+from snapshot.util import pausepoints
+from snapshot.util.progress import NullReporter, Reporter
+
+_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    """What a restore will reuse from the target and read from the repository."""
+
+    snapshot: str
+    files: int
+    bytes_total: int
+    chunks_local: int
+    bytes_local: int
+    chunks_remote: int
+    bytes_remote: int
+    #: Compressed bytes of the frames to read (less when the target holds a delta base).
+    bytes_to_download: int
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore decided: which snapshot goes where. Each file's chunks come from the target
+    when it holds them, else from the repository (decided file by file as it is written);
+    ``summary`` (a dry run's survey) says how much that is."""
+
+    manifest: Manifest
+    target: Path
+    summary: RestoreSummary | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    id: str
+    target: str
+    files: int
+    bytes_total: int
+    bytes_reused: int
+    bytes_downloaded: int
+    chunks_reused: int
+    chunks_fetched: int
+    chroma_checked: dict[str, int]
+    #: Chunks chromadb rewrote while the check had the directory open, put back afterwards.
+    chunks_repaired: int
+    warnings: tuple[str, ...]
+    seconds: float
+    requests: dict[str, int] = field(default_factory=dict)
+    #: What this restore proved before the swap: "hashes", the capture's consistency checks
+    #: again, and "chromadb" with --chroma-check (run in ``chroma_batches`` child processes).
+    checks: tuple[str, ...] = ()
+    chroma_batches: int = 0
+
+
+def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
+                   knows: Callable[[str], bool] | None) -> str | None:
+    """A warning when the installed chromadb may not open the restored DB: the DB has applied
+    a migration the installed chromadb does not know. Worded from the DB's own schema: the
+    chromadb installed where the snapshot was taken says nothing about the one that wrote it."""
+    if knows is None:
+        return "chromadb is not installed here: cannot tell whether it can open this database"
+    unknown = unknown_schema(schema, knows)
+    if not unknown:
+        return None
+    installed = chromadb_version() or "?"
+    return (f"snapshot {m.id}: its database has applied {_migrations(unknown)} that the installed chromadb "
+            f"{installed} does not know: a newer chromadb wrote it, and chromadb {installed} may not open "
+            "it; upgrade chromadb (to one at least as new as the one that wrote it)")
+
+
+def _migrations(unknown: list[str]) -> str:
+    return ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
+
+
+def check_consistency(
+    built: Path, m: Manifest, sqlite_side: SqliteSide | None = None,
+    ids: Mapping[str, IndexIds | str | None] | None = None,
+) -> tuple[Verification | None, list[str]]:
+    """The capture's consistency checks again, on the restored directory (SQLite's
+    quick_check excepted: the hashes already prove the file byte-identical to the copy that
+    passed it). Raises IntegrityError if the result differs from what create established.
+    ``sqlite_side``: chroma.sqlite3's half, when it was read while the rest was written, and
+    ``ids`` the segments' id maps read so far (see :func:`segment_ids`)."""
+    notes: list[str] = []
+    if m.verified is None:
+        notes.append(f"snapshot {m.id} was made without consistency checks (an older chroma-snapshot): "
+                     "checked hashes only")
+        return None, notes
+    if m.verified.problems:
+        notes.append(f"snapshot {m.id} was taken of an inconsistent directory (--allow-inconsistent): "
+                     + "; ".join(m.verified.problems))
+        return None, notes
+    v = check_segments(built, sqlite_side or read_sqlite_side(built, sqlite_check=False), ids)
+    if v.problems:
+        raise IntegrityError(f"the restored directory fails a consistency check: {v.problems[0]}")
+    recorded = {c.name: c.records for c in m.collections}
+    if v.collections != m.verified.collections or v.collections != recorded:
+        raise IntegrityError(f"the restored directory holds {v.collections}, the snapshot recorded "
+                             f"{recorded}")
+    return v, notes
+
+
+def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
+              remote: bool = False) -> RestoreSummary:
+    """Pure: how much of ``m`` the target already holds (per file, in the order a restore
+    writes them: its chunks and what the target holds of them), and what must be read (from
+    a ``remote`` store: the ranges of packs the frames are read with)."""
+    cl = bl = cr = br = 0
+    reads = ReadEstimate(remote)
+    for chunks, local in files:
+        for c in chunks:
+            if c.hash in local:
+                cl, bl = cl + 1, bl + c.size
+            else:
+                cr, br = cr + 1, br + c.size
+        reads.add(chunks, local)
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total())
+
+
+def target_path(target: str | os.PathLike[str]) -> Path:
+    """The absolute target path; an empty string is refused rather than meaning "here"."""
+    raw = os.fspath(target)
+    if not raw.strip():
+        raise UsageError("empty restore target: name the directory to restore into")
+    return Path(raw).expanduser().absolute()
+
+
+def prepare_restore(
+    repo: Repository, ref: str, target: str | os.PathLike[str], *, survey: bool = True
+) -> RestorePlan:
+    """Read and validate the snapshot; with ``survey``, also read each file's chunk table
+    and index what the target holds of it (one file at a time) to say what a restore would
+    reuse and download."""
+    path = target_path(target)
+    m = repo.get(ref)
+    for f in m.files:
+        check_rel_path(f.path)
+    if not survey:
+        return RestorePlan(m, path)
+
+    def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
+        for f in write_order(m):
+            chunks = repo.chunks(m, f)
+            yield chunks, index_local_file(path, f, chunks, m.chunk_size)
+
+    return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
+
+
+def _dir_mode(target: Path) -> int:
+    """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
+    if target.is_dir():
+        return target.stat().st_mode & 0o7777
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def read_schema(db: Path) -> dict[str, tuple[int, str]]:
+    conn = open_readonly(db, immutable=True)
+    try:
+        return schema_levels(conn)
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+
+
+def write_order(m: Manifest) -> list[FileEntry]:
+    """The order a restore writes files in: chroma.sqlite3 first (its half of the checks runs
+    while the rest is written), then the files of one chunk, then the segments' id maps (their
+    checks run too), then the rest; each group in manifest order."""
+    def group(f: FileEntry) -> int:
+        if f.path == DB_NAME:
+            return 0
+        return 1 if f.size <= m.chunk_size else 2 if f.path.endswith("/" + PICKLE) else 3
+
+    return sorted(m.files, key=group)
+
+
+def _include_names(m: Manifest) -> set[str]:
+    return {f.path.split("/", 1)[0] for f in m.files if f.role == "include"}
+
+
+def restore_snapshot(
+    repo: Repository,
+    ref: str,
+    target: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    chroma_check: bool = False,
+    strict: bool = False,
+    reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
+) -> RestoreResult:
+    """Plan a restore of snapshot ``ref`` into ``target`` and execute it (``on_commit``: see
+    :func:`execute_restore`)."""
+    target = target_path(target)
+    recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
+    plan = prepare_restore(repo, ref, target, survey=False)
+    result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
+                             reporter=reporter, on_commit=on_commit)
+    return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
+
+
+def recorded_schema(m: Manifest) -> dict[str, tuple[int, str]]:
+    """The schema levels the capture recorded (empty for snapshots made without checks)."""
+    return {d: (s.version, s.filename) for d, s in m.verified.schema.items()} if m.verified else {}
+
+
+def _schema_warning(m: Manifest, schema: dict[str, tuple[int, str]]) -> str | None:
+    return schema_warning(m, schema, known_migrations()) if schema else None
+
+
+def _check(
+    built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None,
+    ids: Mapping[str, IndexIds | str | None], early_schema: str | None,
+) -> tuple[list[str], tuple[str, ...]]:
+    """Consistency and schema of the built directory: (warnings, checks that passed).
+    ``early_schema``: the schema warning for :func:`recorded_schema`, worked out while the
+    files were written (it reads the installed chromadb's files)."""
+    verification, warnings = check_consistency(built, m, sqlite_side, ids)
+    db = built / DB_NAME
+    schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
+    w = early_schema if schema == recorded_schema(m) else _schema_warning(m, schema)
+    if w is not None:
+        if strict:
+            raise ChromaCheckError(w)
+        warnings.append(w)
+    for note in warnings:
+        reporter.warn(note)
+    return warnings, ("hashes", *(verification.checks if verification is not None else ()))
+
+
+def execute_restore(
+    repo: Repository,
+    plan: RestorePlan,
+    *,
+    force: bool = False,
+    chroma_check: bool = False,
+    strict: bool = False,
+    reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
+) -> RestoreResult:
+    """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically.
+
+    Every chunk and file hash is checked, then the capture's consistency checks; with
+    ``chroma_check`` chromadb also opens it (in batches of collections, child processes).
+    ``on_commit`` is called the moment the new data stands at the target: from then on the
+    restore has succeeded, whatever happens before this returns."""
+    started = time.monotonic()
+    reporter = reporter or NullReporter()
+    m, target = plan.manifest, plan.target
+    protected = [(default_root(), "the base cache")]
+    if repo.local_root is not None:
+        protected.append((repo.local_root, "the repository"))
+    leftovers = check_restore_target(target, force=force, protected=protected,
+                                     allowed_names=_include_names(m), files={f.path for f in m.files})
+    dropped = [f"replacing {target} drops segment folder {name}: no collection of the snapshot or of the "
+               f"target's {DB_NAME} uses it (left behind by a deleted collection)" for name in leftovers]
+    for note in dropped:
+        reporter.warn(note)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_beside(target)
+    checked: dict[str, int] = {}
+    repaired = 0
+    kept: Path | None = None
+    with repo.measure() as moved:
+        built = temp_beside(target, "restore")
+        checker = ChromaChecker(built) if chroma_check and m.file(DB_NAME) is not None else None
+        early: list[Future[SqliteSide]] = []
+        ready: dict[str, Future[IndexIds | str | None]] = {}
+
+        def written(f: FileEntry) -> None:
+            # The checks run while the rest is written (restore proves the capture's
+            # consistency again, see check_consistency): chroma.sqlite3's half as soon as it is
+            # complete, then each segment's id map as soon as it is.
+            if f.path == DB_NAME and m.verified is not None and not m.verified.problems:
+                early.append(side_pool.submit(read_sqlite_side, built, sqlite_check=False))
+            elif early and f.path.endswith("/" + PICKLE) and f.path.count("/") == 1:
+                segment = f.path.split("/", 1)[0]
+                ready[segment] = side_pool.submit(lambda: segment_ids(built, early[0].result(), segment))
+
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
+                schema_job = side_pool.submit(_schema_warning, m, recorded_schema(m))
+                fetcher = materialise(repo, m, built, target, reporter, written, write_order(m))
+                side = early[0].result() if early else None
+                ids = {segment: job.result() for segment, job in ready.items()}
+                early_schema = schema_job.result()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
+                synced = bg.submit(sync_tree, built, m)
+                warnings, passed = _check(built, m, strict, reporter, side, ids, early_schema)
+                if checker is not None:
+                    # what chromadb rewrites is put back from a local copy, not read again
+                    kept = temp_beside(target, "restore")
+                    keep_copies(built, m, kept, side)
+                    # the DB's schema says what a failure to open it means
+                    checked = checker.run(m, recorded_schema(m) or read_schema(built / DB_NAME))
+                synced.result()
+            if checker is not None:
+                repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
+            pausepoints.point("restore.verified")
+            os.chmod(built, _dir_mode(target))
+            swap_into_place(built, target, on_commit or (lambda: None))
+            pausepoints.point("restore.swapped")
+        except BaseException:
+            shutil.rmtree(built, ignore_errors=True)
+            raise
+        finally:
+            if checker is not None:
+                checker.close()
+            if kept is not None:
+                shutil.rmtree(kept, ignore_errors=True)
+            reporter.done()
+    return RestoreResult(
+        id=m.id,
+        target=str(target),
+        files=len(m.files),
+        bytes_total=sum(f.size for f in m.files),
+        bytes_reused=fetcher.bytes_reused,
+        bytes_downloaded=fetcher.reader.bytes_fetched,
+        chunks_reused=fetcher.reused,
+        chunks_fetched=fetcher.fetched,
+        chroma_checked=checked,
+        chunks_repaired=repaired,
+        warnings=(*dropped, *warnings),
+        seconds=round(time.monotonic() - started, 3),
+        requests=moved.requests,
+        checks=passed + (("chromadb",) if checker is not None else ()),
+        chroma_batches=checker.batches if checker is not None else 0,
+    )

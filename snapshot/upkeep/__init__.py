@@ -1,0 +1,3 @@
+"""Keeping a repository small and sound: retention, prune (two-phase deletion), repack and
+``check`` (verify).
+"""

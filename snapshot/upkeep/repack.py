@@ -1,0 +1,396 @@
+"""Repack on prune: re-base dead chain prefixes and copy the live frames out of mostly-dead packs.
+
+Prune can delete only whole packs, and a kept snapshot's chain keeps every frame down to its
+full base frame, also those written for snapshots that are gone. Two moves free that space:
+
+* **Re-base** (:func:`analyse`): for each chunk, the first frame of a kept chain that some kept
+  snapshot ends at is the oldest content still needed; the frames before it are only links.
+  When those links cost at least ``rebase_ratio`` of the chain's full frame, or the chain is
+  about to reach its depth limit (chains.py), that content is decoded and stored as a new full
+  frame, and every kept chain through it starts there instead.
+* **Repack** (:func:`select_packs`): packs are taken in order of their live fraction, lowest
+  first, while the repository holds more unused bytes than ``max_unused`` of its size (like
+  restic's ``--max-unused``); their live frames are copied as they are (no decoding) into new
+  packs. ``--repack-small`` also merges packs below a quarter of the pack size.
+
+:func:`execute_repack` then, in this order (a crash between any two steps leaves every
+snapshot restorable and ``check --read-data`` clean):
+
+1. writes the new packs (re-based and copied frames); nothing refers to them yet;
+2. writes the rewritten chunk tables into new packs;
+3. replaces each changed root in one atomic write (the snapshot id stays; the old root and the
+   new one both point only at objects that exist);
+4. returns the packs no root refers to any more, for prune to delete last.
+
+Prune holds the exclusive lock meanwhile, so no create can pick a parent being rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from snapshot.errors import IntegrityError
+from snapshot.format.chains import Location, chain_limit, location, rewrite_chunks
+from snapshot.format.chunk_tables import encode_table
+from snapshot.format.codecs import compress
+from snapshot.format.hashing import digest
+from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.repo.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
+from snapshot.repo.repository import Repository
+from snapshot.util import pausepoints
+
+#: Re-base a chain once its dead links cost this share of its full frame.
+DEFAULT_REBASE_RATIO = 0.2
+#: Repack until unused bytes are at most this share of the repository (restic's default).
+DEFAULT_MAX_UNUSED = 0.05
+
+
+@dataclass(frozen=True)
+class RepackOptions:
+    enabled: bool = True
+    max_unused: float = DEFAULT_MAX_UNUSED
+    repack_small: bool = False
+    #: Stop choosing packs once this many live bytes would be copied (None: no bound).
+    max_repack_size: int | None = None
+    rebase_ratio: float = DEFAULT_REBASE_RATIO
+    pack_size: int = DEFAULT_PACK_SIZE
+
+
+@dataclass
+class PackUse:
+    size: int
+    live: dict[int, Frame] = field(default_factory=dict)
+
+    @property
+    def live_bytes(self) -> int:
+        return sum(fr.length for fr in self.live.values())
+
+
+@dataclass(frozen=True)
+class RepackPlan:
+    #: Frame to re-base (by location) -> its chain down to it, decoded to write the full frame.
+    rebases: dict[Location, tuple[Frame, ...]]
+    #: Packs whose live frames are copied (then deleted), with those frames by offset.
+    repack: dict[str, dict[int, Frame]]
+    #: Packs the kept snapshots reference now but no longer will once roots are rewritten.
+    freed: frozenset[str]
+    repository_bytes: int
+    unused_before: int
+    unused_after: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.rebases and not self.repack
+
+    @property
+    def copy_bytes(self) -> int:
+        return sum(fr.length for frames in self.repack.values() for fr in frames.values())
+
+    @property
+    def rebase_bytes(self) -> int:
+        """What the re-based chains' full frames cost today (the new ones cost about that)."""
+        return sum(chain[0].length for chain in self.rebases.values())
+
+
+@dataclass(frozen=True)
+class RepackResult:
+    packs_written: int
+    bytes_written: int
+    bytes_read: int
+    chunks_rebased: int
+    roots_rewritten: int
+    tables_written: int
+    #: Packs no root refers to any more (prune deletes them last).
+    obsolete: frozenset[str]
+    #: Every pack this repack wrote: never deleted by the prune that made it, also when a
+    #: killed earlier run left a pack with the very same bytes (and so the same name).
+    written: frozenset[str] = frozenset()
+
+
+#: A chunk table's packs (of its live frames) and whether a re-base changes it.
+TableUse = tuple[frozenset[str], bool]
+
+NO_PLAN = RepackPlan({}, {}, frozenset(), 0, 0, 0)
+
+
+# ------------------------------------------------------------------ planning
+
+
+def _rebases_at(
+    chains: set[tuple[Frame, ...]], limit: int, ratio: float, out: dict[Location, tuple[Frame, ...]]
+) -> None:
+    """Decide the re-bases among the kept chains of one chunk (one file, one index)."""
+    ends = {location(ch[-1]) for ch in chains}
+    by_root: dict[Location, list[tuple[int, tuple[Frame, ...]]]] = {}
+    for ch in chains:
+        first = next(i for i, fr in enumerate(ch) if location(fr) in ends)
+        if first > 0:
+            by_root.setdefault(location(ch[0]), []).append((first, ch))
+    for cands in by_root.values():
+        firsts = {location(ch[first]) for first, ch in cands}
+        if len(firsts) != 1:
+            continue  # branches share these links: a re-base of one would not free them
+        first, ch = cands[0]
+        dead = sum(fr.length for fr in ch[1:first])
+        deepest = max(len(c) for _, c in cands)
+        if dead >= ratio * ch[0].length or deepest >= limit - 1:
+            out[location(ch[first])] = ch[: first + 1]
+
+
+def _live_frames(chain: tuple[Frame, ...], rebases: dict[Location, tuple[Frame, ...]]) -> tuple[Frame, ...]:
+    """The old frames ``chain`` still needs once the planned re-bases are done."""
+    for i in range(len(chain) - 1, -1, -1):
+        if location(chain[i]) in rebases:
+            return chain[i + 1 :]
+    return chain
+
+
+def analyse(
+    repo: Repository,
+    kept: Sequence[Manifest],
+    sizes: dict[str, int],
+    options: RepackOptions,
+) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], dict[Location, TableUse], set[str]]:
+    """Read the chunk tables of the kept snapshots, one file path at a time, and return the
+    re-bases to make, what each referenced pack holds that is still live after them, per
+    chunk table (by location) the packs its live frames are in and whether a re-base changes
+    it, and every object the kept snapshots reference today."""
+    rebases: dict[Location, tuple[Frame, ...]] = {}
+    use: dict[str, PackUse] = {}
+    referenced: set[str] = set()
+
+    def mark(fr: Frame) -> None:
+        if fr.object in sizes:
+            use.setdefault(fr.object, PackUse(sizes[fr.object])).live[fr.offset] = fr
+
+    by_path: dict[str, dict[str, tuple[Manifest, FileEntry]]] = {}
+    tables: dict[Location, TableUse] = {}
+    for m in kept:
+        for f in m.files:
+            key = f.table.hash if f.table is not None else f.hash + ":" + str(id(m))
+            by_path.setdefault(f.path, {}).setdefault(key, (m, f))
+            if f.table is not None:
+                mark(f.table.frame())
+                referenced.add(f.table.object)
+    rebase = options.rebase_ratio >= 0 and repo.config.codec == "zstd"
+    for path in sorted(by_path):
+        versions = [repo.chunks(m, f) for m, f in by_path[path].values()]
+        for index in range(max((len(v) for v in versions), default=0)):
+            chains = {v[index].frames for v in versions if index < len(v)}
+            referenced.update(fr.object for ch in chains for fr in ch)
+            if rebase:
+                limit = chain_limit(repo.config.max_chain, path, index)
+                _rebases_at(chains, limit, options.rebase_ratio, rebases)
+            for ch in chains:
+                for fr in _live_frames(ch, rebases):
+                    mark(fr)
+        for (_, f), chunks in zip(by_path[path].values(), versions, strict=True):
+            if f.table is not None:
+                lives = [_live_frames(c.frames, rebases) for c in chunks]
+                packs = frozenset(fr.object for live in lives for fr in live)
+                cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
+                tables[location(f.table.frame())] = (packs, cut)
+    return rebases, use, tables, referenced
+
+
+def _without(use: dict[str, PackUse], dead: set[Location]) -> dict[str, PackUse]:
+    out = {}
+    for oid, u in use.items():
+        live = {off: fr for off, fr in u.live.items() if (oid, off) not in dead}
+        out[oid] = PackUse(u.size, live)
+    return out
+
+
+def select_packs(use: dict[str, PackUse], options: RepackOptions) -> list[str]:
+    """Which packs to repack: lowest live fraction first while unused bytes exceed
+    ``max_unused`` of the repository; with ``repack_small``, also every pack under a quarter
+    of the pack size when there are at least two of them to merge."""
+    live = {oid: u.live_bytes for oid, u in use.items()}
+    partial = [oid for oid, u in use.items() if 0 < live[oid] < u.size]
+    total = sum(u.size for oid, u in use.items() if live[oid])
+    unused = sum(use[oid].size - live[oid] for oid in partial)
+    chosen: list[str] = []
+    budget = options.max_repack_size
+    copied = 0
+    for oid in sorted(partial, key=lambda o: (live[o] / use[o].size, o)):
+        if unused <= options.max_unused * total:
+            break
+        if budget is not None and copied + live[oid] > budget:
+            continue
+        chosen.append(oid)
+        copied += live[oid]
+        unused -= use[oid].size - live[oid]
+        total -= use[oid].size - live[oid]
+    if options.repack_small:
+        small = []
+        for oid in sorted(o for o, u in use.items()
+                          if live[o] and o not in chosen and u.size < options.pack_size // 4):
+            if budget is None or copied + live[oid] <= budget:
+                small.append(oid)
+                copied += live[oid]
+        if len(small) + len(chosen) >= 2:  # one pack alone would only be copied as it is
+            chosen += small
+    return chosen
+
+
+def plan_repack(
+    repo: Repository, kept: Sequence[Manifest], sizes: dict[str, int], options: RepackOptions,
+) -> tuple[RepackPlan, set[str]]:
+    """What a prune's repack will do for the ``kept`` snapshots, given the listed pack sizes,
+    and every object those snapshots reference today (one reading of their chunk tables serves
+    both)."""
+    rebases, use, tables, referenced = analyse(repo, kept, sizes, options)
+    # A chunk table that a re-base or a moved frame changes is written anew: its old frame is
+    # unused too, which may make more packs worth repacking (a few rounds settle it).
+    rewritten = {loc for loc, (_, cut) in tables.items() if cut}
+    chosen: list[str] = []
+    for _ in range(4):
+        chosen = select_packs(_without(use, rewritten), options)
+        more = rewritten | {loc for loc, (packs, _) in tables.items() if packs & set(chosen)}
+        if more == rewritten:
+            break
+        rewritten = more
+    rewritten = {loc for loc, (packs, cut) in tables.items() if cut or packs & set(chosen)}
+    use = _without(use, rewritten)
+    repack = {oid: dict(sorted(use[oid].live.items())) for oid in chosen}
+    freed = frozenset(oid for oid in referenced
+                      if oid in sizes and (oid in repack or oid not in use or not use[oid].live))
+    in_use = {oid: u for oid, u in use.items() if u.live}
+    total = sum(u.size for u in in_use.values())
+    unused = sum(u.size - u.live_bytes for u in in_use.values())
+    after = unused - sum(in_use[oid].size - in_use[oid].live_bytes for oid in chosen)
+    if not rebases and not repack:
+        return NO_PLAN, referenced
+    return RepackPlan(rebases, repack, freed, total, unused, after), referenced
+
+
+# ------------------------------------------------------------------ execution
+
+
+def _resolve(writer: PackWriter, pending: dict[Location, PendingFrame]) -> dict[Location, Frame]:
+    return {loc: writer.resolve(pf) for loc, pf in pending.items()}
+
+
+Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int, list[str]]
+
+
+def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written:
+    """Step 1: the re-based full frames and the copied live frames, in new packs."""
+    codec, level = repo.config.codec, repo.config.level
+    reader = ChunkReader(repo)
+    writer = PackWriter(repo, pack_size=pack_size)
+    rebased: dict[Location, PendingFrame] = {}
+    moved: dict[Location, PendingFrame] = {}
+    read = 0
+    try:
+        for loc, chain in plan.rebases.items():
+            last = chain[-1]
+            content = reader.read_chunk(Chunk(last.hash, last.size, chain))  # every link verified
+            frame = repo.seal_frame(compress(content, codec, level), codec, len(content), last.hash)
+            rebased[loc] = writer.add(frame, codec, len(content), last.hash)
+        for oid, frames in plan.repack.items():
+            data = repo.read_object(oid)  # checked against its name: copies are the stored bytes
+            read += len(data)
+            for off, fr in frames.items():
+                if off + fr.length > len(data):
+                    raise IntegrityError(f"object {oid} is shorter than its frame at {off}+{fr.length}")
+                moved[(oid, off)] = writer.add(data[off : off + fr.length], fr.codec, fr.size, fr.hash)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    pausepoints.point("repack.packs-written")
+    return (_resolve(writer, rebased), _resolve(writer, moved),
+            read + reader.bytes_fetched, writer.bytes_uploaded, writer.object_ids)
+
+
+def _check_kept(chunks: Iterable[Chunk], doomed: frozenset[str], what: str) -> None:
+    for c in chunks:
+        for fr in c.frames:
+            if fr.object in doomed:
+                raise IntegrityError(f"{what}: a rewritten chain still needs object {fr.object}; "
+                                     "nothing was changed")
+
+
+def _no_guard() -> None:
+    return None
+
+
+def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str], pack_size: int,
+                   guard: Callable[[], None] = _no_guard) -> RepackResult:
+    """Steps 1-3 (module docstring); returns the packs prune may condemn afterwards.
+    ``guard`` runs before the roots are rewritten (prune: is the lock still ours?)."""
+    if plan.empty:
+        return RepackResult(0, 0, 0, 0, 0, 0, frozenset())
+    rebased, moved, read, written, packs = _write_frames(repo, plan, pack_size)
+    # A pack written again with the very bytes it had (every frame live, copied in order)
+    # keeps its name: it is not going anywhere.
+    doomed = plan.freed - frozenset(packs)
+    codec, level = repo.config.codec, repo.config.level
+    tables = PackWriter(repo, pack_size=pack_size)
+    new_tables: dict[str, TableRef | PendingFrame] = {}
+    roots: list[tuple[Manifest, list[tuple[FileEntry, TableRef | PendingFrame | None]]]] = []
+    try:
+        for sid in kept:
+            m = repo.manifest(sid)
+            files: list[tuple[FileEntry, TableRef | PendingFrame | None]] = []
+            changed = False
+            for f in m.files:
+                what = f"snapshot {m.id}: {f.path}"
+                if f.table is None:  # format 1: chunks inline
+                    chunks = rewrite_chunks(f.chunks, rebased, moved)
+                    _check_kept(chunks, doomed, what)
+                    changed |= chunks != f.chunks
+                    files.append((dataclasses.replace(f, chunks=chunks), None))
+                    continue
+                ref = new_tables.get(f.table.hash)
+                if ref is None:
+                    old = repo.chunks(m, f)
+                    chunks = rewrite_chunks(old, rebased, moved)
+                    _check_kept(chunks, doomed, what)
+                    if chunks != old:
+                        raw = encode_table(chunks)
+                        h = digest(raw)
+                        frame = repo.seal_frame(compress(raw, codec, level), codec, len(raw), h, table=True)
+                        ref = tables.add(frame, codec, len(raw), h)
+                    else:
+                        fr = moved.get(location(f.table.frame()))
+                        ref = f.table if fr is None else TableRef(fr.object, fr.offset, fr.length, fr.size,
+                                                                  fr.hash, fr.codec)
+                    if not isinstance(ref, PendingFrame) and ref.object in doomed:
+                        raise IntegrityError(f"{what}: its chunk table would be lost; nothing was changed")
+                    new_tables[f.table.hash] = ref
+                changed |= ref != f.table
+                files.append((f, ref))
+            if changed:
+                roots.append((m, files))
+        tables.close()
+    except BaseException:
+        tables.abort()
+        raise
+    pausepoints.point("repack.tables-written")
+    if roots:
+        guard()
+    for m, files in roots:
+        out = []
+        for f, ref in files:
+            if isinstance(ref, PendingFrame):
+                fr = tables.resolve(ref)
+                ref = TableRef(fr.object, fr.offset, fr.length, fr.size, fr.hash, fr.codec)
+            out.append(f if ref is None else dataclasses.replace(f, table=ref))
+        repo.replace_manifest(dataclasses.replace(m, files=tuple(out)))
+        pausepoints.point("repack.root-rewritten")
+    pausepoints.point("repack.roots-rewritten")
+    new = frozenset(packs + tables.object_ids)
+    return RepackResult(
+        packs_written=len({fr.object for fr in [*rebased.values(), *moved.values()]}),
+        bytes_written=written + tables.bytes_uploaded,
+        bytes_read=read,
+        chunks_rebased=len(rebased),
+        roots_rewritten=len(roots),
+        tables_written=tables.objects_uploaded,
+        obsolete=doomed - new,
+        written=new,
+    )
