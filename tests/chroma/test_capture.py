@@ -16,7 +16,7 @@ from chroma_helpers import counts, delete_collection
 def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
     stop = tmp_path / "stop"
     writer = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "writer_proc.py"), str(chroma_dir), str(stop)],
+        [sys.executable, str(Path(__file__).parent.parent / "writer_proc.py"), str(chroma_dir), str(stop)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     ids = []
