@@ -50,7 +50,7 @@ def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
 
 def exchange_supported(where: Path) -> bool:
     """Whether this filesystem swaps two directories atomically (renameat2 RENAME_EXCHANGE)."""
-    from snapshot.restore.pipeline import swap
+    from snapshot.restore import swap
 
     a, b = where / "probe-a", where / "probe-b"
     a.mkdir()

@@ -18,7 +18,7 @@ import pytest
 from conftest import exchange_supported
 
 from snapshot.errors import TargetError
-from snapshot.restore.pipeline import swap
+from snapshot.restore import swap
 from snapshot.util import pausepoints, tempdirs
 
 OLD = {"chroma.sqlite3": b"old database", "3f0c1a2b-0000-4000-8000-000000000001/data.bin": b"old"}
@@ -29,7 +29,7 @@ NEW = {"chroma.sqlite3": b"new database", "sub/dir/x.bin": b"new" * 1000, "notes
 CHILD = """
 import json, os, sys
 from pathlib import Path
-from snapshot.restore.pipeline import swap
+from snapshot.restore import swap
 
 if os.environ.get("NO_EXCHANGE"):
     swap.exchange = lambda a, b: False

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from snapshot import errors
 from snapshot.create.pipeline import create_snapshot
-from snapshot.create.pipeline import pipeline as snapshot_create
+from snapshot.create import pipeline as snapshot_create
 from snapshot.format.condemned import CondemnedRecord
 from snapshot.repo import locks
 from snapshot.repo.repository import CLOCK_SHIFT_ENV, Repository

@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 import pytest
 
 from snapshot.errors import UsageError
+from snapshot.repo.selection import parse_tag_options
 from snapshot.upkeep.retention import (
     Duration,
     RetentionPlan,
     RetentionPolicy,
     SnapshotTime,
     parse_duration,
-    parse_tag_options,
     parse_time,
     plan_retention,
 )
