@@ -35,6 +35,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
+from snapshot.errors import ChromaCheckError
 from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
@@ -196,8 +197,8 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, as_json: 
 @click.option("--skip-chroma-check", is_flag=True, hidden=True,
               help="Accepted for compatibility: chromadb does not open the result unless --chroma-check.")
 @click.option("--strict", is_flag=True,
-              help="Refuse (exit 4) instead of warning when the installed chromadb cannot open the "
-              "snapshot's database schema.")
+              help=f"Refuse (exit {ChromaCheckError.exit_code}) instead of warning when the installed "
+              "chromadb cannot open the snapshot's database schema.")
 @dry_run_option
 @filter_options
 @repo_options
