@@ -55,8 +55,6 @@ from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
-DEFAULT_CODEC = config.DEFAULT_CODEC
-DEFAULT_MAX_CHAIN = config.DEFAULT_MAX_CHAIN
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 #: A pack holding the chunk tables of at least this many files of a snapshot is read whole.

@@ -51,8 +51,6 @@ from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_b
 from snapshot.util import pausepoints
 from snapshot.util.progress import NullReporter, Reporter
 
-_WINDOW = 8
-
 
 @dataclass(frozen=True)
 class RestoreSummary:
