@@ -145,7 +145,7 @@ def list_(stats: bool, as_json: bool) -> None:
     """
     repo = open_repo()
     with repo.measure() as moved:
-        snaps = repo.list()
+        snaps = repo.list_snapshots()
     if not stats:
         emit(snaps, as_json, render_list)
     elif as_json:
