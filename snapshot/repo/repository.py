@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import threading
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,15 +49,13 @@ from snapshot.format.manifest import (
 )
 from snapshot.repo import config, selection
 from snapshot.repo import keys as keyfiles
-from snapshot.repo.config import Access
+from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
-DEFAULT_CODEC = config.DEFAULT_CODEC
-DEFAULT_MAX_CHAIN = config.DEFAULT_MAX_CHAIN
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 #: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
@@ -143,11 +142,11 @@ class ManifestScan:
 class Repository:
     """Open with :meth:`open` (``create=True`` initialises an empty location)."""
 
-    def __init__(self, store: Store, config: RepoConfig, access: Access | None = None,
+    def __init__(self, store: Store, config: RepoConfig, access: OpenedConfig | None = None,
                  key_source: KeySource | None = None) -> None:
         self.store = store
         self.config = config
-        access = access or Access(config)
+        access = access or OpenedConfig(config)
         self._cipher = access.cipher
         self._key_id = access.key_id
         self._key_source = key_source
@@ -184,10 +183,10 @@ class Repository:
                 raise NotFoundError(
                     f"no repository at {store.url} (create a snapshot there first)"
                 ) from None
-            access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+            opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
         else:
-            access = config.load(store, raw, key_source)
-        repo = cls(store, access.config, access, key_source)
+            opened = config.load(store, raw, key_source)
+        repo = cls(store, opened.config, opened, key_source)
         repo._refuse_other_settings(chunk_size, codec, encrypt)
         return repo
 
@@ -209,8 +208,8 @@ class Repository:
         store = open_store(os.fspath(location), options)
         if store.exists(layout.CONFIG_KEY):
             raise UsageError(f"a repository already exists at {store.url}")
-        access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
-        repo = cls(store, access.config, access, key_source)
+        opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        repo = cls(store, opened.config, opened, key_source)
         repo._refuse_other_settings(chunk_size, codec, encrypt)
         return repo
 
@@ -243,7 +242,7 @@ class Repository:
     def verify_config(self) -> None:
         """Re-read and validate the stored config: raises what is wrong with it (a
         StorageError when it could not be read at all)."""
-        config.verify(self.store, Access(self.config, self._cipher, self._key_id))
+        config.verify(self.store, OpenedConfig(self.config, self._cipher, self._key_id))
 
     # ------------------------------------------------------------------ encryption and keys
 
@@ -397,9 +396,9 @@ class Repository:
             for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
                 yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
 
-    def list(self) -> list[SnapshotSummary]:
-        """Every snapshot, oldest first; one whose manifest cannot be read is listed with its
-        error (so that a user can find it to forget it) instead of failing the listing."""
+    def list_snapshots(self) -> builtins.list[SnapshotSummary]:
+        """Every snapshot's summary, oldest first; one whose manifest cannot be read is listed
+        with its error (so that a user can find it to forget it) instead of failing the listing."""
         out = []
         for scan in self.scan_manifests():
             if scan.manifest is not None:
@@ -407,6 +406,12 @@ class Repository:
             elif scan.id is not None and scan.error is not None:
                 out.append(SnapshotSummary.unreadable(scan.id, scan.error))
         return out
+
+    def list(self) -> builtins.list[SnapshotSummary]:
+        """Deprecated name of :meth:`list_snapshots` (it shadowed the builtin)."""
+        warnings.warn("Repository.list() is now Repository.list_snapshots()", DeprecationWarning,
+                      stacklevel=2)
+        return self.list_snapshots()
 
     def has_snapshot(self, snapshot_id: str) -> bool:
         return self.store.exists(layout.snapshot_key(snapshot_id))
