@@ -40,7 +40,7 @@ _LAZY = {
 }
 
 
-#: Modules that moved into the layer folders in 0.3: importing the old name still works (with a
+#: Modules that moved from snapshot/ into the layer folders: importing the old name still works (with a
 #: DeprecationWarning) and gives the module itself.
 _MOVED = {
     "basecache": "repo.basecache", "builder": "create.builder", "chains": "format.chains",

@@ -17,13 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from snapshot.chroma.capture import StagedFile
-from snapshot.repo.basecache import BaseCache
 from snapshot.format.chains import chain_limit
 from snapshot.format.chunk_tables import encode_table, parse_table
 from snapshot.format.chunking import ChunkedFile, chunk_sizes
 from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.repo.basecache import BaseCache
 from snapshot.repo.packs import ChunkReader, PackWriter, PendingFrame
 from snapshot.repo.repository import Repository
 from snapshot.util.progress import Reporter

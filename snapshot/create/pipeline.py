@@ -30,7 +30,6 @@ from pathlib import Path
 from snapshot.chroma.capture import Capture, capture, check_persist_dir, with_counts
 from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
-from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.create.builder import Builder, StoredFile
 from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError, UsageError
 from snapshot.format.codecs import check_codec
@@ -45,6 +44,7 @@ from snapshot.format.manifest import (
     Totals,
     Verified,
 )
+from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.packs import DEFAULT_PACK_SIZE
 from snapshot.repo.repository import Repository

@@ -35,9 +35,9 @@ from snapshot.chroma.idmap import PICKLE
 from snapshot.chroma.persist_dir import check_restore_target
 from snapshot.chroma.schema import DB_NAME, chromadb_version, open_readonly, schema_levels
 from snapshot.chroma.trial_open import ChromaChecker
-from snapshot.repo.basecache import default_root
 from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
 from snapshot.format.manifest import Chunk, FileEntry, Manifest, check_rel_path
+from snapshot.repo.basecache import default_root
 from snapshot.repo.repository import Repository
 from snapshot.restore.materialise import (
     Local,
