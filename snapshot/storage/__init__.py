@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from snapshot.errors import UsageError
 from snapshot.storage.base import Capabilities, ColdClass, ObjectInfo, ObjectKind, RequestStats, Store
@@ -22,10 +23,14 @@ __all__ = [
     "Store", "StoreOptions", "open_store",
 ]
 
-#: The options of the backends that take any (a local folder takes none): every option a
-#: backend reads is a field of this one class, so the CLI and the Python API pass one object
-#: whatever the location. Today those are S3's.
-StoreOptions = S3Options
+
+@dataclass(frozen=True)
+class StoreOptions(S3Options):
+    """The options of every backend that takes any (a local folder takes none), as one object:
+    the CLI and the Python API pass it whatever the location, and each backend reads its own
+    fields. A backend with options adds its options dataclass to the bases. Today: S3's
+    (:class:`snapshot.storage.s3.options.S3Options`)."""
+
 
 #: scheme -> the module whose ``open_location(location, options)`` opens a store there.
 BACKENDS: dict[str, str] = {
