@@ -189,30 +189,40 @@ class AlreadyExistsError(StorageError):
 
 
 class BucketNotFoundError(StorageError):
+    """The bucket (or container) a remote repository location names does not exist."""
+
     exit_code = 10
     kind = "bucket-not-found"
     meaning = "S3: bucket does not exist"
 
 
 class AccessDeniedError(StorageError):
+    """The store refused the request with the credentials given."""
+
     exit_code = 11
     kind = "access-denied"
     meaning = "S3: access denied"
 
 
 class CredentialsError(StorageError):
+    """No usable credentials for a remote store (none found, incomplete, or expired)."""
+
     exit_code = 12
     kind = "no-credentials"
     meaning = "S3: no credentials found"
 
 
 class EndpointError(StorageError):
+    """A remote store's endpoint cannot be reached."""
+
     exit_code = 13
     kind = "endpoint-unreachable"
     meaning = "S3: endpoint unreachable"
 
 
 class WrongRegionError(StorageError):
+    """The bucket is in another region than the one asked (the message names it if known)."""
+
     exit_code = 14
     kind = "wrong-region"
     meaning = "S3: wrong region for the bucket"

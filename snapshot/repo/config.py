@@ -21,7 +21,7 @@ from snapshot.format.ids import utc_now_iso
 from snapshot.format.manifest import CONFIG_VERSION, RepoConfig, dumps, parse_config
 from snapshot.repo import keys as keyfiles
 from snapshot.repo.keys import KeySource
-from snapshot.storage.base import Store
+from snapshot.storage.base import ObjectKind, Store
 from snapshot.util import pausepoints
 
 DEFAULT_CODEC = "zstd"
@@ -113,7 +113,7 @@ def initialise(
         pausepoints.point("repository.key-written")
         data = crypto.Envelope(config.id, cipher.seal_settings(data)).to_json()
     try:
-        store.put(layout.CONFIG_KEY, data, create_only=True)
+        store.put(layout.CONFIG_KEY, data, kind=ObjectKind.CONFIG, create_only=True)
     except AlreadyExistsError:  # another process initialised it first: use theirs
         if opened.key_id is not None:
             pausepoints.point("repository.init-lost")

@@ -53,7 +53,7 @@ from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
-from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
+from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
 _FETCHERS = 8
@@ -237,7 +237,7 @@ class Repository:
     @property
     def local_root(self) -> Path | None:
         """The repository's folder when it is on this machine (restore must not overwrite it)."""
-        return self.store.root if isinstance(self.store, LocalStore) else None
+        return self.store.capabilities.local_root
 
     def verify_config(self) -> None:
         """Re-read and validate the stored config: raises what is wrong with it (a
@@ -422,7 +422,7 @@ class Repository:
         key = layout.snapshot_key(m.id)
         data = self._root_bytes(m)
         try:
-            self.store.put(key, data, create_only=True)
+            self.store.put(key, data, kind=ObjectKind.ROOT, create_only=True)
         except AlreadyExistsError as exc:
             try:
                 ours = self.store.get(key) == data
@@ -438,7 +438,7 @@ class Repository:
         both point only at objects that exist until the last rewritten root has landed."""
         if not self.store.exists(layout.snapshot_key(m.id)):
             raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
-        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m))
+        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m), kind=ObjectKind.ROOT)
         self._remember(m)
 
     def _root_bytes(self, m: Manifest) -> bytes:
@@ -566,7 +566,8 @@ class Repository:
             rid = secrets.token_hex(16)
             rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
                              delete_after=delete_after)
-            self.store.put(layout.condemned_key(rid), rec.to_json(), create_only=True)
+            self.store.put(layout.condemned_key(rid), rec.to_json(), kind=ObjectKind.CONDEMNED,
+                           create_only=True)
             written.append(rid)
         return written
 
@@ -585,7 +586,7 @@ class Repository:
         return self.store.exists(layout.object_key(object_id))
 
     def put_object(self, object_id: str, data: bytes | bytearray) -> None:
-        self.store.put(layout.object_key(object_id), data)
+        self.store.put(layout.object_key(object_id), data, kind=ObjectKind.PACK)
 
     def read_object(self, object_id: str) -> bytes:
         """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
@@ -598,10 +599,10 @@ class Repository:
         return data
 
     @property
-    def infrequent_access(self) -> bool:
-        """Whether packs are stored in a class billed by a minimum size and duration (S3's
-        STANDARD_IA and ONEZONE_IA, the default for data)."""
-        return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
+    def cold_class(self) -> ColdClass | None:
+        """The storage class packs are written in when it bills a minimum size and duration
+        (S3's STANDARD_IA and ONEZONE_IA, the default for packs); None when none does."""
+        return self.store.capabilities.cold_class
 
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
