@@ -88,11 +88,6 @@ class RepackPlan:
     def copy_bytes(self) -> int:
         return sum(fr.length for frames in self.repack.values() for fr in frames.values())
 
-    @property
-    def rebase_bytes(self) -> int:
-        """What the re-based chains' full frames cost today (the new ones cost about that)."""
-        return sum(chain[0].length for chain in self.rebases.values())
-
 
 @dataclass(frozen=True)
 class RepackResult:
