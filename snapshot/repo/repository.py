@@ -582,9 +582,6 @@ class Repository:
 
     # ------------------------------------------------------------------ objects
 
-    def has_object(self, object_id: str) -> bool:
-        return self.store.exists(layout.object_key(object_id))
-
     def put_object(self, object_id: str, data: bytes | bytearray) -> None:
         self.store.put(layout.object_key(object_id), data, kind=ObjectKind.PACK)
 

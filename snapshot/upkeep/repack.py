@@ -39,6 +39,7 @@ from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.packs import DEFAULT_PACK_SIZE, ChunkReader, PackWriter, PendingFrame
 from snapshot.repo.repository import Repository
+from snapshot.repo.usage import Usage
 from snapshot.util import pausepoints
 
 #: Re-base a chain once its dead links cost this share of its full frame.
@@ -87,11 +88,6 @@ class RepackPlan:
     @property
     def copy_bytes(self) -> int:
         return sum(fr.length for frames in self.repack.values() for fr in frames.values())
-
-    @property
-    def rebase_bytes(self) -> int:
-        """What the re-based chains' full frames cost today (the new ones cost about that)."""
-        return sum(chain[0].length for chain in self.rebases.values())
 
 
 @dataclass(frozen=True)
@@ -152,46 +148,38 @@ def analyse(
     kept: Sequence[Manifest],
     sizes: dict[str, int],
     options: RepackOptions,
+    usage: Usage | None = None,
 ) -> tuple[dict[Location, tuple[Frame, ...]], dict[str, PackUse], dict[Location, TableUse], set[str]]:
-    """Read the chunk tables of the kept snapshots, one file path at a time, and return the
-    re-bases to make, what each referenced pack holds that is still live after them, per
-    chunk table (by location) the packs its live frames are in and whether a re-base changes
-    it, and every object the kept snapshots reference today."""
+    """Read the chunk tables of the kept snapshots, one file path at a time (the walk of
+    snapshot/repo/usage.py), and return the re-bases to make, what each referenced pack holds
+    that is still live after them, per chunk table (by location) the packs its live frames are
+    in and whether a re-base changes it, and every object the kept snapshots reference today."""
     rebases: dict[Location, tuple[Frame, ...]] = {}
     use: dict[str, PackUse] = {}
     referenced: set[str] = set()
+    tables: dict[Location, TableUse] = {}
 
     def mark(fr: Frame) -> None:
         if fr.object in sizes:
             use.setdefault(fr.object, PackUse(sizes[fr.object])).live[fr.offset] = fr
 
-    by_path: dict[str, dict[str, tuple[Manifest, FileEntry]]] = {}
-    tables: dict[Location, TableUse] = {}
-    for m in kept:
-        for f in m.files:
-            key = f.table.hash if f.table is not None else f.hash + ":" + str(id(m))
-            by_path.setdefault(f.path, {}).setdefault(key, (m, f))
-            if f.table is not None:
-                mark(f.table.frame())
-                referenced.add(f.table.object)
     rebase = options.rebase_ratio >= 0 and repo.config.codec == "zstd"
-    for path in sorted(by_path):
-        versions = [repo.chunks(m, f) for m, f in by_path[path].values()]
-        for index in range(max((len(v) for v in versions), default=0)):
-            chains = {v[index].frames for v in versions if index < len(v)}
-            referenced.update(fr.object for ch in chains for fr in ch)
+    for found in (usage or Usage(repo)).paths(kept):
+        referenced |= found.objects
+        for index in range(found.chunk_count):
+            chains = found.chains(index)
             if rebase:
-                limit = chain_limit(repo.config.max_chain, path, index)
+                limit = chain_limit(repo.config.max_chain, found.path, index)
                 _rebases_at(chains, limit, options.rebase_ratio, rebases)
             for ch in chains:
                 for fr in _live_frames(ch, rebases):
                     mark(fr)
-        for (_, f), chunks in zip(by_path[path].values(), versions, strict=True):
-            if f.table is not None:
-                lives = [_live_frames(c.frames, rebases) for c in chunks]
-                packs = frozenset(fr.object for live in lives for fr in live)
-                cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
-                tables[location(f.table.frame())] = (packs, cut)
+        for loc, (table, chunks) in found.tables().items():
+            mark(table.frame())
+            lives = [_live_frames(c.frames, rebases) for c in chunks]
+            packs = frozenset(fr.object for live in lives for fr in live)
+            cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
+            tables[loc] = (packs, cut)
     return rebases, use, tables, referenced
 
 
@@ -237,11 +225,12 @@ def select_packs(use: dict[str, PackUse], options: RepackOptions) -> list[str]:
 
 def plan_repack(
     repo: Repository, kept: Sequence[Manifest], sizes: dict[str, int], options: RepackOptions,
+    usage: Usage | None = None,
 ) -> tuple[RepackPlan, set[str]]:
     """What a prune's repack will do for the ``kept`` snapshots, given the listed pack sizes,
-    and every object those snapshots reference today (one reading of their chunk tables serves
-    both)."""
-    rebases, use, tables, referenced = analyse(repo, kept, sizes, options)
+    and every object those snapshots reference today (one reading of their chunk tables, by
+    ``usage``, serves both)."""
+    rebases, use, tables, referenced = analyse(repo, kept, sizes, options, usage)
     # A chunk table that a re-base or a moved frame changes is written anew: its old frame is
     # unused too, which may make more packs worth repacking (a few rounds settle it).
     rewritten = {loc for loc, (_, cut) in tables.items() if cut}

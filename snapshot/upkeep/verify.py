@@ -37,9 +37,10 @@ from typing import IO
 from snapshot.chroma.segments import Fact, judge, segment_problems, spool, watched
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.format.hashing import FileHasher
-from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest
+from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.packs import ChunkReader
 from snapshot.repo.repository import Repository
+from snapshot.repo.usage import Usage
 
 _READERS = 4
 
@@ -163,26 +164,24 @@ class _Checker:
 
     def check_frames(self) -> set[str]:
         """Every chunk table and every frame's object exists and is long enough (a table
-        shared by many snapshots is read once); returns the referenced objects."""
+        shared by many snapshots is read once: the walk of snapshot/repo/usage.py); returns
+        the referenced objects. A table that cannot be read is a problem of its file."""
         referenced: set[str] = set()
-        tables: set[str] = set()
-        for m in self.manifests:
-            for f in m.files:
-                if f.table is not None:
-                    referenced.add(f.table.object)
-                    if not self._check_frame(m.id, f.path, f.table.frame()) or f.table.hash in tables:
-                        continue
-                    tables.add(f.table.hash)
-                try:
-                    chunks = self.repo.chunks(m, f)
-                except SnapshotError as exc:
-                    kind = "storage" if isinstance(exc, StorageError) else "table"
-                    self.problem(Problem(kind, str(exc), m.id, f.path, f.table.object if f.table else None))
-                    continue
-                for c in chunks:
-                    for fr in c.frames:
-                        referenced.add(fr.object)
-                        self._check_frame(m.id, f.path, fr)
+        unreadable: set[Frame] = set()  # reported for the first file naming it
+
+        def readable(m: Manifest, f: FileEntry, table: TableRef) -> bool:
+            return self._check_frame(m.id, f.path, table.frame())
+
+        for ref in Usage(self.repo).walk(self.manifests, readable):
+            sid, path = ref.manifest.id, ref.entry.path
+            referenced |= ref.objects
+            if ref.error is not None and ref.table is not None and ref.table.frame() not in unreadable:
+                unreadable.add(ref.table.frame())
+                kind = "storage" if isinstance(ref.error, StorageError) else "table"
+                self.problem(Problem(kind, str(ref.error), sid, path, ref.table.object))
+            for c in ref.chunks or ():
+                for fr in c.frames:
+                    self._check_frame(sid, path, fr)
         return referenced
 
     def _check_frame(self, sid: str, path: str, fr: Frame) -> bool:

@@ -28,13 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshot import errors
-from snapshot.create.pipeline import create_snapshot
 from snapshot.create import pipeline as snapshot_create
+from snapshot.create.pipeline import create_snapshot
 from snapshot.format.condemned import CondemnedRecord
 from snapshot.repo import locks
 from snapshot.repo.repository import CLOCK_SHIFT_ENV, Repository
+from snapshot.repo.usage import Usage
 from snapshot.storage.base import ObjectKind
-from snapshot.upkeep.prune import References
 from snapshot.util import pausepoints
 
 DAY = 86400.0
@@ -102,7 +102,8 @@ class Race:
             self.start_create()
             after()
 
-        with pausepoints.on("repack.packs-written", at_repack), pausepoints.on("create.before-commit", self._at_commit), \
+        with pausepoints.on("repack.packs-written", at_repack), \
+                pausepoints.on("create.before-commit", self._at_commit), \
                 pausepoints.on("prune.before-delete", self.let_commit):
             pruned = run_cli("--repo", self.repo, *PRUNE)
         self.let_commit()  # the prune stopped before its deletes
@@ -140,8 +141,8 @@ def _settle_and_verify(repo: str, trees: dict[str, dict[str, str]], tmp_path: Pa
         verify(f"day-{day}")
     r = Repository.open(repo)
     assert not r.condemned().since, "something condemned was never deleted or rescued"
-    refs = References(r)
-    used = set().union(*(refs.of(r.manifest(sid)) for sid in r.snapshot_ids()))
+    usage = Usage(r)
+    used = set().union(*(usage.objects(r.manifest(sid)) for sid in r.snapshot_ids()))
     stored = {oid for oid, _ in r.list_objects() if oid is not None}
     assert stored == used, f"unreferenced objects leaked: {sorted(stored - used)[:3]}"
 
@@ -188,7 +189,7 @@ def test_the_lock_vanishes_after_the_prune_last_looked(repo: str, chroma_dir: Pa
     assert out["repack"]["roots_rewritten"] >= 1 and out["objects_condemned"], out
     assert out["objects_removed"] == [], "nothing may be deleted in the run that condemns it"
     r = Repository.open(repo)
-    rescued = References(r).of(r.manifest(race.create_id or "")) & set(r.condemned().since)
+    rescued = Usage(r).objects(r.manifest(race.create_id or "")) & set(r.condemned().since)
     assert rescued, "the scenario should have the create reuse packs the prune condemned"
     _settle_and_verify(repo, history, tmp_path, monkeypatch)
 
@@ -251,7 +252,7 @@ def test_a_create_refuses_to_commit_on_packs_condemned_for_half_the_bound(
     monkeypatch.setattr(snapshot_create, "RECHECK_AFTER", 0.0)  # a create that ran for a while
     r = Repository.open(repo)
     parent = r.manifest(r.snapshot_ids()[-1])
-    used = sorted(References(r).of(parent))
+    used = sorted(Usage(r).objects(parent))
 
     def a_prune_condemned_them_13_hours_ago() -> None:
         r.condemn(dict.fromkeys(used, r.now() - 13 * 3600), delete_after=DAY)
@@ -267,11 +268,11 @@ def test_a_create_does_not_build_on_condemned_packs(repo: str, chroma_dir: Path,
     """Frames in condemned packs are stored anew (and tables naming them are not reused)."""
     r = Repository.open(repo)
     parent = r.manifest(r.snapshot_ids()[-1])
-    condemned = References(r).of(parent)
+    condemned = Usage(r).objects(parent)
     r.condemn(dict.fromkeys(condemned, r.now()), delete_after=DAY)
     sid = _ok(repo, "create", chroma_dir, "--json")["id"]
     r = Repository.open(repo)
-    assert not References(r).of(r.manifest(sid)) & condemned
+    assert not Usage(r).objects(r.manifest(sid)) & condemned
 
 
 def test_a_second_prune_deletes_what_the_first_condemned_once_the_bound_passed(
@@ -360,7 +361,7 @@ def test_a_record_written_with_bound_0_makes_any_condemned_pack_unsafe(
     on a day's grace for packs such a record names."""
     monkeypatch.setattr(snapshot_create, "RECHECK_AFTER", 0.0)
     r = Repository.open(repo)
-    used = sorted(References(r).of(r.manifest(r.snapshot_ids()[-1])))
+    used = sorted(Usage(r).objects(r.manifest(r.snapshot_ids()[-1])))
 
     def a_prune_with_bound_0_condemned_them() -> None:
         r.condemn(dict.fromkeys(used, r.now()), delete_after=0.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,13 @@ from conftest import CliResult, create_snapshot
 
 from snapshot.format import layout
 from snapshot.format.hashing import digest
+from snapshot.format.manifest import Chunk, FileEntry, Manifest
 from snapshot.repo.repository import Repository
+from snapshot.repo.usage import Usage
 from snapshot.storage.base import ObjectInfo, ObjectKind
-from snapshot.upkeep.prune import plan_gc, referenced_objects
+from snapshot.upkeep.prune import plan_gc, prune
+from snapshot.upkeep.repack import RepackOptions
+from snapshot.upkeep.retention import RetentionPolicy
 
 Cli = Callable[..., CliResult]
 
@@ -69,8 +74,8 @@ def test_keep_last_one_frees_bytes_keeps_delta_bases_and_restores(
     r = Repository.open(repo)
     m3, m2 = r.manifest(s3), r.manifest(s2)
     bases = {fr.object for f in m3.files for c in r.chunks(m3, f) for fr in c.frames[:-1]}
-    assert bases & referenced_objects(r, m2), "s3 should hold delta frames on s2's chunks"
-    only_s1 = referenced_objects(r, r.manifest(s1)) - referenced_objects(r, m3)
+    assert bases & Usage(r).objects(m2), "s3 should hold delta frames on s2's chunks"
+    only_s1 = Usage(r).objects(r.manifest(s1)) - Usage(r).objects(m3)
     assert only_s1
 
     res = cli("--repo", repo, "prune", "--keep-last", "1", "--json")
@@ -81,7 +86,7 @@ def test_keep_last_one_frees_bytes_keeps_delta_bases_and_restores(
     assert out["bytes_freed"] > 0 and set(out["objects_removed"]) == only_s1
     assert out["dry_run"] is False
     assert _snapshots(repo) == [s3]
-    assert _objects(repo) == referenced_objects(r, m3)  # every base of s3's chains survived
+    assert _objects(repo) == Usage(r).objects(m3)  # every base of s3's chains survived
 
     assert cli("--repo", repo, "check", "--read-data").code == 0
     target = tmp_path / "restored"
@@ -111,6 +116,33 @@ def test_dry_run_shows_the_plan_and_changes_nothing(repo: Path, built: Built, cl
     assert res.code == 0 and "would remove 2 snapshot(s)" in res.stdout and "dry run" in res.stdout
     assert s3 in res.stdout and "last 1" in res.stdout
     assert tree_digest(repo) == before
+
+
+def test_a_prune_reads_each_chunk_table_once(
+    repo: Path, built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repack's analysis, the dropped snapshots and both listings of the roots share one
+    walker: a table the kept snapshot shares with the dropped ones is read once, not twice."""
+    reads: Counter[tuple[str, int]] = Counter()
+    chunks = Repository.chunks
+
+    def counting(self: Repository, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
+        if f.table is not None:
+            reads[(f.table.object, f.table.offset)] += 1
+        return chunks(self, m, f)
+
+    monkeypatch.setattr(Repository, "chunks", counting)
+    r = Repository.open(repo)
+
+    def tables(sid: str) -> set[tuple[str, int]]:
+        return {(f.table.object, f.table.offset) for f in r.manifest(sid).files if f.table is not None}
+
+    shared = tables(built.ids[2]) & tables(built.ids[1])
+    assert shared, "s2 and s3 should share the tables of the files that did not change"
+    nothing_to_move = RepackOptions(max_unused=float("inf"), rebase_ratio=-1)
+    result = prune(r, RetentionPolicy(last=1), grace=0, delete_after=0, repack=nothing_to_move)
+    assert result.removed == (built.ids[1], built.ids[0]) and result.repack is None
+    assert {loc: reads[loc] for loc in shared} == dict.fromkeys(shared, 1)
 
 
 def test_policies_combine_and_the_newest_is_always_kept(repo: Path, built: Built, cli: Cli) -> None:
@@ -220,7 +252,7 @@ def test_keep_last_one_on_a_growing_db_keeps_its_chains(
     assert res.code == 0, res.stderr
     assert res.json()["removed"] == [ids[1], ids[0]] and _snapshots(repo) == [ids[2]]
     r = Repository.open(repo)
-    assert _objects(repo) == referenced_objects(r, r.manifest(ids[2]))
+    assert _objects(repo) == Usage(r).objects(r.manifest(ids[2]))
     stored = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
     assert stored < full * 1.1  # one full snapshot plus small deltas
     assert cli("--repo", repo, "check", "--read-data").code == 0

@@ -329,3 +329,34 @@ def test_a_damaged_pack_stops_the_prune_before_anything_is_removed(
     assert [s["id"] for s in _ok("--repo", repo_path, "list")] == ids
     # without reading data, the prune goes ahead
     assert _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--no-repack")["removed"]
+
+
+def test_every_stored_copy_of_a_re_based_chunk_table_is_planned_as_rewritten() -> None:
+    """The same chunk table content stored in two packs (a file that changed back): both
+    copies list a chain whose re-base changes them, so both are rewritten, not only the first."""
+    from types import SimpleNamespace
+
+    from snapshot.format.manifest import Chunk, FileEntry, Manifest, TableRef, Totals
+    from snapshot.upkeep.repack import analyse
+
+    def fr(obj: str, h: str) -> Frame:
+        return Frame(obj * 32, 0, 10, "zstd", 100, h * 32)
+
+    chain = (fr("a", "1"), fr("b", "2"), fr("c", "3"))  # b is a dead link: c re-based
+    content = (Chunk("3" * 32, 100, chain),)
+    first, second = TableRef("t" * 32, 0, 20, 200, "9" * 32), TableRef("u" * 32, 0, 20, 200, "9" * 32)
+
+    def root(sid: str, table: TableRef) -> Manifest:
+        entry = FileEntry("x.bin", 100, 0o644, "f" * 32, "other", table=table, chunk_count=1)
+        return Manifest(sid, None, "2026-01-01T00:00:00Z", "0", None, "/db", "h", (), "", 100, (entry,), (),
+                        Totals(1, 100, 1, 0, 0, 0))
+
+    repo: Any = SimpleNamespace(config=SimpleNamespace(codec="zstd", max_chain=8),
+                                chunks=lambda m, f: content)
+    sizes = {c * 32: 100 for c in "abctu"}
+    rebases, _, tables, referenced = analyse(repo, [root("s1", first), root("s2", second)], sizes,
+                                             RepackOptions())
+    assert list(rebases) == [("c" * 32, 0)]
+    # once re-based, the chain needs no old frame: both copies are rewritten, neither needs a pack
+    assert tables == {("t" * 32, 0): (frozenset(), True), ("u" * 32, 0): (frozenset(), True)}
+    assert referenced == {c * 32 for c in "abctu"}
