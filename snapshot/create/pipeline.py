@@ -37,7 +37,6 @@ from snapshot.format.condemned import DEFAULT_DELETE_AFTER
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
     FORMAT_VERSION,
-    READABLE_VERSIONS,
     FileEntry,
     Manifest,
     SchemaLevel,
@@ -306,7 +305,7 @@ def _manifest(
             objects_new=builder.writer.objects_uploaded + builder.tables_uploaded,
         ),
         verified=_verified(verification),
-        format_version=builder.format_version,
+        format_version=FORMAT_VERSION,
     )
 
 
@@ -327,7 +326,6 @@ def create_snapshot(
     pack_size: int = DEFAULT_PACK_SIZE,
     wait: float | None = None,
     allow_inconsistent: bool = False,
-    format_version: int = FORMAT_VERSION,
     reporter: Reporter | None = None,
 ) -> CreateResult:
     """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
@@ -338,10 +336,7 @@ def create_snapshot(
     The codec is the repository's; ``level`` overrides its full-frame level for this create.
     With ``use_cache`` the consistent copy is kept in the base cache (``cache_dir``, default
     $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so the next create deltas against it
-    without reading the repository. ``format_version`` 1 writes what chroma-snapshot 0.1 wrote
-    (chunk lists inline; for compatibility tests)."""
-    if format_version not in READABLE_VERSIONS:
-        raise UsageError(f"cannot write manifest format {format_version}")
+    without reading the repository."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     level = repo.config.level if level is None else level
@@ -358,7 +353,6 @@ def create_snapshot(
             job = _Job(repo, source, staging, parent_m, level, delta, reporter, pack_size, cache,
                        includes, include_orphans, allow_inconsistent, condemned)
             cap, builder, stored, verification = job.run()
-            builder.format_version = format_version
             files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message, verification)
             _commit(repo, manifest, lock, needed, started, condemned)
