@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from snapshot.errors import IntegrityError, LockedError, SnapshotError, StorageError, UsageError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER, DeletionPlan, plan_deletion
@@ -36,6 +37,7 @@ from snapshot.format.manifest import Manifest
 from snapshot.repo.locks import EXCLUSIVE, RepositoryLock
 from snapshot.repo.repository import Repository
 from snapshot.storage.base import MIN_BILLED_SECONDS, ObjectInfo
+from snapshot.upkeep.options import PruneOptions
 from snapshot.upkeep.repack import (
     NO_PLAN,
     RepackOptions,
@@ -52,6 +54,7 @@ from snapshot.upkeep.retention import (
     snapshot_time,
 )
 from snapshot.util import pausepoints
+from snapshot.util.options import from_keywords
 
 #: Unreferenced objects younger than this are left alone (a create may still be writing them).
 DEFAULT_GRACE = 3600.0
@@ -408,12 +411,13 @@ def _released(repo: Repository, refs: References, ids: Sequence[str]) -> set[str
     return out
 
 
-def _duration(value: float | None, default: float, what: str) -> float:
-    if value is None:
-        return default
-    if value < 0:
-        raise UsageError(f"{what} cannot be negative")
-    return value
+
+
+def _settings(options: PruneOptions) -> tuple[float, float, RepackOptions]:
+    """The grace period, the deletion bound and the repack settings, defaults filled in."""
+    grace = DEFAULT_GRACE if options.grace is None else options.grace
+    bound = DEFAULT_DELETE_AFTER if options.delete_after is None else options.delete_after
+    return grace, bound, options.repack or RepackOptions()
 
 
 @dataclass(frozen=True)
@@ -473,51 +477,43 @@ def _locked(repo: Repository, dry_run: bool, command: str, wait: float | None,
 def prune(
     repo: Repository,
     policy: RetentionPolicy,
+    options: PruneOptions | None = None,
     *,
-    dry_run: bool = False,
-    grace: float | None = None,
     group_by: str = DEFAULT_GROUP_BY,
     now: float | None = None,
-    wait: float | None = None,
-    repack: RepackOptions | None = None,
-    delete_after: float | None = None,
+    **keywords: Any,
 ) -> PruneResult:
-    """Drop the snapshots ``policy`` does not keep (per source group; never a group's newest),
-    then repack, condemn what no snapshot needs and delete what was condemned long enough ago
-    (``delete_after`` seconds, 24 h by default)."""
+    """Drop the snapshots ``policy`` does not keep (per source group by ``group_by``; never a
+    group's newest), then repack, condemn what no snapshot needs and delete what was condemned
+    long enough ago (:class:`PruneOptions`, whose fields may be given as keywords instead)."""
+    opts = from_keywords(PruneOptions, options, keywords, "prune")
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
-    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
-    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
-    options = repack or RepackOptions()
+    grace, bound, repack = _settings(opts)
 
     def work(lock: RepositoryLock | None) -> PruneResult:
         times = [snapshot_time(_load_one(repo, sid, "prune")) for sid in repo.snapshot_ids()]
         decision = plan_retention(times, policy, group_by)
-        planned = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, options, bound)
-        return _run(repo, planned, lock, options)
+        planned = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, repack, bound)
+        return _run(repo, planned, lock, repack)
 
-    return _locked(repo, dry_run, "prune", wait, work)
+    return _locked(repo, opts.dry_run, "prune", opts.wait, work)
 
 
 def forget(
     repo: Repository,
     refs: Sequence[str],
+    options: PruneOptions | None = None,
     *,
-    dry_run: bool = False,
-    grace: float | None = None,
     now: float | None = None,
-    wait: float | None = None,
-    repack: RepackOptions | None = None,
-    delete_after: float | None = None,
+    **keywords: Any,
 ) -> PruneResult:
     """Drop the named snapshots (ids, prefixes, ``latest``), then collect objects as prune
     does. Every ref is resolved before anything is deleted, so one unknown ref deletes nothing."""
+    opts = from_keywords(PruneOptions, options, keywords, "forget")
     if not refs:
         raise UsageError("name at least one snapshot to forget")
-    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
-    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
-    options = repack or RepackOptions()
+    grace, bound, repack = _settings(opts)
 
     def work(lock: RepositoryLock | None) -> PruneResult:
         ids = repo.snapshot_ids()
@@ -525,7 +521,7 @@ def forget(
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
                 for m in (_load_one(repo, sid, "forget") for sid in remaining)]
-        planned = _plan(repo, kept, sorted(targets, reverse=True), now, grace, options, bound)
-        return _run(repo, planned, lock, options)
+        planned = _plan(repo, kept, sorted(targets, reverse=True), now, grace, repack, bound)
+        return _run(repo, planned, lock, repack)
 
-    return _locked(repo, dry_run, "forget", wait, work)
+    return _locked(repo, opts.dry_run, "forget", opts.wait, work)
