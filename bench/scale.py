@@ -136,7 +136,7 @@ def child(argv: list[str]) -> int:
         print(json.dumps({"ids": ids, "bytes_added": added}))
     elif action == "list-bytes":
         repo = Repository.open(repo_path)
-        snaps = repo.list()
+        snaps = repo.list_snapshots()
         stats = repo.store.stats
         print(json.dumps({"snapshots": len(snaps), "bytes_down": stats.bytes_down,
                           "requests": stats.as_dict()}))
@@ -179,7 +179,8 @@ def list_bytes_reported(out: Any) -> int | None:
 
 def listing(ours: ChromaSnapshot, expected: int) -> dict[str, Any]:
     """``list --json`` (time, RSS) and the bytes a listing reads: as the CLI reports them when it
-    does, and always as the store's request counters see them in a library ``Repository.list``."""
+    does, and always as the store's request counters see them in a library
+    ``Repository.list_snapshots``."""
     row = cli(ours, "list", "list", "--json", "--stats")
     out = row.pop("out")
     snaps = out if isinstance(out, list) else out.get("snapshots", [])
@@ -192,7 +193,7 @@ def listing(ours: ChromaSnapshot, expected: int) -> dict[str, Any]:
             "library_bytes_read": lib["bytes_down"], "library_requests": lib["requests"],
             "bytes_per_snapshot": round(used / max(1, len(snaps))),
             "bytes_source": "list --json" if reported is not None else
-            "library Repository.list() request counters (list --json reports none)"}
+            "library Repository.list_snapshots() request counters (list --json reports none)"}
 
 
 def manifest_sizes(ours: ChromaSnapshot) -> dict[str, Any]:

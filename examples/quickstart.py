@@ -84,7 +84,7 @@ def main(workdir: Path) -> None:
     got = count_in(restored)
     assert got == {"textbook": 2020, "glossary": 300}, f"restore verification failed: {got}"
     assert second.bytes_uploaded < first.bytes_uploaded / 4, "the incremental snapshot was not cheap"
-    print(f"OK: {len(repo.list())} snapshots in {repo_dir}; the incremental one cost "
+    print(f"OK: {len(repo.list_snapshots())} snapshots in {repo_dir}; the incremental one cost "
           f"{100 * second.bytes_uploaded / first.bytes_uploaded:.1f}% of the first")
 
 

@@ -1,7 +1,7 @@
 """The one exception hierarchy of chroma-snapshot; each class carries its CLI exit code.
 
-The exit-code table in README.md is generated from nothing: keep the two in step by hand
-(a test compares them).
+A class that introduces an exit code also says what it means (``meaning``): :func:`exit_codes`
+builds the exit-code table from them, and a test compares README.md's table with it.
 """
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
-
-EXIT_OK = 0
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
+from dataclasses import dataclass
 
 
 class SnapshotError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with; ``kind`` names it in --json."""
+    """Base class. ``exit_code`` is what the CLI exits with; ``kind`` names it in --json;
+    ``meaning`` is the exit-code table's line for the code (set where a class introduces one)."""
 
     exit_code = 1
     kind = "error"
+    meaning = "unexpected error"
     #: Set when the outcome was already shown (e.g. check's JSON report): the CLI then prints
     #: the one-line error on stderr only.
     reported = False
@@ -31,6 +30,7 @@ class UsageError(SnapshotError):
 
     exit_code = 2
     kind = "usage"
+    meaning = "usage error: bad arguments, ambiguous snapshot id prefix"
 
 
 class AmbiguousIdError(UsageError):
@@ -44,6 +44,7 @@ class NotFoundError(SnapshotError):
 
     exit_code = 3
     kind = "not-found"
+    meaning = "not found: snapshot, repository, object or source path"
 
 
 class IntegrityError(SnapshotError):
@@ -51,6 +52,7 @@ class IntegrityError(SnapshotError):
 
     exit_code = 4
     kind = "integrity"
+    meaning = "integrity: hash mismatch, corrupt object or manifest, unsafe path, Chroma check failed"
 
 
 class UnsafePathError(IntegrityError):
@@ -70,6 +72,7 @@ class StorageError(SnapshotError):
 
     exit_code = 5
     kind = "storage"
+    meaning = "storage error: the store failed an operation"
 
 
 class SourceError(SnapshotError):
@@ -77,6 +80,7 @@ class SourceError(SnapshotError):
 
     exit_code = 6
     kind = "source"
+    meaning = "source error: not a Chroma persist dir, no consistent capture, or it fails a consistency check"
 
 
 class InconsistentSourceError(SourceError):
@@ -91,6 +95,7 @@ class TargetError(SnapshotError):
 
     exit_code = 7
     kind = "target"
+    meaning = "target error: restore target not empty (use --force) or unusable"
 
 
 class FormatVersionError(SnapshotError):
@@ -98,6 +103,7 @@ class FormatVersionError(SnapshotError):
 
     exit_code = 8
     kind = "format-version"
+    meaning = "format version: repository or manifest from a newer, unknown format"
 
 
 class LockedError(SnapshotError):
@@ -105,6 +111,7 @@ class LockedError(SnapshotError):
 
     exit_code = 9
     kind = "locked"
+    meaning = "locked: another process holds a conflicting repository lock"
 
 
 class DiskFullError(SnapshotError):
@@ -112,6 +119,7 @@ class DiskFullError(SnapshotError):
 
     exit_code = 15
     kind = "disk-full"
+    meaning = "disk full: no space left on a local filesystem (named in the message)"
 
 
 class WrongPasswordError(SnapshotError):
@@ -120,10 +128,23 @@ class WrongPasswordError(SnapshotError):
 
     exit_code = 16
     kind = "wrong-password"
+    meaning = "wrong password: no key of the encrypted repository opens with it (or its key file was altered)"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C (exit 143)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C: what the CLI's SIGINT handler raises (any KeyboardInterrupt exits the same way)."""
+
+    exit_code = 130
+    kind = "interrupted"
+    meaning = "interrupted (Ctrl-C)"
+
+
+class Terminated(Interrupted):
+    """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C."""
+
+    exit_code = 143
+    kind = "terminated"
+    meaning = "terminated (SIGTERM); temporary files were removed"
 
 
 def mount_point(path: str | os.PathLike[str]) -> str:
@@ -168,49 +189,65 @@ class AlreadyExistsError(StorageError):
 
 
 class BucketNotFoundError(StorageError):
+    """The bucket (or container) a remote repository location names does not exist."""
+
     exit_code = 10
     kind = "bucket-not-found"
+    meaning = "S3: bucket does not exist"
 
 
 class AccessDeniedError(StorageError):
+    """The store refused the request with the credentials given."""
+
     exit_code = 11
     kind = "access-denied"
+    meaning = "S3: access denied"
 
 
 class CredentialsError(StorageError):
+    """No usable credentials for a remote store (none found, incomplete, or expired)."""
+
     exit_code = 12
     kind = "no-credentials"
+    meaning = "S3: no credentials found"
 
 
 class EndpointError(StorageError):
+    """A remote store's endpoint cannot be reached."""
+
     exit_code = 13
     kind = "endpoint-unreachable"
+    meaning = "S3: endpoint unreachable"
 
 
 class WrongRegionError(StorageError):
+    """The bucket is in another region than the one asked (the message names it if known)."""
+
     exit_code = 14
     kind = "wrong-region"
+    meaning = "S3: wrong region for the bucket"
 
 
-#: (exit code, meaning) in the order README.md documents them.
-EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "success"),
-    (1, "unexpected error"),
-    (2, "usage error: bad arguments, ambiguous snapshot id prefix"),
-    (3, "not found: snapshot, repository, object or source path"),
-    (4, "integrity: hash mismatch, corrupt object or manifest, unsafe path, Chroma check failed"),
-    (5, "storage error: the store failed an operation"),
-    (6, "source error: not a Chroma persist dir, no consistent capture, or it fails a consistency check"),
-    (7, "target error: restore target not empty (use --force) or unusable"),
-    (8, "format version: repository or manifest from a newer, unknown format"),
-    (9, "locked: another process holds a conflicting repository lock"),
-    (10, "S3: bucket does not exist"),
-    (11, "S3: access denied"),
-    (12, "S3: no credentials found"),
-    (13, "S3: endpoint unreachable"),
-    (14, "S3: wrong region for the bucket"),
-    (15, "disk full: no space left on a local filesystem (named in the message)"),
-    (16, "wrong password: no key of the encrypted repository opens with it (or its key file was altered)"),
-    (130, "interrupted (Ctrl-C)"),
-    (143, "terminated (SIGTERM); temporary files were removed"),
-)
+@dataclass(frozen=True)
+class ExitCode:
+    """One row of the exit-code table."""
+
+    code: int
+    name: str
+    meaning: str
+
+
+SUCCESS = ExitCode(0, "success", "success")
+
+
+def exit_codes() -> tuple[ExitCode, ...]:
+    """The exit-code table, by code: success, then one row per class of this module that
+    introduces a code (its ``kind`` and ``meaning``); its subclasses share the row."""
+    rows = [SUCCESS]
+    todo: list[type[SnapshotError] | type[Interrupted]] = [SnapshotError, Interrupted]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if "exit_code" in vars(cls) and cls.__module__ == __name__:
+            rows.append(ExitCode(cls.exit_code, cls.kind, cls.meaning))
+    return tuple(sorted(rows, key=lambda r: r.code))

@@ -17,7 +17,6 @@ from conftest import create_snapshot
 
 from snapshot.chroma.schema import chromadb_version
 from snapshot.chroma.trial_open import cannot_open
-from snapshot.errors import EXIT_CODES
 
 
 def _snap(cli, repo: Path, src: Path) -> str:
@@ -382,16 +381,6 @@ def test_chroma_check_failure_on_a_known_schema_names_the_schema():
     assert "exactly the snapshot's" in text and "sysdb 00010-collection-schema.sqlite.sql" in text
     assert "newer chromadb wrote it" not in text
     assert text.endswith("(chromadb said: collection 'docs' does not open: '_type')")
-
-
-def test_readme_documents_every_exit_code():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    rows = {}
-    for line in readme.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0].isdigit():
-            rows[int(cells[0])] = cells[1].replace("`", "")
-    assert rows == {code: meaning for code, meaning in EXIT_CODES}
 
 
 def test_refused_create_leaves_no_new_repository(cli, chroma_dir, tmp_path):

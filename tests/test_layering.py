@@ -6,6 +6,8 @@ Layers, lowest first (a folder's rank is the rank of every module in it):
 0. ``errors``, ``version``; 1. ``util/``: know nothing of repositories or Chroma.
 2. ``format/``: bytes and JSON only.
 3. ``storage/`` (stores) and ``chroma/`` (Chroma's files): side by side, neither imports the other.
+   ``storage/`` imports only ``errors`` and ``util/``: a store never builds or parses a key
+   (the format is the repository's), it is told what kind of object it writes.
 4. ``repo/``: a repository on a store.
 5. the operations: ``create/``, ``restore/``, ``upkeep/``, ``diff``; none imports another.
 6. ``cli/``; 7. the package itself (``snapshot/__init__``, ``__main__``).
@@ -30,6 +32,8 @@ RANKS = {
     "": 7, "__main__": 7,
 }
 OPERATIONS = {f for f, r in RANKS.items() if r == 5}
+#: What storage/ may import besides itself.
+STORAGE_IMPORTS = {"errors", "util"}
 MAX_TOP_LEVEL_MODULES = 6
 
 
@@ -112,6 +116,8 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
             elif RANKS[there] >= RANKS[here]:
                 found.append(f"{name} -> {dep}: {here or 'snapshot'} (layer {RANKS[here]}) imports "
                              f"{there} (layer {RANKS[there]})")
+            elif here == "storage" and there not in STORAGE_IMPORTS:
+                found.append(f"{name} -> {dep}: storage imports only errors and util")
             elif here in OPERATIONS and there == "storage" and dep != "snapshot.storage.base":
                 found.append(f"{name} -> {dep}: an operation picks a store itself")
             elif here in OPERATIONS and dep == "snapshot.format.layout":
@@ -138,6 +144,8 @@ def test_every_import_runs_downward() -> None:
     ("snapshot.chroma.capture", "snapshot.storage.base", "chroma (layer 3) imports storage"),
     ("snapshot.create.pipeline", "snapshot.restore.swap", "create (layer 5) imports restore"),
     ("snapshot.upkeep.prune", "snapshot.storage.s3", "picks a store itself"),
+    ("snapshot.storage.s3.store", "snapshot.format.layout", "storage imports only errors and util"),
+    ("snapshot.storage.base", "snapshot.version", "storage imports only errors and util"),
     ("snapshot.diff", "snapshot.format.layout", "builds storage keys itself"),
     ("snapshot.repo.locks", "snapshot.cli.render", "repo (layer 4) imports cli"),
     ("snapshot.newroom.x", "snapshot.errors", "folder without a layer"),
@@ -151,6 +159,8 @@ def test_the_rules_catch_a_violation(importer: str, imported: str, why: str) -> 
 def test_the_rules_let_a_downward_import_pass() -> None:
     assert violations({"snapshot.create.builder": {"snapshot.repo.packs", "snapshot.create.pipeline",
                                                    "snapshot.storage.base", "snapshot.util.fsync"}}) == []
+    assert violations({"snapshot.storage.s3.store": {"snapshot.errors", "snapshot.util.fsync",
+                                                     "snapshot.storage.base"}}) == []
 
 
 def test_few_modules_directly_under_snapshot() -> None:

@@ -37,7 +37,7 @@ def _env(site: Path) -> dict[str, str]:
 
 def test_wheel_ships_library_not_shim(installed: dict[str, Path]) -> None:
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    assert "snapshot/py.typed" in names and "snapshot/storage/s3.py" in names
+    assert "snapshot/py.typed" in names and "snapshot/storage/s3/store.py" in names
     assert not any(n == "cli.py" or n.startswith("tests/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "chroma-snapshot = snapshot.cli:main" in zipfile.ZipFile(installed["wheel"]).read(entry).decode()

@@ -1,4 +1,6 @@
 """Everything that knows Chroma's files: its SQLite schema and queries, consistent capture of a
 live persist dir, the capture-time consistency proof, the segment and id-map readers, which
-directories look like a persist dir, and the chromadb trial open of a restored directory.
+directories look like a persist dir, what a restore must know of them (restore_rules: the order
+to write them in, the consistency re-check, the schema warning), and the chromadb trial open of
+a restored directory.
 """

@@ -1,9 +1,10 @@
 """The chroma-snapshot command line: the group, its commands, and the one exit path.
 
 Every command parses, calls one library function and renders; :func:`main` is the only place
-that turns an outcome into an exit code (the ``exit_code`` of the exception raised, see
-snapshot/errors.py and the table in README.md; click's usage errors exit 2, Ctrl-C 130,
-SIGTERM 143, unless they come after the command's commit point: see snapshot/cli/signals.py).
+that turns an outcome into an exit code (the ``exit_code`` of the exception raised: the table
+is ``snapshot.errors.exit_codes()``; click's usage errors exit as UsageError does, Ctrl-C and
+SIGTERM as Interrupted and Terminated, unless they come after the command's commit point: see
+snapshot/cli/signals.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import click
 from snapshot.cli import signals
 from snapshot.cli.options import group_store_options
 from snapshot.cli.render import emit_error
-from snapshot.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, SnapshotError, Terminated, disk_full
+from snapshot.errors import SUCCESS, Interrupted, SnapshotError, Terminated, disk_full
 from snapshot.version import __version__
 
 #: Command name -> (module, attribute). A command's module is imported when it runs (or for
@@ -75,26 +76,28 @@ def _run(args: list[str], as_json: bool) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns a KeyboardInterrupt (and so our Terminated) into Abort, chained
         if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
-            emit_error("terminated; temporary files were removed", EXIT_TERMINATED, "terminated", as_json)
-            return EXIT_TERMINATED
-        emit_error("interrupted", EXIT_INTERRUPTED, "interrupted", as_json)
-        return EXIT_INTERRUPTED
+            emit_error("terminated; temporary files were removed", Terminated.exit_code, Terminated.kind,
+                       as_json)
+            return Terminated.exit_code
+        emit_error("interrupted", Interrupted.exit_code, Interrupted.kind, as_json)
+        return Interrupted.exit_code
     except click.ClickException as exc:  # one line too (click's own form is a usage block)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and not as_json else ""
         emit_error(exc.format_message() + hint, exc.exit_code, "usage", as_json)
         return exc.exit_code
     except MemoryError:  # no input may cause it (every size is bounded); still one line, no traceback
-        emit_error("out of memory", 1, "out-of-memory", as_json)
-        return 1
+        emit_error("out of memory", SnapshotError.exit_code, "out-of-memory", as_json)
+        return SnapshotError.exit_code
     except OSError as exc:
         full = disk_full(exc)
         if full is not None:
             emit_error(full, full.exit_code, full.kind, as_json)
             return full.exit_code
-        emit_error(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1, "os-error", as_json)
-        return 1
-    return 0
+        emit_error(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), SnapshotError.exit_code,
+                   "os-error", as_json)
+        return SnapshotError.exit_code
+    return SUCCESS.code
 
 
 def main(argv: list[str] | None = None) -> None:

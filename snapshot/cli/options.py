@@ -22,6 +22,7 @@ from snapshot.repo.keys import KeySource
 from snapshot.repo.repository import Repository
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.storage import StoreOptions
+from snapshot.storage.s3.options import CHECKSUM_MODES, SSE_CHOICES
 
 if TYPE_CHECKING:
     from snapshot.upkeep.repack import RepackOptions
@@ -100,11 +101,13 @@ def _store_options(envvar: bool) -> list[Callable[[F], F]]:
         opt("--endpoint-url", metavar="URL",
             help="S3-compatible endpoint (MinIO, R2, B2...). Also AWS_ENDPOINT_URL(_S3)."),
         opt("--region", metavar="REGION", help="Bucket region (boto3's chain otherwise)."),
-        opt("--storage-class", metavar="CLASS", help="Storage class for data objects [STANDARD_IA]."),
-        opt("--sse", type=click.Choice(["AES256", "aws:kms", "none"]),
-            help="Server-side encryption for every object [AES256]; 'none' for stores that refuse it."),
+        opt("--storage-class", metavar="CLASS",
+            help=f"Storage class for data objects [{StoreOptions.storage_class}]."),
+        opt("--sse", type=click.Choice(SSE_CHOICES),
+            help=f"Server-side encryption for every object [{StoreOptions.sse}]; 'none' for stores that "
+            "refuse it."),
         opt("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms."),
-        opt("--s3-checksum", type=click.Choice(["when_supported", "when_required"]),
+        opt("--s3-checksum", type=click.Choice(CHECKSUM_MODES),
             help="botocore checksum mode; when_required for MinIO/R2/B2 that reject flexible checksums."),
         opt("--password-file", metavar="FILE",
             help="Password of an encrypted repository, from FILE. Also CHROMA_SNAPSHOT_PASSWORD_FILE, "

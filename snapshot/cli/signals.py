@@ -1,5 +1,6 @@
-"""SIGTERM and Ctrl-C: before a command's commit point they fail it (exit 143 or 130, its
-temporary files removed); after it, the command has succeeded and is let finish (exit 0).
+"""SIGTERM and Ctrl-C: before a command's commit point they fail it (exit as Terminated and
+Interrupted say, its temporary files removed); after it, the command has succeeded and is let
+finish (exit 0).
 
 A command passes :func:`settle` to the library as its ``on_commit`` (a restore's swap standing
 at the target); from then on the handlers installed by :func:`handled` do nothing, so a signal
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from snapshot.errors import Terminated
+from snapshot.errors import Interrupted, Terminated
 
 _settled = False
 
@@ -32,7 +33,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     if not _settled:
-        raise KeyboardInterrupt()
+        raise Interrupted()
 
 
 @contextlib.contextmanager

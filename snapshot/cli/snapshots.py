@@ -38,6 +38,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
+from snapshot.errors import ChromaCheckError
 from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
@@ -168,7 +169,7 @@ def list_(stats: bool, global_options: GlobalOptions, as_json: bool) -> None:
     """
     repo = global_options.open_repo()
     with repo.measure() as moved:
-        snaps = repo.list()
+        snaps = repo.list_snapshots()
     if not stats:
         emit(snaps, as_json, render_list)
     elif as_json:
@@ -221,8 +222,8 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_op
 @click.option("--skip-chroma-check", is_flag=True, hidden=True,
               help="Accepted for compatibility: chromadb does not open the result unless --chroma-check.")
 @click.option("--strict", is_flag=True,
-              help="Refuse (exit 4) instead of warning when the installed chromadb cannot open the "
-              "snapshot's database schema.")
+              help=f"Refuse (exit {ChromaCheckError.exit_code}) instead of warning when the installed "
+              "chromadb cannot open the snapshot's database schema.")
 @dry_run_option
 @filter_options
 @repo_options

@@ -51,9 +51,6 @@ from snapshot.util.progress import NullReporter, Reporter
 from snapshot.util.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
 
-#: Chunks compressed ahead of the one being packed (bounds memory to ~3 MiB per slot).
-_WINDOW = 8
-
 
 @dataclass(frozen=True)
 class CreateResult:

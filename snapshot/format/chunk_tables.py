@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 
 from snapshot.errors import IntegrityError
-from snapshot.format.manifest import Chunk, FileEntry, Frame, Reader, check_chunks, parse_chunk
+from snapshot.format.manifest import Chunk, FileEntry, Reader, check_chunks, parse_chunk
 
 _FRAME_FIELDS = ("object", "offset", "length", "codec", "size", "hash")
 
@@ -49,8 +49,3 @@ def parse_table(raw: bytes, f: FileEntry, chunk_size: int, what: str) -> tuple[C
     out = tuple(chunks)
     check_chunks(r, f.path, out, f.size, chunk_size)
     return out
-
-
-def frames_of(chunks: Iterable[Chunk]) -> Iterable[Frame]:
-    for c in chunks:
-        yield from c.frames

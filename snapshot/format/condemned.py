@@ -132,9 +132,6 @@ class Condemned:
         return {oid for oid in object_ids if oid in self.since and (age <= 0 or now - self.since[oid] >= age)}
 
 
-NOTHING = Condemned({})
-
-
 @dataclass(frozen=True)
 class DeletionPlan:
     """What the second phase does, decided from the records and one listing of roots: pure."""

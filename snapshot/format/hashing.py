@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import xxhash
 
-HASH_NAME = "xxh3-128"
-
 
 def digest(data: bytes | bytearray | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)

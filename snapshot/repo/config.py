@@ -9,7 +9,9 @@ key, which a password unlocks through one of the key files (snapshot/repo/keys.p
 from __future__ import annotations
 
 import secrets
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from snapshot.errors import AlreadyExistsError, IntegrityError, UsageError
 from snapshot.format import crypto, layout
@@ -19,7 +21,7 @@ from snapshot.format.ids import utc_now_iso
 from snapshot.format.manifest import CONFIG_VERSION, RepoConfig, dumps, parse_config
 from snapshot.repo import keys as keyfiles
 from snapshot.repo.keys import KeySource
-from snapshot.storage.base import Store
+from snapshot.storage.base import ObjectKind, Store
 from snapshot.util import pausepoints
 
 DEFAULT_CODEC = "zstd"
@@ -28,8 +30,9 @@ DEFAULT_MAX_CHAIN = 16
 
 
 @dataclass(frozen=True)
-class Access:
-    """A repository's settings, and for an encrypted one its cipher and the key that opened it."""
+class OpenedConfig:
+    """A repository's config as this process opened it: its settings, and for an encrypted one
+    the cipher its master key makes and the key file that gave the master key."""
 
     config: RepoConfig
     cipher: crypto.Cipher | None = None
@@ -54,7 +57,7 @@ def _open_settings(envelope: crypto.Envelope, master: bytes, what: str) -> RepoC
     return config
 
 
-def load(store: Store, raw: bytes, key_source: KeySource | None) -> Access:
+def load(store: Store, raw: bytes, key_source: KeySource | None) -> OpenedConfig:
     """The repository whose config.json holds ``raw``; an encrypted one is unlocked with the
     password ``key_source`` gives (asked for only then)."""
     what = f"repository config at {store.url}"
@@ -66,18 +69,18 @@ def load(store: Store, raw: bytes, key_source: KeySource | None) -> Access:
                 f"a password was given, but the repository at {store.url} is not encrypted: refusing to "
                 "use it (its config may have been replaced); for an unencrypted repository give no password"
             )
-        return Access(config)
+        return OpenedConfig(config)
     if key_source is None:
         raise UsageError(f"the repository at {store.url} is encrypted: a password is needed")
     password = key_source.read(False)
     key_id, master, config = keyfiles.unlock(store, password, lambda mk: _open_settings(envelope, mk, what))
-    return Access(config, crypto.Cipher(master, envelope.id), key_id)
+    return OpenedConfig(config, crypto.Cipher(master, envelope.id), key_id)
 
 
 def initialise(
     store: Store, chunk_size: int | None, codec: str | None, level: int | None, max_chain: int | None,
     encrypt: bool, key_source: KeySource | None,
-) -> Access:
+) -> OpenedConfig:
     """Write the config of a new repository (create-only; if another process initialised it
     first, theirs is loaded instead: the caller compares the settings)."""
     if not encrypt and key_source is not None and key_source.explicit:
@@ -99,40 +102,48 @@ def initialise(
         max_chain=max_chain or DEFAULT_MAX_CHAIN,
         created_at=utc_now_iso(),
     )
-    access = Access(config)
+    opened = OpenedConfig(config)
     data = dumps(config)
     if encrypt:
         assert key_source is not None
         password = keyfiles.check_password(key_source.read(True))
         cipher = crypto.Cipher(crypto.new_master_key(), config.id)
-        access = Access(config, cipher, keyfiles.add_key(store, cipher, password))  # key first: never keyless
+        # the key first: a repository is never keyless
+        opened = OpenedConfig(config, cipher, keyfiles.add_key(store, cipher, password))
         pausepoints.point("repository.key-written")
         data = crypto.Envelope(config.id, cipher.seal_settings(data)).to_json()
     try:
-        store.put(layout.CONFIG_KEY, data, create_only=True)
+        store.put(layout.CONFIG_KEY, data, kind=ObjectKind.CONFIG, create_only=True)
     except AlreadyExistsError:  # another process initialised it first: use theirs
-        if access.key_id is not None:
+        if opened.key_id is not None:
             pausepoints.point("repository.init-lost")
-            keyfiles.delete_key(store, access.key_id)  # it wraps a master key nobody uses
+            keyfiles.delete_key(store, opened.key_id)  # it wraps a master key nobody uses
         return load(store, store.get(layout.CONFIG_KEY), key_source)
-    if access.cipher is not None and access.key_id is not None:
+    if opened.cipher is not None and opened.key_id is not None:
         pausepoints.point("repository.config-written")
-        keyfiles.sweep_orphans(store, access.cipher, access.key_id)
-    return access
+        keyfiles.sweep_orphans(store, opened.cipher, opened.key_id)
+    return opened
 
 
-def verify(store: Store, access: Access) -> None:
-    """Re-read config.json: raises what is wrong with it, or what changed since ``access``."""
+def verify(store: Store, opened: OpenedConfig) -> None:
+    """Re-read config.json: raises what is wrong with it, or what changed since it was ``opened``."""
     raw = store.get(layout.CONFIG_KEY)
     what = "repository config"
     envelope = crypto.parse_envelope(raw, what, (CONFIG_VERSION,))
-    if access.cipher is None:
+    if opened.cipher is None:
         if envelope is not None:
             raise IntegrityError(f"{what}: it is encrypted now, but was not when this command started")
         parse_config(raw, what)
         return
     if envelope is None:
         raise IntegrityError(f"{what}: it is not encrypted any more (replaced by a plaintext config?)")
-    if envelope.id != access.config.id:
+    if envelope.id != opened.config.id:
         raise IntegrityError(f"{what}: its repository id changed to {envelope.id}")
-    _open_settings(envelope, access.cipher.master_key, what)
+    _open_settings(envelope, opened.cipher.master_key, what)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Access":  # the name before 0.3
+        warnings.warn("snapshot.repo.config.Access is now OpenedConfig", DeprecationWarning, stacklevel=2)
+        return OpenedConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from snapshot.errors import (
 )
 from snapshot.format import crypto, layout
 from snapshot.format.ids import utc_now_iso
-from snapshot.storage.base import Store
+from snapshot.storage.base import ObjectKind, Store
 
 T = TypeVar("T")
 
@@ -153,7 +153,7 @@ def add_key(store: Store, cipher: crypto.Cipher, password: bytes) -> str:
     check_password(password)
     key_id = secrets.token_hex(16)
     kf = crypto.wrap_key(cipher, key_id, password, {"created": utc_now_iso(), "host": socket.gethostname()})
-    store.put(layout.key_key(key_id), kf.to_json(), create_only=True)
+    store.put(layout.key_key(key_id), kf.to_json(), kind=ObjectKind.KEY, create_only=True)
     return key_id
 
 

@@ -58,7 +58,7 @@ from typing import Any
 
 from snapshot.errors import IntegrityError, LockedError, NotFoundError, SnapshotError, StorageError
 from snapshot.format import layout
-from snapshot.storage.base import ObjectInfo, Store
+from snapshot.storage.base import ObjectInfo, ObjectKind, Store
 from snapshot.util import pausepoints
 
 SHARED = "shared"
@@ -258,7 +258,7 @@ def _try_lock(store: Store, info: LockInfo, *, clock: Clock, stale_after: float)
     """Write our lock object, then list the others: [] means we hold the lock; otherwise our
     object is deleted again and the conflicting locks are returned."""
     key = layout.lock_key(info.id)
-    store.put(key, info.to_json(), create_only=True)
+    store.put(key, info.to_json(), kind=ObjectKind.LOCK, create_only=True)
     try:
         seen = _survey(store, now=clock(), stale_after=stale_after, skip=key, read_stale=False)
         conflicts = [s for s in seen if not s.stale and _conflicts(info.kind, s.info)]
@@ -402,7 +402,7 @@ class RepositoryLock:
                 if not self._store.exists(self.key):
                     self._lost = f"its object {self.key} was removed (by `chroma-snapshot unlock`?)"
                     return
-                self._store.put(self.key, info.to_json())
+                self._store.put(self.key, info.to_json(), kind=ObjectKind.LOCK)
             except SnapshotError as exc:
                 self._error = str(exc)
                 return

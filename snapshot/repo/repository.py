@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import threading
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,15 +49,13 @@ from snapshot.format.manifest import (
 )
 from snapshot.repo import config, selection
 from snapshot.repo import keys as keyfiles
-from snapshot.repo.config import Access
+from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
-from snapshot.storage import LocalStore, ObjectInfo, Store, StoreOptions, open_store
+from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
-DEFAULT_CODEC = config.DEFAULT_CODEC
-DEFAULT_MAX_CHAIN = config.DEFAULT_MAX_CHAIN
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 #: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
@@ -143,11 +142,11 @@ class ManifestScan:
 class Repository:
     """Open with :meth:`open` (``create=True`` initialises an empty location)."""
 
-    def __init__(self, store: Store, config: RepoConfig, access: Access | None = None,
+    def __init__(self, store: Store, config: RepoConfig, access: OpenedConfig | None = None,
                  key_source: KeySource | None = None) -> None:
         self.store = store
         self.config = config
-        access = access or Access(config)
+        access = access or OpenedConfig(config)
         self._cipher = access.cipher
         self._key_id = access.key_id
         self._key_source = key_source
@@ -184,10 +183,10 @@ class Repository:
                 raise NotFoundError(
                     f"no repository at {store.url} (create a snapshot there first)"
                 ) from None
-            access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+            opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
         else:
-            access = config.load(store, raw, key_source)
-        repo = cls(store, access.config, access, key_source)
+            opened = config.load(store, raw, key_source)
+        repo = cls(store, opened.config, opened, key_source)
         repo._refuse_other_settings(chunk_size, codec, encrypt)
         return repo
 
@@ -209,8 +208,8 @@ class Repository:
         store = open_store(os.fspath(location), options)
         if store.exists(layout.CONFIG_KEY):
             raise UsageError(f"a repository already exists at {store.url}")
-        access = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
-        repo = cls(store, access.config, access, key_source)
+        opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+        repo = cls(store, opened.config, opened, key_source)
         repo._refuse_other_settings(chunk_size, codec, encrypt)
         return repo
 
@@ -238,12 +237,12 @@ class Repository:
     @property
     def local_root(self) -> Path | None:
         """The repository's folder when it is on this machine (restore must not overwrite it)."""
-        return self.store.root if isinstance(self.store, LocalStore) else None
+        return self.store.capabilities.local_root
 
     def verify_config(self) -> None:
         """Re-read and validate the stored config: raises what is wrong with it (a
         StorageError when it could not be read at all)."""
-        config.verify(self.store, Access(self.config, self._cipher, self._key_id))
+        config.verify(self.store, OpenedConfig(self.config, self._cipher, self._key_id))
 
     # ------------------------------------------------------------------ encryption and keys
 
@@ -397,9 +396,9 @@ class Repository:
             for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
                 yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
 
-    def list(self) -> list[SnapshotSummary]:
-        """Every snapshot, oldest first; one whose manifest cannot be read is listed with its
-        error (so that a user can find it to forget it) instead of failing the listing."""
+    def list_snapshots(self) -> builtins.list[SnapshotSummary]:
+        """Every snapshot's summary, oldest first; one whose manifest cannot be read is listed
+        with its error (so that a user can find it to forget it) instead of failing the listing."""
         out = []
         for scan in self.scan_manifests():
             if scan.manifest is not None:
@@ -407,6 +406,12 @@ class Repository:
             elif scan.id is not None and scan.error is not None:
                 out.append(SnapshotSummary.unreadable(scan.id, scan.error))
         return out
+
+    def list(self) -> builtins.list[SnapshotSummary]:
+        """Deprecated name of :meth:`list_snapshots` (it shadowed the builtin)."""
+        warnings.warn("Repository.list() is now Repository.list_snapshots()", DeprecationWarning,
+                      stacklevel=2)
+        return self.list_snapshots()
 
     def has_snapshot(self, snapshot_id: str) -> bool:
         return self.store.exists(layout.snapshot_key(snapshot_id))
@@ -417,7 +422,7 @@ class Repository:
         key = layout.snapshot_key(m.id)
         data = self._root_bytes(m)
         try:
-            self.store.put(key, data, create_only=True)
+            self.store.put(key, data, kind=ObjectKind.ROOT, create_only=True)
         except AlreadyExistsError as exc:
             try:
                 ours = self.store.get(key) == data
@@ -433,7 +438,7 @@ class Repository:
         both point only at objects that exist until the last rewritten root has landed."""
         if not self.store.exists(layout.snapshot_key(m.id)):
             raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
-        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m))
+        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m), kind=ObjectKind.ROOT)
         self._remember(m)
 
     def _root_bytes(self, m: Manifest) -> bytes:
@@ -561,7 +566,8 @@ class Repository:
             rid = secrets.token_hex(16)
             rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
                              delete_after=delete_after)
-            self.store.put(layout.condemned_key(rid), rec.to_json(), create_only=True)
+            self.store.put(layout.condemned_key(rid), rec.to_json(), kind=ObjectKind.CONDEMNED,
+                           create_only=True)
             written.append(rid)
         return written
 
@@ -580,7 +586,7 @@ class Repository:
         return self.store.exists(layout.object_key(object_id))
 
     def put_object(self, object_id: str, data: bytes | bytearray) -> None:
-        self.store.put(layout.object_key(object_id), data)
+        self.store.put(layout.object_key(object_id), data, kind=ObjectKind.PACK)
 
     def read_object(self, object_id: str) -> bytes:
         """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
@@ -593,10 +599,10 @@ class Repository:
         return data
 
     @property
-    def infrequent_access(self) -> bool:
-        """Whether packs are stored in a class billed by a minimum size and duration (S3's
-        STANDARD_IA and ONEZONE_IA, the default for data)."""
-        return getattr(self.store, "data_storage_class", "STANDARD").endswith("_IA")
+    def cold_class(self) -> ColdClass | None:
+        """The storage class packs are written in when it bills a minimum size and duration
+        (S3's STANDARD_IA and ONEZONE_IA, the default for packs); None when none does."""
+        return self.store.capabilities.cold_class
 
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""

@@ -14,30 +14,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from snapshot.chroma.consistency import (
-    IndexIds,
-    SqliteSide,
-    Verification,
-    check_segments,
-    known_migrations,
-    read_sqlite_side,
-    segment_ids,
-    unknown_schema,
-)
-from snapshot.chroma.idmap import PICKLE
+from snapshot.chroma.consistency import IndexIds, SqliteSide
 from snapshot.chroma.persist_dir import check_restore_target
-from snapshot.chroma.schema import DB_NAME, chromadb_version, open_readonly, schema_levels
+from snapshot.chroma.restore_rules import (
+    EarlyChecks,
+    include_names,
+    installed_schema_warning,
+    read_schema,
+    recheck_consistency,
+    recorded_schema,
+    restored_schema_warning,
+    write_order,
+)
+from snapshot.chroma.schema import DB_NAME
 from snapshot.chroma.trial_open import ChromaChecker
-from snapshot.errors import ChromaCheckError, IntegrityError, UsageError
-from snapshot.format.manifest import Chunk, FileEntry, Manifest, check_rel_path
+from snapshot.errors import ChromaCheckError, UsageError
+from snapshot.format.manifest import Chunk, Manifest, check_rel_path
 from snapshot.repo.basecache import default_root
 from snapshot.repo.repository import Repository
 from snapshot.restore.materialise import (
@@ -53,8 +52,6 @@ from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_b
 from snapshot.util import pausepoints
 from snapshot.util.options import from_keywords
 from snapshot.util.progress import NullReporter, Reporter
-
-_WINDOW = 8
 
 
 @dataclass(frozen=True)
@@ -103,54 +100,6 @@ class RestoreResult:
     #: again, and "chromadb" with --chroma-check (run in ``chroma_batches`` child processes).
     checks: tuple[str, ...] = ()
     chroma_batches: int = 0
-
-
-def schema_warning(m: Manifest, schema: dict[str, tuple[int, str]],
-                   knows: Callable[[str], bool] | None) -> str | None:
-    """A warning when the installed chromadb may not open the restored DB: the DB has applied
-    a migration the installed chromadb does not know. Worded from the DB's own schema: the
-    chromadb installed where the snapshot was taken says nothing about the one that wrote it."""
-    if knows is None:
-        return "chromadb is not installed here: cannot tell whether it can open this database"
-    unknown = unknown_schema(schema, knows)
-    if not unknown:
-        return None
-    installed = chromadb_version() or "?"
-    return (f"snapshot {m.id}: its database has applied {_migrations(unknown)} that the installed chromadb "
-            f"{installed} does not know: a newer chromadb wrote it, and chromadb {installed} may not open "
-            "it; upgrade chromadb (to one at least as new as the one that wrote it)")
-
-
-def _migrations(unknown: list[str]) -> str:
-    return ("migration " if len(unknown) == 1 else "migrations ") + ", ".join(unknown)
-
-
-def check_consistency(
-    built: Path, m: Manifest, sqlite_side: SqliteSide | None = None,
-    ids: Mapping[str, IndexIds | str | None] | None = None,
-) -> tuple[Verification | None, list[str]]:
-    """The capture's consistency checks again, on the restored directory (SQLite's
-    quick_check excepted: the hashes already prove the file byte-identical to the copy that
-    passed it). Raises IntegrityError if the result differs from what create established.
-    ``sqlite_side``: chroma.sqlite3's half, when it was read while the rest was written, and
-    ``ids`` the segments' id maps read so far (see :func:`segment_ids`)."""
-    notes: list[str] = []
-    if m.verified is None:
-        notes.append(f"snapshot {m.id} was made without consistency checks (an older chroma-snapshot): "
-                     "checked hashes only")
-        return None, notes
-    if m.verified.problems:
-        notes.append(f"snapshot {m.id} was taken of an inconsistent directory (--allow-inconsistent): "
-                     + "; ".join(m.verified.problems))
-        return None, notes
-    v = check_segments(built, sqlite_side or read_sqlite_side(built, sqlite_check=False), ids)
-    if v.problems:
-        raise IntegrityError(f"the restored directory fails a consistency check: {v.problems[0]}")
-    recorded = {c.name: c.records for c in m.collections}
-    if v.collections != m.verified.collections or v.collections != recorded:
-        raise IntegrityError(f"the restored directory holds {v.collections}, the snapshot recorded "
-                             f"{recorded}")
-    return v, notes
 
 
 def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
@@ -208,32 +157,6 @@ def _dir_mode(target: Path) -> int:
     return 0o777 & ~mask
 
 
-def read_schema(db: Path) -> dict[str, tuple[int, str]]:
-    conn = open_readonly(db, immutable=True)
-    try:
-        return schema_levels(conn)
-    except sqlite3.Error:
-        return {}
-    finally:
-        conn.close()
-
-
-def write_order(m: Manifest) -> list[FileEntry]:
-    """The order a restore writes files in: chroma.sqlite3 first (its half of the checks runs
-    while the rest is written), then the files of one chunk, then the segments' id maps (their
-    checks run too), then the rest; each group in manifest order."""
-    def group(f: FileEntry) -> int:
-        if f.path == DB_NAME:
-            return 0
-        return 1 if f.size <= m.chunk_size else 2 if f.path.endswith("/" + PICKLE) else 3
-
-    return sorted(m.files, key=group)
-
-
-def _include_names(m: Manifest) -> set[str]:
-    return {f.path.split("/", 1)[0] for f in m.files if f.role == "include"}
-
-
 def restore_snapshot(
     repo: Repository,
     ref: str,
@@ -254,26 +177,14 @@ def restore_snapshot(
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
-def recorded_schema(m: Manifest) -> dict[str, tuple[int, str]]:
-    """The schema levels the capture recorded (empty for snapshots made without checks)."""
-    return {d: (s.version, s.filename) for d, s in m.verified.schema.items()} if m.verified else {}
-
-
-def _schema_warning(m: Manifest, schema: dict[str, tuple[int, str]]) -> str | None:
-    return schema_warning(m, schema, known_migrations()) if schema else None
-
-
-def _check(
-    built: Path, m: Manifest, strict: bool, reporter: Reporter, sqlite_side: SqliteSide | None,
-    ids: Mapping[str, IndexIds | str | None], early_schema: str | None,
-) -> tuple[list[str], tuple[str, ...]]:
+def _check_built(built: Path, m: Manifest, strict: bool, reporter: Reporter, side: SqliteSide | None,
+                 ids: Mapping[str, IndexIds | str | None], recorded_warning: str | None,
+                 ) -> tuple[list[str], tuple[str, ...]]:
     """Consistency and schema of the built directory: (warnings, checks that passed).
-    ``early_schema``: the schema warning for :func:`recorded_schema`, worked out while the
+    ``recorded_warning``: the schema warning for the recorded schema, worked out while the
     files were written (it reads the installed chromadb's files)."""
-    verification, warnings = check_consistency(built, m, sqlite_side, ids)
-    db = built / DB_NAME
-    schema = verification.schema if verification is not None else (read_schema(db) if db.is_file() else {})
-    w = early_schema if schema == recorded_schema(m) else _schema_warning(m, schema)
+    verification, warnings = recheck_consistency(built, m, side, ids)
+    w = restored_schema_warning(built, m, verification, recorded_warning)
     if w is not None:
         if strict:
             raise ChromaCheckError(w)
@@ -306,7 +217,7 @@ def execute_restore(
     if repo.local_root is not None:
         protected.append((repo.local_root, "the repository"))
     leftovers = check_restore_target(target, force=opts.force, protected=protected,
-                                     allowed_names=_include_names(m), files={f.path for f in m.files})
+                                     allowed_names=include_names(m), files={f.path for f in m.files})
     dropped = [f"replacing {target} drops segment folder {name}: no collection of the snapshot or of the "
                f"target's {DB_NAME} uses it (left behind by a deleted collection)" for name in leftovers]
     for note in dropped:
@@ -319,29 +230,16 @@ def execute_restore(
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
         checker = ChromaChecker(built) if opts.chroma_check and m.file(DB_NAME) is not None else None
-        early: list[Future[SqliteSide]] = []
-        ready: dict[str, Future[IndexIds | str | None]] = {}
-
-        def written(f: FileEntry) -> None:
-            # The checks run while the rest is written (restore proves the capture's
-            # consistency again, see check_consistency): chroma.sqlite3's half as soon as it is
-            # complete, then each segment's id map as soon as it is.
-            if f.path == DB_NAME and m.verified is not None and not m.verified.problems:
-                early.append(side_pool.submit(read_sqlite_side, built, sqlite_check=False))
-            elif early and f.path.endswith("/" + PICKLE) and f.path.count("/") == 1:
-                segment = f.path.split("/", 1)[0]
-                ready[segment] = side_pool.submit(lambda: segment_ids(built, early[0].result(), segment))
-
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
-                schema_job = side_pool.submit(_schema_warning, m, recorded_schema(m))
-                fetcher = materialise(repo, m, built, target, reporter, written, write_order(m))
-                side = early[0].result() if early else None
-                ids = {segment: job.result() for segment, job in ready.items()}
-                early_schema = schema_job.result()
+                schema_job = side_pool.submit(installed_schema_warning, m, recorded_schema(m))
+                early = EarlyChecks(built, m, side_pool)
+                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m))
+                side, ids = early.results()
+                recorded_warning = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
-                warnings, passed = _check(built, m, opts.strict, reporter, side, ids, early_schema)
+                warnings, passed = _check_built(built, m, opts.strict, reporter, side, ids, recorded_warning)
                 if checker is not None:
                     # what chromadb rewrites is put back from a local copy, not read again
                     kept = temp_beside(target, "restore")

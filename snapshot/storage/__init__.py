@@ -1,29 +1,52 @@
-"""Storage backends and the one function that picks one from a repository location."""
+"""Storage backends, and the one function that picks one from a repository location.
+
+A location is ``scheme://...`` or a path (a path is the ``file`` backend). :data:`BACKENDS`
+maps each scheme to the module of its backend, which provides
+``open_location(location, options) -> Store``; that module is imported only when a location
+names its scheme (boto3 alone takes longer to import than a local command runs). Adding a
+backend is a folder (or module) here and one line in :data:`BACKENDS` (README: Development).
+"""
 
 from __future__ import annotations
 
-from snapshot.errors import UsageError
-from snapshot.storage.base import ObjectInfo, RequestStats, Store, StoreOptions
-from snapshot.storage.local import LocalStore
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["ObjectInfo", "RequestStats", "Store", "StoreOptions", "LocalStore", "open_store"]
+from snapshot.errors import UsageError
+from snapshot.storage.base import Capabilities, ColdClass, ObjectInfo, ObjectKind, RequestStats, Store
+from snapshot.storage.local import LocalStore
+from snapshot.storage.s3.options import S3Options
+
+__all__ = [
+    "BACKENDS", "Capabilities", "ColdClass", "LocalStore", "ObjectInfo", "ObjectKind", "RequestStats",
+    "Store", "StoreOptions", "open_store",
+]
+
+
+@dataclass(frozen=True)
+class StoreOptions(S3Options):
+    """The options of every backend that takes any (a local folder takes none), as one object:
+    the CLI and the Python API pass it whatever the location, and each backend reads its own
+    fields. A backend with options adds its options dataclass to the bases. Today: S3's
+    (:class:`snapshot.storage.s3.options.S3Options`)."""
+
+
+#: scheme -> the module whose ``open_location(location, options)`` opens a store there.
+BACKENDS: dict[str, str] = {
+    "file": "snapshot.storage.local",
+    "s3": "snapshot.storage.s3",
+}
 
 
 def open_store(location: str, options: StoreOptions | None = None) -> Store:
-    """``/path``, ``./rel``, ``file:///path`` -> LocalStore; ``s3://bucket/prefix`` -> S3Store."""
-    options = options or StoreOptions()
+    """The store at ``location``: ``/path``, ``./rel`` or ``file:///path`` a local folder,
+    ``s3://bucket/prefix`` S3; any other ``scheme://`` is a UsageError."""
     if not location:
         raise UsageError("no repository given: pass --repo or set CHROMA_SNAPSHOT_REPO")
-    if location.startswith("s3://"):
-        from snapshot.storage.s3 import S3Store  # boto3 is imported only when needed
-
-        return S3Store.from_url(location, options)
-    if location.startswith("file://"):
-        path = location[len("file://") :]
-        if not path.startswith("/"):
-            raise UsageError(f"file URL must hold an absolute path: {location}")
-        return LocalStore(path)
-    if "://" in location:
-        scheme = location.split("://", 1)[0]
-        raise UsageError(f"unsupported repository scheme {scheme!r} in {location} (use a path or s3://)")
-    return LocalStore(location)
+    scheme = location.split("://", 1)[0] if "://" in location else "file"
+    if scheme not in BACKENDS:
+        remote = " or ".join(f"{s}://" for s in BACKENDS if s != "file")
+        raise UsageError(f"unsupported repository scheme {scheme!r} in {location} (use a path or {remote})")
+    opener: Callable[[str, StoreOptions], Store] = importlib.import_module(BACKENDS[scheme]).open_location
+    return opener(location, options or StoreOptions())

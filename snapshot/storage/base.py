@@ -1,43 +1,76 @@
-"""The storage contract every backend keeps; the operations know nothing else about stores.
+"""The storage contract every backend keeps; the layers above know nothing else about stores.
 
-Keys are POSIX-style relative strings built only by :mod:`snapshot.format.layout`
-(``config.json``, ``snapshots/<id>.json``, ``data/ab/<hash>``). A backend:
-
-* ``get(key)`` returns the whole object or raises :class:`NotFoundError`.
-* ``get_range(key, offset, length)`` returns exactly ``length`` bytes starting at ``offset``;
-  raises :class:`NotFoundError` for a missing key and :class:`IntegrityError` when the object
-  is shorter than the requested range.
-* ``put(key, data)`` stores the bytes atomically: a reader sees the old object, no object, or
-  the whole new one, never a part. Overwriting is allowed (objects are content-addressed, so it
-  writes the same bytes).
-* ``put(key, data, create_only=True)`` raises :class:`AlreadyExistsError` if the key exists and
-  leaves the existing object untouched (S3 ``If-None-Match: *``, locally an exclusive link).
-* ``exists(key)`` is True/False, never raises for a missing key.
-* ``list(prefix)`` yields :class:`ObjectInfo` for every key starting with ``prefix``, in
-  lexicographic key order; a prefix with no keys yields nothing.
-* ``delete(key)`` removes the key; deleting a missing key is not an error.
-* ``stats`` counts requests made through this backend (for reports and request economy).
-* ``now()`` is the store's own clock (seconds since the epoch): the clock that stamps the
-  ``mtime`` of what it lists. Ages of stored objects (locks, condemned packs) are measured
-  against it, so a host whose clock is off cannot misjudge them.
+A store is a flat key/value object store holding one repository. Keys are POSIX-style relative
+strings (``config.json``, ``snapshots/<id>.json``, ``data/ab/<hash>``) that a store neither
+builds nor parses: the repository layer owns them, and tells :meth:`Store.put` what kind of
+object each one is (:class:`ObjectKind`), which is all a backend may base per-object settings
+on. What a backend can do beyond the contract it says in :attr:`Store.capabilities`, so that no
+caller needs to know which backend it holds.
 
 Every failure is raised as a :class:`snapshot.errors.SnapshotError` subclass whose message
-names the operation and the key; library exceptions (OSError, botocore) never escape.
+names the operation and the key: :class:`NotFoundError` for a missing key,
+:class:`AlreadyExistsError` for a create-only key that exists, :class:`IntegrityError` for an
+object shorter than a range asked of it, :class:`StorageError` (or one of its subclasses) for
+everything else. Library exceptions (OSError, botocore's) never escape a backend.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+
+class ObjectKind(enum.Enum):
+    """What a stored object is, as far as a backend may care (say, to pick a storage class)."""
+
+    #: A pack of frames and chunk tables under ``data/``: immutable, named by its hash, the bulk
+    #: of a repository's bytes, written once and read again only by restores and checks.
+    PACK = "pack"
+    #: A snapshot's manifest (root), the commit point of a create; written create-only, and
+    #: replaced whole by a repack.
+    ROOT = "root"
+    #: The repository config, written once, create-only.
+    CONFIG = "config"
+    #: A key object of an encrypted repository.
+    KEY = "key"
+    #: A lock: created create-only, rewritten while it is refreshed, deleted when released.
+    LOCK = "lock"
+    #: A record of packs condemned by a prune (the first phase of deleting them).
+    CONDEMNED = "condemned"
+
+
+@dataclass(frozen=True)
+class ColdClass:
+    """A storage class that bills an object at least ``min_size`` bytes for at least
+    ``min_seconds`` (deleting a younger object costs the rest of its time anyway)."""
+
+    name: str
+    min_size: int
+    min_seconds: float
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store offers beyond the contract, for the layers above to ask instead of
+    probing which backend they hold."""
+
+    #: The folder holding the repository's keys as files, when the store is one (restore
+    #: refuses to replace it, and reads it with more threads than it would a remote store).
+    local_root: Path | None = None
+    #: The class packs of at least its ``min_size`` are written in, when it bills minimums
+    #: (prune then reports what deleting young packs costs); None when nothing does.
+    cold_class: ColdClass | None = None
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
-    #: Last modification, seconds since the epoch (UTC).
+    #: Last modification, seconds since the epoch (UTC), by the store's clock (:meth:`Store.now`).
     mtime: float
 
 
@@ -67,16 +100,17 @@ class RequestStats:
         return out
 
 
-#: What infrequent-access storage classes bill an object at least (S3 STANDARD_IA, ONEZONE_IA).
-MIN_BILLED_SIZE = 128 << 10
-#: ... and for at least this long: deleting a younger object costs the rest of it anyway.
-MIN_BILLED_SECONDS = 30 * 86400
-
-
 @runtime_checkable
 class Store(Protocol):
-    """A flat key/value object store holding one repository (see module docstring)."""
+    """A flat key/value object store holding one repository (see the module docstring).
 
+    Methods are safe to call from several threads at once. A backend that retries a request
+    (a lost connection, a throttled or cut-off response) does so inside the call: a caller sees
+    one outcome, and :attr:`stats` counts every request actually made.
+    """
+
+    #: Requests made through this store, by kind (``get``, ``get_range``, ``put``, ``head``,
+    #: ``list``, ``delete``) and the bytes they moved; for reports and request economy.
     stats: RequestStats
 
     @property
@@ -84,41 +118,56 @@ class Store(Protocol):
         """Where the repository lives, for messages (never includes credentials)."""
         ...
 
-    def get(self, key: str) -> bytes: ...
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this store offers beyond the contract (constant for the store's lifetime)."""
+        ...
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """The whole object, exactly the bytes last put; :class:`NotFoundError` if the key is
+        missing. A response cut off or garbled on the way is requested again, never returned."""
+        ...
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None: ...
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes of the object starting at ``offset`` (``length`` 0 gives
+        ``b""`` for an existing key). :class:`NotFoundError` for a missing key,
+        :class:`IntegrityError` when the object ends before ``offset + length``. A short or
+        cut-off response is requested again; the bytes may still have been garbled on the way
+        (S3 sends no checksum with a range), so callers check what they read."""
+        ...
 
-    def exists(self, key: str) -> bool: ...
+    def put(self, key: str, data: bytes | bytearray, *, kind: ObjectKind, create_only: bool = False) -> None:
+        """Store ``data`` under ``key``, atomically: a reader sees the old object, no object or
+        the whole new one, never a part, and a failed put leaves no part under ``key``.
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+        Without ``create_only`` an existing object is replaced (for content-addressed keys with
+        the same bytes). With ``create_only=True`` an existing key raises
+        :class:`AlreadyExistsError` and is left untouched, also when two writers race for it
+        (S3 ``If-None-Match: *``, locally an exclusive link); a retried create-only put whose
+        earlier attempt landed unseen is a success, since such keys are unique to their writer.
+        ``kind`` says what the object is (:class:`ObjectKind`): the only thing a backend may
+        base per-object settings on (such as a storage class); it never changes the contract.
+        """
+        ...
 
-    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under exactly ``key``; False (never an error) when not.
+        One request; an unusable store (no bucket, no access) raises as any other call."""
+        ...
 
-    def now(self) -> float: ...
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key starting with ``prefix`` (a plain string prefix, not a folder: ``data/ab``
+        also lists ``data/abc``), in lexicographic (code point) order; nothing for a prefix
+        without keys. Read-after-write: a key put before the call is listed, one deleted
+        before it is not; keys put or deleted while it runs may or may not be."""
+        ...
 
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error. A deleted key reads as missing."""
+        ...
 
-@dataclass(frozen=True)
-class StoreOptions:
-    """Options for remote stores; a local folder ignores them.
-
-    ``None`` means "boto3's standard chain decides" (profile, region, endpoint from the
-    environment or ~/.aws). ``sse`` is ``"AES256"``, ``"aws:kms"`` or ``"none"``.
-    ``checksum`` is botocore's request/response checksum mode: ``"when_supported"`` (the
-    default) or ``"when_required"`` for stores that reject flexible checksums.
-    """
-
-    profile: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    storage_class: str = "STANDARD_IA"
-    sse: str = "AES256"
-    sse_kms_key_id: str | None = None
-    checksum: str | None = None
-    max_concurrency: int = 8
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    #: Tries per request, botocore's and our own for bodies cut off mid-read (a restore must
-    #: finish on a network that drops 5-10% of responses).
-    max_attempts: int = 10
+    def now(self) -> float:
+        """The store's own clock (seconds since the epoch): the clock that stamps the ``mtime``
+        of what it lists. Ages of stored objects (locks, condemned packs) are measured against
+        it, so a host whose clock is off cannot misjudge them."""
+        ...

@@ -16,8 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from snapshot.errors import AlreadyExistsError, IntegrityError, NotFoundError, StorageError, disk_full
-from snapshot.storage.base import ObjectInfo, RequestStats
+from snapshot.errors import (
+    AlreadyExistsError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+    disk_full,
+)
+from snapshot.storage.base import Capabilities, ObjectInfo, ObjectKind, RequestStats
 from snapshot.util.fsync import fsync_path
 
 
@@ -31,6 +38,10 @@ class LocalStore:
     @property
     def url(self) -> str:
         return str(self.root)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(local_root=self.root)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -87,7 +98,7 @@ class LocalStore:
             )
         return data
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, kind: ObjectKind, create_only: bool = False) -> None:
         path = self._path(key)
         self.stats.add("put", up=len(data))
         tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
@@ -173,3 +184,14 @@ class LocalStore:
     def now(self) -> float:
         """This host's clock: it also stamps the mtimes of the files listed here."""
         return time.time()
+
+
+def open_location(location: str, options: object = None) -> LocalStore:
+    """The store of a path or ``file:///path`` (the backend registry's entry point); a local
+    folder takes no options."""
+    if location.startswith("file://"):
+        path = location[len("file://") :]
+        if not path.startswith("/"):
+            raise UsageError(f"file URL must hold an absolute path: {location}")
+        return LocalStore(path)
+    return LocalStore(location)

@@ -36,7 +36,7 @@ from snapshot.format.condemned import DEFAULT_DELETE_AFTER, DeletionPlan, plan_d
 from snapshot.format.manifest import Manifest
 from snapshot.repo.locks import EXCLUSIVE, RepositoryLock
 from snapshot.repo.repository import Repository
-from snapshot.storage.base import MIN_BILLED_SECONDS, ObjectInfo
+from snapshot.storage.base import ObjectInfo
 from snapshot.upkeep.options import PruneOptions
 from snapshot.upkeep.repack import (
     NO_PLAN,
@@ -348,9 +348,9 @@ def _result(repo: Repository, plan: PrunePlan, done: _Done, *, dry_run: bool,
     handled = d.delete | d.rescued | d.gone | set(d.remaining)  # condemned: not merely in grace
     pending = [(oid, info) for oid, info in plan.gc.pending if oid not in handled]
     early = None
-    if repo.infrequent_access:
+    if (cold := repo.cold_class) is not None:
         early = sum(done.infos[oid].size for oid in deleted
-                    if oid in done.infos and plan.now - done.infos[oid].mtime < MIN_BILLED_SECONDS)
+                    if oid in done.infos and plan.now - done.infos[oid].mtime < cold.min_seconds)
     ran = dry_run or repacked is not None
     return PruneResult(
         dry_run=dry_run,

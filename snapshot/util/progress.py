@@ -36,13 +36,3 @@ class NullReporter:
 
     def done(self) -> None:
         pass
-
-
-class CollectingReporter(NullReporter):
-    """Keeps warnings; handy for library callers and tests."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)

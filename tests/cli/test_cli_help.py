@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from snapshot.cli import COMMANDS, cli
+from snapshot.errors import ChromaCheckError, IntegrityError, UsageError, exit_codes
 
 GLOBAL = ["--repo", "--profile", "--endpoint-url", "--region", "--storage-class", "--sse",
           "--sse-kms-key-id", "--s3-checksum", "--password-file", "--password-command"]
@@ -53,3 +55,16 @@ def test_global_options_are_still_accepted_after_the_command(cli, tmp_path: Path
         assert res.code == 3 and f"no repository at {missing}" in res.stderr, (args, res.stderr)
     res = cli("key", "list", "--repo", missing)
     assert res.code == 3 and str(missing) in res.stderr, res.stderr
+
+
+def test_the_exit_codes_help_mentions_are_the_errors_codes(cli) -> None:
+    def help_text(*path: str) -> str:
+        return " ".join(cli(*path, "--help").stdout.split())
+
+    assert f"Refuse (exit {ChromaCheckError.exit_code})" in help_text("restore")
+    assert f"(exit {IntegrityError.exit_code} if not)" in help_text("check")
+    assert f"(exit {UsageError.exit_code})" in help_text("prune")
+    codes = {row.code for row in exit_codes()}
+    for path in _command_paths():
+        mentioned = {int(n) for n in re.findall(r"\bexit (\d+)", help_text(*path))}
+        assert mentioned <= codes, (path, mentioned - codes)

@@ -75,8 +75,10 @@ def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Pat
     repo = Repository.open(repo_path, create=True)
     result = create_snapshot(repo, chroma_dir, tags=["t1"], message="lib")
     assert result.collections == {"docs": 3000, "notes": 1000}
-    summaries = repo.list()
+    summaries = repo.list_snapshots()
     assert [s.id for s in summaries] == [result.id]
+    with pytest.warns(DeprecationWarning, match="list_snapshots"):
+        assert repo.list() == summaries  # the old name, kept for the Python API
     m = repo.get(result.id[:10])
     assert m.id == result.id and m.tags == ("t1",) and m.message == "lib"
     assert {c.name: c.records for c in m.collections} == {"docs": 3000, "notes": 1000}

@@ -55,7 +55,7 @@ def test_root_size_and_list_reads_little(chroma_dir: Path, repo_path: Path) -> N
         assert root <= 4096 + 300 * len(_root(repo_path, sid)["files"])
     repo = Repository.open(repo_path)
     before = repo.store.stats.bytes_down
-    assert [s.id for s in repo.list()] == ids
+    assert [s.id for s in repo.list_snapshots()] == ids
     assert (repo.store.stats.bytes_down - before) / len(ids) <= 10 * 1024
     # what `list --stats --json` reports: the same roots, and their bytes
     out = run_cli("--repo", repo_path, "list", "--stats", "--json").json()

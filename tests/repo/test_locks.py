@@ -39,7 +39,7 @@ from snapshot.repo.locks import (
     process_space,
     remove_stale_locks,
 )
-from snapshot.storage import LocalStore, ObjectInfo, Store, open_store
+from snapshot.storage import Capabilities, LocalStore, ObjectInfo, ObjectKind, Store, open_store
 
 HOST = socket.gethostname()
 
@@ -89,7 +89,7 @@ def plant(
     t = time.time()
     info = LockInfo(secrets.token_hex(16), kind, host, pid, command, t, t,
                     process_space() if space is None else space)
-    store.put(layout.lock_key(info.id), info.to_json(), create_only=True)
+    store.put(layout.lock_key(info.id), info.to_json(), kind=ObjectKind.LOCK, create_only=True)
     return info
 
 
@@ -117,6 +117,10 @@ class FlakyStore:
     def url(self) -> str:
         return self.inner.url
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
@@ -126,10 +130,10 @@ class FlakyStore:
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self.inner.get_range(key, offset, length)
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, kind: ObjectKind, create_only: bool = False) -> None:
         if self.fail_puts and not create_only:
             raise StorageError(f"writing {key} to {self.url}: injected failure")
-        self.inner.put(key, data, create_only=create_only)
+        self.inner.put(key, data, kind=kind, create_only=create_only)
         if not create_only:
             self.refreshed.set()
 
@@ -393,7 +397,7 @@ def test_json_round_trip_ignores_unknown_fields() -> None:
     ],
 )
 def test_malformed_lock_conflicts_until_stale(store: Store, key: str, data: bytes, problem: str) -> None:
-    store.put(key, data)
+    store.put(key, data, kind=ObjectKind.LOCK)
     with pytest.raises(LockedError, match=f"unreadable lock object {re.escape(key)} .*{problem}"):
         acquire(store, SHARED, "create", sleep=no_sleep)
     [(info, obj, stale)] = list_locks(store)
@@ -408,8 +412,8 @@ def test_malformed_lock_conflicts_until_stale(store: Store, key: str, data: byte
 def test_folder_marker_is_not_a_lock(s3_repo_url: str, s3_endpoint: str) -> None:
     """S3 consoles create ``locks/`` and ``locks/sub/`` markers; a folder cannot hold such keys."""
     store = open_store(s3_repo_url, s3_options(s3_endpoint))
-    store.put(layout.LOCKS_PREFIX, b"")
-    store.put(layout.LOCKS_PREFIX + "sub/", b"")
+    store.put(layout.LOCKS_PREFIX, b"", kind=ObjectKind.LOCK)
+    store.put(layout.LOCKS_PREFIX + "sub/", b"", kind=ObjectKind.LOCK)
     with acquire(store, EXCLUSIVE, "prune", sleep=no_sleep) as lock:
         assert [(i, o.key) for i, o, _ in list_locks(store)] == [(lock.info, lock.key)]
     assert remove_stale_locks(store, all_locks=True) == []

@@ -33,7 +33,7 @@ from snapshot.format import layout
 from snapshot.format.hashing import digest
 from snapshot.repo.packs import ChunkReader
 from snapshot.repo.repository import Repository
-from snapshot.storage import StoreOptions
+from snapshot.storage import ObjectKind, StoreOptions
 from snapshot.storage.s3 import S3Store, parse_s3_url
 
 MiB = 1024 * 1024
@@ -59,7 +59,7 @@ def _store(url: str, proxy: FaultProxy, **options: Any) -> S3Store:
 @pytest.fixture
 def store(s3_repo_url: str, fault_proxy: FaultProxy) -> S3Store:  # noqa: F811
     store = _store(s3_repo_url, fault_proxy)
-    store.put(DATA_KEY, PAYLOAD)
+    store.put(DATA_KEY, PAYLOAD, kind=ObjectKind.PACK)
     return store
 
 
@@ -169,7 +169,7 @@ def test_listing_cut_off_is_retried_not_empty(s3_repo_url: str, fault_proxy: Fau
     store.list_page_size = 2
     keys = [f"snapshots/k{i}.json" for i in range(5)]
     for key in keys:
-        store.put(key, b"{}")
+        store.put(key, b"{}", kind=ObjectKind.ROOT)
     for n, cut in enumerate(CUTS.values(), start=1):
         fault_proxy.set_rates(**cut, limit=ATTEMPTS - 1)  # a page cut to nothing parsed as "no keys"
         assert [o.key for o in store.list("snapshots/")] == keys
@@ -190,13 +190,13 @@ def test_lost_response_to_create_only_put(s3_repo_url: str, fault_proxy: FaultPr
     store = _store(s3_repo_url, fault_proxy)
     key = "snapshots/20261128T015012-1a2b3c4d.json"
     fault_proxy.drop_response_for(lambda r: r.method == "PUT" and r.path.split("?")[0].endswith(key))
-    store.put(key, b'{"ours": 1}', create_only=True)  # landed, answer lost, the retry got 412: ours
+    store.put(key, b'{"ours": 1}', kind=ObjectKind.ROOT, create_only=True)  # landed, answer lost, the retry got 412: ours
     assert fault_proxy.counts["drop"] == 1
     assert store.get(key) == b'{"ours": 1}'
     with pytest.raises(AlreadyExistsError):
-        store.put(key, b'{"theirs": 2}', create_only=True)
+        store.put(key, b'{"theirs": 2}', kind=ObjectKind.ROOT, create_only=True)
     with pytest.raises(AlreadyExistsError):  # our bytes, but there before this call
-        store.put(key, b'{"ours": 1}', create_only=True)
+        store.put(key, b'{"ours": 1}', kind=ObjectKind.ROOT, create_only=True)
     assert store.get(key) == b'{"ours": 1}'
 
 
@@ -205,12 +205,12 @@ def test_lost_response_then_errors_to_create_only_put(s3_repo_url: str, fault_pr
     key = "locks/" + "ab" * 16 + ".json"
     fault_proxy.drop_response_for(lambda r: r.method == "PUT")
     fault_proxy.set_rates(error=1.0, limit=1)  # the retry: 500 or 503, and botocore gives up
-    store.put(key, b'{"lock": 1}', create_only=True)  # the first attempt had landed
+    store.put(key, b'{"lock": 1}', kind=ObjectKind.LOCK, create_only=True)  # the first attempt had landed
     assert fault_proxy.counts["drop"] == 1 and fault_proxy.counts["error"] == 1
     fault_proxy.drop_response_for(lambda r: r.method == "PUT")
     fault_proxy.set_rates(error=1.0, limit=1)
     with pytest.raises(StorageError, match="S3 error"):  # nothing of ours landed: the failure stands
-        store.put("locks/" + "cd" * 16 + ".json", b'{"lock": 2}', create_only=False)
+        store.put("locks/" + "cd" * 16 + ".json", b'{"lock": 2}', kind=ObjectKind.LOCK, create_only=False)
 
 
 # -- the proxy itself -----------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_proxy_speaks_http_like_s3_clients_do(s3_repo_url: str, fault_proxy: Fau
     fault_proxy.drop_response_for(lambda r: seen.append(r) is not None)  # records, never drops
     store = _store(s3_repo_url, fault_proxy)
     big = os.urandom(11 * MiB)
-    store.put("data/cd/big", big)  # multipart: UploadPart bodies are file-like, Expect: 100-continue
+    store.put("data/cd/big", big, kind=ObjectKind.PACK)  # multipart: UploadPart bodies are file-like, Expect: 100-continue
     assert store.get("data/cd/big") == big
     assert store.exists("data/cd/big") and not store.exists("data/cd/none")
     assert any(r.headers.get("expect") == "100-continue" for r in seen if "partNumber=" in r.path)

@@ -33,6 +33,7 @@ from snapshot.create import pipeline as snapshot_create
 from snapshot.format.condemned import CondemnedRecord
 from snapshot.repo import locks
 from snapshot.repo.repository import CLOCK_SHIFT_ENV, Repository
+from snapshot.storage.base import ObjectKind
 from snapshot.upkeep.prune import References
 from snapshot.util import pausepoints
 
@@ -318,7 +319,7 @@ def test_unreadable_records_condemn_nothing_and_are_replaced(repo: str, chroma_d
                                                             history: dict[str, dict[str, str]]) -> None:
     r = Repository.open(repo)
     key = "condemned/" + "e" * 32 + ".json"
-    r.store.put(key, b'{"format_version": 1, "objects": [[[[')
+    r.store.put(key, b'{"format_version": 1, "objects": [[[[', kind=ObjectKind.CONDEMNED)
     assert r.condemned().unreadable == ("e" * 32,) and not r.condemned().since
     first, _ = sorted(history)
     out = _ok(repo, "forget", first, "--json")

@@ -17,7 +17,7 @@ from conftest import CliResult, create_snapshot
 from snapshot.format import layout
 from snapshot.format.hashing import digest
 from snapshot.repo.repository import Repository
-from snapshot.storage.base import ObjectInfo
+from snapshot.storage.base import ObjectInfo, ObjectKind
 from snapshot.upkeep.prune import plan_gc, referenced_objects
 
 Cli = Callable[..., CliResult]
@@ -127,8 +127,8 @@ def test_policies_combine_and_the_newest_is_always_kept(repo: Path, built: Built
 def test_grace_period_protects_fresh_unreferenced_objects(repo: Path, cli: Cli) -> None:
     store = Repository.open(repo).store
     fresh, old = b"a create still in flight" * 100, b"a create that crashed long ago" * 100
-    store.put(layout.object_key(digest(fresh)), fresh)
-    store.put(layout.object_key(digest(old)), old)
+    store.put(layout.object_key(digest(fresh)), fresh, kind=ObjectKind.PACK)
+    store.put(layout.object_key(digest(old)), old, kind=ObjectKind.PACK)
     old_path = repo / layout.object_key(digest(old))
     two_hours_ago = time.time() - 7200
     os.utime(old_path, (two_hours_ago, two_hours_ago))

@@ -130,7 +130,7 @@ def test_invalid_manifest_is_named_and_the_others_still_checked(
 
 def test_unreferenced_objects_are_reported_not_failed(repo: Path, cli: Cli) -> None:
     junk = b"left behind by a crashed create" * 50
-    Repository.open(repo).store.put(layout.object_key(digest(junk)), junk)
+    Repository.open(repo).put_object(digest(junk), junk)
     res = cli("--repo", repo, "check", "--json")
     assert res.code == 0, res.stderr
     out = res.json()
