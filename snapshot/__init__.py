@@ -23,9 +23,13 @@ from snapshot.version import __version__
 #: Public name -> (module, attribute): imported on first use, so that a command (or a program
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
+    "CreateOptions": ("snapshot.create.options", "CreateOptions"),
     "KeySource": ("snapshot.repo.keys", "KeySource"),
     "Manifest": ("snapshot.format.manifest", "Manifest"),
+    "PruneOptions": ("snapshot.upkeep.options", "PruneOptions"),
+    "RepackOptions": ("snapshot.upkeep.repack", "RepackOptions"),
     "Repository": ("snapshot.repo.repository", "Repository"),
+    "RestoreOptions": ("snapshot.restore.options", "RestoreOptions"),
     "RetentionPolicy": ("snapshot.upkeep.retention", "RetentionPolicy"),
     "SnapshotFilter": ("snapshot.repo.selection", "SnapshotFilter"),
     "SnapshotSummary": ("snapshot.repo.repository", "SnapshotSummary"),
@@ -95,23 +99,31 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from snapshot.create.options import CreateOptions
     from snapshot.create.pipeline import create_snapshot
     from snapshot.diff import diff_snapshots
     from snapshot.format.manifest import Manifest
     from snapshot.repo.keys import KeySource
     from snapshot.repo.repository import Repository, SnapshotSummary
     from snapshot.repo.selection import SnapshotFilter
+    from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
     from snapshot.storage import StoreOptions
+    from snapshot.upkeep.options import PruneOptions
     from snapshot.upkeep.prune import forget as forget_snapshots
     from snapshot.upkeep.prune import prune as prune_snapshots
+    from snapshot.upkeep.repack import RepackOptions
     from snapshot.upkeep.retention import RetentionPolicy
     from snapshot.upkeep.verify import check_repository
 
 __all__ = [
+    "CreateOptions",
     "KeySource",
     "Manifest",
+    "PruneOptions",
+    "RepackOptions",
     "Repository",
+    "RestoreOptions",
     "RetentionPolicy",
     "SnapshotError",
     "SnapshotFilter",

@@ -107,3 +107,27 @@ def chroma_dir(chroma_template: Path, tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def repo_path(tmp_path: Path) -> Path:
     return tmp_path / "snapshots"
+
+
+FORMAT1 = Path(__file__).parent / "fixtures" / "format1"
+
+
+@dataclass(frozen=True)
+class Format1Repo:
+    """A copy of tests/fixtures/format1/repo (three format-1 snapshots, see its README)."""
+
+    path: Path
+    #: Oldest first: {"id", "counts": {collection: records}, "files": {path: sha256}}.
+    snapshots: list[dict[str, Any]]
+
+    @property
+    def ids(self) -> list[str]:
+        return [s["id"] for s in self.snapshots]
+
+
+@pytest.fixture
+def format1_repo(repo_path: Path) -> Format1Repo:
+    """The checked-in format-1 repository, copied to ``repo_path`` for one test to change."""
+    shutil.copytree(FORMAT1 / "repo", repo_path)
+    expected = json.loads((FORMAT1 / "expected.json").read_text())
+    return Format1Repo(repo_path, expected["snapshots"])

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import zstandard
 from chroma_helpers import grow, tree_digest
-from conftest import CliResult, create_snapshot, run_cli
+from conftest import CliResult, Format1Repo, create_snapshot, run_cli
 
 from snapshot.errors import AlreadyExistsError, IntegrityError, mount_point
 from snapshot.format import layout
 from snapshot.format.codecs import decompress
+from snapshot.storage.base import ObjectKind
 from snapshot.storage.local import LocalStore
 from snapshot.util import pausepoints
 
@@ -165,9 +166,9 @@ def test_prune_keeps_the_newest_of_every_source_by_default(
 # -- 6, 7: check and config validation ---------------------------------------------------------
 
 
-def test_check_read_data_verifies_file_hashes_and_chunk_order(chroma_dir: Path, repo_path: Path) -> None:
-    grow(chroma_dir, "docs", 2000, seed=8)  # chroma.sqlite3 spans several chunks
-    sid = _create_v1(repo_path, chroma_dir)  # chunk order and file hash in the manifest itself
+def test_check_read_data_verifies_file_hashes_and_chunk_order(format1_repo: Format1Repo) -> None:
+    repo_path = format1_repo.path
+    sid = format1_repo.ids[-1]  # format 1: chunk order and file hash in the manifest itself
     m = json.loads(_manifest_file(repo_path, sid).read_text())
     db = next(i for i, f in enumerate(m["files"]) if f["path"] == "chroma.sqlite3")
     assert len(m["files"][db]["chunks"]) >= 3
@@ -243,9 +244,10 @@ print(",".join(out))
 
 @pytest.mark.parametrize("field,value", [("offset", 10**30), ("length", 10**30), ("size", 2**70)])
 def test_huge_numbers_in_a_manifest_are_integrity_errors(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path, field: str, value: int
+    chroma_dir: Path, format1_repo: Format1Repo, tmp_path: Path, field: str, value: int
 ) -> None:
-    v1 = _create_v1(repo_path, chroma_dir)  # chunk lists inline
+    repo_path = format1_repo.path
+    v1 = format1_repo.ids[0]  # chunk lists inline
     sid = create_snapshot(repo_path, chroma_dir)  # a reference to each file's chunk table
     _edit_manifest(repo_path, v1, lambda d: d["files"][0]["chunks"][0]["frames"][0].update({field: value}))
     _edit_manifest(repo_path, sid, lambda d: d["files"][0]["table"].update({field: value}))
@@ -256,14 +258,6 @@ def test_huge_numbers_in_a_manifest_are_integrity_errors(
         _edit_manifest(repo_path, snap, lambda d: d.update(chunk_size=2**70))
         _one_line_error(run_cli("--repo", repo_path, "restore", snap, tmp_path / "t"), 4)
     assert not (tmp_path / "t").exists()
-
-
-def _create_v1(repo: Path, source: Path) -> str:
-    """A snapshot as chroma-snapshot 0.1 wrote it (format 1: chunk lists inline)."""
-    from snapshot import Repository
-    from snapshot import create_snapshot as create
-
-    return create(Repository.open(repo, create=True), source, format_version=1).id
 
 
 def test_deeply_nested_json_is_refused_by_every_command(chroma_dir: Path, repo_path: Path, tmp_path: Path):
@@ -429,8 +423,9 @@ def test_a_retried_commit_that_finds_its_own_manifest_is_success(
 ) -> None:
     real_put = LocalStore.put
 
-    def put_then_lose_the_response(self: LocalStore, key: str, data: bytes, *, create_only: bool = False):
-        real_put(self, key, data, create_only=create_only)
+    def put_then_lose_the_response(self: LocalStore, key: str, data: bytes, *, kind: ObjectKind,
+                                   create_only: bool = False) -> None:
+        real_put(self, key, data, kind=kind, create_only=create_only)
         if key.startswith("snapshots/"):  # the retry of a PUT whose answer was lost gets 412
             raise AlreadyExistsError(f"{key} already exists")
 

@@ -6,15 +6,7 @@ from __future__ import annotations
 import click
 
 from snapshot.cli import passwords
-from snapshot.cli.options import (
-    Group,
-    command,
-    json_option,
-    key_source,
-    open_repo,
-    repo_location,
-    repo_options,
-)
+from snapshot.cli.options import GlobalOptions, Group, command, json_option, repo_options
 from snapshot.cli.render import emit, render_init, render_key_change, render_keys
 from snapshot.format.codecs import CODECS
 from snapshot.repo.repository import Repository
@@ -31,7 +23,8 @@ _NEW_PASSWORD_FILE = click.option(
 @click.option("--chunk-size", type=int, help="Chunk size in bytes [1048576].")
 @repo_options
 @json_option
-def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, as_json: bool) -> None:
+def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, global_options: GlobalOptions,
+             as_json: bool) -> None:
     """Initialise a new, empty repository (a first `create` also does, with the same options).
 
     With --encrypt the password is read from --password-file, CHROMA_SNAPSHOT_PASSWORD_FILE,
@@ -41,9 +34,8 @@ def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, as_json: 
     Example:
       chroma-snapshot --repo s3://bucket/db init --encrypt --password-file ~/.db-pass
     """
-    location, options = repo_location()
-    repo = Repository.init(location, options, encrypt=encrypt, key_source=key_source(), chunk_size=chunk_size,
-                           codec=codec)
+    repo = Repository.init(global_options.location(), global_options.store_options(), encrypt=encrypt,
+                           key_source=global_options.key_source(), chunk_size=chunk_size, codec=codec)
     emit({"repository": repo.url, "id": repo.config.id, "encrypted": repo.encrypted, "key": repo.key_id},
          as_json, render_init)
 
@@ -65,28 +57,28 @@ def key_group() -> None:
 @key_group.command("list")
 @repo_options
 @json_option
-def key_list(as_json: bool) -> None:
+def key_list(global_options: GlobalOptions, as_json: bool) -> None:
     """List the keys; `*` marks the one the password in use opens.
 
     \b
     Example:
       chroma-snapshot key list --json
     """
-    emit(open_repo().list_keys(), as_json, render_keys)
+    emit(global_options.open_repo().list_keys(), as_json, render_keys)
 
 
 @key_group.command("add")
 @_NEW_PASSWORD_FILE
 @repo_options
 @json_option
-def key_add(new_password_file: str | None, as_json: bool) -> None:
+def key_add(new_password_file: str | None, global_options: GlobalOptions, as_json: bool) -> None:
     """Add a key: another password that opens the repository.
 
     \b
     Example:
       chroma-snapshot key add --new-password-file ~/.colleague-pass
     """
-    repo = open_repo()
+    repo = global_options.open_repo()
     emit({"added": repo.add_key(passwords.new_password(new_password_file))}, as_json, render_key_change)
 
 
@@ -94,7 +86,7 @@ def key_add(new_password_file: str | None, as_json: bool) -> None:
 @click.argument("key_ref", metavar="ID")
 @repo_options
 @json_option
-def key_remove(key_ref: str, as_json: bool) -> None:
+def key_remove(key_ref: str, global_options: GlobalOptions, as_json: bool) -> None:
     """Remove key ID (a unique prefix will do). The last key is never removed, nor the one in
     use unless its password also opens another key.
 
@@ -102,20 +94,20 @@ def key_remove(key_ref: str, as_json: bool) -> None:
     Example:
       chroma-snapshot key remove 3f2a9c
     """
-    emit({"removed": open_repo().remove_key(key_ref)}, as_json, render_key_change)
+    emit({"removed": global_options.open_repo().remove_key(key_ref)}, as_json, render_key_change)
 
 
 @key_group.command("passwd")
 @_NEW_PASSWORD_FILE
 @repo_options
 @json_option
-def key_passwd(new_password_file: str | None, as_json: bool) -> None:
+def key_passwd(new_password_file: str | None, global_options: GlobalOptions, as_json: bool) -> None:
     """Change the password in use: add a key for the new one, then remove the old key.
 
     \b
     Example:
       chroma-snapshot key passwd --new-password-file ~/.new-pass
     """
-    repo = open_repo()
+    repo = global_options.open_repo()
     old, new = repo.change_password(passwords.new_password(new_password_file))
     emit({"added": new, "removed": old}, as_json, render_key_change)

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import click
 
 from snapshot.cli.options import (
+    GlobalOptions,
     command,
-    delete_after_option,
-    dry_run_option,
     filter_options,
-    grace_option,
     json_option,
     narrowed,
-    open_repo,
-    repack_options,
-    repack_settings,
+    prune_options,
     repo_options,
-    seconds,
-    wait_option,
 )
 from snapshot.cli.render import emit, render_check, render_diff, render_prune, render_unlock
 from snapshot.diff import diff_snapshots
 from snapshot.repo.selection import SnapshotFilter, parse_tag_options
+from snapshot.upkeep.options import PruneOptions
 from snapshot.upkeep.prune import forget, prune
 from snapshot.upkeep.retention import GROUP_BY_CHOICES, RetentionPolicy, parse_duration
 from snapshot.upkeep.verify import check_repository, parse_subset
@@ -42,7 +40,7 @@ _SHOWN_IDS = 10
 @repo_options
 @json_option
 def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filters: SnapshotFilter,
-             as_json: bool) -> None:
+             global_options: GlobalOptions, as_json: bool) -> None:
     """Compare snapshot A with snapshot B, or with the live Chroma dir B (nothing is uploaded).
 
     A and B are ids, unique prefixes or `latest` (among the snapshots that pass
@@ -54,7 +52,7 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filter
       chroma-snapshot diff 20261127T015003-9f8e latest --records
       chroma-snapshot diff latest data/vector_db
     """
-    repo = open_repo()
+    repo = global_options.open_repo()
     live = Path(after).expanduser().is_dir()
     before, *rest = narrowed(repo, [before] if live else [before, after], filters)
     result = diff_snapshots(repo, before, after if live else rest[0], records=records,
@@ -62,35 +60,51 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filter
     emit(result, as_json, render_diff)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keep_options(f: F) -> F:
+    """Prune's --keep-* options, handed to the command as one ``policy`` argument."""
+
+    @functools.wraps(f)
+    def command(*args: Any, keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: int,
+                keep_monthly: int, keep_yearly: int, keep_within: str | None, keep_tags: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        policy = RetentionPolicy(
+            last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly,
+            yearly=keep_yearly, within=parse_duration(keep_within) if keep_within is not None else None,
+            tags=parse_tag_options(keep_tags),
+        )
+        return f(*args, policy=policy, **kwargs)
+
+    count = functools.partial(click.option, type=click.IntRange(min=0), default=0, metavar="N")
+    decorators = [
+        count("--keep-last", help="Keep the N newest."),
+        count("--keep-hourly", help="Keep the newest of each of the last N hours (UTC) with snapshots."),
+        count("--keep-daily", help="Keep the newest of each of the last N days with snapshots."),
+        count("--keep-weekly", help="Keep the newest of each of the last N ISO weeks with snapshots."),
+        count("--keep-monthly", help="Keep the newest of each of the last N months with snapshots."),
+        count("--keep-yearly", help="Keep the newest of each of the last N years with snapshots."),
+        click.option("--keep-within", metavar="DURATION",
+                     help="Keep everything taken within DURATION of the newest snapshot (30d, 12h, 2w, "
+                     "1y2m)."),
+        click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG[,TAG]",
+                     help="Keep snapshots with this tag (repeatable; a,b needs both)."),
+    ]
+    wrapped: Any = command
+    for d in reversed(decorators):
+        wrapped = d(wrapped)
+    return cast(F, wrapped)
+
+
 @command("prune")
-@click.option("--keep-last", type=click.IntRange(min=0), default=0, metavar="N", help="Keep the N newest.")
-@click.option("--keep-hourly", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Keep the newest of each of the last N hours (UTC) with snapshots.")
-@click.option("--keep-daily", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Keep the newest of each of the last N days with snapshots.")
-@click.option("--keep-weekly", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Keep the newest of each of the last N ISO weeks with snapshots.")
-@click.option("--keep-monthly", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Keep the newest of each of the last N months with snapshots.")
-@click.option("--keep-yearly", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Keep the newest of each of the last N years with snapshots.")
-@click.option("--keep-within", metavar="DURATION",
-              help="Keep everything taken within DURATION of the newest snapshot (30d, 12h, 2w, 1y2m).")
-@click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG[,TAG]",
-              help="Keep snapshots with this tag (repeatable; a,b needs both).")
+@keep_options
 @click.option("--group-by", default="host,path", show_default=True, type=click.Choice(GROUP_BY_CHOICES),
               help="Apply the policy to each group of snapshots of the same source on its own.")
-@repack_options
-@dry_run_option
-@grace_option
-@delete_after_option
-@wait_option
+@prune_options
 @repo_options
 @json_option
-def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
-              keep_yearly: int, keep_within: str | None, keep_tags: tuple[str, ...], group_by: str,
-              max_unused: str, repack_small: bool, max_repack_size: str | None, no_repack: bool,
-              dry_run: bool, grace: str | None, delete_after: str | None, wait: str | None,
+def prune_cmd(policy: RetentionPolicy, group_by: str, options: PruneOptions, global_options: GlobalOptions,
               as_json: bool) -> None:
     """Remove the snapshots a keep policy does not keep, then the data only they used.
 
@@ -110,31 +124,18 @@ def prune_cmd(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: in
     Example:
       chroma-snapshot prune --keep-daily 7 --keep-weekly 4 --keep-tag release --dry-run
     """
-    policy = RetentionPolicy(
-        last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly, monthly=keep_monthly,
-        yearly=keep_yearly, within=parse_duration(keep_within) if keep_within is not None else None,
-        tags=parse_tag_options(keep_tags),
-    )
-    repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
-    result = prune(open_repo(), policy, dry_run=dry_run, grace=seconds(grace), group_by=group_by,
-                   wait=seconds(wait), repack=repack, delete_after=seconds(delete_after))
+    result = prune(global_options.open_repo(), policy, options, group_by=group_by)
     emit(result, as_json, render_prune)
 
 
 @command("forget")
 @click.argument("refs", nargs=-1, required=True, metavar="ID...")
-@repack_options
-@dry_run_option
-@grace_option
-@delete_after_option
-@wait_option
+@prune_options
 @filter_options
 @repo_options
 @json_option
-def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_repack_size: str | None,
-               no_repack: bool, dry_run: bool, grace: str | None, delete_after: str | None, wait: str | None,
-               filters: SnapshotFilter,
-               as_json: bool) -> None:
+def forget_cmd(refs: tuple[str, ...], options: PruneOptions, filters: SnapshotFilter,
+               global_options: GlobalOptions, as_json: bool) -> None:
     """Remove the named snapshots (ids, unique prefixes, `latest`), then the data only they used
     (repacking as prune does).
 
@@ -147,11 +148,8 @@ def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_r
       chroma-snapshot forget 20261127T0150 20261128T0150-1a2b
       chroma-snapshot forget latest --tag test --dry-run
     """
-    repack = repack_settings(max_unused, repack_small, max_repack_size, no_repack)
-    repo = open_repo()
-    result = forget(repo, narrowed(repo, refs, filters), dry_run=dry_run, grace=seconds(grace),
-                    wait=seconds(wait), repack=repack, delete_after=seconds(delete_after))
-    emit(result, as_json, render_prune)
+    repo = global_options.open_repo()
+    emit(forget(repo, narrowed(repo, refs, filters), options), as_json, render_prune)
 
 
 @command("check")
@@ -162,7 +160,8 @@ def forget_cmd(refs: tuple[str, ...], max_unused: str, repack_small: bool, max_r
               "parts (1/5).")
 @repo_options
 @json_option
-def check_cmd(read_data: bool, read_data_subset: str | None, as_json: bool) -> None:
+def check_cmd(read_data: bool, read_data_subset: str | None, global_options: GlobalOptions,
+              as_json: bool) -> None:
     """Check that every snapshot's manifest and data are present and intact (exit 4 if not).
 
     \b
@@ -170,7 +169,7 @@ def check_cmd(read_data: bool, read_data_subset: str | None, as_json: bool) -> N
       chroma-snapshot check --read-data-subset 1/7   # a different seventh each day
     """
     subset = parse_subset(read_data_subset) if read_data_subset is not None else None
-    result = check_repository(open_repo(), read_data=read_data, subset=subset)
+    result = check_repository(global_options.open_repo(), read_data=read_data, subset=subset)
     emit(result, as_json, render_check)
     result.raise_if_failed(reported=True)
 
@@ -180,11 +179,11 @@ def check_cmd(read_data: bool, read_data_subset: str | None, as_json: bool) -> N
               help="Remove every lock, also those of processes that may still run (dangerous).")
 @repo_options
 @json_option
-def unlock_cmd(remove_all: bool, as_json: bool) -> None:
+def unlock_cmd(remove_all: bool, global_options: GlobalOptions, as_json: bool) -> None:
     """Remove stale repository locks (left by a process that died or lost its host).
 
     \b
     Example:
       chroma-snapshot unlock
     """
-    emit(open_repo().remove_stale_locks(all_locks=remove_all), as_json, render_unlock)
+    emit(global_options.open_repo().remove_stale_locks(all_locks=remove_all), as_json, render_unlock)

@@ -1,5 +1,5 @@
-"""Options shared by several commands, each defined once as a decorator, and the one function
-that opens the repository from them."""
+"""Options shared by several commands, each defined once as a decorator; the global options
+(:class:`GlobalOptions`), which open the repository."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -29,17 +30,68 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is not None and param.name:
-        ctx.find_root().ensure_object(dict)[param.name] = value
-    return value
+@dataclass(frozen=True)
+class GlobalOptions:
+    """--repo, the S3 options and the password options: which repository, and how to reach and
+    unlock it. The group builds them from what comes before the command; a command's own (after
+    its name) take precedence (:func:`repo_options`), and the command gets the result as its
+    ``global_options`` argument."""
+
+    repo: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    s3_checksum: str | None = None
+    password_file: str | None = None
+    password_command: str | None = None
+
+    def overridden_by(self, later: GlobalOptions) -> GlobalOptions:
+        """These, with every option ``later`` gives taking precedence."""
+        given = {f.name: getattr(later, f.name) for f in fields(later) if getattr(later, f.name) is not None}
+        return replace(self, **given)
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            profile=self.profile,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            storage_class=self.storage_class or StoreOptions.storage_class,
+            sse=self.sse or StoreOptions.sse,
+            sse_kms_key_id=self.sse_kms_key_id,
+            checksum=self.s3_checksum,
+        )
+
+    def location(self) -> str:
+        if not self.repo:
+            raise UsageError("no repository given: pass --repo PATH or set CHROMA_SNAPSHOT_REPO")
+        return self.repo
+
+    def key_source(self) -> KeySource:
+        return passwords.key_source(self.password_file, self.password_command)
+
+    def open_repo(self, create: bool = False, **settings: Any) -> Repository:
+        """The repository (``create``: initialise an empty location with ``settings``); an
+        encrypted one is unlocked with the password options."""
+        return Repository.open(self.location(), self.store_options(), create=create,
+                               key_source=self.key_source(), **settings)
+
+
+_GLOBAL_NAMES = tuple(f.name for f in fields(GlobalOptions))
+
+
+def _given(kwargs: dict[str, Any]) -> GlobalOptions:
+    """The global options among a command's (or the group's) parsed parameters, taken out."""
+    return GlobalOptions(**{name: kwargs.pop(name) for name in _GLOBAL_NAMES})
 
 
 def _store_options(envvar: bool) -> list[Callable[[F], F]]:
     # After the command they are accepted but not listed: a command's help shows its own
     # options, and the group's help lists these once (as restic and the aws CLI do).
     def opt(*decls: str, **kw: Any) -> Callable[[F], F]:
-        return click.option(*decls, expose_value=False, callback=_remember, hidden=not envvar, **kw)
+        return click.option(*decls, hidden=not envvar, **kw)
 
     return [
         opt("--repo", metavar="PATH|s3://BUCKET/PREFIX", envvar="CHROMA_SNAPSHOT_REPO" if envvar else None,
@@ -89,17 +141,33 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., A
 
 
 def group_store_options(f: F) -> F:
-    """--repo (also from CHROMA_SNAPSHOT_REPO) and the S3 options, before the command."""
+    """--repo (also from CHROMA_SNAPSHOT_REPO), the S3 and the password options, before the
+    command: the group keeps them as its context's object, a :class:`GlobalOptions`."""
+
+    @functools.wraps(f)
+    def group(*args: Any, **kwargs: Any) -> Any:
+        click.get_current_context().obj = _given(kwargs)
+        return f(*args, **kwargs)
+
+    wrapped: Any = group
     for deco in reversed(_store_options(envvar=True)):
-        f = deco(f)
-    return f
+        wrapped = deco(wrapped)
+    return cast(F, wrapped)
 
 
 def repo_options(f: F) -> F:
-    """--repo and the S3 options, accepted after the command as well as before it."""
+    """The global options, accepted after the command as well as before it; the command gets
+    them as one ``global_options`` argument (a :class:`GlobalOptions`)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        before = click.get_current_context().find_object(GlobalOptions) or GlobalOptions()
+        return f(*args, global_options=before.overridden_by(_given(kwargs)), **kwargs)
+
+    wrapped: Any = command
     for deco in reversed(_store_options(envvar=False)):
-        f = deco(f)
-    return f
+        wrapped = deco(wrapped)
+    return cast(F, wrapped)
 
 
 def json_option(f: F) -> F:
@@ -206,24 +274,6 @@ def fraction(text: str, option: str) -> float:
     return value
 
 
-def repack_options(f: F) -> F:
-    """Prune's and forget's repack settings, handed to the command as ``repack``."""
-    decorators = [
-        click.option("--max-unused", default="5%", show_default=True, metavar="SHARE",
-                     help="Repack packs (emptiest first) until unused data is at most this share of "
-                          "the repository: 5%, 0.1, or unlimited (repack nothing)."),
-        click.option("--repack-small", is_flag=True,
-                     help="Also merge packs smaller than a quarter of the pack size."),
-        click.option("--max-repack-size", metavar="SIZE",
-                     help="Copy at most SIZE of live data in this run (500M, 2G)."),
-        click.option("--no-repack", is_flag=True,
-                     help="Only delete unreferenced packs: no re-basing of chains, no repacking."),
-    ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
-
-
 def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | None,
                     no_repack: bool) -> RepackOptions:
     from snapshot.upkeep.repack import RepackOptions  # only prune and forget
@@ -236,31 +286,38 @@ def repack_settings(max_unused: str, repack_small: bool, max_repack_size: str | 
     )
 
 
-def _obj() -> dict[str, Any]:
-    obj: dict[str, Any] = click.get_current_context().find_root().ensure_object(dict)
-    return obj
+def prune_options(f: F) -> F:
+    """Prune's and forget's settings (repacking, --dry-run, --grace, --delete-after, --wait),
+    handed to the command as one ``options`` argument (a PruneOptions)."""
 
+    @functools.wraps(f)
+    def command(*args: Any, max_unused: str, repack_small: bool, max_repack_size: str | None,
+                no_repack: bool, dry_run: bool, grace: str | None, delete_after: str | None,
+                wait: str | None, **kwargs: Any) -> Any:
+        from snapshot.upkeep.options import PruneOptions  # only prune and forget
 
-def repo_location() -> tuple[str, StoreOptions]:
-    obj = _obj()
-    options = StoreOptions(
-        profile=obj.get("profile"),
-        endpoint_url=obj.get("endpoint_url"),
-        region=obj.get("region"),
-        storage_class=obj.get("storage_class") or StoreOptions.storage_class,
-        sse=obj.get("sse") or StoreOptions.sse,
-        sse_kms_key_id=obj.get("sse_kms_key_id"),
-        checksum=obj.get("s3_checksum"),
-    )
-    repo = obj.get("repo")
-    if not repo:
-        raise UsageError("no repository given: pass --repo PATH or set CHROMA_SNAPSHOT_REPO")
-    return repo, options
+        options = PruneOptions(
+            dry_run=dry_run, grace=seconds(grace), delete_after=seconds(delete_after), wait=seconds(wait),
+            repack=repack_settings(max_unused, repack_small, max_repack_size, no_repack),
+        )
+        return f(*args, options=options, **kwargs)
 
-
-def key_source() -> KeySource:
-    obj = _obj()
-    return passwords.key_source(obj.get("password_file"), obj.get("password_command"))
+    decorators = [
+        click.option("--max-unused", default="5%", show_default=True, metavar="SHARE",
+                     help="Repack packs (emptiest first) until unused data is at most this share of "
+                          "the repository: 5%, 0.1, or unlimited (repack nothing)."),
+        click.option("--repack-small", is_flag=True,
+                     help="Also merge packs smaller than a quarter of the pack size."),
+        click.option("--max-repack-size", metavar="SIZE",
+                     help="Copy at most SIZE of live data in this run (500M, 2G)."),
+        click.option("--no-repack", is_flag=True,
+                     help="Only delete unreferenced packs: no re-basing of chains, no repacking."),
+        dry_run_option, grace_option, delete_after_option, wait_option,
+    ]
+    wrapped: Any = command
+    for d in reversed(decorators):
+        wrapped = d(wrapped)
+    return cast(F, wrapped)
 
 
 def _import_all(modules: tuple[str, ...]) -> None:
@@ -280,10 +337,3 @@ def preloading(*modules: str) -> Iterator[None]:
     thread.start()
     yield
     thread.join()
-
-
-def open_repo(create: bool = False, **settings: Any) -> Repository:
-    """The repository of the --repo and S3 options (``create``: initialise an empty location
-    with ``settings``); an encrypted one is unlocked with the password options."""
-    location, options = repo_location()
-    return Repository.open(location, options, create=create, key_source=key_source(), **settings)

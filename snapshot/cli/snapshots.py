@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from snapshot.cli.options import (
+    GlobalOptions,
     command,
     dry_run_option,
     filter_options,
     json_option,
     narrowed,
-    open_repo,
     preloading,
     repo_options,
     seconds,
@@ -40,6 +43,11 @@ from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.util import pausepoints
+
+if TYPE_CHECKING:
+    from snapshot.create.options import CreateOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: glibc's mallopt parameters, and ours: buffers this large are mapped and unmapped.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _LARGE = -1, -3, 4 << 20
@@ -70,6 +78,27 @@ def _tune_malloc() -> None:
       each: create system time 1.9-2.1 -> 1.3-1.7 s, wall 2.72-2.89 -> 2.29-2.59 s; restore
       system time 0.50-0.83 -> 0.38-0.51 s; peak RSS +10-15 MiB)."""
     _mallopt((_M_MMAP_THRESHOLD, _LARGE), (_M_TRIM_THRESHOLD, _KEEP_FREED))
+
+
+def create_options(f: F) -> F:
+    """Create's parameters that are :class:`CreateOptions` fields (declared on the command, in the
+    order its help lists them), handed to it as one ``options`` argument."""
+
+    @functools.wraps(f)
+    def command(*args: Any, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
+                include_orphans: bool, parent: str | None, level: int | None, no_delta: bool,
+                tmp_dir: str | None, cache_dir: str | None, no_cache: bool, allow_inconsistent: bool,
+                wait: str | None, **kwargs: Any) -> Any:
+        from snapshot.create.options import CreateOptions  # each command imports what it runs
+
+        options = CreateOptions(
+            tags=tags, message=message, includes=includes, include_orphans=include_orphans, parent=parent,
+            level=level, delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache, cache_dir=cache_dir,
+            wait=seconds(wait), allow_inconsistent=allow_inconsistent,
+        )
+        return f(*args, options=options, **kwargs)
+
+    return cast(F, command)
 
 
 @command()
@@ -106,10 +135,9 @@ def _tune_malloc() -> None:
 @wait_option
 @repo_options
 @json_option
-def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
-           include_orphans: bool, parent: str | None, codec: str | None, level: int | None,
-           no_delta: bool, chunk_size: int | None, tmp_dir: str | None, cache_dir: str | None,
-           no_cache: bool, encrypt: bool, allow_inconsistent: bool, wait: str | None, as_json: bool) -> None:
+@create_options
+def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, options: CreateOptions,
+           global_options: GlobalOptions, as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     \b
@@ -119,14 +147,10 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
     """
     from snapshot.create.pipeline import check_arguments, create_snapshot  # each command imports what it runs
 
-    check_arguments(Path(source), tags=tags, message=message, codec=codec, level=level)
+    check_arguments(Path(source), options, codec)
     _tune_malloc()
-    repo = open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
-    result = create_snapshot(repo, Path(source), tags=tags, message=message, includes=includes,
-                             include_orphans=include_orphans, parent=parent, level=level,
-                             delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache,
-                             cache_dir=cache_dir, wait=seconds(wait), allow_inconsistent=allow_inconsistent,
-                             reporter=CliReporter(not as_json))
+    repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
+    result = create_snapshot(repo, Path(source), options, reporter=CliReporter(not as_json))
     emit(result, as_json, render_create)
 
 
@@ -136,14 +160,14 @@ def create(source: str, tags: tuple[str, ...], message: str, includes: tuple[str
                    "{snapshots, requests, bytes_down} instead of the plain list).")
 @repo_options
 @json_option
-def list_(stats: bool, as_json: bool) -> None:
+def list_(stats: bool, global_options: GlobalOptions, as_json: bool) -> None:
     """List snapshots, oldest first (reads each snapshot's root only).
 
     \b
     Example:
       chroma-snapshot list --json | jq '.[-1].id'
     """
-    repo = open_repo()
+    repo = global_options.open_repo()
     with repo.measure() as moved:
         snaps = repo.list_snapshots()
     if not stats:
@@ -164,7 +188,8 @@ def list_(stats: bool, as_json: bool) -> None:
 @filter_options
 @repo_options
 @json_option
-def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, as_json: bool) -> None:
+def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_options: GlobalOptions,
+         as_json: bool) -> None:
     """Show one snapshot: ID is a full id, a unique prefix or `latest` (the newest, or the
     newest with --tag/--host/--path).
 
@@ -177,7 +202,7 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, as_json: 
       chroma-snapshot show latest --files --json | head
       chroma-snapshot show latest --host gpu-box --tag nightly
     """
-    repo = open_repo()
+    repo = global_options.open_repo()
     m = repo.get(snapshot_ref, filters)
     if with_files:
         for line in render_files(repo, m, as_json):
@@ -204,7 +229,8 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, as_json: 
 @repo_options
 @json_option
 def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
-            strict: bool, dry_run: bool, filters: SnapshotFilter, as_json: bool) -> None:
+            strict: bool, dry_run: bool, filters: SnapshotFilter, global_options: GlobalOptions,
+            as_json: bool) -> None:
     """Restore snapshot ID (id, prefix or `latest`; with --tag/--host/--path, among the
     snapshots that pass them) into TARGET, verified and atomic.
 
@@ -217,15 +243,16 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
       chroma-snapshot restore latest /srv/app/vector_db --force --tag nightly
     """
     with preloading("snapshot.restore.pipeline"):  # each command imports what it runs
-        repo = open_repo()
+        repo = global_options.open_repo()
         [snapshot_ref] = narrowed(repo, [snapshot_ref], filters)
+    from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
+    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict)
     _tune_malloc()
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
-    result = restore_snapshot(repo, snapshot_ref, target, force=force,
-                              chroma_check=chroma_check and not skip_chroma_check, strict=strict,
-                              reporter=CliReporter(not as_json), on_commit=settle)
+    result = restore_snapshot(repo, snapshot_ref, target, options, reporter=CliReporter(not as_json),
+                              on_commit=settle)
     emit(result, as_json, render_restore)
     pausepoints.point("restore.reported")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"create_snapshot": "snapshot.create.pipeline", "CreateResult": "snapshot.create.pipeline"}
+_LAZY = {"create_snapshot": "snapshot.create.pipeline", "CreateResult": "snapshot.create.pipeline",
+         "CreateOptions": "snapshot.create.options"}
 
 
 def __getattr__(name: str) -> Any:

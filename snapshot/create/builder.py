@@ -22,7 +22,7 @@ from snapshot.format.chunk_tables import encode_table, parse_table
 from snapshot.format.chunking import ChunkedFile, chunk_sizes
 from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
-from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.basecache import BaseCache
 from snapshot.repo.packs import ChunkReader, PackWriter, PendingFrame
 from snapshot.repo.repository import Repository
@@ -91,7 +91,6 @@ class Builder:
         self.chunks_total = self.chunks_new = self.chunks_delta = 0
         self.bytes_new = 0
         self.tables_uploaded = 0
-        self.format_version = FORMAT_VERSION
         #: The new snapshot's chunk tables (hash -> bytes), kept in the base cache with it.
         self.tables: dict[str, bytes] = {}
 
@@ -220,19 +219,10 @@ class Builder:
     def entries(self, stored: Sequence[StoredFile]) -> tuple[list[FileEntry], set[str]]:
         """The snapshot's files, each pointing at its chunk table (the parent's when the file
         did not change, else a new table frame packed now), and every object they need."""
-        if self.format_version == 1:  # chunks inline (what chroma-snapshot 0.1 wrote)
-            files = []
-            needed: set[str] = set()
-            for sf in stored:
-                chunks = self._chunks(sf)
-                needed |= {fr.object for c in chunks for fr in c.frames}
-                st = sf.staged
-                files.append(FileEntry(st.rel, sf.size, st.mode, sf.hash, st.role, chunks, None, len(chunks)))
-            return files, needed
         tables = PackWriter(self.repo, pack_size=self.writer.pack_size)
         pending: list[tuple[StoredFile, int, TableRef | PendingFrame]] = []
         written: dict[str, PendingFrame] = {}
-        needed = set()
+        needed: set[str] = set()
         try:
             for sf in stored:
                 chunks = self._chunks(sf)

@@ -21,23 +21,21 @@ import shutil
 import socket
 import tempfile
 import time
-import unicodedata
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from snapshot.chroma.capture import Capture, capture, check_persist_dir, with_counts
 from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
 from snapshot.create.builder import Builder, StoredFile
-from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError, UsageError
-from snapshot.format.codecs import check_codec
+from snapshot.create.options import CreateOptions, check_text
+from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
     FORMAT_VERSION,
-    READABLE_VERSIONS,
     FileEntry,
     Manifest,
     SchemaLevel,
@@ -46,9 +44,9 @@ from snapshot.format.manifest import (
 )
 from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.locks import SHARED, RepositoryLock
-from snapshot.repo.packs import DEFAULT_PACK_SIZE
-from snapshot.repo.repository import Repository
+from snapshot.repo.repository import Measurement, Repository
 from snapshot.util import pausepoints
+from snapshot.util.options import from_keywords
 from snapshot.util.progress import NullReporter, Reporter
 from snapshot.util.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
@@ -97,40 +95,13 @@ def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | N
     return repo.manifest(ids[-1])
 
 
-def check_arguments(
-    source: Path, *, tags: Sequence[str] = (), message: str = "", level: int | None = None,
-    codec: str | None = None,
-) -> None:
-    """Everything about a create that can be refused before the repository is touched (the
-    CLI calls this before a create initialises a new repository)."""
-    codec = codec or "zstd"
-    check_codec(codec, level if level is not None else 1)
-    for t in tags:
-        if not t or "," in t or t != t.strip():
-            raise UsageError(f"bad tag {t!r}: tags are non-empty, without commas or edge spaces")
-    for what, text in [("--tag", t) for t in tags] + [("--message", message)]:
-        _check_text(what, text)
-        _check_one_line(what, text)
-    _check_text("source path", str(source))
+def check_arguments(source: Path, options: CreateOptions, codec: str | None) -> None:
+    """Everything about a create that can be refused before the repository is touched, besides
+    what building ``options`` checked (the CLI calls this before a create initialises a new
+    repository; ``codec``: the repository's, or the one it will be created with)."""
+    options.check_level(codec)
+    check_text("source path", str(source))
     check_persist_dir(source.expanduser().absolute())
-
-
-def _check_text(what: str, text: str) -> None:
-    """Manifests are UTF-8 JSON: refuse text that cannot be encoded (undecodable bytes from the
-    command line arrive as lone surrogates) before anything is uploaded."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} is not valid UTF-8: {text.encode('utf-8', 'replace')!r}") from None
-
-
-def _check_one_line(what: str, text: str) -> None:
-    """Tags and messages are shown one per line (list, show): no newline, tab or other control
-    character, which would break a line or forge one."""
-    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-    if bad is not None:
-        raise UsageError(f"{what} contains the control character U+{ord(bad):04X}: it must be one line of "
-                         "printable text")
 
 
 def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) -> Path:
@@ -218,28 +189,25 @@ class _Job:
     source: Path
     staging: Path
     parent: Manifest | None
+    #: The full-frame level: the options' or the repository's.
     level: int
-    delta: bool
+    options: CreateOptions
     reporter: Reporter
-    pack_size: int
     cache: BaseCache | None
-    includes: Sequence[str | os.PathLike[str]]
-    include_orphans: bool
-    allow_inconsistent: bool
     #: Objects a prune condemned: never built on (their frames are stored anew).
     condemned: frozenset[str] = frozenset()
 
     def _capture(self) -> Capture:
         # Record counts come from the consistency checks (run beside packing), not from
         # counting while the source is locked.
-        cap = capture(self.source, self.staging, includes=self.includes,
-                      include_orphans=self.include_orphans, log=self.reporter.warn, counts=False)
+        cap = capture(self.source, self.staging, includes=self.options.includes,
+                      include_orphans=self.options.include_orphans, log=self.reporter.warn, counts=False)
         pausepoints.point("create.captured")
         return cap
 
     def _pack(self, cap: Capture) -> tuple[Builder, list[StoredFile]]:
-        builder = Builder(self.repo, self.parent, self.level, self.delta, self.reporter, self.pack_size,
-                           self.cache, self.condemned)
+        builder = Builder(self.repo, self.parent, self.level, self.options.delta, self.reporter,
+                          self.options.pack_size, self.cache, self.condemned)
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
@@ -255,10 +223,10 @@ class _Job:
                                "taking it again")
             cap = self._capture()
             verification = verify_dir(self.staging / "db")
-            if verification.ok or self.allow_inconsistent:
+            if verification.ok or self.options.allow_inconsistent:
                 builder, files = self._pack(cap)
         if not verification.ok:
-            if not self.allow_inconsistent:
+            if not self.options.allow_inconsistent:
                 raise InconsistentSourceError(
                     f"{self.source} is not consistent: {verification.problems[0]}"
                     + (f" (and {len(verification.problems) - 1} more)" if len(verification.problems) > 1
@@ -266,7 +234,7 @@ class _Job:
             self.reporter.warn(f"snapshotting an inconsistent directory: {'; '.join(verification.problems)}")
         cap = with_counts(cap, verification.collections, self.staging / "db")
         for orphan in cap.orphans:
-            if not self.include_orphans:
+            if not self.options.include_orphans:
                 self.reporter.warn(f"segment folder {orphan} belongs to no collection: left out "
                                    "(--include-orphans keeps it)")
         return cap, builder, files, verification
@@ -279,7 +247,7 @@ def _verified(v: Verification) -> Verified:
 
 def _manifest(
     repo: Repository, source: Path, parent: Manifest | None, files: list[FileEntry], cap: Capture,
-    builder: Builder, tags: Sequence[str], message: str, verification: Verification,
+    builder: Builder, options: CreateOptions, verification: Verification,
 ) -> Manifest:
     return Manifest(
         id=new_snapshot_id(),
@@ -289,8 +257,8 @@ def _manifest(
         tool_chromadb_version=chromadb_version(),
         source_path=str(source),
         source_host=socket.gethostname(),
-        tags=tuple(dict.fromkeys(tags)),
-        message=message,
+        tags=tuple(dict.fromkeys(options.tags)),
+        message=options.message,
         chunk_size=repo.config.chunk_size,
         files=tuple(files),
         collections=cap.collections,
@@ -303,70 +271,54 @@ def _manifest(
             objects_new=builder.writer.objects_uploaded + builder.tables_uploaded,
         ),
         verified=_verified(verification),
-        format_version=builder.format_version,
+        format_version=FORMAT_VERSION,
     )
 
 
 def create_snapshot(
     repo: Repository,
     source: str | os.PathLike[str],
+    options: CreateOptions | None = None,
     *,
-    tags: Sequence[str] = (),
-    message: str = "",
-    includes: Sequence[str | os.PathLike[str]] = (),
-    include_orphans: bool = False,
-    parent: str | None = None,
-    level: int | None = None,
-    delta: bool = True,
-    tmp_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-    cache_dir: str | os.PathLike[str] | None = None,
-    pack_size: int = DEFAULT_PACK_SIZE,
-    wait: float | None = None,
-    allow_inconsistent: bool = False,
-    format_version: int = FORMAT_VERSION,
     reporter: Reporter | None = None,
+    **keywords: Any,
 ) -> CreateResult:
-    """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring.
+    """Snapshot the Chroma persist dir ``source`` into ``repo``; see the module docstring and
+    :class:`CreateOptions` (whose fields may be given as keywords instead of ``options``).
 
-    The create holds a shared repository lock throughout (a prune cannot run meanwhile);
-    ``wait``: seconds to wait for a prune that holds the exclusive lock.
-
-    The codec is the repository's; ``level`` overrides its full-frame level for this create.
-    With ``use_cache`` the consistent copy is kept in the base cache (``cache_dir``, default
-    $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so the next create deltas against it
-    without reading the repository. ``format_version`` 1 writes what chroma-snapshot 0.1 wrote
-    (chunk lists inline; for compatibility tests)."""
-    if format_version not in READABLE_VERSIONS:
-        raise UsageError(f"cannot write manifest format {format_version}")
+    The create holds a shared repository lock throughout (a prune cannot run meanwhile). The
+    codec is the repository's; the options' ``level`` overrides its full-frame level."""
+    opts = from_keywords(CreateOptions, options, keywords, "create_snapshot")
     started = time.monotonic()
     reporter = reporter or NullReporter()
-    level = repo.config.level if level is None else level
-    source = Path(source)
-    check_arguments(source, tags=tags, message=message, level=level, codec=repo.config.codec)
-    source = source.expanduser().absolute()
-    cache = BaseCache(Path(cache_dir) if cache_dir else default_root(), repo.config.id, source) \
-        if use_cache else None
-    with repo.measure() as moved, repo.lock(SHARED, "create", wait=wait or 0.0) as lock:
-        parent_m = pick_parent(repo, source, parent)
+    level = repo.config.level if opts.level is None else opts.level
+    check_arguments(Path(source), replace(opts, level=level), repo.config.codec)
+    source = Path(source).expanduser().absolute()
+    cache = BaseCache(Path(opts.cache_dir) if opts.cache_dir else default_root(), repo.config.id, source) \
+        if opts.use_cache else None
+    with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
+        parent_m = pick_parent(repo, source, opts.parent)
         condemned = frozenset(repo.condemned().since)
-        staging = _staging(cache, tmp_dir)
+        staging = _staging(cache, opts.tmp_dir)
         try:
-            job = _Job(repo, source, staging, parent_m, level, delta, reporter, pack_size, cache,
-                       includes, include_orphans, allow_inconsistent, condemned)
+            job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned)
             cap, builder, stored, verification = job.run()
-            builder.format_version = format_version
             files, needed = builder.entries(stored)
-            manifest = _manifest(repo, source, parent_m, files, cap, builder, tags, message, verification)
+            manifest = _manifest(repo, source, parent_m, files, cap, builder, opts, verification)
             _commit(repo, manifest, lock, needed, started, condemned)
             _after_commit(cache, staging, manifest, cap, builder.tables, reporter)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
+    return _result(manifest, cap, builder, verification, moved, started)
+
+
+def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Verification,
+            moved: Measurement, started: float) -> CreateResult:
     return CreateResult(
         id=manifest.id,
         parent=manifest.parent,
-        files=len(files),
+        files=len(manifest.files),
         bytes_total=manifest.totals.bytes,
         bytes_uploaded=moved.bytes_up,
         objects_uploaded=builder.writer.objects_uploaded + builder.tables_uploaded,

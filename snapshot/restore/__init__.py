@@ -8,6 +8,7 @@ from typing import Any
 
 _LAZY = {n: "snapshot.restore.pipeline"
          for n in ("restore_snapshot", "prepare_restore", "RestoreResult", "RestorePlan", "RestoreSummary")}
+_LAZY["RestoreOptions"] = "snapshot.restore.options"
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from snapshot.chroma.consistency import IndexIds, SqliteSide
 from snapshot.chroma.persist_dir import check_restore_target
@@ -45,9 +46,11 @@ from snapshot.restore.materialise import (
     materialise,
     sync_tree,
 )
+from snapshot.restore.options import RestoreOptions
 from snapshot.restore.repair import keep_copies, repair
 from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.util import pausepoints
+from snapshot.util.options import from_keywords
 from snapshot.util.progress import NullReporter, Reporter
 
 
@@ -158,20 +161,19 @@ def restore_snapshot(
     repo: Repository,
     ref: str,
     target: str | os.PathLike[str],
+    options: RestoreOptions | None = None,
     *,
-    force: bool = False,
-    chroma_check: bool = False,
-    strict: bool = False,
     reporter: Reporter | None = None,
     on_commit: Callable[[], None] | None = None,
+    **keywords: Any,
 ) -> RestoreResult:
     """Plan a restore of snapshot ``ref`` into ``target`` and execute it (``on_commit``: see
-    :func:`execute_restore`)."""
+    :func:`execute_restore`; :class:`RestoreOptions`' fields may be given as keywords instead)."""
+    opts = from_keywords(RestoreOptions, options, keywords, "restore_snapshot")
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
     plan = prepare_restore(repo, ref, target, survey=False)
-    result = execute_restore(repo, plan, force=force, chroma_check=chroma_check, strict=strict,
-                             reporter=reporter, on_commit=on_commit)
+    result = execute_restore(repo, plan, opts, reporter=reporter, on_commit=on_commit)
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
@@ -195,12 +197,11 @@ def _check_built(built: Path, m: Manifest, strict: bool, reporter: Reporter, sid
 def execute_restore(
     repo: Repository,
     plan: RestorePlan,
+    options: RestoreOptions | None = None,
     *,
-    force: bool = False,
-    chroma_check: bool = False,
-    strict: bool = False,
     reporter: Reporter | None = None,
     on_commit: Callable[[], None] | None = None,
+    **keywords: Any,
 ) -> RestoreResult:
     """Build ``plan``'s snapshot beside its target, verify it, and swap it in atomically.
 
@@ -208,13 +209,14 @@ def execute_restore(
     ``chroma_check`` chromadb also opens it (in batches of collections, child processes).
     ``on_commit`` is called the moment the new data stands at the target: from then on the
     restore has succeeded, whatever happens before this returns."""
+    opts = from_keywords(RestoreOptions, options, keywords, "execute_restore")
     started = time.monotonic()
     reporter = reporter or NullReporter()
     m, target = plan.manifest, plan.target
     protected = [(default_root(), "the base cache")]
     if repo.local_root is not None:
         protected.append((repo.local_root, "the repository"))
-    leftovers = check_restore_target(target, force=force, protected=protected,
+    leftovers = check_restore_target(target, force=opts.force, protected=protected,
                                      allowed_names=include_names(m), files={f.path for f in m.files})
     dropped = [f"replacing {target} drops segment folder {name}: no collection of the snapshot or of the "
                f"target's {DB_NAME} uses it (left behind by a deleted collection)" for name in leftovers]
@@ -227,7 +229,7 @@ def execute_restore(
     kept: Path | None = None
     with repo.measure() as moved:
         built = temp_beside(target, "restore")
-        checker = ChromaChecker(built) if chroma_check and m.file(DB_NAME) is not None else None
+        checker = ChromaChecker(built) if opts.chroma_check and m.file(DB_NAME) is not None else None
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 schema_job = side_pool.submit(installed_schema_warning, m, recorded_schema(m))
@@ -237,7 +239,7 @@ def execute_restore(
                 recorded_warning = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
                 synced = bg.submit(sync_tree, built, m)
-                warnings, passed = _check_built(built, m, strict, reporter, side, ids, recorded_warning)
+                warnings, passed = _check_built(built, m, opts.strict, reporter, side, ids, recorded_warning)
                 if checker is not None:
                     # what chromadb rewrites is put back from a local copy, not read again
                     kept = temp_beside(target, "restore")

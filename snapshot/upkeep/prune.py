@@ -29,12 +29,14 @@ uses, or refuses to commit.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER
 from snapshot.repo.locks import EXCLUSIVE, RepositoryLock
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
+from snapshot.upkeep.options import PruneOptions
 from snapshot.upkeep.prune_plan import (
     GcPlan,
     PrunePlan,
@@ -52,6 +54,7 @@ from snapshot.upkeep.retention import (
     plan_retention,
     snapshot_time,
 )
+from snapshot.util.options import from_keywords
 
 __all__ = [
     "DEFAULT_GRACE", "GcPlan", "PrunePlan", "PruneResult", "RepackReport", "forget", "plan_gc", "plan_prune",
@@ -87,12 +90,11 @@ def _released(repo: Repository, usage: Usage, ids: Sequence[str]) -> set[str]:
     return out
 
 
-def _duration(value: float | None, default: float, what: str) -> float:
-    if value is None:
-        return default
-    if value < 0:
-        raise UsageError(f"{what} cannot be negative")
-    return value
+def _settings(options: PruneOptions) -> tuple[float, float, RepackOptions]:
+    """The grace period, the deletion bound and the repack settings, defaults filled in."""
+    grace = DEFAULT_GRACE if options.grace is None else options.grace
+    bound = DEFAULT_DELETE_AFTER if options.delete_after is None else options.delete_after
+    return grace, bound, options.repack or RepackOptions()
 
 
 def _plan(
@@ -141,51 +143,43 @@ def _locked(repo: Repository, dry_run: bool, command: str, wait: float | None,
 def prune(
     repo: Repository,
     policy: RetentionPolicy,
+    options: PruneOptions | None = None,
     *,
-    dry_run: bool = False,
-    grace: float | None = None,
     group_by: str = DEFAULT_GROUP_BY,
     now: float | None = None,
-    wait: float | None = None,
-    repack: RepackOptions | None = None,
-    delete_after: float | None = None,
+    **keywords: Any,
 ) -> PruneResult:
-    """Drop the snapshots ``policy`` does not keep (per source group; never a group's newest),
-    then repack, condemn what no snapshot needs and delete what was condemned long enough ago
-    (``delete_after`` seconds, 24 h by default)."""
+    """Drop the snapshots ``policy`` does not keep (per source group by ``group_by``; never a
+    group's newest), then repack, condemn what no snapshot needs and delete what was condemned
+    long enough ago (:class:`PruneOptions`, whose fields may be given as keywords instead)."""
+    opts = from_keywords(PruneOptions, options, keywords, "prune")
     if policy.empty:
         raise UsageError("no retention policy given: pass at least one --keep-* option")
-    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
-    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
-    options = repack or RepackOptions()
+    grace, bound, repack = _settings(opts)
 
     def work(lock: RepositoryLock | None) -> PruneResult:
         times = [snapshot_time(load_root(repo, sid, "prune")) for sid in repo.snapshot_ids()]
         decision = plan_retention(times, policy, group_by)
-        plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, options, bound)
+        plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, repack, bound)
         return _run(repo, plan, lock)
 
-    return _locked(repo, dry_run, "prune", wait, work)
+    return _locked(repo, opts.dry_run, "prune", opts.wait, work)
 
 
 def forget(
     repo: Repository,
     refs: Sequence[str],
+    options: PruneOptions | None = None,
     *,
-    dry_run: bool = False,
-    grace: float | None = None,
     now: float | None = None,
-    wait: float | None = None,
-    repack: RepackOptions | None = None,
-    delete_after: float | None = None,
+    **keywords: Any,
 ) -> PruneResult:
     """Drop the named snapshots (ids, prefixes, ``latest``), then collect objects as prune
     does. Every ref is resolved before anything is deleted, so one unknown ref deletes nothing."""
+    opts = from_keywords(PruneOptions, options, keywords, "forget")
     if not refs:
         raise UsageError("name at least one snapshot to forget")
-    grace = _duration(grace, DEFAULT_GRACE, "the grace period")
-    bound = _duration(delete_after, DEFAULT_DELETE_AFTER, "--delete-after")
-    options = repack or RepackOptions()
+    grace, bound, repack = _settings(opts)
 
     def work(lock: RepositoryLock | None) -> PruneResult:
         ids = repo.snapshot_ids()
@@ -193,7 +187,7 @@ def forget(
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
                 for m in (load_root(repo, sid, "forget") for sid in remaining)]
-        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace, options, bound)
+        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace, repack, bound)
         return _run(repo, plan, lock)
 
-    return _locked(repo, dry_run, "forget", wait, work)
+    return _locked(repo, opts.dry_run, "forget", opts.wait, work)

@@ -7,15 +7,10 @@ import json
 from pathlib import Path
 
 from chroma_helpers import grow, tree_digest
-from conftest import create_snapshot, run_cli, show_files
+from conftest import Format1Repo, create_snapshot, run_cli, show_files
 
 from snapshot import Repository
-from snapshot import create_snapshot as library_create
 from snapshot.format import layout
-
-
-def _v1(repo: Path, source: Path) -> str:
-    return library_create(Repository.open(repo, create=True), source, format_version=1).id
 
 
 def _root(repo: Path, sid: str) -> dict:
@@ -73,50 +68,69 @@ def test_root_size_and_list_reads_little(chroma_dir: Path, repo_path: Path) -> N
 
 
 def test_a_format_1_repository_keeps_working_and_mixes_with_format_2(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path
+    format1_repo: Format1Repo, tmp_path: Path
 ) -> None:
-    states = []
-    ids = [_v1(repo_path, chroma_dir)]
-    states.append(tree_digest(chroma_dir))
-    grow(chroma_dir, "docs", 40, seed=12)
-    ids.append(_v1(repo_path, chroma_dir))
-    states.append(tree_digest(chroma_dir))
-    assert [_root(repo_path, s)["format_version"] for s in ids] == [1, 1]
+    repo_path, ids = format1_repo.path, format1_repo.ids
+    states = [s["files"] for s in format1_repo.snapshots]
+    assert [_root(repo_path, s)["format_version"] for s in ids] == [1, 1, 1]
     assert "chunks" in _root(repo_path, ids[0])["files"][0]
-    grow(chroma_dir, "docs", 40, seed=13)
-    ids.append(create_snapshot(repo_path, chroma_dir))  # format 2, its parent format 1
-    states.append(tree_digest(chroma_dir))
-    grow(chroma_dir, "notes", 40, seed=14)
-    res = run_cli("--repo", repo_path, "create", chroma_dir, "--json")
-    ids.append(res.json()["id"])
-    states.append(tree_digest(chroma_dir))
-    assert res.json()["chunks_delta"] >= 1  # deltas against a format 2 parent's tables
-    assert [_root(repo_path, s)["format_version"] for s in ids] == [1, 1, 2, 2]
+    listed = run_cli("--repo", repo_path, "list", "--json").json()
+    assert [s["id"] for s in listed] == ids
+    assert [s["tags"] for s in listed] == [["first"], ["nightly"], ["nightly", "last"]]
+    source = tmp_path / "data" / "vector_db"  # the newest format 1 snapshot, to build on
+    assert run_cli("--repo", repo_path, "restore", ids[-1], source).code == 0
+    assert tree_digest(source) == states[-1]
+    for collection, seed in (("docs", 14), ("notes", 15)):
+        grow(source, collection, 40, seed=seed)
+        res = run_cli("--repo", repo_path, "create", source, "--json")
+        assert res.code == 0, res.stderr
+        assert res.json()["parent"] == ids[-1] and res.json()["chunks_delta"] >= 1  # deltas on its parent
+        ids.append(res.json()["id"])
+        states.append(tree_digest(source))
+    assert [_root(repo_path, s)["format_version"] for s in ids] == [1, 1, 1, 2, 2]
 
     assert [s["id"] for s in run_cli("--repo", repo_path, "list", "--json").json()] == ids
     for i, sid in enumerate(ids):
         out = tmp_path / f"r{i}"
         assert run_cli("--repo", repo_path, "restore", sid, out).code == 0
         assert tree_digest(out) == states[i]
-    assert len(show_files(repo_path, ids[0])) == len(show_files(repo_path, ids[3]))
-    d = run_cli("--repo", repo_path, "diff", ids[0], ids[3], "--records", "--json")
+    assert len(show_files(repo_path, ids[0])) == len(show_files(repo_path, ids[4]))
+    d = run_cli("--repo", repo_path, "diff", ids[0], ids[4], "--records", "--json")
     assert d.code == 0, d.stderr
-    assert d.json()["records"]["docs"]["added_count"] == 80
-    assert d.json()["records"]["notes"]["added_count"] == 40
+    assert d.json()["records"]["docs"]["added_count"] == 30 + 40
+    assert d.json()["records"]["notes"]["added_count"] == 20 + 40
     check = run_cli("--repo", repo_path, "check", "--read-data", "--json")
-    assert check.code == 0 and check.json()["files_verified"] > 0, check.stdout
+    versions = {(path, h) for state in states for path, h in state.items()}
+    assert check.code == 0 and check.json()["files_verified"] >= len(versions), check.stdout
 
-    # a mixed repository prunes correctly: keep one old and one new snapshot
-    assert run_cli("--repo", repo_path, "forget", ids[0], ids[2], "--grace", "0s").code == 0
+    # a mixed repository prunes correctly: keep old and new snapshots
+    assert run_cli("--repo", repo_path, "forget", ids[0], ids[3], "--grace", "0s").code == 0
     assert run_cli("--repo", repo_path, "check", "--read-data").code == 0
-    for i in (1, 3):
+    for i in (1, 2, 4):
         out = tmp_path / f"after-{i}"
         assert run_cli("--repo", repo_path, "restore", ids[i], out).code == 0
         assert tree_digest(out) == states[i]
-    assert run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s").code == 0
+    prune = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--group-by", "none", "--grace", "0s")
+    assert prune.code == 0, prune.stderr
+    assert [s["id"] for s in run_cli("--repo", repo_path, "list", "--json").json()] == [ids[4]]
     assert run_cli("--repo", repo_path, "check", "--read-data").code == 0
-    assert run_cli("--repo", repo_path, "restore", ids[3], tmp_path / "last").code == 0
-    assert tree_digest(tmp_path / "last") == states[3]
+    assert run_cli("--repo", repo_path, "restore", ids[4], tmp_path / "last").code == 0
+    assert tree_digest(tmp_path / "last") == states[4]
+
+
+def test_a_format_1_repository_prunes_to_its_kept_snapshots(format1_repo: Format1Repo, tmp_path: Path):
+    """Format 1 alone: a prune that keeps the newest snapshot (a delta chain of depth 3 over the
+    other two's frames) deletes no pack it needs, and a forget of it frees what only it used."""
+    repo_path, ids = format1_repo.path, format1_repo.ids
+    res = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--json")
+    assert res.code == 0, res.stderr
+    assert sorted(res.json()["removed"]) == ids[:2]
+    assert run_cli("--repo", repo_path, "check", "--read-data").code == 0
+    assert run_cli("--repo", repo_path, "restore", "latest", tmp_path / "t").code == 0
+    assert tree_digest(tmp_path / "t") == format1_repo.snapshots[-1]["files"]
+    assert run_cli("--repo", repo_path, "forget", "latest", "--grace", "0s").code == 0
+    assert run_cli("--repo", repo_path, "list", "--json").json() == []
+    assert not [p for p in (repo_path / "data").rglob("*") if p.is_file()]
 
 
 def test_a_damaged_chunk_table_is_named(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:

@@ -1,0 +1,24 @@
+"""What a restore can be told (:class:`RestoreOptions`), checked when the options are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snapshot.util.options import check_flags
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How :func:`~snapshot.restore.pipeline.restore_snapshot` restores.
+
+    ``force``: replace a non-empty target (only an empty dir or a Chroma persist dir, never a
+    folder holding anything else). ``chroma_check``: also open the result with chromadb
+    (collections in batches, in child processes) before swapping it in. ``strict``: refuse
+    instead of warning when the installed chromadb cannot open the snapshot's database schema."""
+
+    force: bool = False
+    chroma_check: bool = False
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        check_flags(force=self.force, chroma_check=self.chroma_check, strict=self.strict)
