@@ -1,7 +1,7 @@
 """A prune's plan is what it does: the dry run reports the snapshots, condemned objects and
 deleted objects that the real run then drops, condemns and deletes (hypothesis, over small
-randomised histories: snapshots of a small Chroma DB whose metadata changes between them, in
-both manifest formats, some forgotten earlier, with or without grace, delete-after 0 and
+randomised histories: snapshots of a small Chroma DB whose metadata changes between them, with
+and without deltas, some forgotten earlier, with or without grace, delete-after 0 and
 repack)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _change(db: Path, step: int) -> None:
 @dataclass(frozen=True)
 class History:
     #: Per snapshot: whether the DB changed before it, its manifest format, delta frames or not.
-    snapshots: list[tuple[bool, int, bool]]
+    snapshots: list[tuple[bool, bool]]
     #: Index of a snapshot forgotten first with the default delete-after (its packs wait).
     forgotten_first: int | None
     #: None: prune --keep-last keep; else forget these indexes.
@@ -62,7 +62,7 @@ class History:
 @st.composite
 def histories(draw: st.DrawFn) -> History:
     n = draw(st.integers(2, 4))
-    step = st.tuples(st.sampled_from([True, True, False]), st.sampled_from([1, 2]), st.booleans())
+    step = st.tuples(st.sampled_from([True, True, False]), st.booleans())
     snaps = draw(st.lists(step, min_size=n, max_size=n))
     first = draw(st.none() | st.integers(0, n - 2))
     later = [i for i in range(n) if i != first]
@@ -92,10 +92,10 @@ def test_the_dry_run_reports_what_the_run_then_does(small_db: Path, h: History) 
         shutil.copytree(small_db, src)
         repo = Repository.open(Path(tmp) / "repo", create=True, chunk_size=CHUNK)
         ids = []
-        for step, (changed, version, delta) in enumerate(h.snapshots):
+        for step, (changed, delta) in enumerate(h.snapshots):
             if changed:
                 _change(src, step)
-            ids.append(create_snapshot(repo, src, format_version=version, delta=delta, pack_size=PACK,
+            ids.append(create_snapshot(repo, src, delta=delta, pack_size=PACK,
                                        use_cache=False).id)
         if h.forgotten_first is not None:
             forget(repo, [ids[h.forgotten_first]], grace=0.0, repack=REPACKS["off"])  # its packs wait a day
