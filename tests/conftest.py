@@ -40,6 +40,30 @@ def run_cli(*args: str) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def one_line_error(result: CliResult, code: int) -> str:
+    """Assert that a command failed with ``code`` and one line on stderr, no traceback; the line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chroma-snapshot: error: "), result.stderr
+    return lines[0]
+
+
+def pack_files(repo: Path) -> list[Path]:
+    """The data objects of a local repository."""
+    return sorted(p for p in (repo / "data").rglob("*") if p.is_file())
+
+
+def edit_manifest(repo: Path, sid: str, change: Callable[[Any], object]) -> None:
+    """Change a local repository's manifest of ``sid`` in place, as a damaged or hostile
+    repository would hold it."""
+    from snapshot.format import layout
+
+    p = repo / layout.snapshot_key(sid)
+    data = json.loads(p.read_text())
+    change(data)
+    p.write_text(json.dumps(data))
+
+
 def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
     """Run ``create`` and return the new snapshot id (the test fails if create fails)."""
     res = run_cli("--repo", str(repo), "create", str(source), "--json", *extra)
@@ -67,6 +91,15 @@ def show_files(repo: Path | str, ref: str = "latest") -> list[dict[str, Any]]:
     res = run_cli("--repo", str(repo), "show", ref, "--files", "--json")
     assert res.code == 0, res.stderr
     return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures that create snapshots use a cache of this worker's
+    too, never ~/.cache/chroma-snapshot (the per-test one below is set after they run)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHROMA_SNAPSHOT_CACHE", str(tmp_path_factory.mktemp("base-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +140,29 @@ def chroma_dir(chroma_template: Path, tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def repo_path(tmp_path: Path) -> Path:
     return tmp_path / "snapshots"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A local repository holding one snapshot (``sid``) of the template Chroma dir."""
+
+    repo: Path
+    sid: str
+
+
+@pytest.fixture(scope="session")
+def _seeded_template(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    from snapshot.create.pipeline import create_snapshot as create
+    from snapshot.repo.repository import Repository
+
+    repo = tmp_path_factory.mktemp("seeded") / "snapshots"
+    sid = create(Repository.open(repo, create=True), chroma_template, use_cache=False).id
+    return Seeded(repo, sid)
+
+
+@pytest.fixture
+def seeded(_seeded_template: Seeded, repo_path: Path) -> Seeded:
+    """A fresh copy (at ``repo_path``) of a repository with one snapshot of the template, for
+    tests that start from a snapshot and then damage or extend it: built once per worker."""
+    shutil.copytree(_seeded_template.repo, repo_path)
+    return Seeded(repo_path, _seeded_template.sid)

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from snapshot.errors import EXIT_CODES
 from snapshot.format.crypto import DEFAULT_LOG_N
 from snapshot.repo.repository import SnapshotSummary
 
@@ -23,3 +24,12 @@ def test_list_json_fields_are_all_documented() -> None:
     row = next(line for line in README.splitlines() if line.startswith("| `list"))
     documented = set(re.findall(r"\w+", row.split("an array of `{", 1)[1].split("}`", 1)[0]))
     assert {f.name for f in dataclasses.fields(SnapshotSummary)} <= documented
+
+
+def test_readme_documents_every_exit_code() -> None:
+    rows = {}
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].isdigit():
+            rows[int(cells[0])] = cells[1].replace("`", "")
+    assert rows == {code: meaning for code, meaning in EXIT_CODES}
