@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import DEFAULT_SPEC, build_db
+from chroma_helpers import DEFAULT_SPEC, build_db, grow
 from s3_fixtures import *  # noqa: F403
 
 from snapshot.cli import main
@@ -126,6 +126,17 @@ def chroma_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Chroma persist dir with two collections (docs 3000, notes 1000), built once."""
     path = tmp_path_factory.mktemp("template") / "vector_db"
     build_db(path, DEFAULT_SPEC, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chroma_grown(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template after ``grow(path, "docs", 40, seed=1)`` (docs 3040, notes 1000), built
+    once: a test that needs its Chroma dir to grow between two snapshots copies this over it
+    (``chroma_helpers.become``) instead of starting chromadb."""
+    path = tmp_path_factory.mktemp("grown") / "vector_db"
+    shutil.copytree(chroma_template, path)
+    grow(path, "docs", 40, seed=1)
     return path
 
 

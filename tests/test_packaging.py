@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# builds and installs a wheel (run before a commit, and in CI)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -33,7 +33,9 @@ def _ids(repo: Path) -> list[str]:
 # -- what is not a Chroma dir, or not a valid create -------------------------------------------------
 
 
-def test_bad_sources_are_refused_before_the_repository_is_initialised(repo_path: Path, tmp_path: Path) -> None:
+def test_bad_sources_are_refused_before_the_repository_is_initialised(
+    repo_path: Path, tmp_path: Path
+) -> None:
     one_line_error(run_cli("--repo", repo_path, "create", tmp_path / "nope"), 3)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -56,7 +58,9 @@ def test_bad_sources_are_refused_before_the_repository_is_initialised(repo_path:
     assert not repo_path.exists()
 
 
-def test_bad_options_are_refused_before_the_repository_is_initialised(chroma_dir: Path, tmp_path: Path) -> None:
+def test_bad_options_are_refused_before_the_repository_is_initialised(
+    chroma_dir: Path, tmp_path: Path
+) -> None:
     repo = tmp_path / "new-repo"
     one_line_error(run_cli("--repo", repo, "create", chroma_dir, "--level", "99"), 2)
     one_line_error(run_cli("--repo", repo, "create", chroma_dir, "--tag", "a,b"), 2)

@@ -75,7 +75,8 @@ def test_a_rebased_first_frame_is_replaced_in_place() -> None:
 
 
 def test_moved_frames_get_their_new_place_and_keep_their_content() -> None:
-    moved = {(A, 1000): Frame(C, 0, 100, "zstd", 4096, H[1]), (A, 3000): Frame(C, 100, 100, "zstd", 4096, H[3])}
+    moved = {(A, 1000): Frame(C, 0, 100, "zstd", 4096, H[1]),
+             (A, 3000): Frame(C, 100, 100, "zstd", 4096, H[3])}
     out = rewrite_chain(CHAIN, {}, moved)
     assert [location(f) for f in out] == [(A, 0), (C, 0), (A, 2000), (C, 100)]
     assert [f.hash for f in out] == [f.hash for f in CHAIN]

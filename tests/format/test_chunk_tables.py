@@ -31,8 +31,11 @@ def test_a_table_is_one_json_line_per_chunk_with_frames_as_arrays() -> None:
     raw = encode_table(CHUNKS)
     lines = raw.decode().split("\n")
     assert lines[-1] == "" and len(lines) == 4
-    assert json.loads(lines[1]) == {"frames": [[P, 700, 800, "zstd", CS, H[1]], [P, 1500, 30, "zstd", CS, H[2]]],
-                                    "hash": H[2], "size": CS}
+    assert json.loads(lines[1]) == {
+        "frames": [[P, 700, 800, "zstd", CS, H[1]], [P, 1500, 30, "zstd", CS, H[2]]],
+        "hash": H[2],
+        "size": CS,
+    }
     assert lines[0] == f'{{"frames":[["{P}",0,700,"zstd",{CS},"{H[0]}"]],"hash":"{H[0]}","size":{CS}}}'
 
 

@@ -74,7 +74,9 @@ def test_a_truncated_object_is_an_integrity_error(seeded: Seeded, existing_targe
     assert tree_digest(existing_target) == before
 
 
-def test_a_result_that_fails_the_consistency_checks_leaves_the_target(seeded: Seeded, existing_target: Path) -> None:
+def test_a_result_that_fails_the_consistency_checks_leaves_the_target(
+    seeded: Seeded, existing_target: Path
+) -> None:
     edit_manifest(seeded.repo, seeded.sid, lambda d: d["collections"][0].update(records=12345))
     before = tree_digest(existing_target)
     res = run_cli("--repo", seeded.repo, "restore", seeded.sid, existing_target, "--force")
@@ -142,7 +144,9 @@ def test_symlinks_in_an_old_target_are_not_followed(seeded: Seeded, tmp_path: Pa
     assert not (target / seg_file).is_symlink() and not (target / "chroma.sqlite3").is_symlink()
 
 
-def test_force_replaces_only_a_chroma_persist_dir(seeded: Seeded, tmp_path: Path, existing_target: Path) -> None:
+def test_force_replaces_only_a_chroma_persist_dir(
+    seeded: Seeded, tmp_path: Path, existing_target: Path
+) -> None:
     (existing_target / "keep.txt").write_text("not Chroma's")
     before = tree_digest(existing_target)
     res = run_cli("--repo", seeded.repo, "restore", "latest", existing_target, "--force")
@@ -268,8 +272,9 @@ def test_a_restore_killed_after_its_chroma_check_leaves_nothing_behind_the_next(
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, CHROMA_SNAPSHOT_KILL_AT="restore.verified",
                PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    killed = subprocess.run([sys.executable, "-m", "snapshot", "--repo", str(seeded.repo), "restore", seeded.sid,
-                             str(target), "--chroma-check"], env=env, capture_output=True, timeout=300)
+    args = ["--repo", str(seeded.repo), "restore", seeded.sid, str(target), "--chroma-check"]
+    killed = subprocess.run([sys.executable, "-m", "snapshot", *args], env=env, capture_output=True,
+                            timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(_leftovers(target)) >= 1  # the built dir (and the copies the repair uses)
     assert run_cli("--repo", seeded.repo, "restore", seeded.sid, target).code == 0
@@ -304,13 +309,16 @@ def _sigterm_at(point: str, *args: object) -> CliResult:
         said.append(line)
     else:
         proc.wait(timeout=60)
-        pytest.fail(f"never reached {point}: exit {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        err = proc.stderr.read() if proc.stderr else ""
+        pytest.fail(f"never reached {point}: exit {proc.returncode}: {err}")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate("\n", timeout=120)  # the signal is handled while it waits
     return CliResult(proc.returncode, "".join(said) + out, err)
 
 
-def test_sigterm_once_a_restore_stands_is_not_a_failure(seeded: Seeded, chroma_dir: Path, tmp_path: Path) -> None:
+def test_sigterm_once_a_restore_stands_is_not_a_failure(
+    seeded: Seeded, chroma_dir: Path, tmp_path: Path
+) -> None:
     repo, first = seeded.repo, seeded.sid
     retag(chroma_dir, 99)
     second = create_snapshot(repo, chroma_dir)
