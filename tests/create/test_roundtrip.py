@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from chroma_helpers import become, build_db, counts, grow, sqlite_payload, tree_digest
+from chroma_helpers import become, build_db, grow, sqlite_payload, tree_digest
 from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
@@ -63,14 +63,12 @@ def test_create_grow_create_restore_both(
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
     assert_same_db(old, v1)
-    assert counts(old) == {"docs": 3000, "notes": 1000}
 
     latest = cli("--repo", repo_path, "restore", "latest", old, "--force", "--json", "--chroma-check")
     assert latest.code == 0, latest.stderr
     body = latest.json()
     assert body["id"] == again["id"] and body["bytes_reused"] > 0
     assert_same_db(old, v2)
-    assert counts(old) == {"docs": 3040, "notes": 1000}
 
 
 def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
@@ -198,6 +196,7 @@ def test_restore_onto_parent_reads_only_new_deltas(
     assert sqlite_payload(target / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
 
 
+@pytest.mark.slow  # chromadb builds and opens 12 collections in child processes
 def test_chroma_check_reads_what_the_dry_run_predicts(cli, tmp_path: Path, repo_path: Path) -> None:
     """Opening a directory, chromadb rewrites chroma.sqlite3 and the index files of every
     collection whose queue entries it applies (here: all, each under its sync threshold).

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from chroma_helpers import become, build_db, counts, grow, tree_digest
+from chroma_helpers import become, build_db, grow, tree_digest
 
 from snapshot.format.manifest import Chunk, Frame
 from snapshot.restore.materialise import _PLAN_BYTES, LocalChunk, _upcoming
@@ -45,7 +45,6 @@ def test_full_round_trip_on_s3(
     assert res.code == 0, res.stderr
     body = res.json()
     assert body["chroma_checked"] == {"docs": 3040, "notes": 1000} and body["bytes_reused"] > 0
-    assert counts(target) == {"docs": 3040, "notes": 1000}
 
 
 def test_same_layout_as_local(cli, s3_client, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
@@ -140,6 +139,7 @@ def test_delta_chains_are_read_a_range_of_a_pack_at_a_time(
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
 
 
+@pytest.mark.slow  # chromadb builds and opens 12 collections in child processes
 def test_a_restore_reads_what_the_dry_run_predicts_on_s3(cli, s3_repo_url: str, tmp_path: Path) -> None:
     """That is egress. What chromadb rewrites when --chroma-check opens the result
     (chroma.sqlite3, the indexes it applies queue entries to) is put back from local copies,
