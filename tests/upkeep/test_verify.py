@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import grow
+from chroma_helpers import become, grow
 from conftest import CliResult, create_snapshot, edit_manifest, run_cli, show_files
 
 from snapshot.errors import UsageError
@@ -175,11 +175,13 @@ def test_select_objects_parts_partition_and_percent_is_deterministic() -> None:
     assert select_objects(ids, None) == set(ids)
 
 
-def test_a_damaged_link_of_a_chain_is_named_by_restore(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+def test_a_damaged_link_of_a_chain_is_named_by_restore(
+    chroma_dir: Path, chroma_grown: Path, repo_path: Path, tmp_path: Path
+) -> None:
     """Restore checks a chunk's result, not every link (each link is a function of the one
     before); when the result is wrong it decodes the chain again to name the damaged link."""
     create_snapshot(repo_path, chroma_dir)
-    grow(chroma_dir, "docs", 50, seed=21)
+    become(chroma_dir, chroma_grown)
     create_snapshot(repo_path, chroma_dir)
     chained = [c for f in show_files(repo_path) for c in f["chunks"] if len(c["frames"]) >= 2]
     assert chained, "no delta chain to damage"
