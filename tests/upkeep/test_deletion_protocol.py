@@ -341,6 +341,7 @@ def test_unreadable_records_condemn_nothing_and_are_replaced(repo: str, chroma_d
     assert after.unreadable == () and set(after.since) == set(out["objects_condemned"])
 
 
+@pytest.mark.slow  # 1500 examples
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(
     st.binary(max_size=300),
