@@ -106,6 +106,22 @@ def delete_collection(path: Path, name: str) -> None:
     run_chroma("delete_collection", path, name=name)
 
 
+def become(path: Path, other: Path) -> None:
+    """Make the Chroma dir at ``path`` a copy of ``other`` (a later state of the same dir, such
+    as the ``chroma_grown`` fixture), as if chromadb had written the change there."""
+    shutil.rmtree(path)
+    shutil.copytree(other, path)
+
+
+def retag(path: Path, value: int) -> None:
+    """Change a Chroma dir without starting chromadb (seconds cheaper than :func:`grow`), for
+    tests that need a snapshot to differ from the last: every record's ``group`` metadata
+    becomes ``value`` (chroma.sqlite3 changes; the segment files and counts do not)."""
+    with sqlite3.connect(path / "chroma.sqlite3") as conn:
+        conn.execute("UPDATE embedding_metadata SET int_value = ? WHERE key = 'group'", (value,))
+    conn.close()
+
+
 def ids(path: Path, name: str) -> list[str]:
     result: list[str] = run_chroma("ids", path, name=name)
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import DEFAULT_SPEC, build_db
+from chroma_helpers import DEFAULT_SPEC, build_db, grow
 from s3_fixtures import *  # noqa: F403
 
 from snapshot.cli import main
@@ -38,6 +38,30 @@ def run_cli(*args: str) -> CliResult:
         except SystemExit as exc:
             code = int(exc.code or 0)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def one_line_error(result: CliResult, code: int) -> str:
+    """Assert that a command failed with ``code`` and one line on stderr, no traceback; the line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chroma-snapshot: error: "), result.stderr
+    return lines[0]
+
+
+def pack_files(repo: Path) -> list[Path]:
+    """The data objects of a local repository."""
+    return sorted(p for p in (repo / "data").rglob("*") if p.is_file())
+
+
+def edit_manifest(repo: Path, sid: str, change: Callable[[Any], object]) -> None:
+    """Change a local repository's manifest of ``sid`` in place, as a damaged or hostile
+    repository would hold it."""
+    from snapshot.format import layout
+
+    p = repo / layout.snapshot_key(sid)
+    data = json.loads(p.read_text())
+    change(data)
+    p.write_text(json.dumps(data))
 
 
 def create_snapshot(repo: Path, source: Path, *extra: str) -> str:
@@ -69,6 +93,15 @@ def show_files(repo: Path | str, ref: str = "latest") -> list[dict[str, Any]]:
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_base_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures that create snapshots use a cache of this worker's
+    too, never ~/.cache/chroma-snapshot (the per-test one below is set after they run)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHROMA_SNAPSHOT_CACHE", str(tmp_path_factory.mktemp("base-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _private_base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own base cache instead of ~/.cache/chroma-snapshot."""
@@ -93,6 +126,17 @@ def chroma_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Chroma persist dir with two collections (docs 3000, notes 1000), built once."""
     path = tmp_path_factory.mktemp("template") / "vector_db"
     build_db(path, DEFAULT_SPEC, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chroma_grown(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template after ``grow(path, "docs", 40, seed=1)`` (docs 3040, notes 1000), built
+    once: a test that needs its Chroma dir to grow between two snapshots copies this over it
+    (``chroma_helpers.become``) instead of starting chromadb."""
+    path = tmp_path_factory.mktemp("grown") / "vector_db"
+    shutil.copytree(chroma_template, path)
+    grow(path, "docs", 40, seed=1)
     return path
 
 
@@ -131,3 +175,29 @@ def format1_repo(repo_path: Path) -> Format1Repo:
     shutil.copytree(FORMAT1 / "repo", repo_path)
     expected = json.loads((FORMAT1 / "expected.json").read_text())
     return Format1Repo(repo_path, expected["snapshots"])
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A local repository holding one snapshot (``sid``) of the template Chroma dir."""
+
+    repo: Path
+    sid: str
+
+
+@pytest.fixture(scope="session")
+def _seeded_template(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+    from snapshot.create.pipeline import create_snapshot as create
+    from snapshot.repo.repository import Repository
+
+    repo = tmp_path_factory.mktemp("seeded") / "snapshots"
+    sid = create(Repository.open(repo, create=True), chroma_template, use_cache=False).id
+    return Seeded(repo, sid)
+
+
+@pytest.fixture
+def seeded(_seeded_template: Seeded, repo_path: Path) -> Seeded:
+    """A fresh copy (at ``repo_path``) of a repository with one snapshot of the template, for
+    tests that start from a snapshot and then damage or extend it: built once per worker."""
+    shutil.copytree(_seeded_template.repo, repo_path)
+    return Seeded(repo_path, _seeded_template.sid)

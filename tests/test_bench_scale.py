@@ -21,6 +21,9 @@ import pytest
 
 from snapshot.chroma.consistency import read_header, verify_dir
 
+# the benchmarks run end to end (run before a commit, and in CI)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SNAPSHOTS, TINY, KEEP = 4, 20, 2

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# the benchmarks run end to end (run before a commit, and in CI)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RECORDS, NIGHTS, KEEP = 1500, 4, 2

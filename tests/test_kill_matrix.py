@@ -30,6 +30,9 @@ from conftest import exchange_supported, run_cli
 from snapshot.repo.repository import Repository
 from snapshot.util import pausepoints
 
+# kill -9 at every pause point: dozens of child processes (run before a commit, and in CI)
+pytestmark = pytest.mark.slow
+
 GROWTH = 20  # docs added between two snapshots
 CHILD_TIMEOUT = 120
 # The CLI with the atomic exchange disabled: the two-rename swap used where renameat2 is missing.

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+#: Builds and installs a wheel, or runs the product in child processes (run before a commit, and in CI).
+slow = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,6 +38,7 @@ def _env(site: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(site), PYTHONSAFEPATH="1")
 
 
+@slow
 def test_wheel_ships_library_not_shim(installed: dict[str, Path]) -> None:
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     assert "snapshot/py.typed" in names and "snapshot/storage/s3/store.py" in names
@@ -43,6 +47,7 @@ def test_wheel_ships_library_not_shim(installed: dict[str, Path]) -> None:
     assert "chroma-snapshot = snapshot.cli:main" in zipfile.ZipFile(installed["wheel"]).read(entry).decode()
 
 
+@slow
 def test_console_script_round_trip_outside_repo(installed, chroma_dir: Path, tmp_path: Path) -> None:
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -65,6 +70,7 @@ def test_console_script_round_trip_outside_repo(installed, chroma_dir: Path, tmp
     assert "chromadb opened it (1 batch(es)): docs=3000, notes=1000" in restored.stdout
 
 
+@slow
 @pytest.mark.parametrize("how", ["module", "shim"])
 def test_python_m_and_shim(how: str, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "snapshot"] if how == "module" else [sys.executable, str(ROOT / "cli.py")]
@@ -97,6 +103,7 @@ def test_usage_errors_exit_2(cli) -> None:
     assert res.code == 2
 
 
+@slow
 def test_quickstart_example_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), str(tmp_path / "w")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)

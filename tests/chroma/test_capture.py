@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from chroma_helpers import counts, delete_collection
 
 
+@pytest.mark.slow  # a live chromadb writer and a chromadb open of every restore
 def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
     stop = tmp_path / "stop"
     writer = subprocess.Popen(

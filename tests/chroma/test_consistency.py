@@ -220,6 +220,7 @@ def test_chroma_check_batches_bound_memory_by_the_largest_collection() -> None:
     assert batches([]) == []
 
 
+@pytest.mark.slow  # 40 collections built and opened by chromadb in child processes
 def test_chroma_check_opens_many_collections_in_batches(tmp_path: Path, repo_path: Path) -> None:
     from chroma_helpers import build_db
 

@@ -271,6 +271,7 @@ def _only_snapshot_errors(parse: Callable[[], object]) -> None:
         parse()
 
 
+@pytest.mark.slow  # 2000 examples; the literal cases are in tests/format/ and test_untrusted_metadata.py
 @FUZZ
 @given(st.data())
 def test_mutated_manifests_parse_or_raise_snapshot_errors(
@@ -280,6 +281,7 @@ def test_mutated_manifests_parse_or_raise_snapshot_errors(
     _only_snapshot_errors(lambda: parse_manifest(raw, "manifest x"))
 
 
+@pytest.mark.slow  # 2000 examples; the literal cases are in tests/format/ and test_untrusted_metadata.py
 @FUZZ
 @given(st.data())
 def test_mutated_configs_parse_or_raise_snapshot_errors(samples: dict[str, Any], data: st.DataObject) -> None:
@@ -287,6 +289,7 @@ def test_mutated_configs_parse_or_raise_snapshot_errors(samples: dict[str, Any],
     _only_snapshot_errors(lambda: parse_config(raw))
 
 
+@pytest.mark.slow  # 2000 examples; the literal cases are in tests/format/ and test_untrusted_metadata.py
 @FUZZ
 @given(st.data())
 def test_mutated_chunk_tables_parse_or_raise_snapshot_errors(

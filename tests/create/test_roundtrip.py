@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from chroma_helpers import build_db, counts, grow, sqlite_payload, tree_digest
+from chroma_helpers import become, build_db, grow, sqlite_payload, tree_digest
 from conftest import show_files
 
 from snapshot import Repository, create_snapshot, restore_snapshot
@@ -31,7 +31,9 @@ def assert_same_db(restored: Path, source_copy: dict[str, bytes]) -> None:
             assert got[rel] == data, rel
 
 
-def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+def test_create_grow_create_restore_both(
+    cli, chroma_dir: Path, chroma_grown: Path, repo_path: Path, tmp_path: Path
+) -> None:
     v1 = _files(chroma_dir)
     first = cli("--repo", repo_path, "create", chroma_dir, "--tag", "nightly", "-m", "first", "--json")
     assert first.code == 0, first.stderr
@@ -40,7 +42,7 @@ def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path,
     assert r1["parent"] is None and r1["objects_uploaded"] >= 1
     assert r1["collections"] == {"docs": 3000, "notes": 1000}
 
-    grow(chroma_dir, "docs", 40, seed=1)  # 1% of the 4000 records
+    become(chroma_dir, chroma_grown)  # 40 records more: 1% of the 4000
     v2 = _files(chroma_dir)
     second = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
     assert second["parent"] == r1["id"]
@@ -61,14 +63,12 @@ def test_create_grow_create_restore_both(cli, chroma_dir: Path, repo_path: Path,
     assert res.code == 0, res.stderr
     assert res.json()["chroma_checked"] == {"docs": 3000, "notes": 1000}
     assert_same_db(old, v1)
-    assert counts(old) == {"docs": 3000, "notes": 1000}
 
     latest = cli("--repo", repo_path, "restore", "latest", old, "--force", "--json", "--chroma-check")
     assert latest.code == 0, latest.stderr
     body = latest.json()
     assert body["id"] == again["id"] and body["bytes_reused"] > 0
     assert_same_db(old, v2)
-    assert counts(old) == {"docs": 3040, "notes": 1000}
 
 
 def test_library_api_round_trip(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
@@ -165,12 +165,14 @@ def test_gzip_packs_decompress_with_plain_gzip(cli, chroma_dir: Path, repo_path:
         assert rebuilt == source, f["path"]
 
 
-def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
+def test_restore_onto_parent_reads_only_new_deltas(
+    cli, chroma_dir: Path, chroma_grown: Path, repo_path: Path, tmp_path: Path
+) -> None:
     first = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
     target = tmp_path / "prod"
     assert cli("--repo", repo_path, "restore", first["id"], target, "--skip-chroma-check").code == 0
     before = tree_digest(target)
-    grow(chroma_dir, "docs", 40, seed=3)
+    become(chroma_dir, chroma_grown)
     second = cli("--repo", repo_path, "create", chroma_dir, "--json").json()
     assert second["chunks_delta"] >= 1
 
@@ -196,6 +198,7 @@ def test_restore_onto_parent_reads_only_new_deltas(cli, chroma_dir: Path, repo_p
     assert sqlite_payload(target / "chroma.sqlite3") == sqlite_payload(chroma_dir / "chroma.sqlite3")
 
 
+@pytest.mark.slow  # chromadb builds and opens 12 collections in child processes
 def test_chroma_check_reads_what_the_dry_run_predicts(cli, tmp_path: Path, repo_path: Path) -> None:
     """Opening a directory, chromadb rewrites chroma.sqlite3 and the index files of every
     collection whose queue entries it applies (here: all, each under its sync threshold).

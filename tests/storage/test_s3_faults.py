@@ -318,6 +318,7 @@ def _clean_failure(res: Any) -> None:
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+@pytest.mark.slow  # ten create/restore rounds through the fault proxy
 def test_ten_rounds_at_10_5_5_5_percent(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
     chroma_dir: Path, tmp_path: Path, quick_botocore_backoff: None, cli_attempts: Callable[[int], None],
@@ -357,6 +358,7 @@ def test_ten_rounds_at_10_5_5_5_percent(
     assert cli(*direct, "check", "--read-data").code == 0
 
 
+@pytest.mark.slow  # many create/restore rounds through the fault proxy
 def test_a_round_at_30_percent_fails_cleanly_and_loses_nothing(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
     chroma_dir: Path, tmp_path: Path, quick_botocore_backoff: None, cli_attempts: Callable[[int], None],

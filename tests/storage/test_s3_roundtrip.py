@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from chroma_helpers import build_db, counts, grow, tree_digest
+from chroma_helpers import become, build_db, grow, tree_digest
 
 from snapshot.format.manifest import Chunk, Frame
 from snapshot.restore.materialise import _PLAN_BYTES, LocalChunk, _upcoming
 
 
-def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
+def test_full_round_trip_on_s3(
+    cli, s3_repo_url: str, chroma_dir: Path, chroma_grown: Path, tmp_path: Path
+) -> None:
     assert s3_repo_url.endswith("/processed/informatika/kelas_10/chromadb")
     first = cli("--repo", s3_repo_url, "create", chroma_dir, "--tag", "nightly", "--json")
     assert first.code == 0, first.stderr
@@ -23,7 +25,7 @@ def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path
     # packs are uploaded whole, never one PUT per file (+ config, manifest and the lock object)
     assert r1["requests"].get("put", 0) <= r1["objects_uploaded"] + 3 < r1["files"]
 
-    grow(chroma_dir, "docs", 40, seed=11)
+    become(chroma_dir, chroma_grown)
     r2 = cli("--repo", s3_repo_url, "create", chroma_dir, "--json").json()
     assert r2["parent"] == r1["id"] and r2["bytes_uploaded"] < r1["bytes_uploaded"] / 5
 
@@ -43,7 +45,6 @@ def test_full_round_trip_on_s3(cli, s3_repo_url: str, chroma_dir: Path, tmp_path
     assert res.code == 0, res.stderr
     body = res.json()
     assert body["chroma_checked"] == {"docs": 3040, "notes": 1000} and body["bytes_reused"] > 0
-    assert counts(target) == {"docs": 3040, "notes": 1000}
 
 
 def test_same_layout_as_local(cli, s3_client, s3_repo_url: str, chroma_dir: Path, tmp_path: Path) -> None:
@@ -121,12 +122,12 @@ def test_many_small_files_are_read_a_range_of_a_pack_at_a_time(cli, s3_repo_url:
 
 
 def test_delta_chains_are_read_a_range_of_a_pack_at_a_time(
-    cli, s3_repo_url: str, chroma_dir: Path, tmp_path: Path
+    cli, s3_repo_url: str, chroma_dir: Path, chroma_grown: Path, tmp_path: Path
 ) -> None:
     """After an incremental create, a chunk is a full frame plus delta links in other packs:
     a restore from S3 reads the frames of 16 chunks at a time with a request per range."""
     assert cli("--repo", s3_repo_url, "create", chroma_dir).code == 0
-    grow(chroma_dir, "docs", 40, seed=11)
+    become(chroma_dir, chroma_grown)
     assert cli("--repo", s3_repo_url, "create", chroma_dir).code == 0
     res = cli("--repo", s3_repo_url, "restore", "latest", tmp_path / "out", "--json")
     assert res.code == 0, res.stderr
@@ -138,6 +139,7 @@ def test_delta_chains_are_read_a_range_of_a_pack_at_a_time(
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
 
 
+@pytest.mark.slow  # chromadb builds and opens 12 collections in child processes
 def test_a_restore_reads_what_the_dry_run_predicts_on_s3(cli, s3_repo_url: str, tmp_path: Path) -> None:
     """That is egress. What chromadb rewrites when --chroma-check opens the result
     (chroma.sqlite3, the indexes it applies queue entries to) is put back from local copies,

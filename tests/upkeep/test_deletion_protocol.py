@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import grow, tree_digest
+from chroma_helpers import become, grow, tree_digest
 from conftest import CliResult, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,8 @@ DAY = 86400.0
 PRUNE = ("prune", "--keep-last", "1", "--max-unused", "0%", "--grace", "0s", "--json")
 
 
-@pytest.fixture(params=["local", "s3"])
+# The same races on S3 (its clock, conditional writes) run in the whole suite, not the quick loop.
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def repo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("CHROMA_SNAPSHOT_DELETE_AFTER", raising=False)  # the default bound, 24 h
     if request.param == "local":
@@ -110,14 +112,26 @@ class Race:
         return pruned
 
 
+@pytest.fixture(scope="module")
+def grown(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The template grown by 60 docs, and by 60 more: built once, copied by each test."""
+    base = tmp_path_factory.mktemp("grown")
+    states = (base / "1" / "vector_db", base / "2" / "vector_db")
+    shutil.copytree(chroma_template, states[0])
+    grow(states[0], "docs", 60, seed=1)
+    shutil.copytree(states[0], states[1])
+    grow(states[1], "docs", 60, seed=2)
+    return states
+
+
 @pytest.fixture
-def history(repo: str, chroma_dir: Path) -> Iterator[dict[str, dict[str, str]]]:
+def history(repo: str, chroma_dir: Path, grown: tuple[Path, Path]) -> Iterator[dict[str, dict[str, str]]]:
     """Two snapshots, and the source grown once more for the racing create."""
     trees: dict[str, dict[str, str]] = {}
-    for seed in (1, 2):
+    for state in grown:
         sid = _ok(repo, "create", chroma_dir, "--json")["id"]
         trees[sid] = tree_digest(chroma_dir)
-        grow(chroma_dir, "docs", 60, seed=seed)
+        become(chroma_dir, state)
     yield trees
 
 
@@ -329,6 +343,7 @@ def test_unreadable_records_condemn_nothing_and_are_replaced(repo: str, chroma_d
     assert after.unreadable == () and set(after.since) == set(out["objects_condemned"])
 
 
+@pytest.mark.slow  # 1500 examples
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(
     st.binary(max_size=300),

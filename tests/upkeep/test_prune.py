@@ -259,3 +259,26 @@ def test_keep_last_one_on_a_growing_db_keeps_its_chains(
     target = tmp_path / "restored"
     assert cli("--repo", repo, "restore", "latest", target).code == 0
     assert counts(target) == {"docs": 3080, "notes": 1000}
+
+
+def test_prune_keeps_the_newest_of_every_source_by_default(chroma_dir: Path, repo_path: Path, tmp_path: Path,
+                                                           cli: Cli) -> None:
+    other = tmp_path / "other" / "vector_db"
+    shutil.copytree(chroma_dir, other)
+    a1 = create_snapshot(repo_path, chroma_dir)
+    b1 = create_snapshot(repo_path, other)
+    a2 = create_snapshot(repo_path, chroma_dir)
+    res = cli("--repo", repo_path, "prune", "--keep-last", "1", "--dry-run", "--json")
+    assert res.code == 0, res.stderr
+    out = res.json()
+    assert {d["id"] for d in out["kept"]} == {a2, b1} and out["removed"] == [a1]
+    groups = {d["group"] for d in out["kept"]}
+    assert any(str(other) in g for g in groups) and any(str(chroma_dir) in g for g in groups)
+    text = cli("--repo", repo_path, "prune", "--keep-last", "1", "--dry-run").stdout
+    assert str(other) in text and "GROUP" in text
+    flat = cli("--repo", repo_path, "prune", "--keep-last", "1", "--group-by", "none", "--dry-run",
+               "--json").json()
+    assert [d["id"] for d in flat["kept"]] == [a2] and sorted(flat["removed"]) == sorted([a1, b1])
+    assert cli("--repo", repo_path, "prune", "--keep-last", "1").code == 0
+    assert {s["id"] for s in cli("--repo", repo_path, "list", "--json").json()} == {a2, b1}
+    assert cli("--repo", repo_path, "check", "--read-data").code == 0

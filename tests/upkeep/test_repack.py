@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import delete, grow, tree_digest, update_metadata
+from chroma_helpers import become, delete, grow, tree_digest, update_metadata
 from conftest import run_cli
 
 from snapshot.create.pipeline import create_snapshot
@@ -32,6 +33,27 @@ def _night(src: Path, n: int) -> None:
     delete(src, "docs", [f"docs-{i}" for i in range(2000 + n * 5, 2000 + n * 5 + 5)])
 
 
+Nights = Callable[[int], Path]
+
+
+@pytest.fixture(scope="module")
+def nights(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
+    """``nights(n)``: the template after nights 1..n, each state built once (three chromadb
+    runs a night) and copied over a test's Chroma dir with ``become``."""
+    base = tmp_path_factory.mktemp("nights")
+    states = {0: chroma_template}
+
+    def after(n: int) -> Path:
+        if n not in states:
+            path = base / str(n) / "vector_db"
+            shutil.copytree(after(n - 1), path)
+            _night(path, n)
+            states[n] = path
+        return states[n]
+
+    return after
+
+
 def _ok(*args: Any) -> Any:
     res = run_cli(*map(str, args), "--json")
     assert res.code == 0, res.stdout + res.stderr
@@ -45,8 +67,9 @@ def _restores_exactly(repo: Path, sid: str, tree: dict[str, str], where: Path) -
     shutil.rmtree(dest)
 
 
+@pytest.mark.slow  # eight nights, two repositories
 def test_a_nightly_schedule_stays_smaller_with_repack_and_every_kept_snapshot_restores(
-    chroma_dir: Path, tmp_path: Path
+    chroma_dir: Path, nights: Nights, tmp_path: Path
 ) -> None:
     """Two repositories take the same nights (64 KiB chunks, keep-last 3): one prunes with
     --no-repack, the other as by default. The default one re-bases chains and repacks, ends
@@ -56,7 +79,7 @@ def test_a_nightly_schedule_stays_smaller_with_repack_and_every_kept_snapshot_re
     rebased = repacked = rewritten = 0
     for n in range(9):
         if n:
-            _night(chroma_dir, n)
+            become(chroma_dir, nights(n))
         for repo in (plain, packed):
             extra = ("--chunk-size", "65536") if n == 0 else ()
             sid = _ok("--repo", repo, "create", chroma_dir, *extra)["id"]
@@ -106,10 +129,12 @@ def test_the_pack_with_1_percent_live_is_repacked_and_the_one_with_99_is_not() -
     assert select_packs(small, RepackOptions(repack_small=True, max_repack_size=mib)) == []
 
 
-def test_dry_run_reports_the_repack_and_changes_nothing(chroma_dir: Path, repo_path: Path) -> None:
+def test_dry_run_reports_the_repack_and_changes_nothing(
+    chroma_dir: Path, nights: Nights, repo_path: Path
+) -> None:
     for n in range(5):
         if n:
-            _night(chroma_dir, n)
+            become(chroma_dir, nights(n))
         _ok("--repo", repo_path, "create", chroma_dir, *(("--chunk-size", "65536") if n == 0 else ()))
     before = tree_digest(repo_path)
     plan = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%",
@@ -145,23 +170,23 @@ def test_bad_repack_options_are_one_line_usage_errors(
     assert tree_digest(repo_path) == before
 
 
-def _history(src: Path, repo: Path, nights: int) -> dict[str, dict[str, str]]:
+def _history(src: Path, repo: Path, count: int, nights: Nights) -> dict[str, dict[str, str]]:
     trees = {}
-    for n in range(nights):
+    for n in range(count):
         if n:
-            _night(src, n)
+            become(src, nights(n))
         sid = _ok("--repo", repo, "create", src, *(("--chunk-size", "65536") if n == 0 else ()))["id"]
         trees[sid] = tree_digest(src)
     return trees
 
 
 def test_a_prune_that_repacks_waits_for_a_running_create_and_includes_its_snapshot(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path
 ) -> None:
     """The create holds its shared lock; the prune (--wait) starts while the create is about
     to commit, waits, then plans with the new snapshot among the kept ones and repacks it too."""
-    trees = _history(chroma_dir, repo_path, 4)
-    _night(chroma_dir, 4)
+    trees = _history(chroma_dir, repo_path, 4, nights)
+    become(chroma_dir, nights(4))
     new_tree = tree_digest(chroma_dir)
     result: dict[str, Any] = {}
     waiting = threading.Event()
@@ -195,13 +220,13 @@ def test_a_prune_that_repacks_waits_for_a_running_create_and_includes_its_snapsh
 
 
 def test_a_create_that_starts_during_a_repack_builds_on_the_rewritten_parent(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path
 ) -> None:
     """The prune holds the exclusive lock while it writes new packs and rewrites roots; a
     create started meanwhile (--wait) picks its parent only after the prune, so it never
     points at frames the prune deleted."""
-    trees = _history(chroma_dir, repo_path, 4)
-    _night(chroma_dir, 4)
+    trees = _history(chroma_dir, repo_path, 4, nights)
+    become(chroma_dir, nights(4))
     new_tree = tree_digest(chroma_dir)
     result: dict[str, Any] = {}
     waiting = threading.Event()
@@ -235,7 +260,7 @@ def test_a_create_that_starts_during_a_repack_builds_on_the_rewritten_parent(
 
 
 def test_an_encrypted_repository_repacks_and_stays_sealed(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Re-based frames, copied frames, rewritten tables and roots of an encrypted repository
     are all sealed: check --read-data authenticates every one, and no collection name or
@@ -247,7 +272,7 @@ def test_an_encrypted_repository_repacks_and_stays_sealed(
     trees = {}
     for n in range(5):
         if n:
-            _night(chroma_dir, n)
+            become(chroma_dir, nights(n))
         extra = ("--chunk-size", "65536", "--encrypt") if n == 0 else ()
         sid = _ok("--repo", repo_path, "create", chroma_dir, *extra)["id"]
         trees[sid] = tree_digest(chroma_dir)
@@ -262,7 +287,7 @@ def test_an_encrypted_repository_repacks_and_stays_sealed(
 
 
 def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
-    cli: Any, s3_client: Any, s3_repo_url: str, chroma_dir: Path, tmp_path: Path
+    cli: Any, s3_client: Any, s3_repo_url: str, chroma_dir: Path, nights: Nights, tmp_path: Path
 ) -> None:
     """Packs of at least 128 KiB go to STANDARD_IA, smaller ones (a small incremental's) to
     STANDARD; a prune on S3 repacks like a local one and says how many of the bytes it deleted
@@ -270,7 +295,7 @@ def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
     bucket, prefix = s3_repo_url[len("s3://"):].split("/", 1)
     for n in range(4):
         if n:
-            _night(chroma_dir, n)
+            become(chroma_dir, nights(n))
         res = cli("--repo", s3_repo_url, "create", chroma_dir, "--json",
                   *(("--chunk-size", "65536") if n == 0 else ()))
         assert res.code == 0, res.stderr
@@ -296,10 +321,12 @@ def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
     assert tree_digest(tmp_path / "out") == tree_digest(chroma_dir)
 
 
-def test_repeated_budgeted_small_repacks_settle(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+def test_repeated_budgeted_small_repacks_settle(
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path
+) -> None:
     """--repack-small with a copy budget, run again and again: each run succeeds, the repository
     stays whole, and the runs stop moving data once nothing is left to merge."""
-    trees = _history(chroma_dir, repo_path, 6)
+    trees = _history(chroma_dir, repo_path, 6, nights)
     args = ("--repo", repo_path, "prune", "--keep-last", "2", "--grace", "0s", "--repack-small",
             "--max-repack-size", "100K")
     moved = [(_ok(*args).get("repack") or {}).get("bytes_copied", 0) for _ in range(6)]
@@ -310,11 +337,11 @@ def test_repeated_budgeted_small_repacks_settle(chroma_dir: Path, repo_path: Pat
 
 
 def test_a_damaged_pack_stops_the_prune_before_anything_is_removed(
-    chroma_dir: Path, repo_path: Path
+    chroma_dir: Path, nights: Nights, repo_path: Path
 ) -> None:
     """The repack reads data; it runs before any snapshot is removed, so a damaged pack leaves
     every snapshot in place (the ones the damage does not touch still restore) and says so."""
-    _history(chroma_dir, repo_path, 5)
+    _history(chroma_dir, repo_path, 5, nights)
     ids = [s["id"] for s in _ok("--repo", repo_path, "list")]
     tables = {f["table"]["object"] for sid in ids for f in _ok("--repo", repo_path, "show", sid)["files"]}
     for pack in sorted((repo_path / "data").rglob("*")):

@@ -3,13 +3,15 @@ manifest, unreferenced objects, subsets; plus the pure subset selection."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from chroma_helpers import grow
-from conftest import CliResult, create_snapshot, run_cli, show_files
+from chroma_helpers import become, grow
+from conftest import CliResult, Format1Repo, create_snapshot, edit_manifest, run_cli, show_files
 
 from snapshot.errors import UsageError
 from snapshot.format import layout
@@ -173,11 +175,13 @@ def test_select_objects_parts_partition_and_percent_is_deterministic() -> None:
     assert select_objects(ids, None) == set(ids)
 
 
-def test_a_damaged_link_of_a_chain_is_named_by_restore(chroma_dir: Path, repo_path: Path, tmp_path: Path) -> None:
+def test_a_damaged_link_of_a_chain_is_named_by_restore(
+    chroma_dir: Path, chroma_grown: Path, repo_path: Path, tmp_path: Path
+) -> None:
     """Restore checks a chunk's result, not every link (each link is a function of the one
     before); when the result is wrong it decodes the chain again to name the damaged link."""
     create_snapshot(repo_path, chroma_dir)
-    grow(chroma_dir, "docs", 50, seed=21)
+    become(chroma_dir, chroma_grown)
     create_snapshot(repo_path, chroma_dir)
     chained = [c for f in show_files(repo_path) for c in f["chunks"] if len(c["frames"]) >= 2]
     assert chained, "no delta chain to damage"
@@ -190,3 +194,30 @@ def test_a_damaged_link_of_a_chain_is_named_by_restore(chroma_dir: Path, repo_pa
     assert res.code == 4, res.stderr
     assert f"object {link['object']} at offset {link['offset']}" in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_check_read_data_verifies_file_hashes_and_chunk_order(format1_repo: Format1Repo) -> None:
+    repo_path = format1_repo.path
+    sid = format1_repo.ids[-1]  # format 1: chunk order and file hash in the manifest itself
+    manifest = repo_path / layout.snapshot_key(sid)
+    original = manifest.read_text()
+    m = json.loads(original)
+    db = next(i for i, f in enumerate(m["files"]) if f["path"] == "chroma.sqlite3")
+    assert len(m["files"][db]["chunks"]) >= 3
+
+    def swap_chunks(d: dict[str, Any]) -> None:
+        chunks = d["files"][db]["chunks"]
+        chunks[0], chunks[1] = chunks[1], chunks[0]
+
+    def alter_hash(d: dict[str, Any]) -> None:
+        h = d["files"][db]["hash"]
+        d["files"][db]["hash"] = ("0" if h[0] != "0" else "1") + h[1:]
+
+    for damage in (swap_chunks, alter_hash):
+        manifest.write_text(original)
+        edit_manifest(repo_path, sid, damage)
+        assert run_cli("--repo", repo_path, "check").code == 0  # structure alone cannot tell
+        res = run_cli("--repo", repo_path, "check", "--read-data", "--json")
+        assert res.code == 4, damage.__name__
+        problems = res.json()["problems"]
+        assert [(p["kind"], p["path"]) for p in problems] == [("file-hash", "chroma.sqlite3")]
