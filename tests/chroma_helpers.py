@@ -2,18 +2,18 @@
 
 Every chromadb call runs in a fresh child process: chromadb keeps per-process state keyed by
 collection and segment ids, and the tests copy one template (same ids) into many directories,
-so in-process clients would read and write stale state across copies.
+so in-process clients would read and write stale state across copies. The children are forked
+from a server that has already imported chromadb (see :mod:`chroma_worker`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,61 +21,49 @@ from typing import Any
 DIM = 64
 DEFAULT_SPEC = {"docs": 3000, "notes": 1000}
 
-_WORKER = r'''
-import json, sys
-import numpy as np
-import chromadb
-from chromadb.config import Settings
 
-DIM = 64
-def vectors(seed, n):
-    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype("float32")
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def _context() -> multiprocessing.context.ForkServerContext:
+    """A fork server that has imported chromadb, one per test process, started on first use:
+    every operation still gets a fresh child process. (The server starts with the interpreter's
+    own sys.path, so it preloads what site-packages holds; a name it cannot import is skipped.)"""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(["numpy", "chromadb", "chromadb.api.rust", "chromadb_rust_bindings"])
+    return _CONTEXT
 
-op, path, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-c = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
-out = None
-if op == "build":
-    for k, (name, n) in enumerate(sorted(args["spec"].items())):
-        col = c.get_or_create_collection(name, embedding_function=None)
-        for start in range(0, n, 1000):
-            stop = min(n, start + 1000)
-            col.add(
-                ids=[f"{name}-{i}" for i in range(start, stop)],
-                embeddings=vectors(args["seed"] * 1000 + k * 100 + start, stop - start),
-                documents=[f"{name} document {i} " + "lorem ipsum " * 10 for i in range(start, stop)],
-                metadatas=[{"i": i, "group": i % 7} for i in range(start, stop)],
-            )
-elif op == "add":
-    ids = args["ids"]
-    c.get_collection(args["name"]).add(
-        ids=ids, embeddings=vectors(10_000 + args["seed"], len(ids)),
-        documents=[f"added {i}" for i in ids], metadatas=[{"i": -1, "group": 99} for _ in ids])
-elif op == "update_metadata":
-    c.get_collection(args["name"]).update(
-        ids=args["ids"], metadatas=[{"i": args["value"], "group": -1} for _ in args["ids"]])
-elif op == "update_embedding":
-    c.get_collection(args["name"]).update(ids=args["ids"], embeddings=vectors(args["seed"], len(args["ids"])))
-elif op == "delete":
-    c.get_collection(args["name"]).delete(ids=args["ids"])
-elif op == "delete_collection":
-    c.delete_collection(args["name"])
-elif op == "counts":
-    out = {col.name: c.get_collection(col.name).count() for col in c.list_collections()}
-elif op == "ids":
-    out = sorted(c.get_collection(args["name"]).get(include=[])["ids"])
-print(json.dumps(out))
-'''
+
+_CONTEXT: multiprocessing.context.ForkServerContext | None = None
+
+
+def _in_child(op: str, path: str, args: dict[str, Any], answer: Any) -> None:
+    import chroma_worker  # chromadb is already imported here; the test process never imports it
+
+    chroma_worker.run(op, path, args, answer)
 
 
 def run_chroma(op: str, path: Path, **args: Any) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-c", _WORKER, op, str(path), json.dumps(args)],
-        capture_output=True, text=True, env=dict(os.environ, ANONYMIZED_TELEMETRY="False"),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"chroma {op} failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    ctx = _context()
+    mine, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_in_child, args=(op, str(path), args, theirs))
+    child.start()
+    theirs.close()
+    try:
+        status, result = mine.recv()
+    except EOFError:
+        status, result = "error", "the child process ended without an answer"
+    child.join()
+    mine.close()
+    if status != "ok" or child.exitcode != 0:
+        raise RuntimeError(f"chroma {op} failed (exit {child.exitcode}): {str(result)[-2000:]}")
+    return result
+
+
+def steps(path: Path, *calls: tuple[str, dict[str, Any]]) -> list[Any]:
+    """Several changes in one chromadb process (one start instead of one per change), in
+    order: ``steps(path, ("add", {"name": "docs", "ids": [...], "seed": 1}), ("delete", {...}))``."""
+    result: list[Any] = run_chroma("steps", path, steps=[list(call) for call in calls])
+    return result
 
 
 def build_db(path: Path, spec: dict[str, int] | None = None, seed: int = 0) -> dict[str, int]:

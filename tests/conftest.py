@@ -4,8 +4,10 @@ moto S3 server (s3_fixtures)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -121,23 +123,44 @@ def cli() -> Callable[..., CliResult]:
     return run_cli
 
 
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(path)`` once per test run, shared by all the run's xdist workers (the first to get
+    here builds, under a file lock; the others wait and reuse it). Such a dir is read-only by
+    contract: tests copy it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    folder = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder / "vector_db")
+            (folder / "built").touch()
+    return folder / "vector_db"
+
+
 @pytest.fixture(scope="session")
 def chroma_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Chroma persist dir with two collections (docs 3000, notes 1000), built once."""
-    path = tmp_path_factory.mktemp("template") / "vector_db"
-    build_db(path, DEFAULT_SPEC, seed=0)
-    return path
+    """A Chroma persist dir with two collections (docs 3000, notes 1000), built once per run."""
+
+    def build(path: Path) -> None:
+        build_db(path, DEFAULT_SPEC, seed=0)
+
+    return _built_once(tmp_path_factory, "template", build)
 
 
 @pytest.fixture(scope="session")
 def chroma_grown(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template after ``grow(path, "docs", 40, seed=1)`` (docs 3040, notes 1000), built
     once: a test that needs its Chroma dir to grow between two snapshots copies this over it
-    (``chroma_helpers.become``) instead of starting chromadb."""
-    path = tmp_path_factory.mktemp("grown") / "vector_db"
-    shutil.copytree(chroma_template, path)
-    grow(path, "docs", 40, seed=1)
-    return path
+    (``chroma_helpers.become``) instead of starting chromadb. Built once per run."""
+
+    def build(path: Path) -> None:
+        shutil.copytree(chroma_template, path)
+        grow(path, "docs", 40, seed=1)
+
+    return _built_once(tmp_path_factory, "grown", build)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chroma_helpers import delete, grow, tree_digest, update_embedding, update_metadata
+from chroma_helpers import grow, steps, tree_digest, update_metadata
 from conftest import CliResult, create_snapshot
 
 from snapshot.diff import (
@@ -51,11 +51,15 @@ def history(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     s1 = create_snapshot(repo, live)
     new_docs = grow(live, "docs", 200, seed=1)
     s2 = create_snapshot(repo, live)
-    new_notes = grow(live, "notes", 30, seed=2)
-    update_metadata(live, "notes", [f"notes-{i}" for i in range(50)], 7)
+    new_notes = [f"notes-new2-{i}" for i in range(30)]  # as grow(live, "notes", 30, seed=2) names them
     gone = [f"docs-{i}" for i in range(100, 130)]
-    delete(live, "docs", gone + new_docs[:20])  # 20 of the new ones never reach s3
-    update_embedding(live, "docs", ["docs-7", "docs-8"], seed=4242)  # only seq_id shows this one
+    steps(  # one chromadb run
+        live,
+        ("add", {"name": "notes", "ids": new_notes, "seed": 2}),
+        ("update_metadata", {"name": "notes", "ids": [f"notes-{i}" for i in range(50)], "value": 7}),
+        ("delete", {"name": "docs", "ids": gone + new_docs[:20]}),  # 20 of the new ones never reach s3
+        ("update_embedding", {"name": "docs", "ids": ["docs-7", "docs-8"], "seed": 4242}),  # seen by seq_id
+    )
     s3 = create_snapshot(repo, live)
     return History(
         repo=repo,

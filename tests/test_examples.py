@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from chroma_helpers import tree_digest
+
+pytestmark = pytest.mark.slow  # each runs the example in a child process that imports chromadb
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
 

@@ -31,6 +31,7 @@ def assert_same_db(restored: Path, source_copy: dict[str, bytes]) -> None:
             assert got[rel] == data, rel
 
 
+@pytest.mark.slow  # two restores with --chroma-check, each opening chromadb in a child process
 def test_create_grow_create_restore_both(
     cli, chroma_dir: Path, chroma_grown: Path, repo_path: Path, tmp_path: Path
 ) -> None:

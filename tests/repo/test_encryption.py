@@ -183,6 +183,7 @@ def test_frames_are_sealed_one_by_one(history: History, repo: Path) -> None:
     assert (repo / layout.snapshot_key(m.id)).read_bytes()[:1] != b"{"  # roots are sealed too
 
 
+@pytest.mark.slow  # the same round trip on S3; test_encrypted_round_trip_local runs in the quick loop
 def test_encrypted_round_trip_s3(
     cli: Cli, s3_client: Any, s3_repo_url: str, history: History, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -411,8 +412,13 @@ def _child(
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
 
 
-@pytest.mark.parametrize("point", ["repository.key-written", "repository.config-written",
-                                   "create.pack-uploaded#1", "create.before-commit", "create.after-commit"])
+@pytest.mark.parametrize("point", [  # kill -9 of a child process: one point in the quick loop, all in CI
+    pytest.param("repository.key-written", marks=pytest.mark.slow),
+    pytest.param("repository.config-written", marks=pytest.mark.slow),
+    "create.pack-uploaded#1",
+    pytest.param("create.before-commit", marks=pytest.mark.slow),
+    pytest.param("create.after-commit", marks=pytest.mark.slow),
+])
 def test_kill_during_encrypted_create(point: str, history: History, tmp_path: Path) -> None:
     repo, src = tmp_path / "repo", tmp_path / "vector_db"
     shutil.copytree(history.versions[0], src)

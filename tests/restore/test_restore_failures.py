@@ -316,6 +316,7 @@ def _sigterm_at(point: str, *args: object) -> CliResult:
     return CliResult(proc.returncode, "".join(said) + out, err)
 
 
+@pytest.mark.slow  # a restore in a child process, signalled
 def test_sigterm_once_a_restore_stands_is_not_a_failure(
     seeded: Seeded, chroma_dir: Path, tmp_path: Path
 ) -> None:

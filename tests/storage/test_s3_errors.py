@@ -90,6 +90,7 @@ def test_s3_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> 
     assert elapsed < 10
 
 
+@pytest.mark.slow  # waits out the connect timeouts of a black-holed endpoint
 def test_s3_silent_endpoint_fails_fast() -> None:
     """An endpoint that never completes the TCP handshake (a listener with a full backlog)."""
     with socket.socket() as listener:

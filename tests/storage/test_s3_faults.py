@@ -44,9 +44,19 @@ ATTEMPTS = StoreOptions().max_attempts
 
 @pytest.fixture(autouse=True)
 def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Re-requests back off by milliseconds, not seconds: the faults come from the proxy, not load."""
+    """Re-requests back off by milliseconds, not seconds: the faults come from the proxy, not load.
+
+    Both the store's own re-requests and botocore's retries: botocore's backoff (50 ms doubling
+    per attempt, 1 s for SlowDown) is scaled down 20x; unscaled, nine retries of one listing
+    add up to about 15 s.
+    """
     monkeypatch.setattr(S3Store, "retry_base_delay", 0.002)
     monkeypatch.setattr(S3Store, "retry_max_delay", 0.02)
+    monkeypatch.setattr(
+        ExponentialBackoff,
+        "_DEFAULT_BACKOFF_CONFIG",
+        {"throttling_base_scale": 0.05, "non_throttling_base_scale": 0.0025},
+    )
 
 
 def _store(url: str, proxy: FaultProxy, **options: Any) -> S3Store:
@@ -272,16 +282,6 @@ HARSH_ATTEMPTS = 2
 
 
 @pytest.fixture
-def quick_botocore_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore's own backoff scaled down 20x (SlowDown would otherwise wait up to 1, 2, 4 s)."""
-    monkeypatch.setattr(
-        ExponentialBackoff,
-        "_DEFAULT_BACKOFF_CONFIG",
-        {"throttling_base_scale": 0.05, "non_throttling_base_scale": 0.0025},
-    )
-
-
-@pytest.fixture
 def cli_attempts(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """``cli_attempts(n)``: every S3Store the CLI opens from now on makes up to n attempts
     (the CLI has no option for it; StoreOptions' default is used otherwise)."""
@@ -321,7 +321,7 @@ def _clean_failure(res: Any) -> None:
 @pytest.mark.slow  # ten create/restore rounds through the fault proxy
 def test_ten_rounds_at_10_5_5_5_percent(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
-    chroma_dir: Path, tmp_path: Path, quick_botocore_backoff: None, cli_attempts: Callable[[int], None],
+    chroma_dir: Path, tmp_path: Path, cli_attempts: Callable[[int], None],
 ) -> None:
     cli_attempts(ROUNDS_ATTEMPTS)
     repo = ("--repo", s3_repo_url, "--endpoint-url", fault_proxy.url)
@@ -361,7 +361,7 @@ def test_ten_rounds_at_10_5_5_5_percent(
 @pytest.mark.slow  # many create/restore rounds through the fault proxy
 def test_a_round_at_30_percent_fails_cleanly_and_loses_nothing(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
-    chroma_dir: Path, tmp_path: Path, quick_botocore_backoff: None, cli_attempts: Callable[[int], None],
+    chroma_dir: Path, tmp_path: Path, cli_attempts: Callable[[int], None],
 ) -> None:
     """create, restore (over a target and into a fresh one), check and prune at 30% faults."""
     cli_attempts(HARSH_ATTEMPTS)
@@ -459,7 +459,7 @@ def test_restore_and_check_when_every_object_is_garbled_once(
 
 def test_prune_survives_a_manifest_read_failing_once(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
-    chroma_dir: Path, quick_botocore_backoff: None,
+    chroma_dir: Path,
 ) -> None:
     """Every attempt of the first manifest read fails, a later read of it works: prune either
     goes on or stops with a storage error (it once crashed with AssertionError('unreachable'))."""
@@ -474,7 +474,7 @@ def test_prune_survives_a_manifest_read_failing_once(
 
 def test_check_calls_an_unreadable_config_a_storage_error(
     cli: Any, fault_proxy: FaultProxy, s3_repo_url: str, s3_endpoint: str,  # noqa: F811
-    chroma_dir: Path, quick_botocore_backoff: None,
+    chroma_dir: Path,
 ) -> None:
     assert cli("--repo", s3_repo_url, "--endpoint-url", s3_endpoint, "create", chroma_dir).code == 0
     config_reads = itertools.count()

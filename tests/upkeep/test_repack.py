@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import become, delete, grow, tree_digest, update_metadata
+from chroma_helpers import become, steps, tree_digest
 from conftest import run_cli
 
 from snapshot.create.pipeline import create_snapshot
@@ -28,9 +28,14 @@ def _repo_bytes(repo: Path) -> int:
 
 
 def _night(src: Path, n: int) -> None:
-    grow(src, "docs", 30, seed=100 + n, prefix=f"n{n}-")
-    update_metadata(src, "docs", [f"docs-{i}" for i in range(n * 20, n * 20 + 20)], n)
-    delete(src, "docs", [f"docs-{i}" for i in range(2000 + n * 5, 2000 + n * 5 + 5)])
+    """30 records added, 20 updated, 5 deleted, in one chromadb run."""
+    steps(
+        src,
+        ("add", {"name": "docs", "ids": [f"docs-n{n}-{100 + n}-{i}" for i in range(30)], "seed": 100 + n}),
+        ("update_metadata", {"name": "docs", "ids": [f"docs-{i}" for i in range(n * 20, n * 20 + 20)],
+                             "value": n}),
+        ("delete", {"name": "docs", "ids": [f"docs-{i}" for i in range(2000 + n * 5, 2000 + n * 5 + 5)]}),
+    )
 
 
 Nights = Callable[[int], Path]
@@ -38,8 +43,8 @@ Nights = Callable[[int], Path]
 
 @pytest.fixture(scope="module")
 def nights(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
-    """``nights(n)``: the template after nights 1..n, each state built once (three chromadb
-    runs a night) and copied over a test's Chroma dir with ``become``."""
+    """``nights(n)``: the template after nights 1..n, each state built once (one chromadb
+    run a night) and copied over a test's Chroma dir with ``become``."""
     base = tmp_path_factory.mktemp("nights")
     states = {0: chroma_template}
 
@@ -286,6 +291,7 @@ def test_an_encrypted_repository_repacks_and_stays_sealed(
         _restores_exactly(repo_path, sid, trees[sid], tmp_path)
 
 
+@pytest.mark.slow  # five nights on S3; the repack itself runs locally in the quick loop
 def test_on_s3_small_packs_stay_out_of_ia_and_early_deletes_are_reported(
     cli: Any, s3_client: Any, s3_repo_url: str, chroma_dir: Path, nights: Nights, tmp_path: Path
 ) -> None:
