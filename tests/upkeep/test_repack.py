@@ -387,9 +387,46 @@ def test_every_stored_copy_of_a_re_based_chunk_table_is_planned_as_rewritten() -
     repo: Any = SimpleNamespace(config=SimpleNamespace(codec="zstd", max_chain=8),
                                 chunks=lambda m, f: content)
     sizes = {c * 32: 100 for c in "abctu"}
-    rebases, _, tables, referenced = analyse(repo, [root("s1", first), root("s2", second)], sizes,
-                                             RepackOptions())
-    assert list(rebases) == [("c" * 32, 0)]
+    a = analyse(repo, [root("s1", first), root("s2", second)], sizes, RepackOptions())
+    assert list(a.rebases) == [("c" * 32, 0)]
     # once re-based, the chain needs no old frame: both copies are rewritten, neither needs a pack
-    assert tables == {("t" * 32, 0): (frozenset(), True), ("u" * 32, 0): (frozenset(), True)}
-    assert referenced == {c * 32 for c in "abctu"}
+    assert a.tables == {("t" * 32, 0): (frozenset(), True, frozenset()),
+                        ("u" * 32, 0): (frozenset(), True, frozenset())}
+    assert a.referenced == {c * 32 for c in "abctu"}
+
+
+def test_a_full_frame_in_a_pack_being_emptied_is_re_based_rather_than_copied(
+    chroma_dir: Path, repo_path: Path, tmp_path: Path
+) -> None:
+    """A pack the repack empties is deleted whole, so each full frame in it is written anew
+    either way: when only dropped snapshots needed the first links of its chain, the chain is
+    re-based there (dead links freed too), even if those links cost less than the re-base
+    ratio. After the prune, no kept chain of two or more frames starts in a pack it wrote."""
+    trees = _history(chroma_dir, repo_path, 4)
+    before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
+    out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%")
+    assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["packs_repacked"] > 0
+    repo = Repository.open(repo_path)
+    (kept,) = repo.manifests()
+    chains = [c.frames for f in kept.files for c in repo.chunks(kept, f)]
+    copied = [ch for ch in chains if len(ch) > 1 and ch[0].object not in before]
+    assert copied == [], f"{len(copied)} chains kept their dead links behind a copied full frame"
+    assert any(len(ch) == 1 and ch[0].object not in before for ch in chains)
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    _restores_exactly(repo_path, kept.id, trees[kept.id], tmp_path)
+
+
+def test_chunks_that_change_alike_are_re_based_on_different_nights() -> None:
+    """Each chunk's chain is re-based once its dead links cost its own share of the full frame
+    (between half and one and a half times the ratio, from its path and index): of 400 chunks
+    whose dead links grow alike, a few are due at 12%, about half at 20% (the default ratio),
+    and nearly all by 28%, so one prune does not re-base (and condemn) them all at once."""
+    from snapshot.format.chains import rebase_share
+
+    shares = [rebase_share(0.2, "chroma.sqlite3", i) for i in range(400)]
+    assert all(0.1 <= s <= 0.3 for s in shares)
+
+    def due(dead: float) -> int:
+        return sum(s <= dead for s in shares)
+
+    assert due(0.12) < 60 and 140 < due(0.2) < 260 and due(0.28) > 340
