@@ -396,13 +396,13 @@ def test_every_stored_copy_of_a_re_based_chunk_table_is_planned_as_rewritten() -
 
 
 def test_a_full_frame_in_a_pack_being_emptied_is_re_based_rather_than_copied(
-    chroma_dir: Path, repo_path: Path, tmp_path: Path
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path
 ) -> None:
     """A pack the repack empties is deleted whole, so each full frame in it is written anew
     either way: when only dropped snapshots needed the first links of its chain, the chain is
     re-based there (dead links freed too), even if those links cost less than the re-base
     ratio. After the prune, no kept chain of two or more frames starts in a pack it wrote."""
-    trees = _history(chroma_dir, repo_path, 4)
+    trees = _history(chroma_dir, repo_path, 4, nights)
     before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
     out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%")
     assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["packs_repacked"] > 0
