@@ -149,6 +149,10 @@ class Analysis:
     use: dict[str, PackUse]
     tables: dict[Location, TableUse]
     referenced: set[str]
+    #: Every kept chain (of every file, chunk and snapshot), and per chunk table its frame and
+    #: its chunks' chains: what ``use`` and ``tables`` are computed from, again after a promotion.
+    chains: set[tuple[Frame, ...]] = field(default_factory=set)
+    table_chains: dict[Location, tuple[Frame, tuple[tuple[Frame, ...], ...]]] = field(default_factory=dict)
 
 
 def analyse(
@@ -163,58 +167,61 @@ def analyse(
     what each referenced pack holds that is still live after them, per chunk table (by
     location) the packs its live frames are in, whether a re-base changes it and the optional
     re-bases that would, and every object the kept snapshots reference today."""
-    rebases: dict[Location, tuple[Frame, ...]] = {}
-    optional: dict[Location, tuple[Frame, ...]] = {}
-    use: dict[str, PackUse] = {}
-    referenced: set[str] = set()
-    tables: dict[Location, TableUse] = {}
-
-    def mark(fr: Frame, full: bool = False) -> None:
-        if fr.object in sizes:
-            u = use.setdefault(fr.object, PackUse(sizes[fr.object]))
-            u.live[fr.offset] = fr
-            if full:
-                u.fulls.add(fr.offset)
-
+    a = Analysis({}, {}, {}, {}, set())
     rebase = options.rebase_ratio >= 0 and repo.config.codec == "zstd"
     for found in (usage or Usage(repo)).paths(kept):
-        referenced |= found.objects
+        a.referenced |= found.objects
         for index in range(found.chunk_count):
             chains = found.chains(index)
             if rebase:
                 limit = chain_limit(repo.config.max_chain, found.path, index)
                 share = rebase_share(options.rebase_ratio, found.path, index)
-                rebases_at(chains, limit, share, rebases, optional)
-            for ch in chains:
-                for fr in live_frames(ch, rebases):
-                    mark(fr, fr is ch[0])
+                rebases_at(chains, limit, share, a.rebases, a.optional)
+            a.chains |= chains
         for loc, (table, chunks) in found.tables().items():
-            mark(table.frame())
-            lives = [live_frames(c.frames, rebases) for c in chunks]
-            packs = frozenset(fr.object for live in lives for fr in live)
-            cut = any(len(live) < len(c.frames) for live, c in zip(lives, chunks, strict=True))
-            roots = frozenset(location(c.frames[0]) for c in chunks) & optional.keys()
-            tables[loc] = (packs, cut, roots)
-    return Analysis(rebases, optional, use, tables, referenced)
+            a.table_chains[loc] = (table.frame(), tuple(c.frames for c in chunks))
+    _liveness(a, sizes)
+    return a
 
 
-def _promote(a: Analysis, packs: set[str]) -> bool:
+def _liveness(a: Analysis, sizes: dict[str, int]) -> None:
+    """Fill ``a.use`` and ``a.tables`` from the kept chains and the re-bases planned now.
+
+    A frame is live while any kept chain still needs it once the re-bases are made. The same
+    frame (deduplicated content) can be in the chains of several files and chunks, and a
+    re-base frees it only for the chains that pass through the re-based frame.
+    """
+    a.use, a.tables = {}, {}
+
+    def mark(fr: Frame, full: bool = False) -> None:
+        if fr.object in sizes:
+            u = a.use.setdefault(fr.object, PackUse(sizes[fr.object]))
+            u.live[fr.offset] = fr
+            if full:
+                u.fulls.add(fr.offset)
+
+    for ch in a.chains:
+        for fr in live_frames(ch, a.rebases):
+            mark(fr, fr is ch[0])
+    for loc, (frame, chains) in a.table_chains.items():
+        mark(frame)
+        lives = [live_frames(ch, a.rebases) for ch in chains]
+        packs = frozenset(fr.object for live in lives for fr in live)
+        cut = any(len(live) < len(ch) for live, ch in zip(lives, chains, strict=True))
+        roots = frozenset(location(ch[0]) for ch in chains) & a.optional.keys()
+        a.tables[loc] = (packs, cut, roots)
+
+
+def _promote(a: Analysis, packs: set[str], sizes: dict[str, int]) -> bool:
     """Make the optional re-bases of the chains whose full frame is in one of ``packs`` (packs
     this prune empties or starts emptying): the full frame is written anew either way, and a
     re-base also frees the dead links. True if any was made."""
-    roots = {root for root in a.optional if root[0] in packs}
+    roots = sorted(root for root in a.optional if root[0] in packs)
     for root in roots:
         chain = a.optional.pop(root)
         a.rebases[location(chain[-1])] = chain
-        for fr in chain:
-            u = a.use.get(fr.object)
-            if u is not None:
-                u.live.pop(fr.offset, None)
-                u.fulls.discard(fr.offset)
     if roots:
-        for loc, (in_packs, _, optional) in a.tables.items():
-            if optional & roots:
-                a.tables[loc] = (in_packs, True, optional - roots)
+        _liveness(a, sizes)
     return bool(roots)
 
 
@@ -276,7 +283,7 @@ def plan_repack(
     chosen: list[str] = []
     for _ in range(4):
         chosen = select_packs(_without(a.use, rewritten), options)
-        promoted = _promote(a, set(chosen))
+        promoted = _promote(a, set(chosen), sizes)
         more = rewritten | {loc for loc, (packs, cut, _) in a.tables.items() if cut or packs & set(chosen)}
         if more == rewritten and not promoted:
             break
@@ -320,7 +327,7 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
     moved: dict[Location, PendingFrame] = {}
     read = 0
     try:
-        for loc, chain in plan.rebases.items():
+        for loc, chain in sorted(plan.rebases.items()):  # by old place, whatever the hash seed
             last = chain[-1]
             content = reader.read_chunk(Chunk(last.hash, last.size, chain))  # every link verified
             frame = repo.seal_frame(compress(content, codec, level), codec, len(content), last.hash)

@@ -430,3 +430,34 @@ def test_chunks_that_change_alike_are_re_based_on_different_nights() -> None:
         return sum(s <= dead for s in shares)
 
     assert due(0.12) < 60 and 140 < due(0.2) < 260 and due(0.28) > 340
+
+
+def test_a_full_frame_another_file_still_needs_is_copied_when_its_chain_is_re_based() -> None:
+    """The same full frame (deduplicated content) starts a chain of x.bin, whose dead link is
+    cheap (an optional re-base), and is the whole chain of y.bin. When its pack is repacked the
+    x.bin chain is re-based there, but the frame is still copied for y.bin: the plan never frees
+    a pack a kept chain still needs."""
+    from types import SimpleNamespace
+
+    from snapshot.format.manifest import Chunk, FileEntry, Manifest, TableRef, Totals
+    from snapshot.upkeep.repack import plan_repack
+
+    def fr(obj: str, h: str, length: int) -> Frame:
+        return Frame(obj * 32, 0, length, "zstd", 4000, h * 32)
+
+    full = fr("a", "1", 1000)
+    chunks = {
+        "x.bin": (Chunk("3" * 32, 4000, (full, fr("b", "2", 10), fr("c", "3", 10))),),  # b: a cheap dead link
+        "y.bin": (Chunk("1" * 32, 4000, (full,)),),
+    }
+    tables = {"x.bin": TableRef("t" * 32, 0, 20, 200, "8" * 32), "y.bin": TableRef("u" * 32, 0, 20, 200, "9" * 32)}
+    entries = tuple(FileEntry(p, 4000, 0o644, "f" * 32, "other", table=tables[p], chunk_count=1) for p in chunks)
+    kept = Manifest("s1", None, "2026-01-01T00:00:00Z", "0", None, "/db", "h", (), "", 8000, entries, (),
+                    Totals(2, 8000, 2, 0, 0, 0))
+    repo: Any = SimpleNamespace(config=SimpleNamespace(codec="zstd", max_chain=8),
+                                chunks=lambda m, f: chunks[f.path])
+    sizes = {"a" * 32: 4000, "b" * 32: 100, "c" * 32: 100, "t" * 32: 20, "u" * 32: 20}
+    plan, _ = plan_repack(repo, [kept], sizes, RepackOptions(max_unused=0.0, pack_size=1 << 20))
+    assert list(plan.rebases) == [("c" * 32, 0)]  # x.bin's chain, re-based as its full frame's pack empties
+    assert plan.repack["a" * 32] == {0: full}  # y.bin still needs the full frame: copied, not dropped
+    assert "a" * 32 in plan.freed  # and the pack goes once the copy is made
