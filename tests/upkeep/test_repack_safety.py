@@ -79,8 +79,8 @@ options = st.builds(
 )
 
 
-@pytest.mark.slow  # 1000 examples; the literal case is in test_repack.py
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow  # 300 examples; the literal case is in test_repack.py
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), options)
 def test_a_plan_frees_no_pack_a_kept_chain_or_table_still_needs(history: Any, opts: RepackOptions) -> None:
     repo, kept, sizes, chunks = history
