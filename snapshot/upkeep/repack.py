@@ -62,6 +62,11 @@ from snapshot.util import pausepoints
 DEFAULT_REBASE_RATIO = 0.2
 #: Repack until unused bytes are at most this share of the repository (restic's default).
 DEFAULT_MAX_UNUSED = 0.05
+#: A re-based full frame is the base of its chunk for many nights and is written off the
+#: create's path, so it is compressed harder than a create's frames (zstd 6 instead of the
+#: repository's level, 1 by default: about 5% smaller on Chroma's files, about 5x the CPU;
+#: decoding is as fast).
+REBASE_ZSTD_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -321,6 +326,8 @@ Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int, list[str
 def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written:
     """Step 1: the re-based full frames and the copied live frames, in new packs."""
     codec, level = repo.config.codec, repo.config.level
+    if codec == "zstd":
+        level = max(level, REBASE_ZSTD_LEVEL)
     reader = ChunkReader(repo)
     writer = PackWriter(repo, pack_size=pack_size)
     rebased: dict[Location, PendingFrame] = {}
