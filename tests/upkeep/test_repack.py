@@ -461,3 +461,30 @@ def test_a_full_frame_another_file_still_needs_is_copied_when_its_chain_is_re_ba
     assert list(plan.rebases) == [("c" * 32, 0)]  # x.bin's chain, re-based as its full frame's pack empties
     assert plan.repack["a" * 32] == {0: full}  # y.bin still needs the full frame: copied, not dropped
     assert "a" * 32 in plan.freed  # and the pack goes once the copy is made
+
+
+def test_re_based_full_frames_are_compressed_harder_than_a_creates(
+    chroma_dir: Path, nights: Nights, repo_path: Path
+) -> None:
+    """A re-based full frame is the base of its chunk for many nights and written off the
+    create's path: it is zstd at level 6 (REBASE_ZSTD_LEVEL), not the repository's level 1."""
+    from snapshot.format.codecs import compress, decompress
+    from snapshot.upkeep.repack import REBASE_ZSTD_LEVEL
+
+    _history(chroma_dir, repo_path, 4, nights)
+    before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
+    # with --max-unused unlimited nothing is copied: the new packs hold re-based frames only
+    out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "unlimited")
+    assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["bytes_copied"] == 0
+    repo = Repository.open(repo_path)
+    assert repo.config.level == 1 and REBASE_ZSTD_LEVEL == 6
+    (kept,) = repo.manifests()
+    fulls = [c.frames[0] for f in kept.files for c in repo.chunks(kept, f) if c.frames[0].object not in before]
+    assert fulls
+    smaller = 0
+    for fr in fulls:
+        stored = repo.read_object(fr.object)[fr.offset : fr.offset + fr.length]
+        content = decompress(stored, fr.codec, fr.size)
+        assert stored == compress(content, "zstd", 6)
+        smaller += len(compress(content, "zstd", 1)) - len(stored)
+    assert smaller > 0
