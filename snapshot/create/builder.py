@@ -24,7 +24,15 @@ from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.basecache import BaseCache
-from snapshot.repo.packs import ChunkReader, PackWriter, PendingFrame
+from snapshot.repo.packs import (
+    DEFAULT_PACK_SIZE,
+    DELTA_FRAMES,
+    FULL_FRAMES,
+    ChunkReader,
+    PackWriter,
+    PendingFrame,
+    pack_size_for,
+)
 from snapshot.repo.repository import Repository
 from snapshot.util.progress import Reporter
 
@@ -61,7 +69,7 @@ class Builder:
         level: int,
         delta: bool,
         reporter: Reporter,
-        pack_size: int,
+        pack_size: int | None,
         cache: BaseCache | None,
         condemned: frozenset[str] = frozenset(),
     ) -> None:
@@ -86,7 +94,9 @@ class Builder:
         self._parent_known: dict[str, tuple[Frame, ...]] = {}
         self.parent_tables: dict[str, tuple[TableRef, set[str]]] = {}
         self.reader = ChunkReader(repo)
-        self.writer = PackWriter(repo, pack_size=pack_size)
+        #: None: sized to the database (pack_size_for), once its size is known.
+        self.pack_size = pack_size
+        self.writer = PackWriter(repo, pack_size=pack_size or DEFAULT_PACK_SIZE)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zstd")
         self.chunks_total = self.chunks_new = self.chunks_delta = 0
         self.bytes_new = 0
@@ -186,7 +196,10 @@ class Builder:
             return
         assert fut is not None
         frame, base = fut.result()
-        pf = self.writer.add(frame, self.codec, len(plan.data), plan.hash)
+        # Full frames outlive the night's deltas (a chain's full frame is needed until a prune
+        # re-bases it; its deltas die with the snapshots): packed apart, each pack dies whole.
+        lane = FULL_FRAMES if base is None else DELTA_FRAMES
+        pf = self.writer.add(frame, self.codec, len(plan.data), plan.hash, lane)
         chain: list[PendingFrame | Frame] = list(base.frames) if base is not None else []
         chain.append(pf)
         self.known[plan.hash] = chain
@@ -199,7 +212,9 @@ class Builder:
     def pack_files(self, files: Sequence[StagedFile]) -> list[StoredFile]:
         """Chunk, compress and pack every file; every pack is uploaded when this returns."""
         try:
-            self.reporter.phase("snapshot", sum(sf.staged.stat().st_size for sf in files))
+            total = sum(sf.staged.stat().st_size for sf in files)
+            self.writer.pack_size = self.pack_size or pack_size_for(total)
+            self.reporter.phase("snapshot", total)
             stored = [self.add_file(sf) for sf in files]
             self.writer.close()
         except BaseException:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from snapshot.errors import UsageError
 from snapshot.format.codecs import check_codec
-from snapshot.repo.packs import DEFAULT_PACK_SIZE
 from snapshot.util.options import check_flags
 
 
@@ -26,7 +25,8 @@ class CreateOptions:
     parent's. ``tmp_dir``: where the consistent copy is staged; ``use_cache``/``cache_dir``:
     keep it in the base cache (default $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so
     the next create deltas against it without reading the repository. ``pack_size``: bytes per
-    pack. ``wait``: seconds to wait for a prune holding the repository [0].
+    pack [None: sized to the database, repo/packs.py pack_size_for]. ``wait``: seconds to wait
+    for a prune holding the repository [0].
     ``allow_inconsistent``: snapshot a directory that fails the consistency checks anyway."""
 
     tags: Sequence[str] = ()
@@ -39,7 +39,7 @@ class CreateOptions:
     tmp_dir: str | os.PathLike[str] | None = None
     use_cache: bool = True
     cache_dir: str | os.PathLike[str] | None = None
-    pack_size: int = DEFAULT_PACK_SIZE
+    pack_size: int | None = None
     wait: float | None = None
     allow_inconsistent: bool = False
 
@@ -59,7 +59,9 @@ class CreateOptions:
             _check_one_line(what, text)
         check_flags(include_orphans=self.include_orphans, delta=self.delta, use_cache=self.use_cache,
                     allow_inconsistent=self.allow_inconsistent)
-        if isinstance(self.pack_size, bool) or not isinstance(self.pack_size, int) or self.pack_size < 1:
+        if self.pack_size is not None and (
+            isinstance(self.pack_size, bool) or not isinstance(self.pack_size, int) or self.pack_size < 1
+        ):
             raise UsageError(f"pack_size must be a positive number of bytes, not {self.pack_size!r}")
         if self.wait is not None and not self.wait >= 0:
             raise UsageError(f"wait must be 0 or more seconds, not {self.wait!r}")

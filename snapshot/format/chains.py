@@ -31,12 +31,53 @@ def chain_limit(max_chain: int, path: str, index: int) -> int:
     return max_chain - int(digest(f"{path}\0{index}".encode())[:8], 16) % spread
 
 
+def rebase_share(ratio: float, path: str, index: int) -> float:
+    """The share of its full frame that the dead links of chunk ``index`` of ``path`` must cost
+    before a prune re-bases its chain: between 1/2 and 3/2 of ``ratio``, derived from its path
+    and index. With one share for all, chunks that change alike reach it on the same night, and
+    that prune frees (and condemns) a large part of the repository at once."""
+    return ratio * (0.5 + int(digest(f"rebase\0{path}\0{index}".encode())[:8], 16) % 1001 / 1000)
+
+
 #: A frame's place in a pack.
 Location = tuple[str, int]
 
 
 def location(frame: Frame) -> Location:
     return frame.object, frame.offset
+
+
+def rebases_at(
+    chains: set[tuple[Frame, ...]], limit: int, ratio: float, out: dict[Location, tuple[Frame, ...]],
+    optional: dict[Location, tuple[Frame, ...]],
+) -> None:
+    """Decide the re-bases among the kept chains of one chunk (one file, one index); those with
+    dead links that do not qualify go to ``optional``, by their full frame's location."""
+    ends = {location(ch[-1]) for ch in chains}
+    by_root: dict[Location, list[tuple[int, tuple[Frame, ...]]]] = {}
+    for ch in chains:
+        first = next(i for i, fr in enumerate(ch) if location(fr) in ends)
+        if first > 0:
+            by_root.setdefault(location(ch[0]), []).append((first, ch))
+    for cands in by_root.values():
+        firsts = {location(ch[first]) for first, ch in cands}
+        if len(firsts) != 1:
+            continue  # branches share these links: a re-base of one would not free them
+        first, ch = cands[0]
+        dead = sum(fr.length for fr in ch[1:first])
+        deepest = max(len(c) for _, c in cands)
+        if dead >= ratio * ch[0].length or deepest >= limit - 1:
+            out[location(ch[first])] = ch[: first + 1]
+        else:
+            optional[location(ch[0])] = ch[: first + 1]
+
+
+def live_frames(chain: tuple[Frame, ...], rebases: dict[Location, tuple[Frame, ...]]) -> tuple[Frame, ...]:
+    """The old frames ``chain`` still needs once the planned re-bases are done."""
+    for i in range(len(chain) - 1, -1, -1):
+        if location(chain[i]) in rebases:
+            return chain[i + 1 :]
+    return chain
 
 
 def rewrite_chain(

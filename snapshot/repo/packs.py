@@ -7,7 +7,10 @@ hash of what is stored: of ciphertext in an encrypted repository, never of plain
 Writing: :class:`PackWriter` appends frames to an in-memory pack and uploads it (in the
 background, bounded) once it reaches the target size; a pack's id, and so every frame's
 ``object``, is known only once the pack is sealed, so frames are handed out as
-:class:`PendingFrame` and resolved after :meth:`PackWriter.close`.
+:class:`PendingFrame` and resolved after :meth:`PackWriter.close`. A writer fills one pack per
+*lane* at a time: frames expected to stop being needed together (a night's delta frames; full
+frames, which outlive them) go to the same lane, so a prune can later delete their packs whole
+instead of copying what is still needed out of half-dead ones.
 
 Reading: :class:`ChunkReader` fetches a chunk's frames with range reads, decodes the delta
 chain and checks every hash on the way. A frame that fails its check is read again, on its
@@ -30,6 +33,17 @@ from snapshot.repo.repository import Repository, checked_read
 from snapshot.util import pausepoints
 
 DEFAULT_PACK_SIZE = 16 << 20
+#: The smallest pack size :func:`pack_size_for` picks.
+MIN_PACK_SIZE = 4 << 20
+#: Lanes of a :class:`PackWriter` (see the module docstring).
+FULL_FRAMES, DELTA_FRAMES = "full", "delta"
+
+
+def pack_size_for(db_bytes: int) -> int:
+    """The pack size for a database of ``db_bytes`` (uncompressed): 1/32 of it, between 4 and
+    16 MiB. A prune deletes packs only whole; in a small repository a 16 MiB pack is a
+    quarter of a full copy, and what is still needed of a half-dead one is copied out."""
+    return max(MIN_PACK_SIZE, min(DEFAULT_PACK_SIZE, db_bytes // 32))
 
 
 @dataclass(frozen=True)
@@ -43,12 +57,14 @@ class PendingFrame:
 
 
 class PackWriter:
-    """Collects frames into packs of about ``pack_size`` bytes and uploads them."""
+    """Collects frames into packs of about ``pack_size`` bytes, one pack at a time per lane,
+    and uploads them."""
 
     def __init__(self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
         self.repo = repo
         self.pack_size = pack_size
-        self._buf = bytearray()
+        #: lane -> (its pack's number, the pack's bytes so far)
+        self._open: dict[str, tuple[int, bytearray]] = {}
         self._pack_no = 0
         self._ids: dict[int, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
@@ -58,23 +74,29 @@ class PackWriter:
         self.bytes_uploaded = 0
         self._lock = threading.Lock()
 
-    def add(self, frame: bytes | bytearray, codec: str, size: int, hash_: str) -> PendingFrame:
-        """Append ``frame``, the stored bytes (already sealed in an encrypted repository)."""
-        pf = PendingFrame(self._pack_no, len(self._buf), len(frame), codec, size, hash_)
+    def add(
+        self, frame: bytes | bytearray, codec: str, size: int, hash_: str, lane: str = ""
+    ) -> PendingFrame:
+        """Append ``frame``, the stored bytes (already sealed in an encrypted repository), to
+        the pack being filled for ``lane``."""
+        if lane not in self._open:
+            self._open[lane] = (self._pack_no, bytearray())
+            self._pack_no += 1
+        no, buf = self._open[lane]
+        pf = PendingFrame(no, len(buf), len(frame), codec, size, hash_)
         # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and
         # holding hundreds of them would pin that much memory until the pack is sealed.
-        self._buf += frame
-        if len(self._buf) >= self.pack_size:
-            self._seal()
+        buf += frame
+        if len(buf) >= self.pack_size:
+            self._seal(lane)
         return pf
 
-    def _seal(self) -> None:
-        if not self._buf:
+    def _seal(self, lane: str) -> None:
+        no, data = self._open.pop(lane)  # handed over, not copied
+        if not data:
             return
-        data, self._buf = self._buf, bytearray()  # handed over, not copied
         oid = digest(data)
-        self._ids[self._pack_no] = oid
-        self._pack_no += 1
+        self._ids[no] = oid
         self._slots.acquire()  # bounds packs held in memory while uploading
         self._inflight.append(self._pool.submit(self._upload, oid, data))
         self._raise_failed()
@@ -96,9 +118,10 @@ class PackWriter:
             f.result()  # re-raises an upload error in the caller's thread
 
     def close(self) -> None:
-        """Seal the last pack and wait for every upload; raises the first upload error."""
+        """Seal each lane's last pack and wait for every upload; raises the first upload error."""
         try:
-            self._seal()
+            for lane in list(self._open):
+                self._seal(lane)
             for f in self._inflight:
                 f.result()
         finally:

@@ -121,7 +121,7 @@ def _plan(
     return plan_prune(
         kept, referenced, released, removed, listing,
         now=clock if now is None else now, grace=grace, repack=rp, delete_after=delete_after,
-        condemned=repo.condemned(), clock=clock, pack_size=repack.pack_size, usage=usage,
+        condemned=repo.condemned(), clock=clock, usage=usage,
     )
 
 

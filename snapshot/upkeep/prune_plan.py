@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from snapshot.errors import IntegrityError, LockedError, SnapshotError, StorageError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER, NOTHING, Condemned, DeletionPlan, plan_deletion
 from snapshot.format.manifest import Manifest
-from snapshot.repo.packs import DEFAULT_PACK_SIZE
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
 from snapshot.storage.base import ObjectInfo
@@ -118,7 +117,6 @@ class PrunePlan:
     delete_after: float = DEFAULT_DELETE_AFTER
     #: The listing of every object when planning (sizes and ages for the report).
     objects: Mapping[str, ObjectInfo] = field(default_factory=dict)
-    pack_size: int = DEFAULT_PACK_SIZE
     #: What the snapshots reference (tables read while planning are not read again).
     usage: Usage | None = field(default=None, compare=False, repr=False)
 
@@ -133,7 +131,7 @@ class PrunePlan:
         repacked = None
         if not self.repack.empty:
             try:
-                repacked = execute_repack(repo, self.repack, self.kept_ids, self.pack_size, guard=guard)
+                repacked = execute_repack(repo, self.repack, self.kept_ids, guard=guard)
             except StorageError:
                 raise
             except SnapshotError as exc:
@@ -200,7 +198,6 @@ def plan_prune(
     delete_after: float = DEFAULT_DELETE_AFTER,
     condemned: Condemned = NOTHING,
     clock: float | None = None,
-    pack_size: int = DEFAULT_PACK_SIZE,
     usage: Usage | None = None,
 ) -> PrunePlan:
     """Pure: from the retention decision, the objects the kept snapshots reference, those the
@@ -218,7 +215,7 @@ def plan_prune(
     deletion = plan_deletion(condemned.adding(fresh, now=at, records=(), delete_after=delete_after),
                              live, set(infos), now=at, delete_after=delete_after)
     return PrunePlan(tuple(removed), tuple(kept), known, gc, grace, Outcome(fresh, deletion), repack,
-                     tuple(d.id for d in kept), now, delete_after, infos, pack_size, usage)
+                     tuple(d.id for d in kept), now, delete_after, infos, usage)
 
 
 # ------------------------------------------------------------------ execution

@@ -387,9 +387,104 @@ def test_every_stored_copy_of_a_re_based_chunk_table_is_planned_as_rewritten() -
     repo: Any = SimpleNamespace(config=SimpleNamespace(codec="zstd", max_chain=8),
                                 chunks=lambda m, f: content)
     sizes = {c * 32: 100 for c in "abctu"}
-    rebases, _, tables, referenced = analyse(repo, [root("s1", first), root("s2", second)], sizes,
-                                             RepackOptions())
-    assert list(rebases) == [("c" * 32, 0)]
+    a = analyse(repo, [root("s1", first), root("s2", second)], sizes, RepackOptions())
+    assert list(a.rebases) == [("c" * 32, 0)]
     # once re-based, the chain needs no old frame: both copies are rewritten, neither needs a pack
-    assert tables == {("t" * 32, 0): (frozenset(), True), ("u" * 32, 0): (frozenset(), True)}
-    assert referenced == {c * 32 for c in "abctu"}
+    assert a.tables == {("t" * 32, 0): (frozenset(), True, frozenset()),
+                        ("u" * 32, 0): (frozenset(), True, frozenset())}
+    assert a.referenced == {c * 32 for c in "abctu"}
+
+
+def test_a_full_frame_in_a_pack_being_emptied_is_re_based_rather_than_copied(
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path
+) -> None:
+    """A pack the repack empties is deleted whole, so each full frame in it is written anew
+    either way: when only dropped snapshots needed the first links of its chain, the chain is
+    re-based there (dead links freed too), even if those links cost less than the re-base
+    ratio. After the prune, no kept chain of two or more frames starts in a pack it wrote."""
+    trees = _history(chroma_dir, repo_path, 4, nights)
+    before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
+    out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "0%")
+    assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["packs_repacked"] > 0
+    repo = Repository.open(repo_path)
+    (kept,) = repo.manifests()
+    chains = [c.frames for f in kept.files for c in repo.chunks(kept, f)]
+    copied = [ch for ch in chains if len(ch) > 1 and ch[0].object not in before]
+    assert copied == [], f"{len(copied)} chains kept their dead links behind a copied full frame"
+    assert any(len(ch) == 1 and ch[0].object not in before for ch in chains)
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    _restores_exactly(repo_path, kept.id, trees[kept.id], tmp_path)
+
+
+def test_chunks_that_change_alike_are_re_based_on_different_nights() -> None:
+    """Each chunk's chain is re-based once its dead links cost its own share of the full frame
+    (between half and one and a half times the ratio, from its path and index): of 400 chunks
+    whose dead links grow alike, a few are due at 12%, about half at 20% (the default ratio),
+    and nearly all by 28%, so one prune does not re-base (and condemn) them all at once."""
+    from snapshot.format.chains import rebase_share
+
+    shares = [rebase_share(0.2, "chroma.sqlite3", i) for i in range(400)]
+    assert all(0.1 <= s <= 0.3 for s in shares)
+
+    def due(dead: float) -> int:
+        return sum(s <= dead for s in shares)
+
+    assert due(0.12) < 60 and 140 < due(0.2) < 260 and due(0.28) > 340
+
+
+def test_a_full_frame_another_file_still_needs_is_copied_when_its_chain_is_re_based() -> None:
+    """The same full frame (deduplicated content) starts a chain of x.bin, whose dead link is
+    cheap (an optional re-base), and is the whole chain of y.bin. When its pack is repacked the
+    x.bin chain is re-based there, but the frame is still copied for y.bin: the plan never frees
+    a pack a kept chain still needs."""
+    from types import SimpleNamespace
+
+    from snapshot.format.manifest import Chunk, FileEntry, Manifest, TableRef, Totals
+    from snapshot.upkeep.repack import plan_repack
+
+    def fr(obj: str, h: str, length: int) -> Frame:
+        return Frame(obj * 32, 0, length, "zstd", 4000, h * 32)
+
+    full = fr("a", "1", 1000)
+    chunks = {
+        "x.bin": (Chunk("3" * 32, 4000, (full, fr("b", "2", 10), fr("c", "3", 10))),),  # b: a cheap dead link
+        "y.bin": (Chunk("1" * 32, 4000, (full,)),),
+    }
+    tables = {"x.bin": TableRef("t" * 32, 0, 20, 200, "8" * 32), "y.bin": TableRef("u" * 32, 0, 20, 200, "9" * 32)}
+    entries = tuple(FileEntry(p, 4000, 0o644, "f" * 32, "other", table=tables[p], chunk_count=1) for p in chunks)
+    kept = Manifest("s1", None, "2026-01-01T00:00:00Z", "0", None, "/db", "h", (), "", 8000, entries, (),
+                    Totals(2, 8000, 2, 0, 0, 0))
+    repo: Any = SimpleNamespace(config=SimpleNamespace(codec="zstd", max_chain=8),
+                                chunks=lambda m, f: chunks[f.path])
+    sizes = {"a" * 32: 4000, "b" * 32: 100, "c" * 32: 100, "t" * 32: 20, "u" * 32: 20}
+    plan, _ = plan_repack(repo, [kept], sizes, RepackOptions(max_unused=0.0, pack_size=1 << 20))
+    assert list(plan.rebases) == [("c" * 32, 0)]  # x.bin's chain, re-based as its full frame's pack empties
+    assert plan.repack["a" * 32] == {0: full}  # y.bin still needs the full frame: copied, not dropped
+    assert "a" * 32 in plan.freed  # and the pack goes once the copy is made
+
+
+def test_re_based_full_frames_are_compressed_harder_than_a_creates(
+    chroma_dir: Path, nights: Nights, repo_path: Path
+) -> None:
+    """A re-based full frame is the base of its chunk for many nights and written off the
+    create's path: it is zstd at level 6 (REBASE_ZSTD_LEVEL), not the repository's level 1."""
+    from snapshot.format.codecs import compress, decompress
+    from snapshot.upkeep.repack import REBASE_ZSTD_LEVEL
+
+    _history(chroma_dir, repo_path, 4, nights)
+    before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
+    # with --max-unused unlimited nothing is copied: the new packs hold re-based frames only
+    out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "unlimited")
+    assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["bytes_copied"] == 0
+    repo = Repository.open(repo_path)
+    assert repo.config.level == 1 and REBASE_ZSTD_LEVEL == 6
+    (kept,) = repo.manifests()
+    fulls = [c.frames[0] for f in kept.files for c in repo.chunks(kept, f) if c.frames[0].object not in before]
+    assert fulls
+    smaller = 0
+    for fr in fulls:
+        stored = repo.read_object(fr.object)[fr.offset : fr.offset + fr.length]
+        content = decompress(stored, fr.codec, fr.size)
+        assert stored == compress(content, "zstd", 6)
+        smaller += len(compress(content, "zstd", 1)) - len(stored)
+    assert smaller > 0
