@@ -20,9 +20,10 @@ range, so bytes garbled on the way arrive looking like a damaged pack.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from snapshot.errors import IntegrityError, SnapshotError
@@ -56,11 +57,22 @@ class PendingFrame:
     hash: str
 
 
+#: Packs uploaded at once to a folder, and to a remote store: there each upload waits a round
+#: trip and one connection moves only a share of the link, so more run at once (each holds a
+#: pack in memory until it is stored).
+_LOCAL_UPLOADS = 2
+_REMOTE_UPLOADS = 4
+
+
 class PackWriter:
     """Collects frames into packs of about ``pack_size`` bytes, one pack at a time per lane,
-    and uploads them."""
+    and uploads them, ``uploads`` at once [by the store: see _REMOTE_UPLOADS]."""
 
-    def __init__(self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int = 2) -> None:
+    def __init__(
+        self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int | None = None
+    ) -> None:
+        if uploads is None:
+            uploads = _LOCAL_UPLOADS if repo.local_root is not None else _REMOTE_UPLOADS
         self.repo = repo
         self.pack_size = pack_size
         #: lane -> (its pack's number, the pack's bytes so far)
@@ -182,13 +194,18 @@ class Span:
     end: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     data: bytes | None = None
+    released: bool = False
 
 
 class ChunkReader:
     """Rebuilds chunks from their frames, verifying each decoded frame's hash."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, read_ahead: Executor | None = None) -> None:
         self.repo = repo
+        #: Reads the ranges :meth:`prefetch` plans as soon as they are planned, several at once
+        #: (a remote store answers each after a round trip, a connection at a time); None: each
+        #: range is read by the first reader that needs it.
+        self._read_ahead = read_ahead
         self._lock = threading.Lock()
         self._scratch = threading.local()
         self._spans: dict[str, list[Span]] = {}
@@ -197,13 +214,32 @@ class ChunkReader:
     def prefetch(self, frames: Iterable[Frame]) -> list[Span]:
         """Plan to read ``frames`` (what a batch of files is about to need) with few requests:
         frames of one pack no more than _GAP apart are read as one range (of at most _SPAN), by
-        the first reader that needs any of them. A restore of many small files from S3 makes a
-        request per range instead of one per file. Returns the ranges, for :meth:`release`."""
+        the read-ahead pool, if there is one, or else the first reader that needs any of them. A
+        restore of many small files from S3 makes a request per range instead of one per file.
+        Returns the ranges, for :meth:`release`."""
         spans = [Span(obj, start, end) for obj, start, end in read_ranges(frames)]
         with self._lock:
             for sp in spans:
                 self._spans.setdefault(sp.object, []).append(sp)
+        if self._read_ahead is not None:
+            for sp in spans:
+                self._read_ahead.submit(self._load_ahead, sp)
         return spans
+
+    def _load(self, span: Span) -> bytes:
+        with span.lock:
+            if span.data is None:
+                span.data = self.repo.read_range(span.object, span.start, span.end - span.start)
+                with self._lock:
+                    self.bytes_fetched += len(span.data)
+            return span.data
+
+    def _load_ahead(self, span: Span) -> None:
+        if span.released:
+            return
+        # On failure the reader that needs the range reads it again, and reports what fails.
+        with contextlib.suppress(SnapshotError):
+            self._load(span)
 
     def release(self, spans: Sequence[Span]) -> None:
         """Forget ranges planned by :meth:`prefetch` (and the bytes read of them)."""
@@ -211,6 +247,7 @@ class ChunkReader:
             return
         with self._lock:
             for sp in spans:
+                sp.released = True
                 held = self._spans.get(sp.object, [])
                 if sp in held:
                     held.remove(sp)
@@ -224,13 +261,8 @@ class ChunkReader:
                          if sp.start <= frame.offset and frame.offset + frame.length <= sp.end), None)
         if span is None:
             return None
-        with span.lock:
-            if span.data is None:
-                span.data = self.repo.read_range(span.object, span.start, span.end - span.start)
-                with self._lock:
-                    self.bytes_fetched += len(span.data)
         at = frame.offset - span.start
-        return memoryview(span.data)[at : at + frame.length]
+        return memoryview(self._load(span))[at : at + frame.length]
 
     def _stored(self, frame: Frame, *, again: bool = False) -> bytes | memoryview:
         """One frame's stored bytes: out of a planned range, or read on their own (always,

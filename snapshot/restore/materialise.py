@@ -35,7 +35,8 @@ _REMOTE_READERS = 8
 _GROUP_BYTES = 32 << 20
 #: Chunks of a bigger file whose frames are read ahead together from a remote store, and
 #: the most bytes of frames one such plan may hold (one chunk's at least; the chunks being
-#: written hold theirs until they are written).
+#: written hold theirs until they are written). The next plan is made before the one being read
+#: is written, so up to three are held at once.
 _AHEAD = 16
 _PLAN_BYTES = 16 << 20
 _WINDOW = 8
@@ -240,11 +241,13 @@ def _write_file(
                 flushed = written
             reporter.advance(len(data))
 
-        plan_at = 0
+        plan_at = 0  # the chunks before it are planned
         for i, chunk in enumerate(chunks):
-            if pool is not None and fetcher.ahead and i == plan_at:
-                upcoming = _upcoming(chunks, i, local, fetcher.ahead)
-                plan_at = i + len(upcoming)
+            # A plan is made while the one before is still being read: the reads of the next
+            # chunks are under way while these are decoded and written.
+            while pool is not None and fetcher.ahead and i + fetcher.ahead >= plan_at < len(chunks):
+                upcoming = _upcoming(chunks, plan_at, local, fetcher.ahead)
+                plan_at += len(upcoming)
                 planned[plan_at - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
             if pool is None:  # this thread fetches each chunk itself
                 done: Future[tuple[bytes, bool]] = Future()
@@ -299,8 +302,23 @@ def materialise(
     """Write every file of ``m`` under ``root``, reusing what ``target`` holds; ``written`` is
     called with each file once it is complete and verified. ``order``: the files in the order
     to write them [manifest order]."""
+    if repo.local_root is not None:
+        return _materialise(repo, m, root, target, reporter, written, order, Fetcher(ChunkReader(repo)))
+    # From a remote store, the ranges planned are read as soon as they are planned, several at
+    # once: each request waits a round trip, and one connection moves a share of the link.
+    ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range")
+    try:
+        return _materialise(repo, m, root, target, reporter, written, order,
+                            Fetcher(ChunkReader(repo, ahead), _AHEAD))
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def _materialise(
+    repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
+    written: Callable[[FileEntry], None], order: Sequence[FileEntry] | None, fetcher: Fetcher,
+) -> Fetcher:
     remote = repo.local_root is None
-    fetcher = Fetcher(ChunkReader(repo), _AHEAD if remote else 0)
     reporter.phase("restore", sum(f.size for f in m.files))
     # (file, its write, the ranges planned for its group: released once it is written)
     small: deque[tuple[FileEntry, Future[None], list[Span]]] = deque()

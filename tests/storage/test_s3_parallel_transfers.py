@@ -1,0 +1,66 @@
+"""Transfers to and from S3 use several connections at once: through a link that adds latency to
+every response and caps each connection's bandwidth (tests/shaping_proxy.py, in front of moto),
+a create keeps several pack uploads in flight and a restore several range reads of its packs,
+instead of moving a snapshot at about one connection's speed. The proxy counts the requests in
+flight; the assertions are on its counts, not on time."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from chroma_helpers import tree_digest
+from s3_fixtures import s3_options
+from shaping_fixtures import shaping_proxy  # noqa: F401  (the fixture, used by name)
+from shaping_proxy import Exchange, ShapingProxy
+
+from snapshot.create.pipeline import create_snapshot
+from snapshot.repo.repository import Repository
+from snapshot.restore.pipeline import restore_snapshot
+
+MiB = 1024 * 1024
+#: A slow link: each request waits 20 ms for its answer, each connection moves 10 MB/s.
+LATENCY, RATE = 0.02, 10e6
+
+
+def _data(proxy: ShapingProxy, method: str) -> list[Exchange]:
+    return [ex for ex in proxy.exchanges if ex.method == method and "/data/" in ex.path]
+
+
+def _most_at_once(proxy: ShapingProxy, exchanges: list[Exchange]) -> int:
+    return max(level for _at, level in proxy.in_flight_over(exchanges))
+
+
+@pytest.fixture
+def big_source(chroma_dir: Path) -> Path:
+    """The test DB and a segment folder no collection names, holding 24 MiB that do not
+    compress: created with ``include_orphans``, a snapshot of several packs of 4 MiB, the
+    frames of that one file following each other in them (as a big HNSW file's do)."""
+    orphan = chroma_dir / str(uuid.UUID(int=7))
+    orphan.mkdir()
+    (orphan / "data_level0.bin").write_bytes(os.urandom(24 * MiB))
+    return chroma_dir
+
+
+def test_create_and_restore_keep_several_requests_in_flight(
+    shaping_proxy: ShapingProxy, s3_repo_url: str, big_source: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    repo = Repository.open(s3_repo_url, s3_options(shaping_proxy.url), create=True)
+    shaping_proxy.shape(latency=LATENCY, rate=RATE)
+    shaping_proxy.reset()
+    result = create_snapshot(repo, big_source, use_cache=False, include_orphans=True, pack_size=4 * MiB)
+    puts = _data(shaping_proxy, "PUT")
+    assert result.objects_uploaded == len(puts) >= 7
+    assert _most_at_once(shaping_proxy, puts) >= 4  # 2 before: the uploads ran two at a time
+
+    shaping_proxy.reset()
+    target = tmp_path / "restored"
+    restore_snapshot(Repository.open(s3_repo_url, s3_options(shaping_proxy.url)), "latest", target)
+    assert tree_digest(target) == tree_digest(big_source)
+    gets = _data(shaping_proxy, "GET")
+    assert sum(ex.down for ex in gets) >= 24 * MiB
+    # 4 before: a range was read only once a reader needed it, and the eight readers of the
+    # chunks next in line needed about four ranges of those packs
+    assert _most_at_once(shaping_proxy, gets) >= 6
