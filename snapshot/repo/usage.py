@@ -179,11 +179,26 @@ class Usage:
                 by_path.setdefault(f.path, {}).setdefault(_source(f)[0], []).append((m, f))
         for path in sorted(by_path):
             versions = []
+            # The versions of a path share most frames (a kept chain is the one before it plus
+            # a link): equal frames and chains become one object, not one per chunk table read.
+            frames: dict[Frame, Frame] = {}
+            chains: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}
             for key, entries in by_path[path].items():
                 m, f = entries[0]
-                chunks = self.repo.chunks(m, f)
+                chunks = _shared(self.repo.chunks(m, f), frames, chains)
                 found = {location(t.frame()): t for _, e in entries if (t := _source(e)[1]) is not None}
                 if found:
                     self._tables[key] = frame_objects(chunks)
                 versions.append(Version(chunks, tuple(found.values()), tuple(m.id for m, _ in entries)))
             yield PathUse(path, tuple(versions))
+
+
+def _shared(
+    chunks: tuple[Chunk, ...], frames: dict[Frame, Frame], chains: dict[tuple[Frame, ...], tuple[Frame, ...]]
+) -> tuple[Chunk, ...]:
+    """``chunks`` with each frame and each chain replaced by the equal one met before."""
+    out = []
+    for c in chunks:
+        chain = tuple(frames.setdefault(fr, fr) for fr in c.frames)
+        out.append(Chunk(c.hash, c.size, chains.setdefault(chain, chain)))
+    return tuple(out)

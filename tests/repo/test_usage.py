@@ -152,3 +152,21 @@ def test_paths_gives_per_path_the_distinct_chains_the_table_copies_and_the_objec
     assert b.chunk_count == 2 and b.chains(1) == {(_fr("d", 10, "5"),)}
     assert paths[2].tables() == {} and paths[2].objects == {_oid("e")}
     assert repo.reads == [(_oid("t"), 0), (_oid("t"), 20)]  # each table once, one path at a time
+
+
+def test_the_versions_of_a_path_share_equal_frames_and_chains() -> None:
+    """Each chunk table is parsed on its own, so two versions of a file hold equal frames as
+    separate objects; the per-path view makes them one (a kept chain is the one before it plus
+    a link: at 20 GiB that is most of a prune's memory)."""
+    old = (_chunk(_fr("a", 0, "1")), _chunk(_fr("a", 10, "2")))
+    new = (_chunk(_fr("a", 0, "1"), _fr("b", 0, "3")), _chunk(_fr("a", 10, "2")))  # equal, not the same
+    assert new[0].frames[0] == old[0].frames[0] and new[0].frames[0] is not old[0].frames[0]
+    repo = _Repo({"t" * 32: old, "u" * 32: new})
+    manifests = [_manifest("s1", _tabled("x.bin", _table("t", 0, "t"), 2)),
+                 _manifest("s2", _tabled("x.bin", _table("u", 0, "u"), 2))]
+    (path,) = Usage(repo).paths(manifests)  # type: ignore[arg-type]
+    first, second = (v.chunks for v in path.versions)
+    assert second[0].frames[0] is first[0].frames[0]  # one frame object
+    assert second[1].frames is first[1].frames  # one chain object
+    assert [c.frames for c in first] == [c.frames for c in old]  # and the same content
+    assert [c.frames for c in second] == [c.frames for c in new]
