@@ -223,7 +223,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(up)
 
 
-class FaultProxy:
+class Serving:
+    """The lifecycle both test proxies share: a server in its own thread, stopped (every client
+    connection cut, every thread joined) by :meth:`stop` or on leaving a ``with`` block."""
+
+    _server: _Server
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        """Stop serving, cut the client connections still open and join every thread."""
+        self._server.shutdown()
+        with self._server.sockets_lock:
+            for sock in list(self._server.open_sockets):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._server.server_close()
+        self._thread.join()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class FaultProxy(Serving):
     """See the module docstring. Use as a context manager or call :meth:`stop`."""
 
     def __init__(
@@ -337,20 +360,5 @@ class FaultProxy:
             if self._left is not None:
                 self._left += 1
 
-    def stop(self) -> None:
-        """Stop serving, cut the client connections still open and join every thread."""
-        self._server.shutdown()
-        with self._server.sockets_lock:
-            for sock in list(self._server.open_sockets):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
-        self._thread.join()
-
     def __enter__(self) -> FaultProxy:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

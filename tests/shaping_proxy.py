@@ -21,16 +21,13 @@ the request's headers to the last byte of its response) and the body bytes each 
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, BinaryIO
 
-from fault_proxy import _Handler, _Server, _Upstream
+from fault_proxy import Serving, _Handler, _Server, _Upstream
 
 __all__ = ["Exchange", "ShapingProxy", "TrafficStats"]
 
@@ -179,7 +176,7 @@ class _ShapingHandler(_Handler):
         ex.finished = time.monotonic()
 
 
-class ShapingProxy:
+class ShapingProxy(Serving):
     """See the module docstring. Use as a context manager or call :meth:`stop`."""
 
     def __init__(
@@ -290,20 +287,5 @@ class ShapingProxy:
             self._max_in_flight = self._in_flight
             self._opened = 0
 
-    def stop(self) -> None:
-        """Stop serving, cut the client connections still open and join every thread."""
-        self._server.shutdown()
-        with self._server.sockets_lock:
-            for sock in list(self._server.open_sockets):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
-        self._thread.join()
-
     def __enter__(self) -> ShapingProxy:
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
