@@ -35,10 +35,15 @@ _REMOTE_READERS = 8
 _GROUP_BYTES = 32 << 20
 #: Chunks of a bigger file whose frames are read ahead together from a remote store, and
 #: the most bytes of frames one such plan may hold (one chunk's at least; the chunks being
-#: written hold theirs until they are written). The next plan is made before the one being read
-#: is written, so up to three are held at once.
+#: written hold theirs until they are written).
 _AHEAD = 16
 _PLAN_BYTES = 16 << 20
+#: Plans are made ahead of the chunk being written while the plans not yet written hold less
+#: than this (so at most this plus one plan, 48 MiB, is held): enough for every range reader
+#: to have a whole range in flight (_REMOTE_READERS x packs._SPAN) however well the file
+#: compresses. (Counting chunks instead, 16 ahead, left a file that compresses 3:1 with one or
+#: two ranges in flight, and its restore at a fraction of the link.)
+_AHEAD_BYTES = 32 << 20
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
@@ -218,17 +223,20 @@ def _write_file(
         # of a pack at a time (a chain's full frame and its small delta links are otherwise a
         # request each); released once the last of those chunks is written.
         planned: dict[int, list[Span]] = {}
+        held = 0  # bytes of the planned ranges not yet released
         drained = 0
 
         def drain_one() -> None:
-            nonlocal written, flushed, drained
+            nonlocal written, flushed, drained, held
             chunk, fut = pending.popleft()
             try:
                 data, was_local = fut.result()
             except SnapshotError as exc:
                 raise type(exc)(f"{f.path}: {exc}") from exc
             finally:
-                fetcher.reader.release(planned.pop(drained, []))
+                spans = planned.pop(drained, [])
+                held -= sum(sp.end - sp.start for sp in spans)
+                fetcher.reader.release(spans)
                 drained += 1
             if len(data) != chunk.size:
                 raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
@@ -243,12 +251,15 @@ def _write_file(
 
         plan_at = 0  # the chunks before it are planned
         for i, chunk in enumerate(chunks):
-            # A plan is made while the one before is still being read: the reads of the next
-            # chunks are under way while these are decoded and written.
-            while pool is not None and fetcher.ahead and i + fetcher.ahead >= plan_at < len(chunks):
+            # Plans are made while those before are still being read (up to _AHEAD_BYTES): the
+            # reads of the next chunks are under way while these are decoded and written.
+            while pool is not None and fetcher.ahead and plan_at < len(chunks) and (
+                plan_at <= i or held < _AHEAD_BYTES
+            ):
                 upcoming = _upcoming(chunks, plan_at, local, fetcher.ahead)
                 plan_at += len(upcoming)
-                planned[plan_at - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
+                spans = planned[plan_at - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
+                held += sum(sp.end - sp.start for sp in spans)
             if pool is None:  # this thread fetches each chunk itself
                 done: Future[tuple[bytes, bool]] = Future()
                 try:

@@ -64,3 +64,30 @@ def test_create_and_restore_keep_several_requests_in_flight(
     # 4 before: a range was read only once a reader needed it, and the eight readers of the
     # chunks next in line needed about four ranges of those packs
     assert _most_at_once(shaping_proxy, gets) >= 6
+
+
+def _compressible(size: int) -> bytes:
+    """``size`` bytes that zstd shrinks about 4:1 (a quarter of each 4 KiB random), like a
+    SQLite file's pages."""
+    return b"".join(os.urandom(1024) + bytes(3072) for _ in range(size // 4096))
+
+
+def test_a_restore_reads_ahead_by_bytes_not_chunks(
+    shaping_proxy: ShapingProxy, s3_repo_url: str, chroma_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """A file that compresses well still keeps every range reader busy: with chunks of 256 KiB,
+    16 chunks ahead were 1 MiB of frames, and a restore of 32 MiB had one or two ranges in
+    flight; read ahead by bytes, all eight readers read at once."""
+    orphan = chroma_dir / str(uuid.UUID(int=8))
+    orphan.mkdir()
+    (orphan / "data_level0.bin").write_bytes(_compressible(32 * MiB))
+    repo = Repository.open(s3_repo_url, s3_options(shaping_proxy.url), create=True, chunk_size=256 << 10)
+    create_snapshot(repo, chroma_dir, use_cache=False, include_orphans=True, pack_size=4 * MiB)
+    shaping_proxy.shape(latency=LATENCY, rate=RATE)
+    shaping_proxy.reset()
+    target = tmp_path / "restored"
+    restore_snapshot(Repository.open(s3_repo_url, s3_options(shaping_proxy.url)), "latest", target)
+    assert tree_digest(target) == tree_digest(chroma_dir)
+    gets = _data(shaping_proxy, "GET")
+    assert 6 * MiB <= sum(ex.down for ex in gets) <= 12 * MiB  # it did compress about 4:1
+    assert _most_at_once(shaping_proxy, gets) >= 7  # 3 before
