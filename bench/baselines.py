@@ -8,6 +8,12 @@ and the whole set is uploaded again at every backup.
 ``zstd`` or ``tar`` binary is missing. It is the speed-limit proxy: read everything once and
 compress it with the fastest zstd level on every core, nothing else.
 
+``gzip-s3-up SRC WORK --endpoint URL --bucket B``: the gzip-everything way to S3 (bench/s3.py):
+each file gzipped at level 6 into WORK, then uploaded with boto3's ``upload_file``, one file
+after another, under ``gz/``. ``gzip-s3-down OUT OUT ...``: each object under ``gz/`` fetched with
+``download_file`` (boto3 splits a big one into parallel ranged GETs on its own) and gunzipped
+into OUT.
+
 Each prints one JSON object: files, bytes_in, bytes_out.
 """
 
@@ -42,6 +48,41 @@ def gzip_all(src: Path, out: Path, level: int = 6) -> dict[str, int]:
     return {"files": files, "bytes_in": bytes_in, "bytes_out": bytes_out}
 
 
+def _s3(endpoint: str) -> object:
+    import boto3
+
+    return boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=endpoint)
+
+
+def gzip_s3_up(src: Path, work: Path, endpoint: str, bucket: str) -> dict[str, int]:
+    shutil.rmtree(work, ignore_errors=True)
+    res = gzip_all(src, work)
+    s3 = _s3(endpoint)
+    for path in sorted(p for p in work.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"gz/{path.relative_to(work).as_posix()}")  # type: ignore[attr-defined]
+    shutil.rmtree(work)
+    return res
+
+
+def gzip_s3_down(out: Path, endpoint: str, bucket: str) -> dict[str, int]:
+    s3 = _s3(endpoint)
+    files = bytes_in = bytes_out = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="gz/"):  # type: ignore[attr-defined]
+        for obj in page.get("Contents", []):
+            rel = obj["Key"].removeprefix("gz/")
+            gz = out / rel
+            gz.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(gz))  # type: ignore[attr-defined]
+            dest = gz.with_name(gz.name.removesuffix(".gz"))
+            with gzip.open(gz, "rb") as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, BLOCK)
+            gz.unlink()
+            files += 1
+            bytes_in += obj["Size"]
+            bytes_out += dest.stat().st_size
+    return {"files": files, "bytes_in": bytes_in, "bytes_out": bytes_out}
+
+
 def zstd_pipe(src: Path, out: Path, threads: int, level: int = 1) -> dict[str, int]:
     import zstandard
 
@@ -59,12 +100,18 @@ def zstd_pipe(src: Path, out: Path, threads: int, level: int = 1) -> dict[str, i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("gzip", "zstd-pipe"))
+    ap.add_argument("what", choices=("gzip", "zstd-pipe", "gzip-s3-up", "gzip-s3-down"))
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--endpoint", help="gzip-s3-*: the S3 endpoint URL")
+    ap.add_argument("--bucket", help="gzip-s3-*: the bucket")
     args = ap.parse_args(argv)
-    if args.what == "gzip":
+    if args.what == "gzip-s3-up":
+        result = gzip_s3_up(args.src, args.out, args.endpoint, args.bucket)
+    elif args.what == "gzip-s3-down":
+        result = gzip_s3_down(args.out, args.endpoint, args.bucket)
+    elif args.what == "gzip":
         result = gzip_all(args.src, args.out)
     else:
         result = zstd_pipe(args.src, args.out, args.threads)
