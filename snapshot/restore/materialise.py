@@ -198,6 +198,26 @@ class ReadEstimate:
         return self._bytes
 
 
+def last_uses(
+    spans: Sequence[Span], chunks: Sequence[Chunk], first: int, local: Local
+) -> dict[int, list[Span]]:
+    """The index (``first`` for ``chunks[0]``) of the last of ``chunks`` that reads from each
+    of ``spans``: the range is released once that chunk is written, not when all are."""
+    by_object: dict[str, list[Span]] = {}
+    for sp in spans:
+        by_object.setdefault(sp.object, []).append(sp)
+    at: dict[int, int] = {}  # id of a span -> the last chunk reading it
+    for j, chunk in enumerate(chunks):
+        for fr in frames_to_read([chunk], local):
+            for sp in by_object.get(fr.object, ()):
+                if sp.start <= fr.offset and fr.offset + fr.length <= sp.end:
+                    at[id(sp)] = first + j
+    out: dict[int, list[Span]] = {}
+    for sp in spans:  # a range no chunk reads (cannot happen) goes with the last chunk
+        out.setdefault(at.get(id(sp), first + len(chunks) - 1), []).append(sp)
+    return out
+
+
 def write_file(
     root: Path, f: FileEntry, chunks: Sequence[Chunk], local: Local, fetcher: Fetcher,
     pool: ThreadPoolExecutor | None, reporter: Reporter,
@@ -221,7 +241,7 @@ def _write_file(
         pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
         # From a remote store, the frames of the next ``fetcher.ahead`` chunks are read a range
         # of a pack at a time (a chain's full frame and its small delta links are otherwise a
-        # request each); released once the last of those chunks is written.
+        # request each); each range released once the last chunk reading it is written.
         planned: dict[int, list[Span]] = {}
         held = 0  # bytes of the planned ranges not yet released
         drained = 0
@@ -258,7 +278,9 @@ def _write_file(
             ):
                 upcoming = _upcoming(chunks, plan_at, local, fetcher.ahead)
                 plan_at += len(upcoming)
-                spans = planned[plan_at - 1] = fetcher.reader.prefetch(frames_to_read(upcoming, local))
+                spans = fetcher.reader.prefetch(frames_to_read(upcoming, local))
+                for at, sps in last_uses(spans, upcoming, plan_at - len(upcoming), local).items():
+                    planned.setdefault(at, []).extend(sps)
                 held += sum(sp.end - sp.start for sp in spans)
             if pool is None:  # this thread fetches each chunk itself
                 done: Future[tuple[bytes, bool]] = Future()

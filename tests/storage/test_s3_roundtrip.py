@@ -11,7 +11,8 @@ import pytest
 from chroma_helpers import become, build_db, grow, tree_digest
 
 from snapshot.format.manifest import Chunk, Frame
-from snapshot.restore.materialise import _PLAN_BYTES, LocalChunk, _upcoming
+from snapshot.repo.packs import Span, read_ranges
+from snapshot.restore.materialise import _PLAN_BYTES, LocalChunk, _upcoming, last_uses
 
 
 def test_full_round_trip_on_s3(
@@ -191,6 +192,28 @@ def test_read_plans_are_bounded_by_bytes_as_well_as_chunks() -> None:
     # what the target already holds is not read, so it does not count
     local = {c.hash: LocalChunk(Path("held"), 0, c.size) for c in deep[1:5]}
     assert len(_upcoming(deep, 0, local, 16)) == 5
+
+
+def test_a_planned_range_is_released_after_the_last_chunk_that_reads_it() -> None:
+    """Not after the last chunk of its plan: ranges of a 16-chunk plan are freed as the file is
+    written, so the bytes held are those still to be written (no S3: the plan is pure)."""
+    def chunk(i: int, *frames: tuple[str, int]) -> Chunk:
+        links = tuple(Frame(obj * 32, at, 100, "zstd", 1 << 20, f"{i:031x}{k}")
+                      for k, (obj, at) in enumerate(frames))
+        return Chunk(links[-1].hash, 1 << 20, links)
+
+    # chunk 1 is a chain: a full frame in pack a, a delta in pack b; chunk 3 needs a's start again
+    chunks = [chunk(0, ("a", 0)), chunk(1, ("a", 100), ("b", 0)), chunk(2, ("a", 5 << 20)),
+              chunk(3, ("a", 200)), chunk(4, ("b", 100))]
+    planned = [Span(o, s, e) for o, s, e in read_ranges(fr for c in chunks for fr in c.frames)]
+    assert [(sp.object[0], sp.start, sp.end) for sp in planned] == [
+        ("a", 0, 300), ("a", 5 << 20, (5 << 20) + 100), ("b", 0, 200)]
+    uses = last_uses(planned, chunks, 10, {})
+    assert {at: [(sp.object[0], sp.start) for sp in sps] for at, sps in uses.items()} == {
+        13: [("a", 0)], 12: [("a", 5 << 20)], 14: [("b", 0)]}
+    # a chunk the target holds reads nothing, so it releases nothing
+    held = {chunks[4].hash: LocalChunk(Path("held"), 0, 1 << 20)}
+    assert set(last_uses(planned, chunks, 10, held)) == {13, 12, 11}
 
 
 @pytest.mark.parametrize("args", [
