@@ -38,12 +38,13 @@ _GROUP_BYTES = 32 << 20
 #: written hold theirs until they are written).
 _AHEAD = 16
 _PLAN_BYTES = 16 << 20
-#: Plans are made ahead of the chunk being written while the plans not yet written hold less
-#: than this (so at most this plus one plan, 48 MiB, is held): enough for every range reader
-#: to have a whole range in flight (_REMOTE_READERS x packs._SPAN) however well the file
-#: compresses. (Counting chunks instead, 16 ahead, left a file that compresses 3:1 with one or
-#: two ranges in flight, and its restore at a fraction of the link.)
-_AHEAD_BYTES = 32 << 20
+#: Plans are made ahead of the chunk being written while the ranges not yet written hold less
+#: than this (so at most this plus one plan, 32 MiB, is held: what two plans of a file that
+#: does not compress held before): several range readers have a range in flight however well
+#: the file compresses. (Counting chunks instead, 16 ahead, left a file that compresses 3:1
+#: with one to three ranges in flight, and its restore at a fraction of the link; 32 MiB ahead
+#: raised a 200k restore's peak RSS by 15-40 MiB, 16 by at most 16.)
+_AHEAD_BYTES = 16 << 20
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
