@@ -627,6 +627,15 @@ class Repository:
         for info in self.store.list(layout.DATA_PREFIX):
             yield layout.object_id_from_key(info.key), info
 
+    def inventory(self) -> Iterator[tuple[str, str | None, ObjectInfo]]:
+        """Every object of the repository as (kind, id, listing), one listing per kind: kind is
+        config, snapshots, data, keys, locks or condemned; the id is None for a stray key (and
+        for the config). Keys outside these (others' objects in a shared prefix) are not listed."""
+        for kind, prefix, parse in _INVENTORY:
+            for info in self.store.list(prefix):
+                if kind != "config" or info.key == layout.CONFIG_KEY:
+                    yield kind, parse(info.key), info
+
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
         wanted = set(object_ids)
@@ -645,6 +654,16 @@ class Repository:
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
             list(pool.map(delete, keys))
 
+
+#: The kinds of objects :meth:`Repository.inventory` lists: kind, key prefix, key -> id.
+_INVENTORY: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
+    ("config", layout.CONFIG_KEY, lambda key: None),
+    ("snapshots", layout.SNAPSHOTS_PREFIX, layout.snapshot_id_from_key),
+    ("data", layout.DATA_PREFIX, layout.object_id_from_key),
+    ("keys", layout.KEYS_PREFIX, layout.key_id_from_key),
+    ("locks", layout.LOCKS_PREFIX, layout.lock_id_from_key),
+    ("condemned", layout.CONDEMNED_PREFIX, layout.condemned_id_from_key),
+)
 
 CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
 

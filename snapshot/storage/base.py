@@ -72,6 +72,8 @@ class ObjectInfo:
     size: int
     #: Last modification, seconds since the epoch (UTC), by the store's clock (:meth:`Store.now`).
     mtime: float
+    #: The S3 storage class the listing gives (None: a local store, or not reported).
+    storage_class: str | None = None
 
 
 @dataclass

@@ -347,6 +347,7 @@ class S3Store:
                     key=str(obj["Key"])[len(base) :],
                     size=int(obj["Size"]),
                     mtime=float(obj["LastModified"].timestamp()),
+                    storage_class=str(obj.get("StorageClass") or "STANDARD"),
                 )
             if not page.get("IsTruncated"):
                 return
