@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from snapshot.cli import chart as charts
 from snapshot.cli.options import GlobalOptions, command, filter_options, json_option, repo_options
 from snapshot.cli.render import emit, human_bytes, table
 from snapshot.repo.selection import SnapshotFilter
@@ -17,11 +18,15 @@ from snapshot.upkeep.stats import RepoStats
               "snapshot costs (built-in list prices: see --prices).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="A JSON price table to use instead of the built-in one (implies --cost).")
+@click.option("--chart", is_flag=True, help="Also draw the repository's size, each snapshot's added bytes "
+              "and each collection's records over time.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), metavar="FILE.svg",
+              help="Save that chart as an SVG image.")
 @filter_options
 @repo_options
 @json_option
-def stats_cmd(refs: tuple[str, ...], cost: bool, prices_file: str | None, filters: SnapshotFilter,
-              global_options: GlobalOptions, as_json: bool) -> None:
+def stats_cmd(refs: tuple[str, ...], cost: bool, prices_file: str | None, chart: bool, plot_file: str | None,
+              filters: SnapshotFilter, global_options: GlobalOptions, as_json: bool) -> None:
     """What the repository stores and what each snapshot takes in it (all snapshots, or IDs).
 
     Per snapshot: restore size, stored bytes it needs, bytes only it needs (what forgetting it
@@ -31,10 +36,15 @@ def stats_cmd(refs: tuple[str, ...], cost: bool, prices_file: str | None, filter
     \b
     Example:
       chroma-snapshot stats latest --cost
+      chroma-snapshot stats --chart --plot history.svg
     """
     report = repository_report(global_options.open_repo(), refs, filters,
                                cost=cost or prices_file is not None, prices_file=prices_file)
+    if plot_file is not None:
+        charts.save_svg(report.stats, plot_file)
     emit(report, as_json, render_stats)
+    if chart and not as_json:
+        charts.show(report.stats)
 
 
 def _money(x: float) -> str:

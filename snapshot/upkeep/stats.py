@@ -63,6 +63,9 @@ class SnapshotStats:
     root_bytes: int
     #: How many packs hold what it needs (a restore reads at least one range of each).
     packs: int
+    #: What this snapshot and every older one of the repository need together (the
+    #: repository's size over time, had nothing been pruned since).
+    stored_to_date: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,10 @@ class _Frames:
         idx = self.packs.setdefault(fr.object, len(self.packs))
         return (idx << _OFFSET_BITS) | fr.offset
 
-    def add(self, keys: dict[int, _Entry], snap: int) -> tuple[int, int]:
-        """Count one snapshot's frames: the bytes they take and the packs they are in."""
-        total = 0
+    def add(self, keys: dict[int, _Entry], snap: int) -> tuple[int, int, int]:
+        """Count one snapshot's frames: the bytes they take, the packs they are in, and the
+        bytes of those met for the first time."""
+        total = fresh = 0
         packs = set()
         for k, (length, raw, kind) in keys.items():
             total += length
@@ -142,11 +146,12 @@ class _Frames:
             old = self.entries.get(k)
             if old is None:
                 self.entries[k] = (length << (_SNAP_BITS + _COUNT_BITS)) | (snap << _COUNT_BITS) | 1
+                fresh += length
                 self.sums[kind][0] += raw
                 self.sums[kind][1] += length
             elif old & 3 == 1:
                 self.entries[k] = old + 1
-        return total, len(packs)
+        return total, len(packs), fresh
 
     def unique(self) -> Counter[int]:
         """Stored bytes per snapshot index of the frames only that snapshot references."""
@@ -231,7 +236,7 @@ def collect(repo: Repository, ids: Sequence[str] | None = None,
     partial: list[tuple[int, SnapshotStats]] = []
     unreadable: list[str] = []
     recent: deque[dict[str, dict[int, _Entry]]] = deque(maxlen=_RECENT)
-    logical = idx = 0
+    logical = idx = to_date = 0
     for scan in repo.scan_manifests():
         if scan.manifest is None:
             if scan.id is not None:
@@ -239,12 +244,14 @@ def collect(repo: Repository, ids: Sequence[str] | None = None,
             continue
         m = scan.manifest
         current: dict[str, dict[int, _Entry]] = {}
-        referenced, packs = frames.add(_snapshot_frames(repo, m, frames, recent, current), idx)
+        referenced, packs, fresh = frames.add(_snapshot_frames(repo, m, frames, recent, current), idx)
+        to_date += fresh + roots.get(m.id, 0)
         recent.appendleft(current)
         logical += sum(f.size for f in m.files)
         facts = SnapshotFacts(m.id, m.tags, m.source_host, m.source_path)
         if (wanted is None or m.id in wanted) and (not filters or filters.matches(facts)):
-            partial.append((idx, _snapshot(m, referenced + roots.get(m.id, 0), roots.get(m.id, 0), packs)))
+            partial.append((idx, _snapshot(m, referenced + roots.get(m.id, 0), roots.get(m.id, 0), packs,
+                                           to_date)))
         idx += 1
     unique = frames.unique()
     snaps = tuple(replace(s, unique_bytes=unique.get(i, 0) + s.root_bytes) for i, s in partial)
@@ -279,11 +286,11 @@ def _bump(table: dict[str, list[int]], key: str, size: int) -> None:
     row[1] += size
 
 
-def _snapshot(m: Manifest, referenced: int, root: int, packs: int) -> SnapshotStats:
+def _snapshot(m: Manifest, referenced: int, root: int, packs: int, to_date: int) -> SnapshotStats:
     return SnapshotStats(
         id=m.id, created_at=m.created_at, host=m.source_host, path=m.source_path, tags=m.tags,
         files=len(m.files), logical_bytes=sum(f.size for f in m.files),
         records={c.name: c.records for c in m.collections},
         referenced_bytes=referenced, unique_bytes=0, added_bytes=m.totals.bytes_new, root_bytes=root,
-        packs=packs,
+        packs=packs, stored_to_date=to_date,
     )

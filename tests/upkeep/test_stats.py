@@ -99,6 +99,13 @@ def test_every_figure_equals_an_independent_count(history: Path) -> None:
         assert s["logical_bytes"] == sum(f.size for f in m.files) and s["files"] == len(m.files)
         assert s["records"] == {c.name: c.records for c in m.collections}
         assert s["packs"] == len({k[0] for k in frames})
+    seen: set[tuple[str, int]] = set()
+    to_date = 0
+    for sid in sorted(per):  # ids sort by creation time
+        fresh = set(per[sid]) - seen
+        seen |= fresh
+        to_date += sum(lengths[k] for k in fresh) + roots[sid]
+        assert got[sid]["stored_to_date"] == to_date
     r = out["stats"]
     every = [p for p in history.rglob("*") if p.is_file()]
     assert r["objects"] == len(every) and r["total_bytes"] == sum(p.stat().st_size for p in every)
@@ -212,3 +219,20 @@ def test_bad_input_is_one_line(history: Path, tmp_path: Path, args: list[str], w
         args = ["--prices", str(bad)]
     res = run_cli("--repo", str(history), "stats", *args)
     assert words in one_line_error(res, 2 if args[0] == "--prices" else 3)
+
+
+def test_chart_on_the_terminal_and_as_svg(history: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "history.svg"
+    res = run_cli("--repo", str(history), "stats", "--chart", "--plot", str(svg))
+    assert res.code == 0, res.stderr
+    assert "stored to date" in res.stdout and "records per collection" in res.stdout
+    text = svg.read_text()
+    assert text.startswith("<svg") and "stored&#160;to&#160;date" in text
+    snaps = _ok("--repo", history, "stats")["stats"]["snapshots"]
+    assert all(s["created_at"][:10] in text for s in snaps)
+    assert [p.name for p in tmp_path.iterdir()] == ["history.svg"]  # nothing else left behind
+
+
+def test_plot_into_a_missing_folder_is_refused(history: Path, tmp_path: Path) -> None:
+    res = run_cli("--repo", str(history), "stats", "--plot", str(tmp_path / "no" / "h.svg"))
+    assert "does not exist" in one_line_error(res, 2)
