@@ -76,8 +76,6 @@ class Resume:
     """The frames a create may take from leftover packs: (content hash, base hash) -> frame."""
 
     frames: Mapping[tuple[str, str | None], JournalFrame] = field(default_factory=dict)
-    #: Packs the frames are in that are condemned (the create re-checks them before it commits).
-    condemned: frozenset[str] = frozenset()
 
     def find(self, content: str, base: str | None) -> JournalFrame | None:
         """A frame decoding to ``content`` on ``base`` (a chunk's hash, or None), else a full
@@ -100,13 +98,13 @@ def usable_packs(packs: Iterable[JournalPack], present: Mapping[str, int], conde
             and (p.id not in condemned or now - condemned.since[p.id] < quarter)}
 
 
-def resume_from(packs: Sequence[JournalPack], usable: set[str], condemned: Condemned) -> Resume:
+def resume_from(packs: Sequence[JournalPack], usable: set[str]) -> Resume:
     frames: dict[tuple[str, str | None], JournalFrame] = {}
     for p in packs:
         if p.id in usable:
             for jf in p.frames:
                 frames.setdefault((jf.frame.hash, jf.base), jf)
-    return Resume(frames, frozenset(oid for oid in usable if oid in condemned))
+    return Resume(frames)
 
 
 class Journal:
@@ -190,7 +188,7 @@ class Journal:
         if not packs:
             return NOTHING
         present = {oid: info.size for oid, info in repo.list_objects() if oid is not None}
-        return resume_from(packs, usable_packs(packs, present, condemned, repo.now()), condemned)
+        return resume_from(packs, usable_packs(packs, present, condemned, repo.now()))
 
     def discard(self) -> None:
         """Forget the journal (the snapshot that used it is saved)."""
