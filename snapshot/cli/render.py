@@ -123,6 +123,9 @@ def render_create(r: CreateResult) -> list[str]:
         f"objects, {human_bytes(r.bytes_uploaded)} uploaded, {r.seconds:.1f}s",
         f"  collections: {collections_text(r.collections)}",
     ]
+    if r.chunks_resumed:
+        out.append(f"  resumed: {r.chunks_resumed} chunks ({human_bytes(r.bytes_resumed)}) taken from "
+                   "packs an interrupted create had uploaded")
     if r.skipped:
         out.append(f"  not captured (not Chroma's; see --include): {', '.join(r.skipped)}")
     return out
