@@ -163,10 +163,23 @@ def render_show(m: Manifest) -> list[str]:
         "",
         table([[c.name, str(c.records), str(c.dimension or "-"), ",".join(c.segments) or "-"]
                for c in m.collections], ["COLLECTION", "RECORDS", "DIM", "SEGMENTS"]),
+        *_provenance_lines(m),
         "",
         table([[f.path, human_bytes(f.size), f.role, str(f.chunk_count), f.hash] for f in m.files],
               ["FILE", "SIZE", "ROLE", "CHUNKS", "XXH3-128"]),
     ]
+
+
+def _provenance_lines(m: Manifest) -> list[str]:
+    """Each collection's configuration and metadata, as the capture recorded them."""
+    out = []
+    for c in m.collections:
+        if c.configuration is None and c.metadata is None:
+            continue
+        config = c.configuration.describe() if c.configuration is not None else "not recorded"
+        meta = json.dumps(c.metadata, sort_keys=True, ensure_ascii=False) if c.metadata else "-"
+        out += [f"  {c.name}: {config}", f"  {' ' * len(c.name)}  metadata {meta}"]
+    return ["", *out] if out else []
 
 
 def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
