@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of ev
     from snapshot.format.manifest import Manifest
     from snapshot.repo.keys import KeyInfo
     from snapshot.repo.repository import Repository, SnapshotSummary
+    from snapshot.restore.collections import CollectionRestoreResult
     from snapshot.restore.pipeline import RestoreResult, RestoreSummary
     from snapshot.upkeep.prune import PruneResult
     from snapshot.upkeep.verify import CheckResult
@@ -213,6 +214,15 @@ def render_restore(r: RestoreResult) -> list[str]:
         opened = collections_text(r.chroma_checked)
         out.append(f"  chromadb opened it ({r.chroma_batches} batch(es)): {opened}")
     return out
+
+
+def render_collection_restore(r: CollectionRestoreResult) -> list[str]:
+    restored = ", ".join(f"{name} ({n} records)" for name, n in r.collections.items())
+    renamed = "".join(f"; {old} restored as {new}" for old, new in r.renamed.items())
+    return [f"restored {restored} of {r.id} into {r.target}{renamed}",
+            f"  read {human_bytes(r.bytes_downloaded)} of the snapshot's {human_bytes(r.bytes_snapshot)} "
+            f"({r.files} files), {r.seconds:.1f}s",
+            f"  checked: {', '.join(r.checks)}"]
 
 
 # ------------------------------------------------------------------ diff
