@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from snapshot.chroma.schema import DB_NAME
+from snapshot.chroma.schema import DB_NAME, open_readonly, schema_levels
+from snapshot.chroma.trial_open import cannot_open
 from snapshot.errors import ChromaCheckError
 
 TIMEOUT = 900
@@ -36,10 +37,12 @@ def _env() -> dict[str, str]:
     return dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
 
 
-def keep_only(root: Path, drop: Sequence[str], rename: tuple[str, str] | None) -> None:
+def keep_only(root: Path, drop: Sequence[str], rename: tuple[str, str] | None,
+              schema: dict[str, tuple[int, str]] | None = None) -> None:
     """Drop the collections ``drop`` from the private persist dir ``root`` and rename
     ``rename[0]`` to ``rename[1]``, then compact chroma.sqlite3. Raises ChromaCheckError
-    naming what chromadb said if it fails."""
+    naming what chromadb said if it fails (``schema``: the DB's recorded schema levels, to say
+    what a failure to open it means; read from the file if not given)."""
     request = json.dumps({"drop": list(drop), "rename": list(rename) if rename else None})
     proc = subprocess.Popen(
         [sys.executable, "-m", "snapshot.chroma.keep_collections", os.fsdecode(root)],
@@ -62,8 +65,22 @@ def keep_only(root: Path, drop: Sequence[str], rename: tuple[str, str] | None) -
         raise ChromaCheckError(f"chromadb crashed dropping the other collections (exit {proc.returncode}): "
                                f"{tail}") from None
     if report.get("problem"):
-        raise ChromaCheckError(str(report["problem"]))
+        said = str(report["problem"])
+        if report.get("unopened"):  # what it means is worded from the DB's schema
+            said = cannot_open(said, schema or _schema(root / DB_NAME))
+        raise ChromaCheckError(f"chromadb could not keep only the restored collections: {said}")
     compact(root / DB_NAME)
+
+
+def _schema(db: Path) -> dict[str, tuple[int, str]]:
+    try:
+        conn = open_readonly(db, immutable=True)
+        try:
+            return schema_levels(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
 
 
 def compact(db: Path) -> None:
@@ -86,15 +103,17 @@ def _apply(client: Any, drop: list[str], rename: list[str] | None) -> None:
 
 def _main(path: str) -> int:
     request = json.loads(sys.stdin.read())
+    opened = False
     try:
         import chromadb
         from chromadb.config import Settings
 
         client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
+        opened = True
         _apply(client, list(request["drop"]), request.get("rename"))
     except Exception as exc:  # noqa: BLE001 - any chromadb failure is reported, in one line
         said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(json.dumps({"problem": f"chromadb could not keep only the restored collections: {said}"}))
+        print(json.dumps({"problem": said, "unopened": not opened}))
         return 0
     print(json.dumps({"problem": None}))
     return 0

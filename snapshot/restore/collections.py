@@ -31,7 +31,7 @@ from snapshot.chroma.consistency import verify_dir
 from snapshot.chroma.keep_collections import keep_only
 from snapshot.chroma.names import name_problem
 from snapshot.chroma.persist_dir import check_restore_target
-from snapshot.chroma.restore_rules import write_order
+from snapshot.chroma.restore_rules import recorded_schema, write_order
 from snapshot.chroma.schema import DB_NAME
 from snapshot.errors import IntegrityError, NotFoundError, TargetError, UsageError
 from snapshot.format.hashing import FileHasher
@@ -250,7 +250,7 @@ def _into_new_dir(repo: Repository, m: Manifest, chosen: tuple[CollectionInfo, .
         sub = collection_files(m, names)
         pausepoints.point("collections.materialised")
         if drop or renamed:
-            keep_only(built, drop, next(iter(renamed.items())) if renamed else None)
+            keep_only(built, drop, next(iter(renamed.items())) if renamed else None, recorded_schema(m))
         pausepoints.point("collections.kept")
         checks, warnings = _check_result(built, sub, expected)
         for note in warnings:

@@ -26,10 +26,12 @@ CONFIG_05 = json.dumps({"hnsw_configuration": {"space": "l2", "ef_construction":
 
 
 @pytest.mark.parametrize(("config_json", "schema_json", "metadata", "expected"), [
-    ("{}", SCHEMA_15, {}, CollectionConfig("cosine", {"ef_construction": 150, "max_neighbors": 32}, "openai")),
+    ("{}", SCHEMA_15, {},
+     CollectionConfig("cosine", {"ef_construction": 150, "max_neighbors": 32}, "openai")),
     (CONFIG_10, None, {}, CollectionConfig("ip", {"ef_construction": 100, "ef_search": 20}, "default")),
     (CONFIG_05, None, {}, CollectionConfig("l2", {"ef_construction": 100, "max_neighbors": 16}, None)),
-    (None, None, {"hnsw:space": "cosine", "hnsw:M": 8}, CollectionConfig("cosine", {"max_neighbors": 8}, None)),
+    (None, None, {"hnsw:space": "cosine", "hnsw:M": 8},
+     CollectionConfig("cosine", {"max_neighbors": 8}, None)),
     ("not json", "[1]", {}, CollectionConfig(None, {}, None)),
 ])
 def test_the_configuration_is_read_from_what_each_chromadb_stored(
