@@ -40,11 +40,11 @@ class AmbiguousIdError(UsageError):
 
 
 class NotFoundError(SnapshotError):
-    """A snapshot, object, repository or source that does not exist."""
+    """A snapshot, object, repository, source or collection that does not exist."""
 
     exit_code = 3
     kind = "not-found"
-    meaning = "not found: snapshot, repository, object or source path"
+    meaning = "not found: snapshot, repository, object, source path or collection"
 
 
 class IntegrityError(SnapshotError):

@@ -55,6 +55,17 @@ def apply(c: Any, op: str, args: dict[str, Any]) -> Any:
         out = {col.name: c.get_collection(col.name).count() for col in c.list_collections()}
     elif op == "ids":
         out = sorted(c.get_collection(args["name"]).get(include=[])["ids"])
+    elif op == "records":
+        got = c.get_collection(args["name"], embedding_function=None).get(
+            include=["embeddings", "documents", "metadatas"])
+        out = sorted((rid, np.asarray(e, dtype="float32").tobytes(), d, m) for rid, e, d, m in
+                     zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"], strict=True))
+    elif op == "create":
+        col = c.create_collection(args["name"], embedding_function=None, metadata=args.get("metadata"),
+                                  configuration=args.get("configuration"))
+        n = args.get("records", 0)
+        if n:
+            col.add(ids=[f"{args['name']}-{i}" for i in range(n)], embeddings=vectors(args.get("seed", 0), n))
     elif op == "steps":
         out = [apply(c, step_op, step_args) for step_op, step_args in args["steps"]]
     else:

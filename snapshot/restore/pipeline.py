@@ -148,7 +148,7 @@ def prepare_restore(
     return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
 
 
-def _dir_mode(target: Path) -> int:
+def target_mode(target: Path) -> int:
     """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
     if target.is_dir():
         return target.stat().st_mode & 0o7777
@@ -250,7 +250,7 @@ def execute_restore(
             if checker is not None:
                 repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             pausepoints.point("restore.verified")
-            os.chmod(built, _dir_mode(target))
+            os.chmod(built, target_mode(target))
             swap_into_place(built, target, on_commit or (lambda: None))
             pausepoints.point("restore.swapped")
         except BaseException:
