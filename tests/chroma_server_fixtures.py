@@ -27,7 +27,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
@@ -65,7 +64,10 @@ def collections_of(location: Path | str, *names: str) -> dict[str, Any]:
 def assert_same_collection(got: dict[str, Any], want: dict[str, Any]) -> None:
     """Equal settings and records; embeddings bit for bit, except in cosine space, where
     chromadb gives a vector back up to 1 unit in the last place off (see copy_verify)."""
-    assert {k: v for k, v in got.items() if k != "records"} == {k: v for k, v in want.items() if k != "records"}
+    def settings(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in c.items() if k != "records"}
+
+    assert settings(got) == settings(want)
     assert got["records"].keys() == want["records"].keys()
     cosine = (want["hnsw"] or {}).get("space") == "cosine"
     for rid, (emb, *rest) in want["records"].items():
@@ -99,7 +101,8 @@ class ChromaServer:
             self.url = f"http://127.0.0.1:{self.port}"
             with open(log, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [str(chroma), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)],
+                    [str(chroma), "run", "--path", str(path), "--host", "127.0.0.1",
+                     "--port", str(self.port)],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             if self._wait_ready():
                 return
@@ -110,10 +113,10 @@ class ChromaServer:
         """Poll the heartbeat until the server answers (it starts in about a second)."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/v2/heartbeat",
+                                                                       timeout=2) as resp:
+                if resp.status == 200:
+                    return True
             time.sleep(0.05)
         return False
 
@@ -148,7 +151,8 @@ class _AuthHandler(_Handler):
     def _proxy(self) -> None:
         body = self._read_body()
         token = self.server.proxy.token
-        given = self.headers.get("X-Chroma-Token") or self.headers.get("Authorization", "").removeprefix("Bearer ")
+        bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        given = self.headers.get("X-Chroma-Token") or bearer
         if given != token:
             self.server.proxy.refused += 1
             error = json.dumps({"error": "AuthorizationError", "message": "Unauthorized"}).encode()

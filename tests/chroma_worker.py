@@ -57,7 +57,8 @@ def apply(c: Any, op: str, args: dict[str, Any]) -> Any:
         out = sorted(c.get_collection(args["name"]).get(include=[])["ids"])
     elif op == "create":
         # metadata, index settings and chromadb's default embedding function (recorded, not called)
-        col = c.create_collection(args["name"], metadata=args.get("metadata"), configuration=args.get("configuration"))
+        col = c.create_collection(args["name"], metadata=args.get("metadata"),
+                                  configuration=args.get("configuration"))
         n, dim = args.get("n", 0), args.get("dim", DIM)
         for start in range(0, n, 1000):
             stop = min(n, start + 1000)

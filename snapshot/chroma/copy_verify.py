@@ -61,7 +61,8 @@ def verify(src: Any, dst: Any, n: int, batch: int, sample: int = SAMPLE,
         present = set(dst.get(ids=ids, include=[])["ids"])
         missing = [i for i in ids if i not in present]
         if missing:
-            raise CopyMismatch(f"{len(missing)} ids of the source are missing from the copy, e.g. {missing[:3]}")
+            raise CopyMismatch(f"{len(missing)} ids of the source are missing from the copy, "
+                               f"e.g. {missing[:3]}")
         while at < len(picks) and picks[at] < offset + len(ids):
             wanted.append(ids[picks[at] - offset])
             at += 1
@@ -77,7 +78,8 @@ def verify(src: Any, dst: Any, n: int, batch: int, sample: int = SAMPLE,
 
 def same_settings(src: Any, dst: Any) -> None:
     if (src.metadata or None) != (dst.metadata or None):
-        raise CopyMismatch(f"the collection's metadata differs: {dst.metadata!r}, the source's {src.metadata!r}")
+        raise CopyMismatch(f"the collection's metadata differs: {dst.metadata!r}, "
+                           f"the source's {src.metadata!r}")
     a, b = src.configuration_json or {}, dst.configuration_json or {}
     ha, hb = a.get("hnsw") or {}, b.get("hnsw") or {}
     differ = [f for f in HNSW_FIELDS if f in ha and ha.get(f) != hb.get(f)]
@@ -102,7 +104,8 @@ def space(col: Any) -> str:
 def same_vector(a: bytes, b: bytes, ulps: int) -> bool:
     if a == b or not ulps or len(a) != len(b):
         return a == b
-    x, y = np.frombuffer(a, dtype=np.int32).astype(np.int64), np.frombuffer(b, dtype=np.int32).astype(np.int64)
+    x = np.frombuffer(a, dtype=np.int32).astype(np.int64)
+    y = np.frombuffer(b, dtype=np.int32).astype(np.int64)
     return bool(np.all(np.sign(x) == np.sign(y)) and np.max(np.abs(x - y)) <= ulps)
 
 
@@ -111,7 +114,8 @@ def _rows(result: Any) -> dict[str, tuple[bytes, Any, Any, Any]]:
     embs, docs, metas, uris = (result.get(f) for f in ALL)
     for k, rid in enumerate(result["ids"]):
         vec = np.asarray(embs[k], dtype=np.float32).tobytes() if embs is not None else b""
-        out[rid] = (vec, docs[k] if docs else None, (metas[k] or None) if metas else None, uris[k] if uris else None)
+        meta = (metas[k] or None) if metas else None
+        out[rid] = (vec, docs[k] if docs else None, meta, uris[k] if uris else None)
     return out
 
 
@@ -135,7 +139,8 @@ def _compare(src: Any, dst: Any, ids: list[str], n: int, ulps: int) -> int:
         if found and found[0] == rid:
             continue
         if rid not in found:
-            raise CopyMismatch(f"record {rid!r}: its embedding does not find it among the nearest {len(found)}")
+            raise CopyMismatch(f"record {rid!r}: its embedding does not find it among the nearest "
+                               f"{len(found)}")
         if dists[found.index(rid)] > dists[0]:
             misses += 1  # an equally near record first is a tie, not a miss
     return misses

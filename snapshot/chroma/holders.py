@@ -22,7 +22,8 @@ class Holder:
     command: str
 
 
-def holders(persist_dir: Path, proc: Path = Path("/proc"), exclude: frozenset[int] = frozenset()) -> list[Holder]:
+def holders(persist_dir: Path, proc: Path = Path("/proc"),
+            exclude: frozenset[int] = frozenset()) -> list[Holder]:
     """The processes other than this one (and ``exclude``) with the DB's SQLite files open.
     Processes whose descriptors we may not read (another user's) are not seen; where there is
     no /proc the answer is empty."""

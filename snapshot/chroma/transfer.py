@@ -144,7 +144,8 @@ def copy_collections(source_dir: Path, names: Sequence[str], target: ChromaTarge
         reporter.done()
 
 
-def journal_key(snapshot_id: str, names: Sequence[str], target: ChromaTarget, rename: str | None = None) -> str:
+def journal_key(snapshot_id: str, names: Sequence[str], target: ChromaTarget,
+                rename: str | None = None) -> str:
     return json.dumps([snapshot_id, sorted(names), rename, target.describe()])
 
 
@@ -172,8 +173,8 @@ def _run_child(request: dict[str, Any], reporter: Reporter) -> list[CollectionCo
         if answer is None:
             err.seek(0)
             tail = (err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            raise SnapshotError(f"the copy process ended without an answer (exit {proc.returncode}): {tail[:300]}; "
-                                "run again to resume")
+            raise SnapshotError(f"the copy process ended without an answer (exit {proc.returncode}): "
+                                f"{tail[:300]}; run again to resume")
     if answer["event"] == "error":
         raise _ERRORS.get(answer["kind"], SnapshotError)(answer["message"])
     return [CollectionCopy(**c) for c in answer["copies"]]

@@ -14,6 +14,7 @@ then renamed to its name (with ``replace``, the old collection of that name is d
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -65,8 +66,9 @@ def connect(target: dict[str, Any]) -> Any:
 
         url = urlsplit(location)
         ssl = url.scheme == "https"
-        client = chromadb.HttpClient(host=url.hostname or "localhost", port=url.port or (443 if ssl else 80),
-                                     ssl=ssl, headers=dict(target.get("headers", {})), settings=settings, **kw)
+        port = url.port or (443 if ssl else 80)
+        client = chromadb.HttpClient(host=url.hostname or "localhost", port=port, ssl=ssl,
+                                     headers=dict(target.get("headers", {})), settings=settings, **kw)
         client.heartbeat()
         return client
     return chromadb.PersistentClient(path=location, settings=settings, **kw)
@@ -138,7 +140,8 @@ def configuration(src: Any, out: Out) -> dict[str, Any]:
         if ef["name"] not in known_embedding_functions:
             out.send("warn", message=(
                 f"collection {src.name!r} was created with the embedding function {ef['name']!r}, which "
-                "this chromadb does not know: its records are copied, but querying it by text needs that function"))
+                "this chromadb does not know: its records are copied, but querying it by text needs "
+                "that function"))
         result["embedding_function"] = recorded_embedding_function(ef)
     return result
 
@@ -161,8 +164,8 @@ def preflight(client: Any, src: Any, journal: Journal, final: str, replace: bool
         there = existing(client, final)
         if there is not None and not replace:
             mine, theirs = dimension(src), dimension(there)
-            clash = (f"; its embeddings have dimension {theirs}, the copy's {mine}, so the two cannot be merged"
-                     if mine and theirs and mine != theirs else "")
+            clash = (f"; its embeddings have dimension {theirs}, the copy's {mine}, so the two cannot be "
+                     "merged" if mine and theirs and mine != theirs else "")
             raise Refused("target", f"the target already has a collection named {final!r}{clash}: "
                           "use --replace to replace it, or --as NAME to copy under another name")
         return
@@ -182,7 +185,8 @@ def build(client: Any, src: Any, journal: Journal, entry: Entry, out: Out) -> tu
     """The collection being built and its journal entry (created, or found again)."""
     col = existing(client, entry.temp_name)
     if col is None and entry.temp_id:
-        out.send("warn", message=f"the partial copy {entry.temp_name!r} is gone; copying {entry.source!r} again")
+        out.send("warn", message=f"the partial copy {entry.temp_name!r} is gone; copying {entry.source!r} "
+                 "again")
         entry = entry.but(temp_name=temp_name(entry.target_name), temp_id=None, sent=0)
         journal.save(entry)
     if col is None:
@@ -194,7 +198,8 @@ def build(client: Any, src: Any, journal: Journal, entry: Entry, out: Out) -> tu
     return col, entry
 
 
-def send_batches(src: Any, col: Any, journal: Journal, entry: Entry, n: int, batch: int, out: Out) -> tuple[Entry, int]:
+def send_batches(src: Any, col: Any, journal: Journal, entry: Entry, n: int, batch: int,
+                 out: Out) -> tuple[Entry, int]:
     sent = 0
     while entry.sent < n:
         page = src.get(offset=entry.sent, limit=batch, include=ALL)
@@ -222,19 +227,18 @@ def swap_in(client: Any, journal: Journal, entry: Entry) -> bool:
     building = existing(client, entry.temp_name)
     if building is None:
         journal.remove()
-        raise Refused("target", f"the verified copy {entry.temp_name!r} disappeared from the target; run again")
+        raise Refused("target", f"the verified copy {entry.temp_name!r} disappeared from the target; "
+                      "run again")
     dropped = False
     if there is not None:
         if not entry.replace:
             client.delete_collection(entry.temp_name)
             journal.remove()
-            raise Refused("target", f"a collection named {entry.target_name!r} appeared in the target during the "
-                          "copy: use --replace to replace it")
+            raise Refused("target", f"a collection named {entry.target_name!r} appeared in the target "
+                          "during the copy: use --replace to replace it")
         pausepoints.point("transfer.drop")
-        try:
+        with contextlib.suppress(NotFoundError):
             client.delete_collection(entry.target_name)
-        except NotFoundError:
-            pass
         dropped = True
         pausepoints.point("transfer.dropped")
     building.modify(name=entry.target_name)
@@ -250,7 +254,8 @@ def copy_one(client: Any, source: Any, name: str, req: dict[str, Any], out: Out)
     entry = journal.load()
     resumed = entry.sent if entry else 0
     if entry is None:
-        entry = Entry(req["journal_key"], name, final, temp_name(final), None, 0, COPYING, bool(req["replace"]))
+        entry = Entry(req["journal_key"], name, final, temp_name(final), None, 0, COPYING,
+                      bool(req["replace"]))
         journal.save(entry)
     batch = batch_size(client, src, req.get("batch_size"))
     sent = 0
@@ -262,7 +267,8 @@ def copy_one(client: Any, source: Any, name: str, req: dict[str, Any], out: Out)
         entry, sent = send_batches(src, col, journal, entry, n, batch, out)
         out.send("phase", name=f"check {name}", total=n)
         try:
-            checked = verify(src, col, n, batch, req.get("sample") or 1000, lambda k: out.send("advance", n=k))
+            checked = verify(src, col, n, batch, req.get("sample") or 1000,
+                             lambda k: out.send("advance", n=k))
         except CopyMismatch as exc:
             client.delete_collection(entry.temp_name)
             journal.remove()
@@ -291,17 +297,16 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if any(isinstance(c, AuthorizationError | ChromaAuthError) for c in chain) or any(
             w in text for w in ("401", "403", "Unauthorized", "Forbidden")):
         return "auth", f"the server refused the credentials given ({text[:200]})"
-    if any(isinstance(c, httpx.TransportError | ConnectionError) for c in chain) or "Could not connect" in text:
+    if "Could not connect" in text or any(
+            isinstance(c, httpx.TransportError | ConnectionError) for c in chain):
         return "unreachable", f"cannot reach the Chroma server ({text[:200]})"
     return "error", f"chromadb failed: {text[:300]}"
 
 
 def _die_with_parent() -> None:
     """A copy must not go on writing after its parent was killed (Linux PR_SET_PDEATHSIG)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def main() -> int:

@@ -66,7 +66,9 @@ def copy(source: Path, target: Path | str, names: list[str], tmp_path: Path, **k
                             journal_key="snap-1", **kw)
 
 
-def test_copy_into_a_dir_where_the_collection_was_deleted_since(source: Path, target: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # chromadb opens
+def test_copy_into_a_dir_where_the_collection_was_deleted_since(source: Path, target: Path,
+                                                                tmp_path: Path) -> None:
     delete_collection(target, "docs")
     grow(target, "notes", 30, seed=4)
     before = collections_of(target)
@@ -79,13 +81,15 @@ def test_copy_into_a_dir_where_the_collection_was_deleted_since(source: Path, ta
     assert sorted(after) == ["docs", "notes", "tasks"]  # no temporary collection left
     assert_same_collection(after["docs"], want)
     assert after["notes"] == before["notes"] and after["tasks"] == before["tasks"]
-    assert (done.records, done.records_sent, done.resumed_at, done.batch_size, done.replaced) == (3000, 3000, 0, 700, False)
+    assert (done.records, done.records_sent, done.resumed_at) == (3000, 3000, 0)
+    assert done.batch_size == 700 and not done.replaced
     assert done.sampled == 1000 and done.neighbour_misses == 0
     assert progress.totals["copy docs"] == 3000 and progress.counted["copy docs"] == 3000
     assert progress.counted["check docs"] == 3000 and progress.finished
     assert not list((tmp_path / "journal").iterdir())
 
 
+@pytest.mark.slow  # chromadb opens
 def test_replace_a_modified_collection(source: Path, target: Path, tmp_path: Path) -> None:
     ids = [f"docs-{i}" for i in range(0, 3000, 10)]
     update_metadata(target, "docs", ids[:100], 7)
@@ -103,23 +107,28 @@ def test_replace_a_modified_collection(source: Path, target: Path, tmp_path: Pat
     assert done.replaced and done.records == 3000
 
 
-def test_copy_under_a_new_name_carries_metadata_and_settings(source: Path, target: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # chromadb opens
+def test_copy_under_a_new_name_carries_metadata_and_settings(source: Path, target: Path,
+                                                             tmp_path: Path) -> None:
     before = collections_of(target)
     progress = Counting()
 
-    [done] = copy(source, target, ["tasks"], tmp_path, rename="tasks-restored", reporter=progress)
+    [done] = copy(source, target, ["tasks"], tmp_path, rename="tasks-restored", reporter=progress, batch_size=10**9)
 
     after = collections_of(target)
     assert sorted(after) == ["docs", "notes", "tasks", "tasks-restored"]
     assert_same_collection(after["tasks-restored"], before["tasks"])
-    assert after["tasks-restored"]["hnsw"]["space"] == "cosine" and after["tasks-restored"]["hnsw"]["ef_construction"] == 120
+    hnsw = after["tasks-restored"]["hnsw"]
+    assert (hnsw["space"], hnsw["ef_construction"], hnsw["max_neighbors"]) == ("cosine", 120, 12)
     assert after["tasks-restored"]["metadata"] == {"owner": "ops", "tier": 2}
     assert after["tasks-restored"]["embedding_function"]["name"] == "default"
     assert {k: after[k] for k in before} == before
     assert done.name == "tasks-restored" and not progress.warnings
+    assert done.batch_size == 5461  # a batch never exceeds the target's max_batch_size
 
 
-def test_a_name_clash_without_replace_is_refused_before_writing(source: Path, target: Path, tmp_path: Path) -> None:
+def test_a_name_clash_without_replace_is_refused_before_writing(source: Path, target: Path,
+                                                                tmp_path: Path) -> None:
     before = collections_of(target)
     with pytest.raises(TargetError) as err:
         copy(source, target, ["notes", "docs"], tmp_path)
@@ -128,6 +137,7 @@ def test_a_name_clash_without_replace_is_refused_before_writing(source: Path, ta
     assert collections_of(target) == before
 
 
+@pytest.mark.slow  # chromadb opens
 def test_a_dimension_clash_is_named(source: Path, target: Path, tmp_path: Path) -> None:
     delete_collection(target, "docs")
     run_chroma("create", target, name="docs", n=5, dim=32)
@@ -138,6 +148,7 @@ def test_a_dimension_clash_is_named(source: Path, target: Path, tmp_path: Path) 
     assert len(collections_of(target, "docs")["docs"]["records"]) == 5
 
 
+@pytest.mark.slow  # chromadb opens
 def test_a_dir_a_running_chroma_holds_open_is_refused(source: Path, target: Path, tmp_path: Path,
                                                       chroma_server: Any) -> None:  # noqa: F811
     delete_collection(target, "docs")
@@ -156,14 +167,13 @@ def test_a_dir_a_running_chroma_holds_open_is_refused(source: Path, target: Path
     (["docs"], "ab", "invalid collection name 'ab'"),
     ([], None, "no collection named"),
 ])
-def test_bad_names_are_refused(source: Path, target: Path, tmp_path: Path, names: list[str],
-                               rename: str | None, said: str) -> None:
+def test_bad_names_are_refused(tmp_path: Path, names: list[str], rename: str | None, said: str) -> None:
     with pytest.raises(UsageError, match=said) as err:
-        copy(source, target, names, tmp_path, rename=rename)
+        copy(tmp_path / "source", tmp_path / "target", names, tmp_path, rename=rename)
     assert err.value.exit_code == 2
 
 
-def test_a_target_that_is_not_a_persist_dir_is_refused(source: Path, tmp_path: Path) -> None:
+def test_a_target_that_is_not_a_persist_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TargetError, match="is not a Chroma persist dir"):
-        copy(source, tmp_path / "empty", ["docs"], tmp_path)
+        copy(tmp_path / "source", tmp_path / "empty", ["docs"], tmp_path)

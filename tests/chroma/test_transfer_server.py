@@ -69,11 +69,13 @@ notes = client.get_collection("notes", embedding_function=None)
 rng = np.random.default_rng(11)
 print("ready", flush=True)
 for i, line in enumerate(sys.stdin):  # one write per line the test sends, then its answer
-    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=rng.standard_normal((20, 64)).astype("float32"))
+    vectors = rng.standard_normal((20, 64)).astype("float32")
+    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=vectors)
     print(i, flush=True)
 """
 
 
+@pytest.mark.slow  # a live writer and a server
 def test_copy_into_a_server_while_another_client_writes(source: Path, served: Any, tmp_path: Path) -> None:
     before = collections_of(served.url)
     want = collections_of(source, "docs")["docs"]
@@ -115,11 +117,13 @@ DRIVER = """
 import sys
 from pathlib import Path
 from snapshot.chroma.transfer import ChromaTarget, copy_collections
-copy_collections(Path(sys.argv[1]), ["docs"], ChromaTarget(sys.argv[2]), rename=None, replace=sys.argv[4] == "1",
-                 journal_dir=Path(sys.argv[3]), journal_key=%r, batch_size=%d)
-""" % (KEY, BATCH)
+copy_collections(Path(sys.argv[1]), ["docs"], ChromaTarget(sys.argv[2]), rename=None,
+                 replace=sys.argv[4] == "1",
+                 journal_dir=Path(sys.argv[3]), journal_key=sys.argv[5], batch_size=int(sys.argv[6]))
+"""
 
 
+@pytest.mark.slow  # kill -9 and a server
 @pytest.mark.parametrize(("point", "who", "replace"), KILLS)
 def test_a_copy_killed_resumes_exactly_and_sends_at_most_one_batch_again(
         source: Path, served: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -130,12 +134,13 @@ def test_a_copy_killed_resumes_exactly_and_sends_at_most_one_batch_again(
     want = collections_of(source, "docs")["docs"]
     if who == "whole":
         env = dict(os.environ, PYTHONPATH=str(ROOT), **{KILL_ENV: point})
-        driver = subprocess.run([sys.executable, "-c", DRIVER, str(source), served.url, str(tmp_path / "journal"),
-                                 "1" if replace else "0"], env=env, capture_output=True, text=True, timeout=300)
+        args = [str(source), served.url, str(tmp_path / "journal"), "1" if replace else "0", KEY, str(BATCH)]
+        driver = subprocess.run([sys.executable, "-c", DRIVER, *args], env=env, capture_output=True,
+                                text=True, timeout=300)
         assert driver.returncode == -signal.SIGKILL, driver.stderr
     else:
         monkeypatch.setenv(KILL_ENV, point)  # the child inherits it and kills itself there
-        with pytest.raises(SnapshotError, match="ended without an answer .*run again to resume"):
+        with pytest.raises(SnapshotError, match=r"ended without an answer .*run again to resume"):
             copy(source, served.url, tmp_path, replace=replace)
         monkeypatch.delenv(KILL_ENV)
     [entry] = [Entry(**json.loads(p.read_text())) for p in (tmp_path / "journal").iterdir()]
@@ -170,6 +175,7 @@ def test_an_unreachable_server_is_refused(source: Path, tmp_path: Path) -> None:
     assert err.value.exit_code == 7 and len(str(err.value).splitlines()) == 1
 
 
+@pytest.mark.slow  # a server
 def test_a_wrong_token_is_refused_and_never_shown(source: Path, served: Any, tmp_path: Path) -> None:
     with AuthProxy(served.url, "right-token") as proxy:
         with pytest.raises(TargetAuthError, match="refused the credentials") as err:
