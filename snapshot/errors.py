@@ -98,6 +98,25 @@ class TargetError(SnapshotError):
     meaning = "target error: restore target not empty (use --force) or unusable"
 
 
+class TargetUnreachableError(TargetError):
+    """A Chroma server given as the target does not answer (refused, timed out, network gone)."""
+
+    kind = "target-unreachable"
+
+
+class TargetAuthError(TargetError):
+    """A Chroma server given as the target refused the credentials (HTTP 401/403)."""
+
+    kind = "target-auth"
+
+
+class CopyCheckError(IntegrityError):
+    """A collection copied into a persist dir or a server differs from its source (count, ids,
+    sampled fields, or a sampled embedding that does not find itself)."""
+
+    kind = "copy-check"
+
+
 class FormatVersionError(SnapshotError):
     """A repository or manifest written in a format this version cannot read."""
 
