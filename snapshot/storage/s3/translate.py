@@ -34,6 +34,7 @@ from urllib3.exceptions import ProtocolError
 from snapshot.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    ArchivedError,
     BucketNotFoundError,
     CredentialsError,
     EndpointError,
@@ -194,6 +195,10 @@ def _client_error(
         return WrongRegionError(f"{head}: bucket {bucket} is in another region ({said}); {hint}")
     if code == "NoSuchBucket" or (status == 404 and bucket_level):
         return BucketNotFoundError(f"{head}: bucket {bucket} does not exist at {where}")
+    if code == "InvalidObjectState":
+        where_class = error.get("StorageClass") or "an archive class"
+        return ArchivedError(f"{head}: the object is in {where_class} and not restored; run the command "
+                             "again with --request-restore")
     if code in _DENIED_CODES or status == 403:
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return AccessDeniedError(f"{head}: access denied ({said}); check the credentials")
