@@ -223,6 +223,16 @@ class AccessDeniedError(StorageError):
     meaning = "S3: access denied"
 
 
+class ArchivedError(StorageError):
+    """Objects a command must read are in an archive storage class (S3 GLACIER, DEEP_ARCHIVE)
+    and not restored: nothing is read until they are (``--request-restore``)."""
+
+    exit_code = 17
+    kind = "archived"
+    meaning = "S3: objects in an archive class (GLACIER, DEEP_ARCHIVE) must be restored first " \
+        "(--request-restore)"
+
+
 class CredentialsError(StorageError):
     """No usable credentials for a remote store (none found, incomplete, or expired)."""
 

@@ -15,6 +15,8 @@ import click
 
 from snapshot.cli.options import (
     GlobalOptions,
+    archive_options,
+    archive_request,
     command,
     dry_run_option,
     filter_options,
@@ -268,13 +270,15 @@ def collection_options(f: F) -> F:
               help=f"Refuse (exit {ChromaCheckError.exit_code}) instead of warning when the installed "
               "chromadb cannot open the snapshot's database schema.")
 @dry_run_option
+@archive_options
 @filter_options
 @repo_options
 @json_option
 @collection_options
 def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
             strict: bool, dry_run: bool, filters: SnapshotFilter, global_options: GlobalOptions,
-            as_json: bool, collections: dict[str, Any] | None) -> None:
+            as_json: bool, collections: dict[str, Any] | None, request_restore: bool = False,
+            restore_days: int = 7, restore_tier: str = "Standard") -> None:
     """Restore snapshot ID (id, prefix or `latest`; with --tag/--host/--path, among the
     snapshots that pass them) into TARGET, verified and atomic.
 
@@ -296,7 +300,8 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
-    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict)
+    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict,
+                             request_restore=archive_request(request_restore, restore_days, restore_tier))
     _tune_malloc()
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from snapshot.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
@@ -635,6 +636,16 @@ class Repository:
             for info in self.store.list(prefix):
                 if kind != "config" or info.key == layout.CONFIG_KEY:
                     yield kind, parse(info.key), info
+
+    def check_deletes_allowed(self, command: str) -> None:
+        """Raise :class:`AccessDeniedError` (naming the action) unless the credentials may delete
+        snapshots, packs and condemned records: asked of the store by deleting keys that never
+        exist, before ``command`` changes anything (backup credentials may not delete)."""
+        for key in layout.DELETE_PROBE_KEYS:
+            try:
+                self.store.delete(key)
+            except AccessDeniedError as exc:
+                raise AccessDeniedError(f"{command} needs to delete objects and may not: {exc}") from None
 
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
