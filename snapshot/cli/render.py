@@ -202,16 +202,21 @@ def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
             yield f"  [{i}] {c.hash}  {human_bytes(c.size)} in {kind}, {human_bytes(stored)} stored"
 
 
+def _resumed(n: int) -> str:
+    return f"{human_bytes(n)} kept from an interrupted restore, " if n else ""
+
+
 def render_restore_plan(p: RestoreSummary) -> list[str]:
     return [f"restore {p.snapshot}: {p.files} files, {human_bytes(p.bytes_total)}; "
-            f"{human_bytes(p.bytes_local)} reused from the target, {human_bytes(p.bytes_remote)} rebuilt "
+            f"{human_bytes(p.bytes_local)} reused from the target, {_resumed(p.bytes_resumed)}"
+            f"{human_bytes(p.bytes_remote)} rebuilt "
             f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)"]
 
 
 def render_restore(r: RestoreResult) -> list[str]:
     out = [f"restored {r.id} into {r.target}: {r.files} files, {human_bytes(r.bytes_total)} verified; "
-           f"{human_bytes(r.bytes_reused)} reused from the target, {human_bytes(r.bytes_downloaded)} read, "
-           f"{r.seconds:.1f}s"]
+           f"{human_bytes(r.bytes_reused)} reused from the target, {_resumed(r.bytes_resumed)}"
+           f"{human_bytes(r.bytes_downloaded)} read, {r.seconds:.1f}s"]
     out.append(f"  checked: {', '.join(r.checks)}")
     if r.chroma_checked:
         opened = collections_text(r.chroma_checked)

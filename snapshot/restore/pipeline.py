@@ -1,9 +1,10 @@
 """Restoring a snapshot: verified, atomic, and re-hydrating an older copy in place of downloads.
 
 1. Validate the manifest (paths are untrusted) and the target.
-2. Index the target's current files: a chunk whose hash matches the manifest is copied from
-   there instead of being read from the repository.
-3. Build the result in a fresh temporary directory beside the target, checking every chunk
+2. Index the target's current files, and what restores into it that were killed left beside
+   it: a chunk whose hash matches the manifest is copied from there instead of being read from
+   the repository (snapshot/restore/local.py).
+3. Build the result in a fresh staging directory beside the target, checking every chunk
    hash and every file hash.
 4. Only when every hash matched (Chroma opening a partial dir silently rebuilds an empty index)
    open a throwaway copy with chromadb in a child process: counts, sampled embeddings, a query.
@@ -40,13 +41,8 @@ from snapshot.format.manifest import Chunk, Manifest, check_rel_path
 from snapshot.repo.archive import require_snapshot_readable
 from snapshot.repo.basecache import default_root
 from snapshot.repo.repository import Repository
-from snapshot.restore.materialise import (
-    Local,
-    ReadEstimate,
-    index_local_file,
-    materialise,
-    sync_tree,
-)
+from snapshot.restore.local import Local, Staged, claim_leftovers, index_local_file, leftovers, staging_dir
+from snapshot.restore.materialise import ReadEstimate, materialise, sync_tree
 from snapshot.restore.options import RestoreOptions
 from snapshot.restore.repair import keep_copies, repair
 from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_beside
@@ -68,6 +64,9 @@ class RestoreSummary:
     bytes_remote: int
     #: Compressed bytes of the frames to read (less when the target holds a delta base).
     bytes_to_download: int
+    #: What the leftovers of killed restores into the target hold (not counted as local).
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,10 @@ class RestoreResult:
     #: again, and "chromadb" with --chroma-check (run in ``chroma_batches`` child processes).
     checks: tuple[str, ...] = ()
     chroma_batches: int = 0
+    #: Taken from what restores into the same target that were killed had written, verified
+    #: again (not counted in ``bytes_reused``, which is what the target itself held).
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
 
 
 def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
@@ -108,16 +111,20 @@ def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
     """Pure: how much of ``m`` the target already holds (per file, in the order a restore
     writes them: its chunks and what the target holds of them), and what must be read (from
     a ``remote`` store: the ranges of packs the frames are read with)."""
-    cl = bl = cr = br = 0
+    cl = bl = cr = br = cs = bs = 0
     reads = ReadEstimate(remote)
     for chunks, local in files:
         for c in chunks:
-            if c.hash in local:
-                cl, bl = cl + 1, bl + c.size
-            else:
+            lc = local.get(c.hash)
+            if lc is None:
                 cr, br = cr + 1, br + c.size
+            elif lc.staged:
+                cs, bs = cs + 1, bs + c.size
+            else:
+                cl, bl = cl + 1, bl + c.size
         reads.add(chunks, local)
-    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total())
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total(),
+                          cs, bs)
 
 
 def target_path(target: str | os.PathLike[str]) -> Path:
@@ -132,8 +139,8 @@ def prepare_restore(
     repo: Repository, ref: str, target: str | os.PathLike[str], *, survey: bool = True
 ) -> RestorePlan:
     """Read and validate the snapshot; with ``survey``, also read each file's chunk table
-    and index what the target holds of it (one file at a time) to say what a restore would
-    reuse and download."""
+    and index what the target and the leftovers of killed restores into it hold of it (one
+    file at a time) to say what a restore would reuse and download."""
     path = target_path(target)
     m = repo.get(ref)
     for f in m.files:
@@ -141,10 +148,13 @@ def prepare_restore(
     if not survey:
         return RestorePlan(m, path)
 
+    staged = Staged(leftovers(path))  # looked at, not claimed: a dry run changes nothing
+
     def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
         for f in write_order(m):
             chunks = repo.chunks(m, f)
-            yield chunks, index_local_file(path, f, chunks, m.chunk_size)
+            yield chunks, {**index_local_file(path, f, chunks, m.chunk_size),
+                           **staged.index(f, chunks, m.chunk_size)[0]}
 
     return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
 
@@ -232,18 +242,19 @@ def execute_restore(
     for note in dropped:
         reporter.warn(note)
     target.parent.mkdir(parents=True, exist_ok=True)
+    staged = claim_leftovers(target)  # before the sweep, which would remove them
     sweep_beside(target)
     checked: dict[str, int] = {}
     repaired = 0
     kept: Path | None = None
     with repo.measure() as moved:
-        built = temp_beside(target, "restore")
+        built = staging_dir(target, m.id)
         checker = ChromaChecker(built) if opts.chroma_check and m.file(DB_NAME) is not None else None
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 schema_job = side_pool.submit(installed_schema_warning, m, recorded_schema(m))
                 early = EarlyChecks(built, m, side_pool)
-                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m))
+                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m), staged)
                 side, ids = early.results()
                 recorded_warning = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
@@ -266,6 +277,7 @@ def execute_restore(
             shutil.rmtree(built, ignore_errors=True)
             raise
         finally:
+            staged.remove()
             if checker is not None:
                 checker.close()
             if kept is not None:
@@ -287,4 +299,6 @@ def execute_restore(
         requests=moved.requests,
         checks=passed + (("chromadb",) if checker is not None else ()),
         chroma_batches=checker.batches if checker is not None else 0,
+        chunks_resumed=fetcher.resumed,
+        bytes_resumed=fetcher.bytes_resumed,
     )
