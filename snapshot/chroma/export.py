@@ -186,7 +186,8 @@ def _write_parquet(col: Any, out: IO[bytes], batch: int) -> int:
             embs = np.asarray(got["embeddings"], dtype=np.float32).reshape(n, -1)
             offsets = pa.array(np.arange(0, embs.size + 1, embs.shape[1], dtype=np.int32))
             docs, metas, uris = (_column(got, k, n) for k in ("documents", "metadatas", "uris"))
-            meta_json = [None if m is None else json.dumps(m, ensure_ascii=False, sort_keys=True) for m in metas]
+            meta_json = [None if m is None else json.dumps(m, ensure_ascii=False, sort_keys=True)
+                         for m in metas]
             table = pa.Table.from_arrays([
                 pa.array(ids, pa.string()), pa.ListArray.from_arrays(offsets, pa.array(embs.ravel())),
                 pa.array(docs, pa.string()), pa.array(meta_json, pa.string()), pa.array(uris, pa.string()),
