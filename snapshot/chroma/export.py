@@ -158,13 +158,9 @@ def _write_jsonl(col: Any, out: IO[bytes], batch: int) -> int:
         n = len(ids)
         embs = got["embeddings"]
         docs, metas, uris = (_column(got, k, n) for k in ("documents", "metadatas", "uris"))
-        lines = [
-            dumps({"id": ids[i], "embedding": embs[i].tolist(), "document": docs[i],
-                   "metadata": _sorted(metas[i]), "uri": uris[i]})
-            for i in range(n)
-        ]
-        lines.append("")
-        out.write("\n".join(lines).encode("utf-8"))
+        for i in range(n):  # one line at a time: a batch is never held twice (as text and as bytes)
+            out.write(dumps({"id": ids[i], "embedding": embs[i].tolist(), "document": docs[i],
+                             "metadata": _sorted(metas[i]), "uri": uris[i]}).encode("utf-8") + b"\n")
         records += n
     return records
 
@@ -198,7 +194,7 @@ def _write_parquet(col: Any, out: IO[bytes], batch: int) -> int:
 
 
 def _main(path: str, name: str, fmt: str, batch: int) -> int:
-    out = sys.stdout.buffer
+    out = open(sys.stdout.fileno(), "wb", buffering=BLOCK, closefd=False)  # noqa: SIM115 - flushed below
     try:
         import chromadb
         from chromadb.config import Settings
