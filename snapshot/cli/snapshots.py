@@ -175,7 +175,7 @@ def collection_history(snaps: list[SnapshotSummary], name: str) -> list[dict[str
               help="One collection's record count in each snapshot (absent where a snapshot lacks it).")
 @repo_options
 @json_option
-def list_(stats: bool, collection: str | None, global_options: GlobalOptions, as_json: bool) -> None:
+def list_(stats: bool, global_options: GlobalOptions, as_json: bool, collection: str | None = None) -> None:
     """List snapshots, oldest first (reads each snapshot's root only).
 
     \b
