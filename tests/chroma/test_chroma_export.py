@@ -21,6 +21,7 @@ def private_copy(chroma_template: Path, tmp_path_factory: pytest.TempPathFactory
     return path
 
 
+@pytest.mark.slow  # opens chromadb twice
 def test_pages_of_any_size_give_every_record_once_in_the_same_order(private_copy: Path) -> None:
     whole, paged = io.BytesIO(), io.BytesIO()
     seen: list[int] = []

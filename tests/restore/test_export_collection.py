@@ -1,6 +1,6 @@
 """``export SNAP --collection NAME [--format jsonl|parquet] OUT|-``: the records of one collection
 of a snapshot, equal to the source's (embeddings bit for bit as float32), written whole or not
-at all, streamed to stdout with `-`."""
+at all, streamed to stdout with `-`. The tests that read records with chromadb are marked slow."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def _as_source(rows: list[dict[str, Any]]) -> dict[str, tuple[bytes, Any, Any, A
     return out
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 @pytest.mark.parametrize("name", ["mixed", "docs"])
 def test_jsonl_records_equal_the_collections_records(cli, source, tmp_path: Path, name: str) -> None:
     db, repo, sid = source
@@ -73,6 +74,7 @@ def test_jsonl_records_equal_the_collections_records(cli, source, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary file left
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 def test_two_exports_of_a_snapshot_are_the_same_bytes(cli, source, tmp_path: Path) -> None:
     _db, repo, sid = source
     for n in ("1", "2"):
@@ -80,6 +82,7 @@ def test_two_exports_of_a_snapshot_are_the_same_bytes(cli, source, tmp_path: Pat
     assert (tmp_path / "1").read_bytes() == (tmp_path / "2").read_bytes()
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 def test_parquet_records_equal_the_collections_records(cli, source, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     db, repo, sid = source
@@ -106,6 +109,7 @@ def _cli_process(*args: Any, env: dict[str, str] | None = None) -> subprocess.Co
                           timeout=300, check=False)
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 def test_dash_streams_the_records_to_stdout_and_the_report_to_stderr(cli, source, tmp_path: Path) -> None:
     _db, repo, sid = source
     assert cli("--repo", repo, "export", sid, "--collection", "notes", tmp_path / "notes.jsonl").code == 0
@@ -131,6 +135,7 @@ def test_an_unknown_format_is_a_usage_error(cli, source, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 def test_an_existing_output_is_refused_unless_force(cli, source, tmp_path: Path) -> None:
     _db, repo, sid = source
     out = tmp_path / "out.jsonl"
@@ -144,6 +149,7 @@ def test_an_existing_output_is_refused_unless_force(cli, source, tmp_path: Path)
     assert one_line_error(cli("--repo", repo, "export", sid, "--collection", "mixed", tmp_path), 7)
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_failure_while_writing_leaves_no_partial_output(cli, source, tmp_path: Path, existing: bool) -> None:
     _db, repo, sid = source
@@ -183,6 +189,7 @@ def test_parquet_without_pyarrow_is_a_clear_error(source, tmp_path: Path) -> Non
     assert not out.exists()
 
 
+@pytest.mark.slow  # opens chromadb (in a child process)
 def test_the_python_api_exports_to_a_binary_stream(source) -> None:
     import io
 
