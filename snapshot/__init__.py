@@ -25,6 +25,7 @@ from snapshot.version import __version__
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
     "CreateOptions": ("snapshot.create.options", "CreateOptions"),
+    "ExportResult": ("snapshot.restore.export", "ExportResult"),
     "KeySource": ("snapshot.repo.keys", "KeySource"),
     "Manifest": ("snapshot.format.manifest", "Manifest"),
     "PruneOptions": ("snapshot.upkeep.options", "PruneOptions"),
@@ -38,6 +39,7 @@ _LAZY = {
     "check_repository": ("snapshot.upkeep.verify", "check_repository"),
     "create_snapshot": ("snapshot.create.pipeline", "create_snapshot"),
     "diff_snapshots": ("snapshot.diff", "diff_snapshots"),
+    "export_collection": ("snapshot.restore.export", "export_collection"),
     "forget_snapshots": ("snapshot.upkeep.prune", "forget"),
     "prepare_restore": ("snapshot.restore.pipeline", "prepare_restore"),
     "prune_snapshots": ("snapshot.upkeep.prune", "prune"),
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
     from snapshot.repo.repository import Repository, SnapshotSummary
     from snapshot.repo.selection import SnapshotFilter
     from snapshot.restore.collections import restore_collection
+    from snapshot.restore.export import ExportResult, export_collection
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
     from snapshot.storage import StoreOptions
@@ -121,6 +124,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CreateOptions",
+    "ExportResult",
     "KeySource",
     "Manifest",
     "PruneOptions",
@@ -136,6 +140,7 @@ __all__ = [
     "check_repository",
     "create_snapshot",
     "diff_snapshots",
+    "export_collection",
     "forget_snapshots",
     "prepare_restore",
     "prune_snapshots",

@@ -80,6 +80,14 @@ def apply(c: Any, op: str, args: dict[str, Any]) -> Any:
     elif op == "all_records":
         out = {col.name: records(c.get_collection(col.name, embedding_function=None))
                for col in c.list_collections() if col.name in args.get("names", [col.name])}
+    elif op == "add_records":  # explicit records: {"name", "ids", "embeddings", "documents", ...}
+        col = c.get_or_create_collection(args["name"], embedding_function=None, metadata=args.get("metadata"))
+        fields = {k: args[k] for k in ("documents", "metadatas", "uris") if k in args}
+        col.add(ids=args["ids"], embeddings=np.asarray(args["embeddings"], dtype="float32"), **fields)
+    elif op == "records_by_id":  # id -> (embedding float32 bytes, document, metadata, uri) of a whole collection
+        got = c.get_collection(args["name"]).get(include=["embeddings", "documents", "metadatas", "uris"])
+        out = {rid: (np.asarray(got["embeddings"][i], dtype="float32").tobytes(), got["documents"][i],
+                     got["metadatas"][i], got["uris"][i]) for i, rid in enumerate(got["ids"])}
     elif op == "steps":
         out = [apply(c, step_op, step_args) for step_op, step_args in args["steps"]]
     else:

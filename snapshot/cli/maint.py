@@ -36,13 +36,15 @@ _SHOWN_IDS = 10
 @click.argument("after", metavar="B")
 @click.option("--records", is_flag=True,
               help="Also list record ids added, removed and changed per collection (reads chroma.sqlite3).")
+@click.option("--collection", metavar="NAME",
+              help="Only this collection: its record count, its segment folders' files, (--records) its ids.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
               help="Where temporary copies are made (an existing folder).")
 @filter_options
 @repo_options
 @json_option
-def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filters: SnapshotFilter,
-             global_options: GlobalOptions, as_json: bool) -> None:
+def diff_cmd(before: str, after: str, records: bool, collection: str | None, tmp_dir: str | None,
+             filters: SnapshotFilter, global_options: GlobalOptions, as_json: bool) -> None:
     """Compare snapshot A with snapshot B, or with the live Chroma dir B (nothing is uploaded).
 
     A and B are ids, unique prefixes or `latest` (among the snapshots that pass
@@ -53,12 +55,14 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filter
     Example:
       chroma-snapshot diff 20261127T015003-9f8e latest --records
       chroma-snapshot diff latest data/vector_db
+      chroma-snapshot diff 20261127T015003-9f8e latest --collection docs --records
     """
     repo = global_options.open_repo()
     live = Path(after).expanduser().is_dir()
     before, *rest = narrowed(repo, [before] if live else [before, after], filters)
     result = diff_snapshots(repo, before, after if live else rest[0], records=records,
-                            record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir)
+                            record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir,
+                            collection=collection)
     emit(result, as_json, render_diff)
 
 

@@ -147,6 +147,14 @@ def render_list(snaps: list[SnapshotSummary]) -> list[str]:
     return out
 
 
+def render_collection_history(rows: list[dict[str, Any]]) -> list[str]:
+    def records(r: dict[str, Any]) -> str:
+        return "UNREADABLE" if r["error"] else "absent" if r["records"] is None else str(r["records"])
+
+    return [table([[r["id"], r["created_at"][:19].replace("T", " ") or "?", records(r)] for r in rows],
+                  ["ID", "CREATED (UTC)", "RECORDS"])]
+
+
 def _schema_text(m: Manifest) -> str:
     """The migrations the DB had applied (what it says of the chromadb that wrote it)."""
     if m.verified is None or not m.verified.schema:

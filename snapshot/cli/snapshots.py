@@ -32,6 +32,7 @@ from snapshot.cli.render import (
     emit,
     emit_json,
     human_bytes,
+    render_collection_history,
     render_collection_restore,
     render_create,
     render_files,
@@ -41,7 +42,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
-from snapshot.errors import ChromaCheckError, UsageError
+from snapshot.errors import ChromaCheckError, NotFoundError, UsageError
 from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
@@ -49,7 +50,7 @@ from snapshot.util import pausepoints
 
 if TYPE_CHECKING:
     from snapshot.create.options import CreateOptions
-    from snapshot.repo.repository import Repository
+    from snapshot.repo.repository import Repository, SnapshotSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,22 +159,38 @@ def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool
     emit(result, as_json, render_create)
 
 
+def collection_history(snaps: list[SnapshotSummary], name: str) -> list[dict[str, Any]]:
+    """``name``'s record count in each snapshot, oldest first (``records`` None: the snapshot has
+    no such collection; ``error``: its root could not be read). NotFoundError, naming the
+    collections there are, when no snapshot has it."""
+    if not any(name in s.collections for s in snaps):
+        names = ", ".join(sorted({c for s in snaps for c in s.collections})) or "none"
+        raise NotFoundError(f"no snapshot has a collection {name!r}; collections: {names}")
+    return [{"id": s.id, "created_at": s.created_at, "records": s.collections.get(name), "error": s.error}
+            for s in snaps]
+
+
 @command("list")
 @click.option("--stats", is_flag=True,
               help="Also report the requests and bytes the listing took (with --json: an object "
                    "{snapshots, requests, bytes_down} instead of the plain list).")
+@click.option("--collection", metavar="NAME",
+              help="One collection's record count in each snapshot (absent where a snapshot lacks it).")
 @repo_options
 @json_option
-def list_(stats: bool, global_options: GlobalOptions, as_json: bool) -> None:
+def list_(stats: bool, global_options: GlobalOptions, as_json: bool, collection: str | None = None) -> None:
     """List snapshots, oldest first (reads each snapshot's root only).
 
     \b
     Example:
       chroma-snapshot list --json | jq '.[-1].id'
+      chroma-snapshot list --collection docs
     """
     repo = global_options.open_repo()
     with repo.measure() as moved:
         snaps = repo.list_snapshots()
+    if collection is not None:
+        return emit(collection_history(snaps, collection), as_json, render_collection_history)
     if not stats:
         emit(snaps, as_json, render_list)
     elif as_json:
