@@ -23,6 +23,7 @@ from snapshot.version import __version__
 #: Public name -> (module, attribute): imported on first use, so that a command (or a program
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
+    "CopyOptions": ("snapshot.copy.pipeline", "CopyOptions"),
     "CreateOptions": ("snapshot.create.options", "CreateOptions"),
     "KeySource": ("snapshot.repo.keys", "KeySource"),
     "Manifest": ("snapshot.format.manifest", "Manifest"),
@@ -35,6 +36,7 @@ _LAZY = {
     "SnapshotSummary": ("snapshot.repo.repository", "SnapshotSummary"),
     "StoreOptions": ("snapshot.storage", "StoreOptions"),
     "check_repository": ("snapshot.upkeep.verify", "check_repository"),
+    "copy_snapshots": ("snapshot.copy.pipeline", "copy_snapshots"),
     "create_snapshot": ("snapshot.create.pipeline", "create_snapshot"),
     "diff_snapshots": ("snapshot.diff", "diff_snapshots"),
     "forget_snapshots": ("snapshot.upkeep.prune", "forget"),
@@ -99,6 +101,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from snapshot.copy.pipeline import CopyOptions, copy_snapshots
     from snapshot.create.options import CreateOptions
     from snapshot.create.pipeline import create_snapshot
     from snapshot.diff import diff_snapshots
@@ -117,6 +120,7 @@ if TYPE_CHECKING:
     from snapshot.upkeep.verify import check_repository
 
 __all__ = [
+    "CopyOptions",
     "CreateOptions",
     "KeySource",
     "Manifest",
@@ -131,6 +135,7 @@ __all__ = [
     "StoreOptions",
     "__version__",
     "check_repository",
+    "copy_snapshots",
     "create_snapshot",
     "diff_snapshots",
     "forget_snapshots",

@@ -28,6 +28,7 @@ COMMANDS = {
     "list": ("snapshot.cli.snapshots", "list_"),
     "show": ("snapshot.cli.snapshots", "show"),
     "restore": ("snapshot.cli.snapshots", "restore"),
+    "copy": ("snapshot.cli.copy", "copy_cmd"),
     "diff": ("snapshot.cli.maint", "diff_cmd"),
     "prune": ("snapshot.cli.maint", "prune_cmd"),
     "forget": ("snapshot.cli.maint", "forget_cmd"),
