@@ -61,6 +61,8 @@ class ChainIndex:
         self._best: dict[str, tuple[Chain, int]] = {}
         #: chains added with frames still pending (see :meth:`resolve`)
         self._pending: list[Chain] = []
+        #: base content hash -> stored delta frames waiting for a chain to that content
+        self._waiting: dict[str, list[Frame]] = {}
 
     def __contains__(self, content: object) -> bool:
         return content in self._best
@@ -79,6 +81,19 @@ class ChainIndex:
             best = self._best.get(fr.hash)
             if best is None or best[1] > n:
                 self._best[fr.hash] = (chain, n)
+                for delta in self._waiting.pop(fr.hash, ()):
+                    if n < self.max_chain:
+                        self.add((*chain[:n], delta))
+
+    def add_delta(self, base: str, frame: Frame) -> None:
+        """Index stored delta ``frame`` (decoding against content ``base``) once a chain to
+        ``base`` is known: now, or when one is added (a copy killed part way may have stored a
+        delta whose base's pack never landed; the base is stored again, the delta is not)."""
+        chain = self.get(base)
+        if chain is not None and len(chain) < self.max_chain:
+            self.add((*chain, frame))
+        elif chain is None:
+            self._waiting.setdefault(base, []).append(frame)
 
     def add_chunks(self, chunks: Iterable[Chunk]) -> None:
         for c in chunks:

@@ -199,15 +199,19 @@ class _Copier:
                 if it.future is None or known is not None:  # stored meanwhile: nothing to write
                     it.chains[it.index] = known if known is not None else it.step.reuse
                     continue
-                chain = list(it.step.reuse)
+                chain: list[DestFrame] = list(it.step.reuse)
                 for stored, codec, size, h, lane, note in it.future.result():
+                    now = index.get(h)  # e.g. a delta a killed copy stored, once its base is here
+                    if now is not None:
+                        chain = list(now)
+                        continue
                     pf = writer.add(stored, codec, size, h, lane, note=note)
                     self._added.append(pf)
                     chain.append(pf)
                     self._stats[3] += len(stored)
+                    index.add(chain)
                 self._stats[1] += 1
                 self._stats[2] += it.step.reencode
-                index.add(chain)
                 it.chains[it.index] = tuple(chain)
         finally:
             self.reader.release(self._spans.popleft())
@@ -255,23 +259,14 @@ def _resume(known: DestIndex, journal: CopyJournal, dest: Repository, condemned:
         return 0
     present = {oid: info.size for oid, info in dest.list_objects() if oid is not None}
     frames = journal.usable(present, condemned)
-    waiting = list(frames)
-    while waiting:  # a delta's base may be in a pack sealed after its own
-        later = []
-        for jf in waiting:
-            if jf.base == TABLE:
-                known.tables.setdefault(jf.frame.hash, TableRef(
-                    jf.frame.object, jf.frame.offset, jf.frame.length, jf.frame.size, jf.frame.hash,
-                    jf.frame.codec))
-            elif jf.base is None:
-                known.chains.add((jf.frame,))
-            elif (base := known.chains.get(jf.base)) is not None:
-                known.chains.add((*base, jf.frame))
-            else:
-                later.append(jf)
-        if len(later) == len(waiting):
-            break
-        waiting = later
+    for jf in frames:  # a delta's base may be in a pack sealed after its own, or in none that landed
+        if jf.base == TABLE:
+            f = jf.frame
+            known.tables.setdefault(f.hash, TableRef(f.object, f.offset, f.length, f.size, f.hash, f.codec))
+        elif jf.base is None:
+            known.chains.add((jf.frame,))
+        else:
+            known.chains.add_delta(jf.base, jf.frame)
     return len({jf.frame.object for jf in frames})
 
 
@@ -327,10 +322,11 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
 
 def _one(copier: _Copier, source: Repository, sid: str, lock: RepositoryLock, started: float,
          seen: frozenset[str]) -> SnapshotCopy:
-    """Copy snapshot ``sid``; read its root again once if a prune's repack moved its frames."""
+    """Copy snapshot ``sid``, its root read just before; once more if a prune's repack moved its
+    frames meanwhile."""
     for attempt in range(2):
         try:
-            m = source.manifest(sid, fresh=attempt > 0)
+            m = source.manifest(sid, fresh=True)  # as it is now: a prune may have rewritten it
             pausepoints.point("copy.root-read")
             return copier.copy(m, lock, started, seen)
         except NotFoundError:

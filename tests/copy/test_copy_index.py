@@ -91,3 +91,15 @@ def test_chains_of_a_failed_snapshot_are_forgotten() -> None:
     index.add((fr("p1", A), PendingFrame(0, 0, 10, "zstd", 100, B * 32)))
     index.drop_pending()
     assert A * 32 in index and B * 32 not in index
+
+
+def test_a_stored_delta_waits_for_a_chain_to_its_base() -> None:
+    """A killed copy may have stored a delta whose base's pack never landed: once the base is
+    stored again, the delta is used, not sent again."""
+    index = ChainIndex("zstd", 16)
+    delta = fr("p2", B)
+    index.add_delta(A * 32, delta)
+    assert B * 32 not in index
+    base = PendingFrame(0, 0, 10, "zstd", 100, A * 32)
+    index.add((base,))
+    assert index.get(B * 32) == (base, delta)
