@@ -4,6 +4,7 @@
     repo = snapshot.Repository.open("./snapshots", create=True)
     result = snapshot.create_snapshot(repo, "data/vector_db", tags=["nightly"])
     snapshot.restore_snapshot(repo, "latest", "/srv/app/vector_db", force=True)
+    snapshot.restore_collection(repo, "latest", "/tmp/tenant42", ["tenant-42"])
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _LAZY = {
     "forget_snapshots": ("snapshot.upkeep.prune", "forget"),
     "prepare_restore": ("snapshot.restore.pipeline", "prepare_restore"),
     "prune_snapshots": ("snapshot.upkeep.prune", "prune"),
+    "restore_collection": ("snapshot.restore.collections", "restore_collection"),
     "restore_snapshot": ("snapshot.restore.pipeline", "restore_snapshot"),
 }
 
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
     from snapshot.repo.keys import KeySource
     from snapshot.repo.repository import Repository, SnapshotSummary
     from snapshot.repo.selection import SnapshotFilter
+    from snapshot.restore.collections import restore_collection
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
     from snapshot.storage import StoreOptions
@@ -141,5 +144,6 @@ __all__ = [
     "forget_snapshots",
     "prepare_restore",
     "prune_snapshots",
+    "restore_collection",
     "restore_snapshot",
 ]

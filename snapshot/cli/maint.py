@@ -11,6 +11,8 @@ import click
 
 from snapshot.cli.options import (
     GlobalOptions,
+    archive_options,
+    archive_request,
     command,
     filter_options,
     json_option,
@@ -158,10 +160,11 @@ def forget_cmd(refs: tuple[str, ...], options: PruneOptions, filters: SnapshotFi
 @click.option("--read-data-subset", metavar="P%|N/M",
               help="Read only a deterministic part of the objects: a share (10%) or the Nth of M "
               "parts (1/5).")
+@archive_options
 @repo_options
 @json_option
-def check_cmd(read_data: bool, read_data_subset: str | None, global_options: GlobalOptions,
-              as_json: bool) -> None:
+def check_cmd(read_data: bool, read_data_subset: str | None, global_options: GlobalOptions, as_json: bool,
+              request_restore: bool = False, restore_days: int = 7, restore_tier: str = "Standard") -> None:
     """Check that every snapshot's manifest and data are present and intact (exit 4 if not).
 
     \b
@@ -169,7 +172,8 @@ def check_cmd(read_data: bool, read_data_subset: str | None, global_options: Glo
       chroma-snapshot check --read-data-subset 1/7   # a different seventh each day
     """
     subset = parse_subset(read_data_subset) if read_data_subset is not None else None
-    result = check_repository(global_options.open_repo(), read_data=read_data, subset=subset)
+    result = check_repository(global_options.open_repo(), read_data=read_data, subset=subset,
+                              request_restore=archive_request(request_restore, restore_days, restore_tier))
     emit(result, as_json, render_check)
     result.raise_if_failed(reported=True)
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of ev
     from snapshot.format.manifest import Manifest
     from snapshot.repo.keys import KeyInfo
     from snapshot.repo.repository import Repository, SnapshotSummary
+    from snapshot.restore.collections import CollectionRestoreResult
     from snapshot.restore.pipeline import RestoreResult, RestoreSummary
     from snapshot.upkeep.prune import PruneResult
     from snapshot.upkeep.verify import CheckResult
@@ -124,6 +125,9 @@ def render_create(r: CreateResult) -> list[str]:
         f"objects, {human_bytes(r.bytes_uploaded)} uploaded, {r.seconds:.1f}s",
         f"  collections: {collections_text(r.collections)}",
     ]
+    if r.chunks_resumed:
+        out.append(f"  resumed: {r.chunks_resumed} chunks ({human_bytes(r.bytes_resumed)}) taken from "
+                   "packs an interrupted create had uploaded")
     if r.skipped:
         out.append(f"  not captured (not Chroma's; see --include): {', '.join(r.skipped)}")
     return out
@@ -177,10 +181,23 @@ def render_show(m: Manifest) -> list[str]:
         "",
         table([[c.name, str(c.records), str(c.dimension or "-"), ",".join(c.segments) or "-"]
                for c in m.collections], ["COLLECTION", "RECORDS", "DIM", "SEGMENTS"]),
+        *_provenance_lines(m),
         "",
         table([[f.path, human_bytes(f.size), f.role, str(f.chunk_count), f.hash] for f in m.files],
               ["FILE", "SIZE", "ROLE", "CHUNKS", "XXH3-128"]),
     ]
+
+
+def _provenance_lines(m: Manifest) -> list[str]:
+    """Each collection's configuration and metadata, as the capture recorded them."""
+    out = []
+    for c in m.collections:
+        if c.configuration is None and c.metadata is None:
+            continue
+        config = c.configuration.describe() if c.configuration is not None else "not recorded"
+        meta = json.dumps(c.metadata, sort_keys=True, ensure_ascii=False) if c.metadata else "-"
+        out += [f"  {c.name}: {config}", f"  {' ' * len(c.name)}  metadata {meta}"]
+    return ["", *out] if out else []
 
 
 def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
@@ -214,6 +231,15 @@ def render_restore(r: RestoreResult) -> list[str]:
         opened = collections_text(r.chroma_checked)
         out.append(f"  chromadb opened it ({r.chroma_batches} batch(es)): {opened}")
     return out
+
+
+def render_collection_restore(r: CollectionRestoreResult) -> list[str]:
+    restored = ", ".join(f"{name} ({n} records)" for name, n in r.collections.items())
+    renamed = "".join(f"; {old} restored as {new}" for old, new in r.renamed.items())
+    return [f"restored {restored} of {r.id} into {r.target}{renamed}",
+            f"  read {human_bytes(r.bytes_downloaded)} of the snapshot's {human_bytes(r.bytes_snapshot)} "
+            f"({r.files} files), {r.seconds:.1f}s",
+            f"  checked: {', '.join(r.checks)}"]
 
 
 # ------------------------------------------------------------------ diff

@@ -15,6 +15,8 @@ import click
 
 from snapshot.cli.options import (
     GlobalOptions,
+    archive_options,
+    archive_request,
     command,
     dry_run_option,
     filter_options,
@@ -30,6 +32,7 @@ from snapshot.cli.render import (
     emit,
     emit_json,
     human_bytes,
+    render_collection_restore,
     render_create,
     render_files,
     render_list,
@@ -38,7 +41,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
-from snapshot.errors import ChromaCheckError
+from snapshot.errors import ChromaCheckError, UsageError
 from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
@@ -46,6 +49,7 @@ from snapshot.util import pausepoints
 
 if TYPE_CHECKING:
     from snapshot.create.options import CreateOptions
+    from snapshot.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -211,9 +215,50 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_op
     emit(manifest_to_dict(m) if as_json else m, as_json, render_show)
 
 
+def collection_options(f: F) -> F:
+    """restore's options for chosen collections, handed on as one ``collections`` argument
+    (None: no --collection, a whole-snapshot restore)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, names: tuple[str, ...], rename: str | None, replace: bool, tenant: str | None,
+                database: str | None, headers: tuple[str, ...], **kwargs: Any) -> Any:
+        extra = [flag for flag, given in (("--as", rename is not None), ("--replace", replace),
+                                          ("--tenant", tenant), ("--database", database),
+                                          ("--header", headers)) if given]
+        if not names:
+            if extra:
+                raise UsageError(f"{extra[0]} applies only with --collection")
+            return f(*args, collections=None, **kwargs)
+        for flag in ("force", "chroma_check", "dry_run"):
+            if kwargs.get(flag):
+                raise UsageError(f"--{flag.replace('_', '-')} does not apply to a restore of collections")
+        parsed = {}
+        for h in headers:
+            key, sep, value = h.partition(":")
+            if not sep or not key.strip():
+                raise UsageError(f"--header takes 'Name: value', got {h.split(':')[0]!r}")
+            parsed[key.strip()] = value.strip()
+        request = {"names": names, "rename": rename, "replace": replace,
+                   "server": {"tenant": tenant, "database": database, "headers": parsed}}
+        return f(*args, collections=request, **kwargs)
+
+    return cast(F, command)
+
+
 @command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.argument("target", type=click.Path(path_type=str))
+@click.option("--collection", "names", multiple=True, metavar="NAME",
+              help="Restore only this collection (repeatable): TARGET is then a new or empty dir, an "
+              "existing persist dir (the collection is added to it) or a server URL http(s)://HOST:PORT.")
+@click.option("--as", "rename", metavar="NEW", help="Restore the one --collection under this name.")
+@click.option("--replace", is_flag=True,
+              help="With --collection: replace a collection of the same name in TARGET.")
+@click.option("--tenant", help="With --collection into a server: its tenant [default_tenant].")
+@click.option("--database", help="With --collection into a server: its database [default_database].")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="With --collection into a server: an HTTP header to send (repeatable; auth tokens are "
+              "better left to chromadb's CHROMA_CLIENT_AUTH_* environment variables).")
 @click.option("--force", is_flag=True,
               help="Replace a non-empty TARGET (atomically); only an empty dir or a Chroma persist dir.")
 @click.option("--chroma-check", is_flag=True,
@@ -225,34 +270,54 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_op
               help=f"Refuse (exit {ChromaCheckError.exit_code}) instead of warning when the installed "
               "chromadb cannot open the snapshot's database schema.")
 @dry_run_option
+@archive_options
 @filter_options
 @repo_options
 @json_option
+@collection_options
 def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
             strict: bool, dry_run: bool, filters: SnapshotFilter, global_options: GlobalOptions,
-            as_json: bool) -> None:
+            as_json: bool, collections: dict[str, Any] | None, request_restore: bool = False,
+            restore_days: int = 7, restore_tier: str = "Standard") -> None:
     """Restore snapshot ID (id, prefix or `latest`; with --tag/--host/--path, among the
     snapshots that pass them) into TARGET, verified and atomic.
 
     Every chunk and file hash is checked, and the consistency checks the capture passed are run
-    again on the result; only then is it swapped in.
+    again on the result; only then is it swapped in. With --collection, only those collections
+    (and chroma.sqlite3) are read from the repository.
 
     \b
     Example:
       chroma-snapshot restore latest /srv/app/vector_db --force
       chroma-snapshot restore latest /srv/app/vector_db --force --tag nightly
+      chroma-snapshot restore latest /tmp/tenant42 --collection tenant-42 --as tenant-42-yesterday
     """
     with preloading("snapshot.restore.pipeline"):  # each command imports what it runs
         repo = global_options.open_repo()
         [snapshot_ref] = narrowed(repo, [snapshot_ref], filters)
+    if collections is not None:
+        return _restore_collections(repo, snapshot_ref, target, collections, as_json)
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
-    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict)
+    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict,
+                             request_restore=archive_request(request_restore, restore_days, restore_tier))
     _tune_malloc()
     if dry_run:
         return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, options, reporter=CliReporter(not as_json),
                               on_commit=settle)
     emit(result, as_json, render_restore)
+    pausepoints.point("restore.reported")
+
+
+def _restore_collections(repo: Repository, ref: str, target: str, request: dict[str, Any],
+                         as_json: bool) -> None:
+    from snapshot.restore.collections import ServerOptions, restore_collection
+
+    _tune_malloc()
+    result = restore_collection(repo, ref, target, request["names"], rename=request["rename"],
+                                replace=request["replace"], server=ServerOptions(**request["server"]),
+                                reporter=CliReporter(not as_json), on_commit=settle)
+    emit(result, as_json, render_collection_restore)
     pausepoints.point("restore.reported")

@@ -11,7 +11,9 @@ Per fixed-offset chunk of every captured file:
 * else it is stored as a full frame.
 
 Objects are uploaded before the manifest, which is written last and create-only: a crash
-leaves unreferenced packs (collected by prune), never a half-snapshot.
+leaves unreferenced packs (collected by prune), never a half-snapshot. Each pack uploaded is
+recorded in a local resume journal (snapshot/repo/journal.py), so that the next create of the
+same source takes the chunks a killed one already uploaded from those packs.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from snapshot.format.manifest import (
 )
 from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.commit import RECHECK_AFTER, check_condemned, check_present
+from snapshot.repo.journal import NOTHING, Journal, Resume
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.repository import Measurement, Repository
 from snapshot.util import pausepoints
@@ -77,6 +80,10 @@ class CreateResult:
     #: when --allow-inconsistent let an inconsistent directory through.
     checks: tuple[str, ...] = ()
     inconsistencies: tuple[str, ...] = ()
+    #: Chunks (and their stored bytes) taken from packs that an interrupted create of this source
+    #: had uploaded, instead of uploading them again.
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
 
 
 def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | None:
@@ -131,12 +138,13 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: 
 
 def _after_commit(
     cache: BaseCache | None, staging: Path, manifest: Manifest, cap: Capture, tables: dict[str, bytes],
-    reporter: Reporter,
+    reporter: Reporter, journal: Journal,
 ) -> None:
     """The snapshot is saved: nothing from here on may turn the outcome into a failure (an
     interrupt now would report "interrupted" for a snapshot that exists)."""
     try:
         pausepoints.point("create.after-commit")
+        journal.discard()  # what it lists is referenced now, or was left unused
         if cache is not None:
             cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files}, tables)
             pausepoints.point("create.cache-committed")
@@ -162,8 +170,11 @@ class _Job:
     options: CreateOptions
     reporter: Reporter
     cache: BaseCache | None
-    #: Objects a prune condemned: never built on (their frames are stored anew).
+    #: Objects a prune condemned: never built on (their frames are stored anew), except the
+    #: leftover packs ``resume`` offers (condemned recently: this root will rescue them).
     condemned: frozenset[str] = frozenset()
+    resume: Resume = NOTHING
+    journal: Journal | None = None
 
     def _capture(self) -> Capture:
         # Record counts come from the consistency checks (run beside packing), not from
@@ -175,7 +186,7 @@ class _Job:
 
     def _pack(self, cap: Capture) -> tuple[Builder, list[StoredFile]]:
         builder = Builder(self.repo, self.parent, self.level, self.options.delta, self.reporter,
-                          self.options.pack_size, self.cache, self.condemned)
+                          self.options.pack_size, self.cache, self.condemned, self.resume, self.journal)
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
@@ -236,7 +247,8 @@ def _manifest(
             chunks=builder.chunks_total,
             chunks_new=builder.chunks_new,
             bytes_new=builder.bytes_new,
-            objects_new=builder.writer.objects_uploaded + builder.tables_uploaded,
+            objects_new=(builder.writer.objects_uploaded + builder.tables_uploaded
+                         + len(builder.packs_resumed)),
         ),
         verified=_verified(verification),
         format_version=FORMAT_VERSION,
@@ -262,19 +274,23 @@ def create_snapshot(
     level = repo.config.level if opts.level is None else opts.level
     check_arguments(Path(source), replace(opts, level=level), repo.config.codec)
     source = Path(source).expanduser().absolute()
-    cache = BaseCache(Path(opts.cache_dir) if opts.cache_dir else default_root(), repo.config.id, source) \
-        if opts.use_cache else None
+    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_root()
+    cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache else None
+    journal = Journal(cache_root, repo.config.id, source, repo.config.codec)  # also with --no-cache
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
         parent_m = pick_parent(repo, source, opts.parent)
-        condemned = frozenset(repo.condemned().since)
+        records = repo.condemned()
+        condemned = frozenset(records.since)
+        resume = journal.resume(repo, records)
         staging = _staging(cache, opts.tmp_dir)
         try:
-            job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned)
+            job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned, resume,
+                       journal)
             cap, builder, stored, verification = job.run()
             files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, opts, verification)
             _commit(repo, manifest, lock, needed, started, condemned)
-            _after_commit(cache, staging, manifest, cap, builder.tables, reporter)
+            _after_commit(cache, staging, manifest, cap, builder.tables, reporter, journal)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
@@ -304,4 +320,6 @@ def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Ve
         requests=moved.requests,
         checks=verification.checks,
         inconsistencies=verification.problems,
+        chunks_resumed=builder.chunks_resumed,
+        bytes_resumed=builder.bytes_resumed,
     )

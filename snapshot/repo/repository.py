@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from snapshot.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
@@ -628,6 +629,25 @@ class Repository:
         for info in self.store.list(layout.DATA_PREFIX):
             yield layout.object_id_from_key(info.key), info
 
+    def inventory(self) -> Iterator[tuple[str, str | None, ObjectInfo]]:
+        """Every object of the repository as (kind, id, listing), one listing per kind: kind is
+        config, snapshots, data, keys, locks or condemned; the id is None for a stray key (and
+        for the config). Keys outside these (others' objects in a shared prefix) are not listed."""
+        for kind, prefix, parse in _INVENTORY:
+            for info in self.store.list(prefix):
+                if kind != "config" or info.key == layout.CONFIG_KEY:
+                    yield kind, parse(info.key), info
+
+    def check_deletes_allowed(self, command: str) -> None:
+        """Raise :class:`AccessDeniedError` (naming the action) unless the credentials may delete
+        snapshots, packs and condemned records: asked of the store by deleting keys that never
+        exist, before ``command`` changes anything (backup credentials may not delete)."""
+        for key in layout.DELETE_PROBE_KEYS:
+            try:
+                self.store.delete(key)
+            except AccessDeniedError as exc:
+                raise AccessDeniedError(f"{command} needs to delete objects and may not: {exc}") from None
+
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
         wanted = set(object_ids)
@@ -646,6 +666,16 @@ class Repository:
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
             list(pool.map(delete, keys))
 
+
+#: The kinds of objects :meth:`Repository.inventory` lists: kind, key prefix, key -> id.
+_INVENTORY: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
+    ("config", layout.CONFIG_KEY, lambda key: None),
+    ("snapshots", layout.SNAPSHOTS_PREFIX, layout.snapshot_id_from_key),
+    ("data", layout.DATA_PREFIX, layout.object_id_from_key),
+    ("keys", layout.KEYS_PREFIX, layout.key_id_from_key),
+    ("locks", layout.LOCKS_PREFIX, layout.lock_id_from_key),
+    ("condemned", layout.CONDEMNED_PREFIX, layout.condemned_id_from_key),
+)
 
 CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
 

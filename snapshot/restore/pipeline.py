@@ -35,8 +35,9 @@ from snapshot.chroma.restore_rules import (
 )
 from snapshot.chroma.schema import DB_NAME
 from snapshot.chroma.trial_open import ChromaChecker
-from snapshot.errors import ChromaCheckError, UsageError
+from snapshot.errors import ArchivedError, ChromaCheckError, UsageError
 from snapshot.format.manifest import Chunk, Manifest, check_rel_path
+from snapshot.repo.archive import require_snapshot_readable
 from snapshot.repo.basecache import default_root
 from snapshot.repo.repository import Repository
 from snapshot.restore.materialise import (
@@ -148,7 +149,7 @@ def prepare_restore(
     return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
 
 
-def _dir_mode(target: Path) -> int:
+def target_mode(target: Path) -> int:
     """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
     if target.is_dir():
         return target.stat().st_mode & 0o7777
@@ -172,8 +173,16 @@ def restore_snapshot(
     opts = from_keywords(RestoreOptions, options, keywords, "restore_snapshot")
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
-    plan = prepare_restore(repo, ref, target, survey=False)
-    result = execute_restore(repo, plan, opts, reporter=reporter, on_commit=on_commit)
+    m = repo.get(ref)
+    what = f"restoring snapshot {m.id}"
+    try:
+        if opts.request_restore is not None:
+            require_snapshot_readable(repo, m, what, opts.request_restore)
+        plan = prepare_restore(repo, ref, target, survey=False)
+        result = execute_restore(repo, plan, opts, reporter=reporter, on_commit=on_commit)
+    except ArchivedError:  # say how much is archived, not only the first pack met
+        require_snapshot_readable(repo, m, what)
+        raise
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
@@ -250,7 +259,7 @@ def execute_restore(
             if checker is not None:
                 repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             pausepoints.point("restore.verified")
-            os.chmod(built, _dir_mode(target))
+            os.chmod(built, target_mode(target))
             swap_into_place(built, target, on_commit or (lambda: None))
             pausepoints.point("restore.swapped")
         except BaseException:
