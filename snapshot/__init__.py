@@ -24,6 +24,7 @@ from snapshot.version import __version__
 #: Public name -> (module, attribute): imported on first use, so that a command (or a program
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
+    "CopyOptions": ("snapshot.copy.pipeline", "CopyOptions"),
     "CreateOptions": ("snapshot.create.options", "CreateOptions"),
     "ExportResult": ("snapshot.restore.export", "ExportResult"),
     "KeySource": ("snapshot.repo.keys", "KeySource"),
@@ -37,6 +38,7 @@ _LAZY = {
     "SnapshotSummary": ("snapshot.repo.repository", "SnapshotSummary"),
     "StoreOptions": ("snapshot.storage", "StoreOptions"),
     "check_repository": ("snapshot.upkeep.verify", "check_repository"),
+    "copy_snapshots": ("snapshot.copy.pipeline", "copy_snapshots"),
     "create_snapshot": ("snapshot.create.pipeline", "create_snapshot"),
     "diff_snapshots": ("snapshot.diff", "diff_snapshots"),
     "export_collection": ("snapshot.restore.export", "export_collection"),
@@ -103,6 +105,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from snapshot.copy.pipeline import CopyOptions, copy_snapshots
     from snapshot.create.options import CreateOptions
     from snapshot.create.pipeline import create_snapshot
     from snapshot.diff import diff_snapshots
@@ -123,6 +126,7 @@ if TYPE_CHECKING:
     from snapshot.upkeep.verify import check_repository
 
 __all__ = [
+    "CopyOptions",
     "CreateOptions",
     "ExportResult",
     "KeySource",
@@ -138,6 +142,7 @@ __all__ = [
     "StoreOptions",
     "__version__",
     "check_repository",
+    "copy_snapshots",
     "create_snapshot",
     "diff_snapshots",
     "export_collection",

@@ -91,11 +91,13 @@ class InconsistentSourceError(SourceError):
 
 
 class TargetError(SnapshotError):
-    """The restore target cannot be used (not empty without --force, not a directory, ...)."""
+    """The restore target cannot be used (not empty without --force, not a directory, ...), or a
+    copy's destination holds another snapshot under an id it copies."""
 
     exit_code = 7
     kind = "target"
-    meaning = "target error: restore target not empty (use --force) or unusable"
+    meaning = ("target error: restore target not empty (use --force) or unusable; copy destination holds "
+               "other content under a snapshot id")
 
 
 class TargetUnreachableError(TargetError):

@@ -29,6 +29,7 @@ COMMANDS = {
     "show": ("snapshot.cli.snapshots", "show"),
     "restore": ("snapshot.cli.snapshots", "restore"),
     "export": ("snapshot.cli.export", "export_cmd"),
+    "copy": ("snapshot.cli.copy", "copy_cmd"),
     "diff": ("snapshot.cli.maint", "diff_cmd"),
     "prune": ("snapshot.cli.maint", "prune_cmd"),
     "forget": ("snapshot.cli.maint", "forget_cmd"),

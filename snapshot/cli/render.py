@@ -16,6 +16,7 @@ from snapshot.errors import SnapshotError
 from snapshot.format.ids import id_time
 
 if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of every command)
+    from snapshot.copy.plan import CopyResult
     from snapshot.create.pipeline import CreateResult
     from snapshot.diff import RecordDiff, SnapshotDiff
     from snapshot.format.manifest import Manifest
@@ -129,6 +130,19 @@ def render_create(r: CreateResult) -> list[str]:
                    "packs an interrupted create had uploaded")
     if r.skipped:
         out.append(f"  not captured (not Chroma's; see --include): {', '.join(r.skipped)}")
+    return out
+
+
+def render_copy(r: CopyResult) -> list[str]:
+    would = "would be " if r.dry_run else ""
+    out = [f"{s.id}  {s.status}" + (f"  {s.chunks_stored} of {s.chunks} chunks, {human_bytes(s.bytes_stored)}"
+                                     if s.chunks else "") for s in r.snapshots]
+    moved = "" if r.dry_run else (f", {human_bytes(r.bytes_read)} read, {human_bytes(r.bytes_written)} "
+                                  f"written, {r.seconds:.1f}s")
+    out.append(f"{r.copied} snapshot(s) {would}copied, {r.skipped} skipped; {human_bytes(r.bytes_stored)} of "
+               f"frames {would}stored{moved}")
+    if r.packs_resumed:
+        out.append(f"  took frames from {r.packs_resumed} pack(s) an interrupted copy had uploaded")
     return out
 
 

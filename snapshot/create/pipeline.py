@@ -33,7 +33,7 @@ from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
 from snapshot.create.builder import Builder, StoredFile
 from snapshot.create.options import CreateOptions, check_text
-from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError
+from snapshot.errors import InconsistentSourceError, SnapshotError
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
     FORMAT_VERSION,
@@ -44,6 +44,7 @@ from snapshot.format.manifest import (
     Verified,
 )
 from snapshot.repo.basecache import BaseCache, default_root
+from snapshot.repo.commit import RECHECK_AFTER, check_condemned, check_present
 from snapshot.repo.journal import NOTHING, Journal, Resume
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.repository import Measurement, Repository
@@ -118,31 +119,6 @@ def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) ->
     return owned_dir(parent, TEMP_PREFIX)
 
 
-#: A create younger than this commits without reading the condemned records again: a pack
-#: condemned while it ran cannot be overdue unless a prune runs with a bound under twice this
-#: (``--delete-after`` that short is for repositories no create runs against, like 0).
-RECHECK_AFTER = 60.0
-
-
-def _check_condemned(repo: Repository, needed: set[str], started: float, seen: frozenset[str]) -> None:
-    """Refuse to commit a root that needs an object condemned for half the bound or longer:
-    a prune may delete it before this root is listed (snapshot/format/condemned.py). A younger
-    condemnation is harmless: this root, once committed, rescues the object. ``started``:
-    when the create read the records first (monotonic); ``seen``: what was condemned then (a
-    pack this create wrote again with the very same bytes is one of them)."""
-    if time.monotonic() - started < RECHECK_AFTER and not needed & seen:
-        return
-    condemned = repo.condemned()
-    if not condemned.since:
-        return
-    overdue = condemned.overdue(needed, now=repo.now(), age=condemned.create_bound() / 2)
-    if overdue:
-        raise LockedError(
-            f"{len(overdue)} object(s) this snapshot needs were condemned by a prune that ran while "
-            f"it was being made (e.g. {sorted(overdue)[0]}); nothing was committed: run create again"
-        )
-
-
 def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str],
             started: float, condemned: frozenset[str]) -> None:
     """Make the snapshot durable, only once everything it references is known to be there and
@@ -154,13 +130,8 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: 
         raise SnapshotError(
             f"parent snapshot {manifest.parent} was removed during this create; run create again"
         )
-    _check_condemned(repo, needed, started, condemned)
-    missing = repo.missing_objects(needed)
-    if missing:
-        raise SnapshotError(
-            f"{len(missing)} object(s) this snapshot needs vanished during create (e.g. "
-            f"{sorted(missing)[0]}); nothing was committed, run create again"
-        )
+    check_condemned(repo, needed, started, condemned, command="create", recheck_after=RECHECK_AFTER)
+    check_present(repo, needed, command="create")
     pausepoints.point("create.checked")
     repo.save_manifest(manifest)
 

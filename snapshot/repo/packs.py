@@ -311,6 +311,17 @@ class ChunkReader:
             lambda stored: self._decode(self._open(frame, stored), frame, base, verify),
         )
 
+    def decode_keeping(self, frame: Frame, base: bytes | None) -> tuple[bytes, bytes]:
+        """One frame's compressed bytes (opened, in an encrypted repository) and its content,
+        hash-checked, for a writer that stores the same frame elsewhere (a copy between
+        repositories): a frame is written only once what it decodes to is proven."""
+
+        def check(stored: bytes | memoryview) -> tuple[bytes, bytes]:
+            raw = bytes(self._open(frame, stored))
+            return raw, self._decode(raw, frame, base, True)
+
+        return checked_read(self._stored(frame), lambda: self._stored(frame, again=True), check)
+
     @staticmethod
     def _decode(raw: bytes | memoryview, frame: Frame, base: bytes | None, verify: bool) -> bytes:
         try:

@@ -348,10 +348,11 @@ class Repository:
             raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
         return m
 
-    def manifest(self, snapshot_id: str) -> Manifest:
-        """The parsed, validated manifest of an exact id (cached)."""
+    def manifest(self, snapshot_id: str, *, fresh: bool = False) -> Manifest:
+        """The parsed, validated manifest of an exact id (cached; ``fresh``: read again, for a
+        reader that outlives a prune's rewrite of the root)."""
         with self._cache_lock:
-            cached = self._manifests.get(snapshot_id)
+            cached = None if fresh else self._manifests.get(snapshot_id)
             if cached is not None:
                 self._manifests.move_to_end(snapshot_id)
                 return cached
