@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from snapshot.chroma.child import child_env
 from snapshot.errors import ChromaCheckError, UsageError
 from snapshot.util import pausepoints
 
@@ -80,9 +81,7 @@ def export_dir(persist_dir: Path, name: str, sink: IO[bytes], *, fmt: str = "jso
     Raises :class:`ChromaCheckError` when chromadb cannot read it; whatever was written to
     ``sink`` before a failure stays there (the caller decides what a partial output means)."""
     check_format(fmt)
-    here = str(Path(__file__).resolve().parent.parent.parent)  # the child imports this very package
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+    env = child_env()
     args = [sys.executable, "-m", "snapshot.chroma.export", os.fsdecode(persist_dir), name, fmt, str(batch)]
     written = 0
     with tempfile.TemporaryFile() as errors:  # a pipe could fill and stall the child

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from snapshot.chroma.child import child_env
 from snapshot.chroma.schema import DB_NAME, open_readonly, schema_levels
 from snapshot.chroma.trial_open import cannot_open
 from snapshot.errors import ChromaCheckError
@@ -31,10 +32,7 @@ TIMEOUT = 900
 
 
 def _env() -> dict[str, str]:
-    # The child must import this very package, installed or not.
-    here = str(Path(__file__).resolve().parent.parent.parent)
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+    return child_env()
 
 
 def keep_only(root: Path, drop: Sequence[str], rename: tuple[str, str] | None,

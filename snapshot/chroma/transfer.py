@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from snapshot.chroma.child import child_env
 from snapshot.chroma.holders import holders
 from snapshot.errors import (
     CopyCheckError,
@@ -150,9 +151,7 @@ def journal_key(snapshot_id: str, names: Sequence[str], target: ChromaTarget,
 
 
 def _spawn(stderr: IO[bytes]) -> subprocess.Popen[str]:
-    here = str(Path(__file__).resolve().parent.parent.parent)  # the child imports this very package
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+    env = child_env()
     return subprocess.Popen([sys.executable, "-m", "snapshot.chroma.transfer_child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
 
