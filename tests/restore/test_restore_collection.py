@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chroma_helpers import build_db, counts, records, stand_in_persist_dir, tree_digest
+from chroma_helpers import build_db, counts, records, tree_digest
 from conftest import create_snapshot, one_line_error, run_cli, show_files
 
 import snapshot
@@ -133,21 +133,6 @@ def test_a_folder_that_is_neither_empty_nor_a_persist_dir_is_refused(snap: Snap,
     res = run_cli("--repo", snap.repo, "restore", snap.sid, target, "--collection", "tenant-a")
     line = one_line_error(res, 7)
     assert "neither empty nor a Chroma persist dir" in line
-    assert tree_digest(target) == before and _beside(target) == []
-
-
-def test_an_existing_persist_dir_needs_the_copy_into_chroma(snap: Snap, tmp_path: Path) -> None:
-    """Until collections can be copied into an existing persist dir, that is refused untouched."""
-    try:
-        import snapshot.chroma.transfer  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("collections are copied into existing persist dirs (tested with the transfer)")
-    target = stand_in_persist_dir(tmp_path / "app", "0badc0de-0000-4000-8000-00000000000a")
-    before = tree_digest(target)
-    res = run_cli("--repo", snap.repo, "restore", snap.sid, target, "--collection", "tenant-a")
-    assert "new or empty directory" in one_line_error(res, 2)
     assert tree_digest(target) == before and _beside(target) == []
 
 
