@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of ev
     from snapshot.diff import RecordDiff, SnapshotDiff
     from snapshot.format.manifest import Manifest
     from snapshot.repo.keys import KeyInfo
+    from snapshot.repo.prediction import Prediction
     from snapshot.repo.repository import Repository, SnapshotSummary
     from snapshot.restore.collections import CollectionRestoreResult
     from snapshot.restore.pipeline import RestoreResult, RestoreSummary
@@ -228,11 +229,23 @@ def _resumed(n: int) -> str:
     return f"{human_bytes(n)} kept from an interrupted restore, " if n else ""
 
 
+def prediction_lines(p: Prediction | None) -> list[str]:
+    if p is None:
+        return []
+    kinds = ", ".join(f"{n} {k}" for k, n in p.requests.items() if k != "total")
+    line = (f"  predicted: {p.requests.get('total', 0)} request(s) ({kinds or 'none'}), "
+            f"{human_bytes(p.bytes_up)} up, {human_bytes(p.bytes_down)} down")
+    if p.cost is not None:
+        line += f", {p.cost.total:.6f} {p.cost.currency} ({p.cost.pack_class} packs)"
+    return [line, *(f"    {note}" for note in p.notes)]
+
+
 def render_restore_plan(p: RestoreSummary) -> list[str]:
     return [f"restore {p.snapshot}: {p.files} files, {human_bytes(p.bytes_total)}; "
             f"{human_bytes(p.bytes_local)} reused from the target, {_resumed(p.bytes_resumed)}"
             f"{human_bytes(p.bytes_remote)} rebuilt "
-            f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)"]
+            f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)",
+            *prediction_lines(p.predicted)]
 
 
 def render_restore(r: RestoreResult) -> list[str]:

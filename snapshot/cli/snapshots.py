@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import platform
 import sys
@@ -27,6 +28,7 @@ from snapshot.cli.options import (
     seconds,
     wait_option,
 )
+from snapshot.cli.predicted import DryRun, priced, render_dry_run
 from snapshot.cli.render import (
     CliReporter,
     emit,
@@ -137,26 +139,40 @@ def create_options(f: F) -> F:
 @click.option("--allow-inconsistent", is_flag=True,
               help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
               "snapshot; restores of it warn).")
+@dry_run_option
 @wait_option
 @repo_options
 @json_option
 @create_options
-def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, options: CreateOptions,
-           global_options: GlobalOptions, as_json: bool) -> None:
+def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, dry_run: bool,
+           options: CreateOptions, global_options: GlobalOptions, as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
+
+    --dry-run captures SOURCE into a temporary folder and predicts the requests, bytes and cost
+    of the create, uploading nothing; --json of a create reports that prediction beside what it took.
 
     \b
     Example:
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
       chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
+      chroma-snapshot --repo s3://bucket/db create data/vector_db --dry-run --json
     """
     from snapshot.create.pipeline import check_arguments, create_snapshot  # each command imports what it runs
 
     check_arguments(Path(source), options, codec)
     _tune_malloc()
+    if dry_run:
+        from snapshot.create.predict import predict_create
+
+        repo = global_options.open_repo()
+        with repo.measure() as spent:
+            predicted = predict_create(repo, Path(source), options)
+        dry = DryRun(True, predicted, spent.requests, spent.bytes_down)
+        return emit(priced(dry, repo), as_json, render_dry_run)
     repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
-    result = create_snapshot(repo, Path(source), options, reporter=CliReporter(not as_json))
-    emit(result, as_json, render_create)
+    result = create_snapshot(repo, Path(source), dataclasses.replace(options, predict=as_json),
+                             reporter=CliReporter(not as_json))
+    emit(priced(result, repo), as_json, render_create)
 
 
 def collection_history(snaps: list[SnapshotSummary], name: str) -> list[dict[str, Any]]:
@@ -318,13 +334,15 @@ def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, ski
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
     options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict,
-                             request_restore=archive_request(request_restore, restore_days, restore_tier))
+                             request_restore=archive_request(request_restore, restore_days, restore_tier),
+                             predict=as_json)
     _tune_malloc()
     if dry_run:
-        return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
+        return emit(priced(prepare_restore(repo, snapshot_ref, target).summary, repo), as_json,
+                    render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, options, reporter=CliReporter(not as_json),
                               on_commit=settle)
-    emit(result, as_json, render_restore)
+    emit(priced(result, repo), as_json, render_restore)
     pausepoints.point("restore.reported")
 
 

@@ -79,8 +79,14 @@ class Builder:
         condemned: frozenset[str] = frozenset(),
         resume: Resume = NOTHING,
         journal: Journal | None = None,
+        preloaded: dict[str, tuple[Chunk, ...]] | None = None,
+        bases: dict[tuple[str, int], bytes] | None = None,
     ) -> None:
         self.repo = repo
+        #: Read already (for a prediction): the parent's chunk tables by file, and delta bases
+        #: the base cache lacks by (file, offset).
+        self.preloaded = preloaded or {}
+        self._bases = bases or {}
         self.resume = resume
         #: Packs a prune condemned: a chunk with a frame there is neither reused nor a delta
         #: base, and a table naming one is not reused (snapshot/format/condemned.py).
@@ -123,8 +129,12 @@ class Builder:
         pf = self.parent.file(rel) if self.parent is not None else None
         if self.parent is None or pf is None:
             return
-        raw = self.cache.table(pf.table.hash) if self.cache is not None and pf.table is not None else None
-        if raw is not None:
+        raw = None
+        if rel not in self.preloaded and self.cache is not None and pf.table is not None:
+            raw = self.cache.table(pf.table.hash)
+        if rel in self.preloaded:
+            self._parent_chunks = self.preloaded[rel]
+        elif raw is not None:
             self._parent_chunks = parse_table(raw, pf, self.parent.chunk_size, f"snapshot {self.parent.id}")
         else:
             self._parent_chunks = self.repo.chunks(self.parent, pf)
@@ -161,7 +171,8 @@ class Builder:
                 return raw
         with self._count_lock:
             self.bases_read += 1
-        return self.reader.read_chunk(plan.base)
+            raw = self._bases.pop((plan.rel, plan.index * self.chunk_size), None)
+        return raw if raw is not None else self.reader.read_chunk(plan.base)
 
     def _compress(self, plan: _Plan) -> tuple[bytes | bytearray, Chunk | None]:
         """The frame to store (compressed, then sealed in an encrypted repository: the delta's

@@ -33,6 +33,7 @@ from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
 from snapshot.create.builder import Builder, StoredFile
 from snapshot.create.options import CreateOptions, check_text
+from snapshot.create.predict import Preread, RepoFacts, choose_parent, predict_packing
 from snapshot.errors import InconsistentSourceError, SnapshotError
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
@@ -47,6 +48,7 @@ from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.commit import RECHECK_AFTER, check_condemned, check_present
 from snapshot.repo.journal import NOTHING, Journal, Resume
 from snapshot.repo.locks import SHARED, RepositoryLock
+from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Measurement, Repository
 from snapshot.util import pausepoints
 from snapshot.util.options import from_keywords
@@ -84,22 +86,14 @@ class CreateResult:
     #: had uploaded, instead of uploading them again.
     chunks_resumed: int = 0
     bytes_resumed: int = 0
+    #: With ``CreateOptions.predict``: what was predicted once the source was captured.
+    predicted: Prediction | None = None
 
 
 def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | None:
     """The explicit parent, else the newest snapshot of the same host and path, else the
     newest snapshot of any source (dedup still helps), else None."""
-    if ref is not None:
-        return repo.get(ref)
-    ids = repo.snapshot_ids()
-    if not ids:
-        return None
-    host, path = socket.gethostname(), str(source)
-    for sid in reversed(ids):
-        m = repo.manifest(sid)
-        if m.source_host == host and m.source_path == path:
-            return m
-    return repo.manifest(ids[-1])
+    return choose_parent(repo, source, ref, repo.snapshot_ids())[0]
 
 
 def check_arguments(source: Path, options: CreateOptions, codec: str | None) -> None:
@@ -175,6 +169,11 @@ class _Job:
     condemned: frozenset[str] = frozenset()
     resume: Resume = NOTHING
     journal: Journal | None = None
+    #: With a prediction asked for: what the repository held (the prediction is made once the
+    #: source is captured; the parent's chunk tables it reads are handed to the builder).
+    facts: RepoFacts | None = None
+    predicted: Prediction | None = None
+    preread: Preread = field(default_factory=Preread)
 
     def _capture(self) -> Capture:
         # Record counts come from the consistency checks (run beside packing), not from
@@ -186,7 +185,8 @@ class _Job:
 
     def _pack(self, cap: Capture) -> tuple[Builder, list[StoredFile]]:
         builder = Builder(self.repo, self.parent, self.level, self.options.delta, self.reporter,
-                          self.options.pack_size, self.cache, self.condemned, self.resume, self.journal)
+                          self.options.pack_size, self.cache, self.condemned, self.resume, self.journal,
+                          self.preread.tables, self.preread.bases)
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
@@ -194,6 +194,10 @@ class _Job:
             cap = self._capture()
             pending = checker.submit(verify_dir, self.staging / "db")
             try:
+                if self.facts is not None:
+                    self.predicted, self.preread = predict_packing(
+                        self.repo, self.source, self.options, cap, self.parent, self.facts, self.cache,
+                        self.condemned)
                 builder, files = self._pack(cap)
             finally:
                 verification = pending.result()
@@ -278,14 +282,19 @@ def create_snapshot(
     cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache else None
     journal = Journal(cache_root, repo.config.id, source, repo.config.codec)  # also with --no-cache
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
-        parent_m = pick_parent(repo, source, opts.parent)
+        ids = repo.snapshot_ids()
+        parent_m, roots_read = choose_parent(repo, source, opts.parent, ids)
         records = repo.condemned()
         condemned = frozenset(records.since)
+        facts = None
+        if opts.predict:  # from what was read already: the records' sizes, other locks are not known
+            facts = RepoFacts(len(ids), tuple(repo.root_size(m) for m in roots_read),
+                              condemned=(0,) * len(records.records), journal=bool(journal.load()))
         resume = journal.resume(repo, records)
         staging = _staging(cache, opts.tmp_dir)
         try:
             job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned, resume,
-                       journal)
+                       journal, facts)
             cap, builder, stored, verification = job.run()
             files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, opts, verification)
@@ -294,7 +303,7 @@ def create_snapshot(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
-    return _result(manifest, cap, builder, verification, moved, started)
+    return replace(_result(manifest, cap, builder, verification, moved, started), predicted=job.predicted)
 
 
 def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Verification,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -129,13 +129,16 @@ class ReadEstimate:
     def __init__(self, remote: bool) -> None:
         self.remote = remote
         self._bytes = 0
+        #: The range reads (get_range requests) they take.
+        self.requests = 0
         self._group: list[Frame] = []
         self._files = self._group_bytes = 0
 
     def add(self, chunks: Sequence[Chunk], local: Local) -> None:
         frames = list(frames_to_read(chunks, local))
-        if not self.remote:
+        if not self.remote:  # a frame at a time
             self._bytes += sum(fr.length for fr in frames)
+            self.requests += len(frames)
         elif len(chunks) <= 1:  # grouped with its neighbours, as materialise does
             self._group += frames
             self._files += 1
@@ -147,13 +150,18 @@ class ReadEstimate:
             i = 0
             while i < len(chunks):
                 upcoming = _upcoming(chunks, i, local, _AHEAD)
-                self._bytes += sum(e - s for _o, s, e in read_ranges(frames_to_read(upcoming, local)))
+                self._ranges(frames_to_read(upcoming, local))
                 i += len(upcoming)
 
     def _flush(self) -> None:
         if self._group:
-            self._bytes += sum(e - s for _o, s, e in read_ranges(self._group))
+            self._ranges(self._group)
         self._group, self._files, self._group_bytes = [], 0, 0
+
+    def _ranges(self, frames: Iterable[Frame]) -> None:
+        ranges = read_ranges(frames)
+        self._bytes += sum(e - s for _o, s, e in ranges)
+        self.requests += len(ranges)
 
     def total(self) -> int:
         self._flush()
@@ -266,26 +274,27 @@ def _readers(repo: Repository) -> int:
 def materialise(
     repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
     written: Callable[[FileEntry], None] = lambda _f: None, order: Sequence[FileEntry] | None = None,
-    staged: Staged | None = None,
+    staged: Staged | None = None, tables: Sequence[tuple[FileEntry, Sequence[Chunk]]] | None = None,
 ) -> Fetcher:
     """Write every file of ``m`` under ``root``, reusing what ``target`` and ``staged`` (the
     leftovers of killed restores) hold; ``written`` is called with each file once it is
-    complete and verified. ``order``: the files in the order to write them [manifest order]."""
+    complete and verified. ``order``: the files in the order to write them [manifest order];
+    ``tables``: those files with their chunks, when they were read already."""
     staged = staged or Staged(())
     if repo.local_root is not None:
         return _materialise(repo, m, root, target, reporter, written, order, Fetcher(ChunkReader(repo)),
-                            staged)
+                            staged, tables)
     # From a remote store, the ranges planned are read as soon as they are planned, several at
     # once: each request waits a round trip, and one connection moves a share of the link.
     ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range")
     try:
         return _materialise(repo, m, root, target, reporter, written, order,
-                            Fetcher(ChunkReader(repo, ahead), _AHEAD), staged)
+                            Fetcher(ChunkReader(repo, ahead), _AHEAD), staged, tables)
     finally:
         ahead.shutdown(wait=True, cancel_futures=True)
 
 
-def _sources(target: Path, staged: Staged, f: FileEntry, chunks: Sequence[Chunk],
+def sources(target: Path, staged: Staged, f: FileEntry, chunks: Sequence[Chunk],
              chunk_size: int) -> tuple[Local, Path | None]:
     """What the target and the leftovers hold of ``f``'s chunks, and a leftover's whole copy of
     ``f`` if there is one (then nothing else is indexed)."""
@@ -298,7 +307,7 @@ def _sources(target: Path, staged: Staged, f: FileEntry, chunks: Sequence[Chunk]
 def _materialise(
     repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
     written: Callable[[FileEntry], None], order: Sequence[FileEntry] | None, fetcher: Fetcher,
-    staged: Staged,
+    staged: Staged, tables: Sequence[tuple[FileEntry, Sequence[Chunk]]] | None = None,
 ) -> Fetcher:
     remote = repo.local_root is None
 
@@ -336,8 +345,8 @@ def _materialise(
 
     with ThreadPoolExecutor(max_workers=_readers(repo), thread_name_prefix="fetch") as pool, \
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
-        for f, chunks in repo.tables(m, order):
-            local, whole = _sources(target, staged, f, chunks, m.chunk_size)
+        for f, chunks in (repo.tables(m, order) if tables is None else tables):
+            local, whole = sources(target, staged, f, chunks, m.chunk_size)
             if whole is not None and staged.take(whole, root, f):
                 fetcher.count(f.size, LocalChunk(whole, 0, f.size, staged=True), len(chunks))
                 reporter.advance(f.size)

@@ -23,6 +23,10 @@ class RestoreOptions:
     strict: bool = False
     #: Ask S3 to restore archived packs the snapshot needs (then stop: run again once restored).
     request_restore: RestoreRequest | None = None
+    #: Also predict the requests and bytes (reported as ``RestoreResult.predicted``): the chunk
+    #: tables are read before the first file is written, and the target is indexed twice.
+    predict: bool = False
 
     def __post_init__(self) -> None:
-        check_flags(force=self.force, chroma_check=self.chroma_check, strict=self.strict)
+        check_flags(force=self.force, chroma_check=self.chroma_check, strict=self.strict,
+                    predict=self.predict)

@@ -40,10 +40,12 @@ from snapshot.errors import ArchivedError, ChromaCheckError, UsageError
 from snapshot.format.manifest import Chunk, Manifest, check_rel_path
 from snapshot.repo.archive import require_snapshot_readable
 from snapshot.repo.basecache import default_root
+from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Repository
 from snapshot.restore.local import Local, Staged, claim_leftovers, index_local_file, leftovers, staging_dir
 from snapshot.restore.materialise import ReadEstimate, materialise, sync_tree
 from snapshot.restore.options import RestoreOptions
+from snapshot.restore.predict import predict_reads
 from snapshot.restore.repair import keep_copies, repair
 from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.util import pausepoints
@@ -67,6 +69,8 @@ class RestoreSummary:
     #: What the leftovers of killed restores into the target hold (not counted as local).
     chunks_resumed: int = 0
     bytes_resumed: int = 0
+    #: The requests and bytes the restore will take (see snapshot/restore/predict.py).
+    predicted: Prediction | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ class RestoreResult:
     #: again (not counted in ``bytes_reused``, which is what the target itself held).
     chunks_resumed: int = 0
     bytes_resumed: int = 0
+    #: With ``RestoreOptions.predict``: what was predicted before the first file was written.
+    predicted: Prediction | None = None
+    #: Every byte read from the repository (``bytes_downloaded`` and the chunk tables).
+    bytes_down: int = 0
 
 
 def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
@@ -149,14 +157,16 @@ def prepare_restore(
         return RestorePlan(m, path)
 
     staged = Staged(leftovers(path))  # looked at, not claimed: a dry run changes nothing
+    tables = list(repo.tables(m, write_order(m)))
 
     def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
-        for f in write_order(m):
-            chunks = repo.chunks(m, f)
+        for f, chunks in tables:
             yield chunks, {**index_local_file(path, f, chunks, m.chunk_size),
                            **staged.index(f, chunks, m.chunk_size)[0]}
 
-    return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
+    summary = summarise(m, per_file(), remote=repo.local_root is None)
+    predicted = predict_reads(repo, path, staged, m.chunk_size, tables)
+    return RestorePlan(m, path, replace(summary, predicted=predicted))
 
 
 def target_mode(target: Path) -> int:
@@ -245,6 +255,7 @@ def execute_restore(
     staged = claim_leftovers(target)  # before the sweep, which would remove them
     sweep_beside(target)
     checked: dict[str, int] = {}
+    predicted: Prediction | None = None
     repaired = 0
     kept: Path | None = None
     with repo.measure() as moved:
@@ -254,7 +265,12 @@ def execute_restore(
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 schema_job = side_pool.submit(installed_schema_warning, m, recorded_schema(m))
                 early = EarlyChecks(built, m, side_pool)
-                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m), staged)
+                tables = None
+                if opts.predict:  # read before the first file, once: materialise takes them
+                    tables = list(repo.tables(m, write_order(m)))
+                    predicted = predict_reads(repo, target, staged, m.chunk_size, tables)
+                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m), staged,
+                                      tables)
                 side, ids = early.results()
                 recorded_warning = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
@@ -301,4 +317,6 @@ def execute_restore(
         chroma_batches=checker.batches if checker is not None else 0,
         chunks_resumed=fetcher.resumed,
         bytes_resumed=fetcher.bytes_resumed,
+        predicted=predicted,
+        bytes_down=moved.bytes_down,
     )

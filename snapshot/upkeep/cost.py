@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from snapshot.errors import UsageError
+from snapshot.repo.prediction import PredictedCost, Prediction
 from snapshot.repo.repository import Repository
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.upkeep.stats import Listing, RepoStats, SnapshotStats, collect
@@ -218,6 +219,40 @@ def _restore(s: SnapshotStats, price: ClassPrice, prices: Prices) -> RestoreCost
         retrieval_cost=s.referenced_bytes / GB * price.retrieval_per_gb,
         egress_cost=s.referenced_bytes / GB * prices.egress_per_gb,
     )
+
+
+#: Request kinds S3 bills at its PUT rate (PUT, COPY, POST, LIST) and at its GET rate (GET,
+#: HEAD and the rest); DELETE is free.
+_PUT_RATE = ("put", "list", "restore")
+_FREE = ("delete",)
+
+
+def pack_class_of(repo: Repository) -> str:
+    """The storage class a repository's packs are priced in: the one its store writes them in,
+    or for a local repository the one a create would write them in on S3."""
+    return repo.pack_class or ASSUMED_PACK_CLASS
+
+
+def price_prediction(p: Prediction, prices: Prices, pack_class: str) -> Prediction:
+    """``p`` with its cost: requests on packs at ``pack_class``'s rates and the others at
+    STANDARD's, the retrieval fee of the pack bytes read, egress for every byte read."""
+    standard, packs = prices.of("STANDARD"), prices.of(pack_class)
+
+    def rate(kind: str, price: ClassPrice) -> float:
+        if kind in _FREE:
+            return 0.0
+        return (price.put_per_1000 if kind in _PUT_RATE else price.get_per_1000) / 1000
+
+    requests = 0.0
+    for kind, count in p.requests.items():
+        if kind != "total":
+            on_packs = p.pack_requests.get(kind, 0)
+            requests += on_packs * rate(kind, packs) + (count - on_packs) * rate(kind, standard)
+    retrieval = p.pack_bytes_down / GB * packs.retrieval_per_gb
+    egress = p.bytes_down / GB * prices.egress_per_gb
+    cost = PredictedCost(f"{prices.source}, {prices.date}", prices.currency, pack_class, requests, retrieval,
+                         egress, requests + retrieval + egress)
+    return replace(p, cost=cost)
 
 
 @dataclass(frozen=True)

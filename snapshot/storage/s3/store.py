@@ -303,12 +303,17 @@ class S3Store:
                 if not (create_only and self._landed_anyway(exc, key, data)):
                     raise
             return
-        chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
-        requests = math.ceil(size / chunk) + 2  # create + parts + complete
-        with self._request("put", key, up=size, count=requests):
+        with self._request("put", key, up=size, count=self.put_requests(size)):
             self._client.upload_fileobj(
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
+
+    def put_requests(self, size: int, *, create_only: bool = False) -> int:
+        """The requests :meth:`put` makes for ``size`` bytes when nothing fails (a prediction's)."""
+        if create_only or size < self._transfer.multipart_threshold:
+            return 1
+        chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
+        return math.ceil(size / int(chunk)) + 2  # create + parts + complete
 
     def _landed_anyway(self, exc: StorageError, key: str, data: bytes | bytearray) -> bool:
         """Whether a failed create-only put wrote our bytes after all. Only asked when its
