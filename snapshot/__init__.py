@@ -4,6 +4,7 @@
     repo = snapshot.Repository.open("./snapshots", create=True)
     result = snapshot.create_snapshot(repo, "data/vector_db", tags=["nightly"])
     snapshot.restore_snapshot(repo, "latest", "/srv/app/vector_db", force=True)
+    snapshot.restore_collection(repo, "latest", "/tmp/tenant42", ["tenant-42"])
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from snapshot.version import __version__
 #: Public name -> (module, attribute): imported on first use, so that a command (or a program
 #: that needs one function) does not pay for importing every other one at start-up.
 _LAZY = {
+    "CopyOptions": ("snapshot.copy.pipeline", "CopyOptions"),
     "CreateOptions": ("snapshot.create.options", "CreateOptions"),
+    "ExportResult": ("snapshot.restore.export", "ExportResult"),
     "KeySource": ("snapshot.repo.keys", "KeySource"),
     "Manifest": ("snapshot.format.manifest", "Manifest"),
     "PruneOptions": ("snapshot.upkeep.options", "PruneOptions"),
@@ -35,11 +38,14 @@ _LAZY = {
     "SnapshotSummary": ("snapshot.repo.repository", "SnapshotSummary"),
     "StoreOptions": ("snapshot.storage", "StoreOptions"),
     "check_repository": ("snapshot.upkeep.verify", "check_repository"),
+    "copy_snapshots": ("snapshot.copy.pipeline", "copy_snapshots"),
     "create_snapshot": ("snapshot.create.pipeline", "create_snapshot"),
     "diff_snapshots": ("snapshot.diff", "diff_snapshots"),
+    "export_collection": ("snapshot.restore.export", "export_collection"),
     "forget_snapshots": ("snapshot.upkeep.prune", "forget"),
     "prepare_restore": ("snapshot.restore.pipeline", "prepare_restore"),
     "prune_snapshots": ("snapshot.upkeep.prune", "prune"),
+    "restore_collection": ("snapshot.restore.collections", "restore_collection"),
     "restore_snapshot": ("snapshot.restore.pipeline", "restore_snapshot"),
 }
 
@@ -99,6 +105,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from snapshot.copy.pipeline import CopyOptions, copy_snapshots
     from snapshot.create.options import CreateOptions
     from snapshot.create.pipeline import create_snapshot
     from snapshot.diff import diff_snapshots
@@ -106,6 +113,8 @@ if TYPE_CHECKING:
     from snapshot.repo.keys import KeySource
     from snapshot.repo.repository import Repository, SnapshotSummary
     from snapshot.repo.selection import SnapshotFilter
+    from snapshot.restore.collections import restore_collection
+    from snapshot.restore.export import ExportResult, export_collection
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
     from snapshot.storage import StoreOptions
@@ -117,7 +126,9 @@ if TYPE_CHECKING:
     from snapshot.upkeep.verify import check_repository
 
 __all__ = [
+    "CopyOptions",
     "CreateOptions",
+    "ExportResult",
     "KeySource",
     "Manifest",
     "PruneOptions",
@@ -131,10 +142,13 @@ __all__ = [
     "StoreOptions",
     "__version__",
     "check_repository",
+    "copy_snapshots",
     "create_snapshot",
     "diff_snapshots",
+    "export_collection",
     "forget_snapshots",
     "prepare_restore",
     "prune_snapshots",
+    "restore_collection",
     "restore_snapshot",
 ]

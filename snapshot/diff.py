@@ -28,7 +28,7 @@ from pathlib import Path
 
 from snapshot.chroma.capture import Capture, capture
 from snapshot.chroma.schema import DB_NAME, RecordRow, iter_records, metadata_segments, open_readonly
-from snapshot.errors import IntegrityError
+from snapshot.errors import IntegrityError, NotFoundError
 from snapshot.format.chunking import ChunkedFile, read_verified
 from snapshot.format.hashing import FileHasher
 from snapshot.format.manifest import CollectionInfo, Manifest
@@ -156,6 +156,23 @@ def _segment_changes(before: Tree, after: Tree, touched: set[str]) -> tuple[Segm
     return tuple(out)
 
 
+def restrict(before: Tree, after: Tree, name: str) -> tuple[Tree, Tree]:
+    """Both sides cut down to collection ``name``: its record count and the files of its segment
+    folders (chroma.sqlite3 holds every collection, so it is left out). NotFoundError naming
+    the collections there are when neither side has it."""
+    segments = {s for t in (before, after) for c in t.collections if c.name == name for s in c.segments}
+    if not any(c.name == name for t in (before, after) for c in t.collections):
+        names = ", ".join(sorted({c.name for t in (before, after) for c in t.collections})) or "none"
+        raise NotFoundError(f"neither {before.label} nor {after.label} has a collection {name!r}; "
+                            f"collections: {names}")
+
+    def cut(t: Tree) -> Tree:
+        files = tuple(f for f in t.files if _segment_of(f) in segments)
+        return Tree(t.label, files, tuple(c for c in t.collections if c.name == name))
+
+    return cut(before), cut(after)
+
+
 def diff_trees(before: Tree, after: Tree, after_is_path: bool = False) -> SnapshotDiff:
     """Files, segments, collection counts and new chunks from ``before`` to ``after``."""
     old = {f.path: f for f in before.files}
@@ -249,15 +266,18 @@ def merge_records(
 
 
 def diff_record_dbs(
-    before: Path | None, after: Path | None, limit: int | None = None
+    before: Path | None, after: Path | None, limit: int | None = None, only: str | None = None
 ) -> dict[str, RecordDiff]:
-    """Record-level diff of two chroma.sqlite3 files (None: a side without one), per collection."""
+    """Record-level diff of two chroma.sqlite3 files (None: a side without one), per collection
+    (``only``: of that collection alone)."""
     conns: list[sqlite3.Connection | None] = []
     try:
         conns = [open_readonly(p, immutable=True) if p is not None else None for p in (before, after)]
         segs = [metadata_segments(c) if c is not None else {} for c in conns]
         out = {}
         for name in sorted(segs[0].keys() | segs[1].keys()):
+            if only is not None and name != only:
+                continue
             sides: list[Iterable[RecordRow]] = []
             for conn, s in zip(conns, segs, strict=True):
                 sides.append(iter_records(conn, s[name]) if conn is not None and name in s else ())
@@ -321,10 +341,12 @@ def diff_snapshots(
     records: bool = False,
     record_limit: int | None = None,
     tmp_dir: str | Path | None = None,
+    collection: str | None = None,
 ) -> SnapshotDiff:
     """Diff snapshot ``before`` (id, prefix, ``latest``) with snapshot ``after``, or with the
     live Chroma dir ``after`` when that is an existing directory (captured to a temp folder,
-    nothing uploaded). ``records`` adds the record-level diff (``record_limit`` ids per kind)."""
+    nothing uploaded). ``records`` adds the record-level diff (``record_limit`` ids per kind).
+    ``collection``: only that collection (see :func:`restrict`)."""
     ma = repo.get(before)
     live = Path(after).expanduser()
     is_live = live.is_dir()
@@ -335,16 +357,19 @@ def diff_snapshots(
         if is_live:
             cap = capture(live.absolute(), work / "capture")
             now = tree_of_capture(str(live), cap, repo.config.chunk_size)
-            result = diff_trees(tree_of_manifest(repo, ma), now, after_is_path=True)
             db_b = next((f.staged for f in cap.files if f.rel == DB_NAME), None)
         else:
             mb = repo.get(os.fspath(after))
-            result = diff_trees(tree_of_manifest(repo, ma), tree_of_manifest(repo, mb))
+            now = tree_of_manifest(repo, mb)
+        then = tree_of_manifest(repo, ma)
+        if collection is not None:
+            then, now = restrict(then, now, collection)
+        result = diff_trees(then, now, after_is_path=is_live)
         if not records:
             return result
         db_a = materialise_file(repo, ma, DB_NAME, work / "before.sqlite3")
         if not is_live:
             db_b = materialise_file(repo, mb, DB_NAME, work / "after.sqlite3", reuse=(ma, db_a))
-        return replace(result, records=diff_record_dbs(db_a, db_b, record_limit))
+        return replace(result, records=diff_record_dbs(db_a, db_b, record_limit, only=collection))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -40,11 +40,11 @@ class AmbiguousIdError(UsageError):
 
 
 class NotFoundError(SnapshotError):
-    """A snapshot, object, repository or source that does not exist."""
+    """A snapshot, object, repository, source or collection that does not exist."""
 
     exit_code = 3
     kind = "not-found"
-    meaning = "not found: snapshot, repository, object or source path"
+    meaning = "not found: snapshot, repository, object, source path or collection"
 
 
 class IntegrityError(SnapshotError):
@@ -91,11 +91,32 @@ class InconsistentSourceError(SourceError):
 
 
 class TargetError(SnapshotError):
-    """The restore target cannot be used (not empty without --force, not a directory, ...)."""
+    """The restore target cannot be used (not empty without --force, not a directory, ...), or a
+    copy's destination holds another snapshot under an id it copies."""
 
     exit_code = 7
     kind = "target"
-    meaning = "target error: restore target not empty (use --force) or unusable"
+    meaning = ("target error: restore target not empty (use --force) or unusable; copy destination holds "
+               "other content under a snapshot id")
+
+
+class TargetUnreachableError(TargetError):
+    """A Chroma server given as the target does not answer (refused, timed out, network gone)."""
+
+    kind = "target-unreachable"
+
+
+class TargetAuthError(TargetError):
+    """A Chroma server given as the target refused the credentials (HTTP 401/403)."""
+
+    kind = "target-auth"
+
+
+class CopyCheckError(IntegrityError):
+    """A collection copied into a persist dir or a server differs from its source (count, ids,
+    sampled fields, or a sampled embedding that does not find itself)."""
+
+    kind = "copy-check"
 
 
 class FormatVersionError(SnapshotError):
@@ -202,6 +223,16 @@ class AccessDeniedError(StorageError):
     exit_code = 11
     kind = "access-denied"
     meaning = "S3: access denied"
+
+
+class ArchivedError(StorageError):
+    """Objects a command must read are in an archive storage class (S3 GLACIER, DEEP_ARCHIVE)
+    and not restored: nothing is read until they are (``--request-restore``)."""
+
+    exit_code = 17
+    kind = "archived"
+    meaning = "S3: objects in an archive class (GLACIER, DEEP_ARCHIVE) must be restored first " \
+        "(--request-restore)"
 
 
 class CredentialsError(StorageError):

@@ -115,6 +115,26 @@ def ids(path: Path, name: str) -> list[str]:
     return result
 
 
+def records(path: Path, name: str) -> list[tuple[str, bytes, str | None, dict[str, Any] | None]]:
+    """Every record of collection ``name`` of a throwaway copy of ``path``, by id: (id,
+    embedding as float32 bytes, document, metadata)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "db"
+        shutil.copytree(path, copy)
+        result: list[tuple[str, bytes, str | None, dict[str, Any] | None]] = run_chroma("records", copy, name=name)
+    return result
+
+
+def records_by_id(path: Path, name: str) -> dict[str, tuple[bytes, Any, Any, Any]]:
+    """Every record of collection ``name`` of a throwaway copy: id -> (embedding as float32
+    bytes, document, metadata, uri)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "db"
+        shutil.copytree(path, copy)
+        result: dict[str, tuple[bytes, Any, Any, Any]] = run_chroma("records_by_id", copy, name=name)
+    return result
+
+
 def counts(path: Path) -> dict[str, int]:
     """Count every collection of a throwaway copy (Chroma writes when it opens a dir)."""
     with tempfile.TemporaryDirectory() as tmp:

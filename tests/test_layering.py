@@ -9,7 +9,7 @@ Layers, lowest first (a folder's rank is the rank of every module in it):
    ``storage/`` imports only ``errors`` and ``util/``: a store never builds or parses a key
    (the format is the repository's), it is told what kind of object it writes.
 4. ``repo/``: a repository on a store.
-5. the operations: ``create/``, ``restore/``, ``upkeep/``, ``diff``; none imports another.
+5. the operations: ``create/``, ``restore/``, ``upkeep/``, ``copy/``, ``diff``; none imports another.
 6. ``cli/``; 7. the package itself (``snapshot/__init__``, ``__main__``).
 """
 
@@ -27,7 +27,7 @@ RANKS = {
     "format": 2,
     "storage": 3, "chroma": 3,
     "repo": 4,
-    "create": 5, "restore": 5, "upkeep": 5, "diff": 5,
+    "create": 5, "restore": 5, "upkeep": 5, "copy": 5, "diff": 5,
     "cli": 6,
     "": 7, "__main__": 7,
 }

@@ -19,7 +19,9 @@ from typing import Any
 
 import xxhash
 
+from snapshot.chroma.collection_config import configuration
 from snapshot.format.manifest import CollectionInfo
+from snapshot.format.provenance import MetaValue
 
 DB_NAME = "chroma.sqlite3"
 REQUIRED_TABLES = frozenset({"collections", "segments", "embeddings"})
@@ -52,10 +54,14 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
 def read_collections(conn: sqlite3.Connection, *, counts: bool = True) -> tuple[CollectionInfo, ...]:
     """Collections, their vector segment folders and record counts, as Chroma stores them
     (``counts=False``: records 0, without reading every id)."""
-    rows = conn.execute("SELECT id, name, dimension FROM collections ORDER BY name").fetchall()
+    have = set(_columns(conn, "collections"))
+    config_cols = ", ".join(c if c in have else "NULL" for c in ("config_json_str", "schema_str"))
+    query = f"SELECT id, name, dimension, {config_cols} FROM collections ORDER BY name"
+    rows = conn.execute(query).fetchall()
     queue = Queue(conn, min_segment_seq(conn)) if counts else None  # one pass for every collection
+    provenance = collection_metadata(conn)
     out = []
-    for cid, name, dim in rows:
+    for cid, name, dim, config_json, schema_json in rows:
         segs = conn.execute(
             "SELECT id, scope FROM segments WHERE collection = ? ORDER BY id", (cid,)
         ).fetchall()
@@ -69,9 +75,30 @@ def read_collections(conn: sqlite3.Connection, *, counts: bool = True) -> tuple[
                 segments=vector,
                 records=records,
                 dimension=dim if isinstance(dim, int) else None,
+                metadata=provenance.get(cid, {}),
+                configuration=configuration(config_json, schema_json, provenance.get(cid, {})),
             )
         )
     return tuple(out)
+
+
+def collection_metadata(conn: sqlite3.Connection) -> dict[str, dict[str, MetaValue]]:
+    """Collection id -> its metadata (key -> value), as Chroma stores it."""
+    if "collection_metadata" not in table_names(conn):
+        return {}
+    have = _columns(conn, "collection_metadata")
+    cols = [c for c in ("str_value", "int_value", "float_value", "bool_value") if c in have]
+    out: dict[str, dict[str, MetaValue]] = {}
+    query = (f"SELECT collection_id, key, {', '.join(cols)} FROM collection_metadata "
+             "ORDER BY collection_id, key")
+    for cid, key, *values in conn.execute(query):
+        value: MetaValue = None
+        for col, v in zip(cols, values, strict=True):
+            if v is not None:
+                value = bool(v) if col == "bool_value" else v
+                break
+        out.setdefault(str(cid), {})[str(key)] = value
+    return out
 
 
 # embeddings_queue.operation codes (chromadb: ADD, UPDATE, UPSERT, DELETE).

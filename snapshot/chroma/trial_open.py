@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from snapshot.chroma.child import child_env
 from snapshot.chroma.consistency import known_migrations, unknown_schema
 from snapshot.chroma.schema import chromadb_version
 from snapshot.errors import ChromaCheckError
@@ -79,10 +80,7 @@ class ChromaChecker:
         self._proc: subprocess.Popen[str] | None = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[str]:
-        # The child must import this very package, installed or not.
-        here = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, ANONYMIZED_TELEMETRY="False", PYTHONPATH=path)
+        env = child_env()
         return subprocess.Popen(
             [sys.executable, "-m", "snapshot.chroma.trial_open", os.fsdecode(self.built)],
             stdin=subprocess.PIPE,

@@ -28,11 +28,14 @@ COMMANDS = {
     "list": ("snapshot.cli.snapshots", "list_"),
     "show": ("snapshot.cli.snapshots", "show"),
     "restore": ("snapshot.cli.snapshots", "restore"),
+    "export": ("snapshot.cli.export", "export_cmd"),
+    "copy": ("snapshot.cli.copy", "copy_cmd"),
     "diff": ("snapshot.cli.maint", "diff_cmd"),
     "prune": ("snapshot.cli.maint", "prune_cmd"),
     "forget": ("snapshot.cli.maint", "forget_cmd"),
     "check": ("snapshot.cli.maint", "check_cmd"),
     "unlock": ("snapshot.cli.maint", "unlock_cmd"),
+    "stats": ("snapshot.cli.stats", "stats_cmd"),
     "key": ("snapshot.cli.keys", "key_group"),
 }
 

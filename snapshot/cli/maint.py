@@ -11,6 +11,8 @@ import click
 
 from snapshot.cli.options import (
     GlobalOptions,
+    archive_options,
+    archive_request,
     command,
     filter_options,
     json_option,
@@ -34,13 +36,15 @@ _SHOWN_IDS = 10
 @click.argument("after", metavar="B")
 @click.option("--records", is_flag=True,
               help="Also list record ids added, removed and changed per collection (reads chroma.sqlite3).")
+@click.option("--collection", metavar="NAME",
+              help="Only this collection: its record count, its segment folders' files, (--records) its ids.")
 @click.option("--tmp-dir", type=click.Path(file_okay=False, exists=True),
               help="Where temporary copies are made (an existing folder).")
 @filter_options
 @repo_options
 @json_option
-def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filters: SnapshotFilter,
-             global_options: GlobalOptions, as_json: bool) -> None:
+def diff_cmd(before: str, after: str, records: bool, collection: str | None, tmp_dir: str | None,
+             filters: SnapshotFilter, global_options: GlobalOptions, as_json: bool) -> None:
     """Compare snapshot A with snapshot B, or with the live Chroma dir B (nothing is uploaded).
 
     A and B are ids, unique prefixes or `latest` (among the snapshots that pass
@@ -51,12 +55,14 @@ def diff_cmd(before: str, after: str, records: bool, tmp_dir: str | None, filter
     Example:
       chroma-snapshot diff 20261127T015003-9f8e latest --records
       chroma-snapshot diff latest data/vector_db
+      chroma-snapshot diff 20261127T015003-9f8e latest --collection docs --records
     """
     repo = global_options.open_repo()
     live = Path(after).expanduser().is_dir()
     before, *rest = narrowed(repo, [before] if live else [before, after], filters)
     result = diff_snapshots(repo, before, after if live else rest[0], records=records,
-                            record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir)
+                            record_limit=None if as_json else _SHOWN_IDS, tmp_dir=tmp_dir,
+                            collection=collection)
     emit(result, as_json, render_diff)
 
 
@@ -158,10 +164,11 @@ def forget_cmd(refs: tuple[str, ...], options: PruneOptions, filters: SnapshotFi
 @click.option("--read-data-subset", metavar="P%|N/M",
               help="Read only a deterministic part of the objects: a share (10%) or the Nth of M "
               "parts (1/5).")
+@archive_options
 @repo_options
 @json_option
-def check_cmd(read_data: bool, read_data_subset: str | None, global_options: GlobalOptions,
-              as_json: bool) -> None:
+def check_cmd(read_data: bool, read_data_subset: str | None, global_options: GlobalOptions, as_json: bool,
+              request_restore: bool = False, restore_days: int = 7, restore_tier: str = "Standard") -> None:
     """Check that every snapshot's manifest and data are present and intact (exit 4 if not).
 
     \b
@@ -169,7 +176,8 @@ def check_cmd(read_data: bool, read_data_subset: str | None, global_options: Glo
       chroma-snapshot check --read-data-subset 1/7   # a different seventh each day
     """
     subset = parse_subset(read_data_subset) if read_data_subset is not None else None
-    result = check_repository(global_options.open_repo(), read_data=read_data, subset=subset)
+    result = check_repository(global_options.open_repo(), read_data=read_data, subset=subset,
+                              request_restore=archive_request(request_restore, restore_days, restore_tier))
     emit(result, as_json, render_check)
     result.raise_if_failed(reported=True)
 

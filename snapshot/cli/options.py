@@ -25,6 +25,7 @@ from snapshot.storage import StoreOptions
 from snapshot.storage.s3.options import CHECKSUM_MODES, SSE_CHOICES
 
 if TYPE_CHECKING:
+    from snapshot.repo.archive import RestoreRequest
     from snapshot.upkeep.repack import RepackOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -176,6 +177,32 @@ def json_option(f: F) -> F:
 
 def dry_run_option(f: F) -> F:
     return click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")(f)
+
+
+def archive_options(f: F) -> F:
+    """--request-restore [--days N] [--tier T] (packs in S3 GLACIER or DEEP_ARCHIVE are asked
+    back first); the command turns them into one request with :func:`archive_request`."""
+    decorators = [
+        click.option("--request-restore", is_flag=True,
+                     help="Packs in S3 GLACIER or DEEP_ARCHIVE: ask S3 to restore them, then run again once "
+                     "they are (without it such packs stop the command before it reads anything, exit 17)."),
+        click.option("--days", "restore_days", type=int, default=7, show_default=True,
+                     help="With --request-restore: how long S3 keeps the restored copies."),
+        click.option("--tier", "restore_tier", type=click.Choice(["Standard", "Bulk", "Expedited"]),
+                     default="Standard", show_default=True,
+                     help="With --request-restore: S3's restore speed (and price)."),
+    ]
+    wrapped: Any = f
+    for d in reversed(decorators):
+        wrapped = d(wrapped)
+    return cast(F, wrapped)
+
+
+def archive_request(request_restore: bool, days: int, tier: str) -> RestoreRequest | None:
+    """The request :func:`archive_options` give (None without --request-restore)."""
+    from snapshot.repo.archive import RestoreRequest
+
+    return RestoreRequest(days, tier) if request_restore else None
 
 
 def filter_options(f: F) -> F:

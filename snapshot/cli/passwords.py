@@ -30,6 +30,13 @@ NO_PASSWORD = (
     f"{PASSWORD_FILE_ENV}, {PASSWORD_ENV} or --password-command"
 )
 
+#: The same for the source of a copy (restic's --from-password-file and RESTIC_FROM_PASSWORD_FILE).
+FROM_PASSWORD_FILE_ENV = "CHROMA_SNAPSHOT_FROM_PASSWORD_FILE"
+FROM_PASSWORD_ENV = "CHROMA_SNAPSHOT_FROM_PASSWORD"
+NO_SOURCE_PASSWORD = (
+    "the source repository is encrypted and no password was given: use --from-password-file, "
+    f"{FROM_PASSWORD_FILE_ENV}, {FROM_PASSWORD_ENV} or --from-password-command"
+)
 
 TIMEOUT_ENV = "CHROMA_SNAPSHOT_PASSWORD_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
@@ -94,7 +101,7 @@ def _stream(fd: int, path: str, what: str) -> bytes:
             raise UsageError(f"the password file of {what} ({path}) holds more than {_MAX_STREAM} bytes")
 
 
-def _command(cmd: str) -> bytes:
+def _command(cmd: str, option: str = "--password-command") -> bytes:
     """Run ``cmd`` (no shell): its standard output, less the trailing newline, is the password.
     Its stderr and stdin stay the terminal's, so it may ask for a passphrase itself; it is
     killed if it has not ended after timeout() seconds."""
@@ -103,19 +110,20 @@ def _command(cmd: str) -> bytes:
         proc = subprocess.run(shlex.split(cmd), stdout=subprocess.PIPE, check=False, timeout=limit)
     except subprocess.TimeoutExpired:
         raise UsageError(
-            f"--password-command did not end within {limit:g} s (stopped it); {TIMEOUT_ENV} sets the wait"
+            f"{option} did not end within {limit:g} s (stopped it); {TIMEOUT_ENV} sets the wait"
         ) from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--password-command could not run: {exc}") from None
+        raise UsageError(f"{option} could not run: {exc}") from None
     if proc.returncode != 0:
-        raise UsageError(f"--password-command failed (exit {proc.returncode})")
+        raise UsageError(f"{option} failed (exit {proc.returncode})")
     return proc.stdout.rstrip(b"\r\n")
 
 
-def _prompt(new: bool) -> bytes:
+def _prompt(new: bool, *, source: bool = False) -> bytes:
     if not sys.stdin.isatty():
-        raise UsageError(NO_PASSWORD)
+        raise UsageError(NO_SOURCE_PASSWORD if source else NO_PASSWORD)
     text = "Password for the new key" if new else "Repository password"
+    text = "Source repository password" if source else text
     value: str = click.prompt(text, hide_input=True, confirmation_prompt=new, err=True)
     return value.encode("utf-8")
 
@@ -143,6 +151,22 @@ def key_source(password_file: str | None, password_command: str | None) -> KeySo
     if password_command:
         return KeySource(_once(lambda new: _command(password_command)))
     return KeySource(_once(_prompt), explicit=False)
+
+
+def source_key_source(password_file: str | None, password_command: str | None) -> KeySource:
+    """The password of a copy's source: --from-password-file, CHROMA_SNAPSHOT_FROM_PASSWORD_FILE,
+    CHROMA_SNAPSHOT_FROM_PASSWORD, --from-password-command, a prompt (the destination's options
+    and variables never apply to it)."""
+    if password_file:
+        return KeySource(_once(lambda new: _file(password_file, "--from-password-file")))
+    env_file = os.environ.get(FROM_PASSWORD_FILE_ENV)
+    if env_file:
+        return KeySource(_once(lambda new: _file(env_file, FROM_PASSWORD_FILE_ENV)))
+    if os.environ.get(FROM_PASSWORD_ENV):
+        return KeySource(lambda new: os.environ.get(FROM_PASSWORD_ENV, "").encode("utf-8"))
+    if password_command:
+        return KeySource(_once(lambda new: _command(password_command, "--from-password-command")))
+    return KeySource(_once(lambda new: _prompt(new, source=True)), explicit=False)
 
 
 def new_password(path: str | None) -> bytes:

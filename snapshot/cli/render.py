@@ -16,11 +16,14 @@ from snapshot.errors import SnapshotError
 from snapshot.format.ids import id_time
 
 if TYPE_CHECKING:  # a command imports only what it runs (start-up is part of every command)
+    from snapshot.copy.plan import CopyResult
     from snapshot.create.pipeline import CreateResult
     from snapshot.diff import RecordDiff, SnapshotDiff
     from snapshot.format.manifest import Manifest
     from snapshot.repo.keys import KeyInfo
+    from snapshot.repo.prediction import Prediction
     from snapshot.repo.repository import Repository, SnapshotSummary
+    from snapshot.restore.collections import CollectionRestoreResult
     from snapshot.restore.pipeline import RestoreResult, RestoreSummary
     from snapshot.upkeep.prune import PruneResult
     from snapshot.upkeep.verify import CheckResult
@@ -123,8 +126,24 @@ def render_create(r: CreateResult) -> list[str]:
         f"objects, {human_bytes(r.bytes_uploaded)} uploaded, {r.seconds:.1f}s",
         f"  collections: {collections_text(r.collections)}",
     ]
+    if r.chunks_resumed:
+        out.append(f"  resumed: {r.chunks_resumed} chunks ({human_bytes(r.bytes_resumed)}) taken from "
+                   "packs an interrupted create had uploaded")
     if r.skipped:
         out.append(f"  not captured (not Chroma's; see --include): {', '.join(r.skipped)}")
+    return out
+
+
+def render_copy(r: CopyResult) -> list[str]:
+    would = "would be " if r.dry_run else ""
+    out = [f"{s.id}  {s.status}" + (f"  {s.chunks_stored} of {s.chunks} chunks, {human_bytes(s.bytes_stored)}"
+                                     if s.chunks else "") for s in r.snapshots]
+    moved = "" if r.dry_run else (f", {human_bytes(r.bytes_read)} read, {human_bytes(r.bytes_written)} "
+                                  f"written, {r.seconds:.1f}s")
+    out.append(f"{r.copied} snapshot(s) {would}copied, {r.skipped} skipped; {human_bytes(r.bytes_stored)} of "
+               f"frames {would}stored{moved}")
+    if r.packs_resumed:
+        out.append(f"  took frames from {r.packs_resumed} pack(s) an interrupted copy had uploaded")
     return out
 
 
@@ -141,6 +160,14 @@ def render_list(snaps: list[SnapshotSummary]) -> list[str]:
         out.append(f"{bad} manifest(s) could not be read: run `chroma-snapshot check`; "
                    "`chroma-snapshot forget ID` removes a broken one")
     return out
+
+
+def render_collection_history(rows: list[dict[str, Any]]) -> list[str]:
+    def records(r: dict[str, Any]) -> str:
+        return "UNREADABLE" if r["error"] else "absent" if r["records"] is None else str(r["records"])
+
+    return [table([[r["id"], r["created_at"][:19].replace("T", " ") or "?", records(r)] for r in rows],
+                  ["ID", "CREATED (UTC)", "RECORDS"])]
 
 
 def _schema_text(m: Manifest) -> str:
@@ -163,10 +190,23 @@ def render_show(m: Manifest) -> list[str]:
         "",
         table([[c.name, str(c.records), str(c.dimension or "-"), ",".join(c.segments) or "-"]
                for c in m.collections], ["COLLECTION", "RECORDS", "DIM", "SEGMENTS"]),
+        *_provenance_lines(m),
         "",
         table([[f.path, human_bytes(f.size), f.role, str(f.chunk_count), f.hash] for f in m.files],
               ["FILE", "SIZE", "ROLE", "CHUNKS", "XXH3-128"]),
     ]
+
+
+def _provenance_lines(m: Manifest) -> list[str]:
+    """Each collection's configuration and metadata, as the capture recorded them."""
+    out = []
+    for c in m.collections:
+        if c.configuration is None and c.metadata is None:
+            continue
+        config = c.configuration.describe() if c.configuration is not None else "not recorded"
+        meta = json.dumps(c.metadata, sort_keys=True, ensure_ascii=False) if c.metadata else "-"
+        out += [f"  {c.name}: {config}", f"  {' ' * len(c.name)}  metadata {meta}"]
+    return ["", *out] if out else []
 
 
 def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
@@ -185,21 +225,47 @@ def render_files(repo: Repository, m: Manifest, as_json: bool) -> Iterator[str]:
             yield f"  [{i}] {c.hash}  {human_bytes(c.size)} in {kind}, {human_bytes(stored)} stored"
 
 
+def _resumed(n: int) -> str:
+    return f"{human_bytes(n)} kept from an interrupted restore, " if n else ""
+
+
+def prediction_lines(p: Prediction | None) -> list[str]:
+    if p is None:
+        return []
+    kinds = ", ".join(f"{n} {k}" for k, n in p.requests.items() if k != "total")
+    line = (f"  predicted: {p.requests.get('total', 0)} request(s) ({kinds or 'none'}), "
+            f"{human_bytes(p.bytes_up)} up, {human_bytes(p.bytes_down)} down")
+    if p.cost is not None:
+        line += f", {p.cost.total:.6f} {p.cost.currency} ({p.cost.pack_class} packs)"
+    return [line, *(f"    {note}" for note in p.notes)]
+
+
 def render_restore_plan(p: RestoreSummary) -> list[str]:
     return [f"restore {p.snapshot}: {p.files} files, {human_bytes(p.bytes_total)}; "
-            f"{human_bytes(p.bytes_local)} reused from the target, {human_bytes(p.bytes_remote)} rebuilt "
-            f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)"]
+            f"{human_bytes(p.bytes_local)} reused from the target, {_resumed(p.bytes_resumed)}"
+            f"{human_bytes(p.bytes_remote)} rebuilt "
+            f"from {human_bytes(p.bytes_to_download)} read from the repository (dry run)",
+            *prediction_lines(p.predicted)]
 
 
 def render_restore(r: RestoreResult) -> list[str]:
     out = [f"restored {r.id} into {r.target}: {r.files} files, {human_bytes(r.bytes_total)} verified; "
-           f"{human_bytes(r.bytes_reused)} reused from the target, {human_bytes(r.bytes_downloaded)} read, "
-           f"{r.seconds:.1f}s"]
+           f"{human_bytes(r.bytes_reused)} reused from the target, {_resumed(r.bytes_resumed)}"
+           f"{human_bytes(r.bytes_downloaded)} read, {r.seconds:.1f}s"]
     out.append(f"  checked: {', '.join(r.checks)}")
     if r.chroma_checked:
         opened = collections_text(r.chroma_checked)
         out.append(f"  chromadb opened it ({r.chroma_batches} batch(es)): {opened}")
     return out
+
+
+def render_collection_restore(r: CollectionRestoreResult) -> list[str]:
+    restored = ", ".join(f"{name} ({n} records)" for name, n in r.collections.items())
+    renamed = "".join(f"; {old} restored as {new}" for old, new in r.renamed.items())
+    return [f"restored {restored} of {r.id} into {r.target}{renamed}",
+            f"  read {human_bytes(r.bytes_downloaded)} of the snapshot's {human_bytes(r.bytes_snapshot)} "
+            f"({r.files} files), {r.seconds:.1f}s",
+            f"  checked: {', '.join(r.checks)}"]
 
 
 # ------------------------------------------------------------------ diff

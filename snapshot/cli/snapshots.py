@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import platform
 import sys
@@ -15,6 +16,8 @@ import click
 
 from snapshot.cli.options import (
     GlobalOptions,
+    archive_options,
+    archive_request,
     command,
     dry_run_option,
     filter_options,
@@ -25,11 +28,14 @@ from snapshot.cli.options import (
     seconds,
     wait_option,
 )
+from snapshot.cli.predicted import DryRun, priced, render_dry_run
 from snapshot.cli.render import (
     CliReporter,
     emit,
     emit_json,
     human_bytes,
+    render_collection_history,
+    render_collection_restore,
     render_create,
     render_files,
     render_list,
@@ -38,7 +44,7 @@ from snapshot.cli.render import (
     render_show,
 )
 from snapshot.cli.signals import settle
-from snapshot.errors import ChromaCheckError
+from snapshot.errors import ChromaCheckError, NotFoundError, UsageError
 from snapshot.format.codecs import CODECS
 from snapshot.format.manifest import manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
@@ -46,6 +52,7 @@ from snapshot.util import pausepoints
 
 if TYPE_CHECKING:
     from snapshot.create.options import CreateOptions
+    from snapshot.repo.repository import Repository, SnapshotSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,44 +139,74 @@ def create_options(f: F) -> F:
 @click.option("--allow-inconsistent", is_flag=True,
               help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
               "snapshot; restores of it warn).")
+@dry_run_option
 @wait_option
 @repo_options
 @json_option
 @create_options
-def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, options: CreateOptions,
-           global_options: GlobalOptions, as_json: bool) -> None:
+def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, dry_run: bool,
+           options: CreateOptions, global_options: GlobalOptions, as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
+
+    --dry-run captures SOURCE into a temporary folder and predicts the requests, bytes and cost
+    of the create, uploading nothing; --json of a create reports that prediction beside what it took.
 
     \b
     Example:
       chroma-snapshot --repo ./snapshots create data/vector_db --tag nightly -m "after chapter 5"
       chroma-snapshot --repo s3://bucket/db create data/vector_db --encrypt --password-file ~/.db-pass
+      chroma-snapshot --repo s3://bucket/db create data/vector_db --dry-run --json
     """
     from snapshot.create.pipeline import check_arguments, create_snapshot  # each command imports what it runs
 
     check_arguments(Path(source), options, codec)
     _tune_malloc()
+    if dry_run:
+        from snapshot.create.predict import predict_create
+
+        repo = global_options.open_repo()
+        with repo.measure() as spent:
+            predicted = predict_create(repo, Path(source), options)
+        dry = DryRun(True, predicted, spent.requests, spent.bytes_down)
+        return emit(priced(dry, repo), as_json, render_dry_run)
     repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
-    result = create_snapshot(repo, Path(source), options, reporter=CliReporter(not as_json))
-    emit(result, as_json, render_create)
+    result = create_snapshot(repo, Path(source), dataclasses.replace(options, predict=as_json),
+                             reporter=CliReporter(not as_json))
+    emit(priced(result, repo), as_json, render_create)
+
+
+def collection_history(snaps: list[SnapshotSummary], name: str) -> list[dict[str, Any]]:
+    """``name``'s record count in each snapshot, oldest first (``records`` None: the snapshot has
+    no such collection; ``error``: its root could not be read). NotFoundError, naming the
+    collections there are, when no snapshot has it."""
+    if not any(name in s.collections for s in snaps):
+        names = ", ".join(sorted({c for s in snaps for c in s.collections})) or "none"
+        raise NotFoundError(f"no snapshot has a collection {name!r}; collections: {names}")
+    return [{"id": s.id, "created_at": s.created_at, "records": s.collections.get(name), "error": s.error}
+            for s in snaps]
 
 
 @command("list")
 @click.option("--stats", is_flag=True,
               help="Also report the requests and bytes the listing took (with --json: an object "
                    "{snapshots, requests, bytes_down} instead of the plain list).")
+@click.option("--collection", metavar="NAME",
+              help="One collection's record count in each snapshot (absent where a snapshot lacks it).")
 @repo_options
 @json_option
-def list_(stats: bool, global_options: GlobalOptions, as_json: bool) -> None:
+def list_(stats: bool, global_options: GlobalOptions, as_json: bool, collection: str | None = None) -> None:
     """List snapshots, oldest first (reads each snapshot's root only).
 
     \b
     Example:
       chroma-snapshot list --json | jq '.[-1].id'
+      chroma-snapshot list --collection docs
     """
     repo = global_options.open_repo()
     with repo.measure() as moved:
         snaps = repo.list_snapshots()
+    if collection is not None:
+        return emit(collection_history(snaps, collection), as_json, render_collection_history)
     if not stats:
         emit(snaps, as_json, render_list)
     elif as_json:
@@ -211,9 +248,50 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_op
     emit(manifest_to_dict(m) if as_json else m, as_json, render_show)
 
 
+def collection_options(f: F) -> F:
+    """restore's options for chosen collections, handed on as one ``collections`` argument
+    (None: no --collection, a whole-snapshot restore)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, names: tuple[str, ...], rename: str | None, replace: bool, tenant: str | None,
+                database: str | None, headers: tuple[str, ...], **kwargs: Any) -> Any:
+        extra = [flag for flag, given in (("--as", rename is not None), ("--replace", replace),
+                                          ("--tenant", tenant), ("--database", database),
+                                          ("--header", headers)) if given]
+        if not names:
+            if extra:
+                raise UsageError(f"{extra[0]} applies only with --collection")
+            return f(*args, collections=None, **kwargs)
+        for flag in ("force", "chroma_check", "dry_run"):
+            if kwargs.get(flag):
+                raise UsageError(f"--{flag.replace('_', '-')} does not apply to a restore of collections")
+        parsed = {}
+        for h in headers:
+            key, sep, value = h.partition(":")
+            if not sep or not key.strip():
+                raise UsageError(f"--header takes 'Name: value', got {h.split(':')[0]!r}")
+            parsed[key.strip()] = value.strip()
+        request = {"names": names, "rename": rename, "replace": replace,
+                   "server": {"tenant": tenant, "database": database, "headers": parsed}}
+        return f(*args, collections=request, **kwargs)
+
+    return cast(F, command)
+
+
 @command()
 @click.argument("snapshot_ref", metavar="ID")
 @click.argument("target", type=click.Path(path_type=str))
+@click.option("--collection", "names", multiple=True, metavar="NAME",
+              help="Restore only this collection (repeatable): TARGET is then a new or empty dir, an "
+              "existing persist dir (the collection is added to it) or a server URL http(s)://HOST:PORT.")
+@click.option("--as", "rename", metavar="NEW", help="Restore the one --collection under this name.")
+@click.option("--replace", is_flag=True,
+              help="With --collection: replace a collection of the same name in TARGET.")
+@click.option("--tenant", help="With --collection into a server: its tenant [default_tenant].")
+@click.option("--database", help="With --collection into a server: its database [default_database].")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="With --collection into a server: an HTTP header to send (repeatable; auth tokens are "
+              "better left to chromadb's CHROMA_CLIENT_AUTH_* environment variables).")
 @click.option("--force", is_flag=True,
               help="Replace a non-empty TARGET (atomically); only an empty dir or a Chroma persist dir.")
 @click.option("--chroma-check", is_flag=True,
@@ -225,34 +303,56 @@ def show(snapshot_ref: str, with_files: bool, filters: SnapshotFilter, global_op
               help=f"Refuse (exit {ChromaCheckError.exit_code}) instead of warning when the installed "
               "chromadb cannot open the snapshot's database schema.")
 @dry_run_option
+@archive_options
 @filter_options
 @repo_options
 @json_option
+@collection_options
 def restore(snapshot_ref: str, target: str, force: bool, chroma_check: bool, skip_chroma_check: bool,
             strict: bool, dry_run: bool, filters: SnapshotFilter, global_options: GlobalOptions,
-            as_json: bool) -> None:
+            as_json: bool, collections: dict[str, Any] | None, request_restore: bool = False,
+            restore_days: int = 7, restore_tier: str = "Standard") -> None:
     """Restore snapshot ID (id, prefix or `latest`; with --tag/--host/--path, among the
     snapshots that pass them) into TARGET, verified and atomic.
 
     Every chunk and file hash is checked, and the consistency checks the capture passed are run
-    again on the result; only then is it swapped in.
+    again on the result; only then is it swapped in. With --collection, only those collections
+    (and chroma.sqlite3) are read from the repository.
 
     \b
     Example:
       chroma-snapshot restore latest /srv/app/vector_db --force
       chroma-snapshot restore latest /srv/app/vector_db --force --tag nightly
+      chroma-snapshot restore latest /tmp/tenant42 --collection tenant-42 --as tenant-42-yesterday
     """
     with preloading("snapshot.restore.pipeline"):  # each command imports what it runs
         repo = global_options.open_repo()
         [snapshot_ref] = narrowed(repo, [snapshot_ref], filters)
+    if collections is not None:
+        return _restore_collections(repo, snapshot_ref, target, collections, as_json)
     from snapshot.restore.options import RestoreOptions
     from snapshot.restore.pipeline import prepare_restore, restore_snapshot
 
-    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict)
+    options = RestoreOptions(force=force, chroma_check=chroma_check and not skip_chroma_check, strict=strict,
+                             request_restore=archive_request(request_restore, restore_days, restore_tier),
+                             predict=as_json)
     _tune_malloc()
     if dry_run:
-        return emit(prepare_restore(repo, snapshot_ref, target).summary, as_json, render_restore_plan)
+        return emit(priced(prepare_restore(repo, snapshot_ref, target).summary, repo), as_json,
+                    render_restore_plan)
     result = restore_snapshot(repo, snapshot_ref, target, options, reporter=CliReporter(not as_json),
                               on_commit=settle)
-    emit(result, as_json, render_restore)
+    emit(priced(result, repo), as_json, render_restore)
+    pausepoints.point("restore.reported")
+
+
+def _restore_collections(repo: Repository, ref: str, target: str, request: dict[str, Any],
+                         as_json: bool) -> None:
+    from snapshot.restore.collections import ServerOptions, restore_collection
+
+    _tune_malloc()
+    result = restore_collection(repo, ref, target, request["names"], rename=request["rename"],
+                                replace=request["replace"], server=ServerOptions(**request["server"]),
+                                reporter=CliReporter(not as_json), on_commit=settle)
+    emit(result, as_json, render_collection_restore)
     pausepoints.point("restore.reported")

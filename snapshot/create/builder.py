@@ -4,7 +4,9 @@ parent's chunk at the same offset where possible) on a thread pool and appended 
 each file's chunk table, reused from the parent when the file did not change.
 
 One file's chunk table of the parent is held at a time; the base of a delta comes from the
-local base cache when it holds the parent's capture, else from the repository.
+local base cache when it holds the parent's capture, else from the repository. A chunk that a
+killed create already uploaded (the resume journal, snapshot/repo/journal.py) is taken from its
+pack instead of being compressed and uploaded again; every pack uploaded is recorded there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.basecache import BaseCache
+from snapshot.repo.journal import NOTHING, Journal, JournalFrame, Resume
 from snapshot.repo.packs import (
     DEFAULT_PACK_SIZE,
     DELTA_FRAMES,
@@ -49,6 +52,8 @@ class _Plan:
     base: Chunk | None
     rel: str = ""
     index: int = 0
+    #: A frame of a leftover pack that stands for the one this chunk would get.
+    resumed: JournalFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,17 @@ class Builder:
         pack_size: int | None,
         cache: BaseCache | None,
         condemned: frozenset[str] = frozenset(),
+        resume: Resume = NOTHING,
+        journal: Journal | None = None,
+        preloaded: dict[str, tuple[Chunk, ...]] | None = None,
+        bases: dict[tuple[str, int], bytes] | None = None,
     ) -> None:
         self.repo = repo
+        #: Read already (for a prediction): the parent's chunk tables by file, and delta bases
+        #: the base cache lacks by (file, offset).
+        self.preloaded = preloaded or {}
+        self._bases = bases or {}
+        self.resume = resume
         #: Packs a prune condemned: a chunk with a frame there is neither reused nor a delta
         #: base, and a table naming one is not reused (snapshot/format/condemned.py).
         self.condemned = condemned
@@ -96,10 +110,14 @@ class Builder:
         self.reader = ChunkReader(repo)
         #: None: sized to the database (pack_size_for), once its size is known.
         self.pack_size = pack_size
-        self.writer = PackWriter(repo, pack_size=pack_size or DEFAULT_PACK_SIZE)
+        self.writer = PackWriter(repo, pack_size=pack_size or DEFAULT_PACK_SIZE,
+                                 on_sealed=journal.record if journal is not None else None)
         self.pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="zstd")
         self.chunks_total = self.chunks_new = self.chunks_delta = 0
         self.bytes_new = 0
+        #: Chunks (and their stored bytes) taken from packs a killed create left, and those packs.
+        self.chunks_resumed = self.bytes_resumed = 0
+        self.packs_resumed: set[str] = set()
         self.tables_uploaded = 0
         #: The new snapshot's chunk tables (hash -> bytes), kept in the base cache with it.
         self.tables: dict[str, bytes] = {}
@@ -111,8 +129,12 @@ class Builder:
         pf = self.parent.file(rel) if self.parent is not None else None
         if self.parent is None or pf is None:
             return
-        raw = self.cache.table(pf.table.hash) if self.cache is not None and pf.table is not None else None
-        if raw is not None:
+        raw = None
+        if rel not in self.preloaded and self.cache is not None and pf.table is not None:
+            raw = self.cache.table(pf.table.hash)
+        if rel in self.preloaded:
+            self._parent_chunks = self.preloaded[rel]
+        elif raw is not None:
             self._parent_chunks = parse_table(raw, pf, self.parent.chunk_size, f"snapshot {self.parent.id}")
         else:
             self._parent_chunks = self.repo.chunks(self.parent, pf)
@@ -149,7 +171,8 @@ class Builder:
                 return raw
         with self._count_lock:
             self.bases_read += 1
-        return self.reader.read_chunk(plan.base)
+            raw = self._bases.pop((plan.rel, plan.index * self.chunk_size), None)
+        return raw if raw is not None else self.reader.read_chunk(plan.base)
 
     def _compress(self, plan: _Plan) -> tuple[bytes | bytearray, Chunk | None]:
         """The frame to store (compressed, then sealed in an encrypted repository: the delta's
@@ -170,7 +193,9 @@ class Builder:
             fut = None
             if self._known(raw.hash) is None:
                 plan.base = self._base_for(sf.rel, raw.index)
-                fut = self.pool.submit(self._compress, plan)
+                plan.resumed = self.resume.find(raw.hash, plan.base.hash if plan.base is not None else None)
+                if plan.resumed is None:
+                    fut = self.pool.submit(self._compress, plan)
             chains.append([])
             pending.append((raw.index, plan, fut))
             while len(pending) > _WINDOW:
@@ -194,12 +219,16 @@ class Builder:
             if fut is not None:
                 fut.cancel()
             return
+        if plan.resumed is not None:
+            self._take(chains, index, plan, plan.resumed)
+            return
         assert fut is not None
         frame, base = fut.result()
         # Full frames outlive the night's deltas (a chain's full frame is needed until a prune
         # re-bases it; its deltas die with the snapshots): packed apart, each pack dies whole.
         lane = FULL_FRAMES if base is None else DELTA_FRAMES
-        pf = self.writer.add(frame, self.codec, len(plan.data), plan.hash, lane)
+        pf = self.writer.add(frame, self.codec, len(plan.data), plan.hash, lane,
+                             note=base.hash if base is not None else None)
         chain: list[PendingFrame | Frame] = list(base.frames) if base is not None else []
         chain.append(pf)
         self.known[plan.hash] = chain
@@ -208,6 +237,25 @@ class Builder:
         self.bytes_new += len(frame)
         if base is not None:
             self.chunks_delta += 1
+
+    def _take(
+        self, chains: list[list[PendingFrame | Frame]], index: int, plan: _Plan, jf: JournalFrame
+    ) -> None:
+        """Point the chunk at a frame already uploaded: a delta on the same base as planned, or
+        a full frame (a chain of its own)."""
+        chain: list[PendingFrame | Frame] = []
+        if jf.base is not None:
+            assert plan.base is not None and plan.base.hash == jf.base
+            chain = list(plan.base.frames)
+            self.chunks_delta += 1
+        chain.append(jf.frame)
+        self.known[plan.hash] = chain
+        chains[index] = chain
+        self.chunks_new += 1
+        self.bytes_new += jf.frame.length
+        self.chunks_resumed += 1
+        self.bytes_resumed += jf.frame.length
+        self.packs_resumed.add(jf.frame.object)
 
     def pack_files(self, files: Sequence[StagedFile]) -> list[StoredFile]:
         """Chunk, compress and pack every file; every pack is uploaded when this returns."""

@@ -42,6 +42,8 @@ class CreateOptions:
     pack_size: int | None = None
     wait: float | None = None
     allow_inconsistent: bool = False
+    #: Also predict the requests and bytes (``CreateResult.predicted``), once captured.
+    predict: bool = False
 
     def __post_init__(self) -> None:
         for name, items in (("tags", self.tags), ("includes", self.includes)):
@@ -58,7 +60,7 @@ class CreateOptions:
             check_text(what, text)
             _check_one_line(what, text)
         check_flags(include_orphans=self.include_orphans, delta=self.delta, use_cache=self.use_cache,
-                    allow_inconsistent=self.allow_inconsistent)
+                    allow_inconsistent=self.allow_inconsistent, predict=self.predict)
         if self.pack_size is not None and (
             isinstance(self.pack_size, bool) or not isinstance(self.pack_size, int) or self.pack_size < 1
         ):

@@ -11,7 +11,9 @@ Per fixed-offset chunk of every captured file:
 * else it is stored as a full frame.
 
 Objects are uploaded before the manifest, which is written last and create-only: a crash
-leaves unreferenced packs (collected by prune), never a half-snapshot.
+leaves unreferenced packs (collected by prune), never a half-snapshot. Each pack uploaded is
+recorded in a local resume journal (snapshot/repo/journal.py), so that the next create of the
+same source takes the chunks a killed one already uploaded from those packs.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
 from snapshot.create.builder import Builder, StoredFile
 from snapshot.create.options import CreateOptions, check_text
-from snapshot.errors import InconsistentSourceError, LockedError, SnapshotError
-from snapshot.format.condemned import DEFAULT_DELETE_AFTER
+from snapshot.create.predict import Preread, RepoFacts, choose_parent, predict_packing
+from snapshot.errors import InconsistentSourceError, SnapshotError
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
     FORMAT_VERSION,
@@ -43,7 +45,10 @@ from snapshot.format.manifest import (
     Verified,
 )
 from snapshot.repo.basecache import BaseCache, default_root
+from snapshot.repo.commit import RECHECK_AFTER, check_condemned, check_present
+from snapshot.repo.journal import NOTHING, Journal, Resume
 from snapshot.repo.locks import SHARED, RepositoryLock
+from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Measurement, Repository
 from snapshot.util import pausepoints
 from snapshot.util.options import from_keywords
@@ -77,22 +82,18 @@ class CreateResult:
     #: when --allow-inconsistent let an inconsistent directory through.
     checks: tuple[str, ...] = ()
     inconsistencies: tuple[str, ...] = ()
+    #: Chunks (and their stored bytes) taken from packs that an interrupted create of this source
+    #: had uploaded, instead of uploading them again.
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
+    #: With ``CreateOptions.predict``: what was predicted once the source was captured.
+    predicted: Prediction | None = None
 
 
 def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | None:
     """The explicit parent, else the newest snapshot of the same host and path, else the
     newest snapshot of any source (dedup still helps), else None."""
-    if ref is not None:
-        return repo.get(ref)
-    ids = repo.snapshot_ids()
-    if not ids:
-        return None
-    host, path = socket.gethostname(), str(source)
-    for sid in reversed(ids):
-        m = repo.manifest(sid)
-        if m.source_host == host and m.source_path == path:
-            return m
-    return repo.manifest(ids[-1])
+    return choose_parent(repo, source, ref, repo.snapshot_ids())[0]
 
 
 def check_arguments(source: Path, options: CreateOptions, codec: str | None) -> None:
@@ -112,33 +113,6 @@ def _staging(cache: BaseCache | None, tmp_dir: str | os.PathLike[str] | None) ->
     return owned_dir(parent, TEMP_PREFIX)
 
 
-#: A create younger than this commits without reading the condemned records again: a pack
-#: condemned while it ran cannot be overdue unless a prune runs with a bound under twice this
-#: (``--delete-after`` that short is for repositories no create runs against, like 0).
-RECHECK_AFTER = 60.0
-
-
-def _check_condemned(repo: Repository, needed: set[str], started: float, seen: frozenset[str]) -> None:
-    """Refuse to commit a root that needs an object condemned for half the bound or longer:
-    a prune may delete it before this root is listed (snapshot/format/condemned.py). A younger
-    condemnation is harmless: this root, once committed, rescues the object. ``started``:
-    when the create read the records first (monotonic); ``seen``: what was condemned then (a
-    pack this create wrote again with the very same bytes is one of them)."""
-    if time.monotonic() - started < RECHECK_AFTER and not needed & seen:
-        return
-    condemned = repo.condemned()
-    if not condemned.since:
-        return
-    least = condemned.min_delete_after
-    bound = DEFAULT_DELETE_AFTER if least is None else min(DEFAULT_DELETE_AFTER, least)  # 0 is a bound
-    overdue = condemned.overdue(needed, now=repo.now(), age=bound / 2)
-    if overdue:
-        raise LockedError(
-            f"{len(overdue)} object(s) this snapshot needs were condemned by a prune that ran while "
-            f"it was being made (e.g. {sorted(overdue)[0]}); nothing was committed: run create again"
-        )
-
-
 def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: set[str],
             started: float, condemned: frozenset[str]) -> None:
     """Make the snapshot durable, only once everything it references is known to be there and
@@ -150,25 +124,21 @@ def _commit(repo: Repository, manifest: Manifest, lock: RepositoryLock, needed: 
         raise SnapshotError(
             f"parent snapshot {manifest.parent} was removed during this create; run create again"
         )
-    _check_condemned(repo, needed, started, condemned)
-    missing = repo.missing_objects(needed)
-    if missing:
-        raise SnapshotError(
-            f"{len(missing)} object(s) this snapshot needs vanished during create (e.g. "
-            f"{sorted(missing)[0]}); nothing was committed, run create again"
-        )
+    check_condemned(repo, needed, started, condemned, command="create", recheck_after=RECHECK_AFTER)
+    check_present(repo, needed, command="create")
     pausepoints.point("create.checked")
     repo.save_manifest(manifest)
 
 
 def _after_commit(
     cache: BaseCache | None, staging: Path, manifest: Manifest, cap: Capture, tables: dict[str, bytes],
-    reporter: Reporter,
+    reporter: Reporter, journal: Journal,
 ) -> None:
     """The snapshot is saved: nothing from here on may turn the outcome into a failure (an
     interrupt now would report "interrupted" for a snapshot that exists)."""
     try:
         pausepoints.point("create.after-commit")
+        journal.discard()  # what it lists is referenced now, or was left unused
         if cache is not None:
             cache.commit(staging, manifest.id, {sf.rel: sf.staged for sf in cap.files}, tables)
             pausepoints.point("create.cache-committed")
@@ -194,8 +164,16 @@ class _Job:
     options: CreateOptions
     reporter: Reporter
     cache: BaseCache | None
-    #: Objects a prune condemned: never built on (their frames are stored anew).
+    #: Objects a prune condemned: never built on (their frames are stored anew), except the
+    #: leftover packs ``resume`` offers (condemned recently: this root will rescue them).
     condemned: frozenset[str] = frozenset()
+    resume: Resume = NOTHING
+    journal: Journal | None = None
+    #: With a prediction asked for: what the repository held (the prediction is made once the
+    #: source is captured; the parent's chunk tables it reads are handed to the builder).
+    facts: RepoFacts | None = None
+    predicted: Prediction | None = None
+    preread: Preread = field(default_factory=Preread)
 
     def _capture(self) -> Capture:
         # Record counts come from the consistency checks (run beside packing), not from
@@ -207,7 +185,8 @@ class _Job:
 
     def _pack(self, cap: Capture) -> tuple[Builder, list[StoredFile]]:
         builder = Builder(self.repo, self.parent, self.level, self.options.delta, self.reporter,
-                          self.options.pack_size, self.cache, self.condemned)
+                          self.options.pack_size, self.cache, self.condemned, self.resume, self.journal,
+                          self.preread.tables, self.preread.bases)
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
@@ -215,6 +194,10 @@ class _Job:
             cap = self._capture()
             pending = checker.submit(verify_dir, self.staging / "db")
             try:
+                if self.facts is not None:
+                    self.predicted, self.preread = predict_packing(
+                        self.repo, self.source, self.options, cap, self.parent, self.facts, self.cache,
+                        self.condemned)
                 builder, files = self._pack(cap)
             finally:
                 verification = pending.result()
@@ -268,7 +251,8 @@ def _manifest(
             chunks=builder.chunks_total,
             chunks_new=builder.chunks_new,
             bytes_new=builder.bytes_new,
-            objects_new=builder.writer.objects_uploaded + builder.tables_uploaded,
+            objects_new=(builder.writer.objects_uploaded + builder.tables_uploaded
+                         + len(builder.packs_resumed)),
         ),
         verified=_verified(verification),
         format_version=FORMAT_VERSION,
@@ -294,23 +278,32 @@ def create_snapshot(
     level = repo.config.level if opts.level is None else opts.level
     check_arguments(Path(source), replace(opts, level=level), repo.config.codec)
     source = Path(source).expanduser().absolute()
-    cache = BaseCache(Path(opts.cache_dir) if opts.cache_dir else default_root(), repo.config.id, source) \
-        if opts.use_cache else None
+    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_root()
+    cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache else None
+    journal = Journal(cache_root, repo.config.id, source, repo.config.codec)  # also with --no-cache
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
-        parent_m = pick_parent(repo, source, opts.parent)
-        condemned = frozenset(repo.condemned().since)
+        ids = repo.snapshot_ids()
+        parent_m, roots_read = choose_parent(repo, source, opts.parent, ids)
+        records = repo.condemned()
+        condemned = frozenset(records.since)
+        facts = None
+        if opts.predict:  # from what was read already: the records' sizes, other locks are not known
+            facts = RepoFacts(len(ids), tuple(repo.root_size(m) for m in roots_read),
+                              condemned=(0,) * len(records.records), journal=bool(journal.load()))
+        resume = journal.resume(repo, records)
         staging = _staging(cache, opts.tmp_dir)
         try:
-            job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned)
+            job = _Job(repo, source, staging, parent_m, level, opts, reporter, cache, condemned, resume,
+                       journal, facts)
             cap, builder, stored, verification = job.run()
             files, needed = builder.entries(stored)
             manifest = _manifest(repo, source, parent_m, files, cap, builder, opts, verification)
             _commit(repo, manifest, lock, needed, started, condemned)
-            _after_commit(cache, staging, manifest, cap, builder.tables, reporter)
+            _after_commit(cache, staging, manifest, cap, builder.tables, reporter, journal)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
-    return _result(manifest, cap, builder, verification, moved, started)
+    return replace(_result(manifest, cap, builder, verification, moved, started), predicted=job.predicted)
 
 
 def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Verification,
@@ -336,4 +329,6 @@ def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Ve
         requests=moved.requests,
         checks=verification.checks,
         inconsistencies=verification.problems,
+        chunks_resumed=builder.chunks_resumed,
+        bytes_resumed=builder.bytes_resumed,
     )

@@ -126,6 +126,12 @@ class Condemned:
         bound = delete_after if self.min_delete_after is None else min(self.min_delete_after, delete_after)
         return Condemned(since, tuple(sorted([*self.records, *records])), self.unreadable, bound)
 
+    def create_bound(self) -> float:
+        """The bound a create must assume: the default, or the shortest a record was written
+        with (0 is a bound)."""
+        least = self.min_delete_after
+        return DEFAULT_DELETE_AFTER if least is None else min(DEFAULT_DELETE_AFTER, least)
+
     def overdue(self, object_ids: Iterable[str], *, now: float, age: float) -> set[str]:
         """Which of ``object_ids`` have been condemned for ``age`` seconds or longer (with
         ``age`` 0, every condemned one: clocks of two processes may differ by a second)."""

@@ -24,6 +24,11 @@ LOCKS_PREFIX = "locks/"
 KEYS_PREFIX = "keys/"
 CONDEMNED_PREFIX = "condemned/"
 
+#: Keys that never exist: deleting them (a no-op where deleting is allowed) tells whether the
+#: credentials may delete under each prefix a prune deletes from, before it changes anything.
+DELETE_PROBE_KEYS = (f"{SNAPSHOTS_PREFIX}.delete-probe", f"{DATA_PREFIX}.delete-probe",
+                     f"{CONDEMNED_PREFIX}.delete-probe")
+
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

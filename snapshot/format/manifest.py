@@ -17,6 +17,7 @@ from snapshot.format import layout
 from snapshot.format.chunking import chunk_size_problem
 from snapshot.format.codecs import CODECS, check_codec
 from snapshot.format.ids import is_snapshot_id
+from snapshot.format.provenance import CollectionConfig, MetaValue, parse_configuration, parse_metadata
 
 #: What writers write; readers read every version in READABLE_VERSIONS.
 FORMAT_VERSION = 2
@@ -100,6 +101,9 @@ class CollectionInfo:
     segments: tuple[str, ...]
     records: int
     dimension: int | None
+    #: Provenance (format/provenance.py), recorded at capture; None in snapshots taken before.
+    metadata: dict[str, MetaValue] | None = field(default=None, hash=False)
+    configuration: CollectionConfig | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,10 @@ def dumps(obj: Manifest | RepoConfig) -> bytes:
     else:
         if data.get("verified") is None:
             data.pop("verified", None)
+        for c in data["collections"]:  # provenance is optional: absent, not null
+            for key in ("metadata", "configuration"):
+                if c.get(key) is None:
+                    c.pop(key, None)
         for f in data["files"]:
             if obj.format_version == 1:  # chunks inline
                 f.pop("table")
@@ -368,6 +376,8 @@ def _collection(r: Reader, d: Any, i: int) -> CollectionInfo:
         segments=tuple(segs),
         records=r.nat(d, "records", where),
         dimension=dim,
+        metadata=parse_metadata(d.get("metadata"), f"{r.what}: {where}metadata"),
+        configuration=parse_configuration(d.get("configuration"), f"{r.what}: {where}configuration"),
     )
 
 

@@ -41,11 +41,16 @@ def default_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "chroma-snapshot"
 
 
+def slot_key(source: Path) -> str:
+    """The name of the cache slot (and resume journal) of ``source`` on this host."""
+    return hashlib.sha256(f"{socket.gethostname()}\0{source}".encode()).hexdigest()[:20]
+
+
 class BaseCache:
     """The cache slot of one (repository, host, source path)."""
 
     def __init__(self, root: Path, repo_id: str, source: Path) -> None:
-        key = hashlib.sha256(f"{socket.gethostname()}\0{source}".encode()).hexdigest()[:20]
+        key = slot_key(source)
         self.area = root / repo_id
         self.slot = self.area / key
         self._files: dict[str, Path] | None = None

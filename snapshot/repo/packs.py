@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -57,6 +57,11 @@ class PendingFrame:
     hash: str
 
 
+#: Told a pack's id, size and frames (each with the note given to :meth:`PackWriter.add`: a
+#: create's resume journal records the delta base there) when it is sealed, before its upload
+#: starts: whoever reads that record checks that the pack landed (a PUT lands whole or not at all).
+SealHook = Callable[[str, int, Sequence[tuple[PendingFrame, str | None]]], None]
+
 #: Packs uploaded at once to a folder, and to a remote store: there each upload waits a round
 #: trip and one connection moves only a share of the link, so more run at once (each holds a
 #: pack in memory until it is stored).
@@ -69,7 +74,8 @@ class PackWriter:
     and uploads them, ``uploads`` at once [by the store: see _REMOTE_UPLOADS]."""
 
     def __init__(
-        self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int | None = None
+        self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int | None = None,
+        on_sealed: SealHook | None = None,
     ) -> None:
         if uploads is None:
             uploads = _LOCAL_UPLOADS if repo.local_root is not None else _REMOTE_UPLOADS
@@ -79,6 +85,9 @@ class PackWriter:
         self._open: dict[str, tuple[int, bytearray]] = {}
         self._pack_no = 0
         self._ids: dict[int, str] = {}
+        self._on_sealed = on_sealed
+        #: pack number -> its frames and their notes (only with ``on_sealed``)
+        self._notes: dict[int, list[tuple[PendingFrame, str | None]]] = {}
         self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
         self._inflight: list[Future[None]] = []
         self._slots = threading.Semaphore(uploads + 1)
@@ -87,10 +96,11 @@ class PackWriter:
         self._lock = threading.Lock()
 
     def add(
-        self, frame: bytes | bytearray, codec: str, size: int, hash_: str, lane: str = ""
+        self, frame: bytes | bytearray, codec: str, size: int, hash_: str, lane: str = "",
+        note: str | None = None,
     ) -> PendingFrame:
         """Append ``frame``, the stored bytes (already sealed in an encrypted repository), to
-        the pack being filled for ``lane``."""
+        the pack being filled for ``lane``; ``note`` is handed to ``on_sealed`` with it."""
         if lane not in self._open:
             self._open[lane] = (self._pack_no, bytearray())
             self._pack_no += 1
@@ -99,6 +109,8 @@ class PackWriter:
         # Copy into one buffer: zstd hands back frames in ~1 MiB allocations shrunk to fit, and
         # holding hundreds of them would pin that much memory until the pack is sealed.
         buf += frame
+        if self._on_sealed is not None:
+            self._notes.setdefault(no, []).append((pf, note))
         if len(buf) >= self.pack_size:
             self._seal(lane)
         return pf
@@ -110,6 +122,9 @@ class PackWriter:
         oid = digest(data)
         self._ids[no] = oid
         self._slots.acquire()  # bounds packs held in memory while uploading
+        notes = self._notes.pop(no, [])
+        if self._on_sealed is not None:
+            self._on_sealed(oid, len(data), notes)
         self._inflight.append(self._pool.submit(self._upload, oid, data))
         self._raise_failed()
 
@@ -295,6 +310,17 @@ class ChunkReader:
             self._stored(frame), lambda: self._stored(frame, again=True),
             lambda stored: self._decode(self._open(frame, stored), frame, base, verify),
         )
+
+    def decode_keeping(self, frame: Frame, base: bytes | None) -> tuple[bytes, bytes]:
+        """One frame's compressed bytes (opened, in an encrypted repository) and its content,
+        hash-checked, for a writer that stores the same frame elsewhere (a copy between
+        repositories): a frame is written only once what it decodes to is proven."""
+
+        def check(stored: bytes | memoryview) -> tuple[bytes, bytes]:
+            raw = bytes(self._open(frame, stored))
+            return raw, self._decode(raw, frame, base, True)
+
+        return checked_read(self._stored(frame), lambda: self._stored(frame, again=True), check)
 
     @staticmethod
     def _decode(raw: bytes | memoryview, frame: Frame, base: bytes | None, verify: bool) -> bytes:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from snapshot.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
@@ -310,6 +311,20 @@ class Repository:
             result.bytes_up = stats.bytes_up - up
             result.bytes_down = stats.bytes_down - down
 
+    def list_requests(self, keys: int) -> int:
+        """The requests one listing of ``keys`` keys takes (S3 pages them; a folder does not)."""
+        page = getattr(self.store, "list_page_size", None)
+        return 1 if not isinstance(page, int) or page <= 0 else max(1, -(-keys // page))
+
+    def put_requests(self, size: int) -> int:
+        """The requests writing an object of ``size`` bytes takes (S3 sends big ones in parts)."""
+        count = getattr(self.store, "put_requests", None)
+        return 1 if count is None else int(count(size))
+
+    def root_size(self, m: Manifest) -> int:
+        """The stored size of ``m``'s root (what reading or writing it moves)."""
+        return len(self._root_bytes(m))
+
     # ------------------------------------------------------------------ snapshots
 
     def snapshot_ids(self) -> list[str]:
@@ -347,10 +362,11 @@ class Repository:
             raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
         return m
 
-    def manifest(self, snapshot_id: str) -> Manifest:
-        """The parsed, validated manifest of an exact id (cached)."""
+    def manifest(self, snapshot_id: str, *, fresh: bool = False) -> Manifest:
+        """The parsed, validated manifest of an exact id (cached; ``fresh``: read again, for a
+        reader that outlives a prune's rewrite of the root)."""
         with self._cache_lock:
-            cached = self._manifests.get(snapshot_id)
+            cached = None if fresh else self._manifests.get(snapshot_id)
             if cached is not None:
                 self._manifests.move_to_end(snapshot_id)
                 return cached
@@ -508,6 +524,31 @@ class Repository:
                                               f"{ref.offset}", table=True)
             yield f, self._parse_table(m, f, raw)
 
+    def table_reads(self, files: Sequence[FileEntry]) -> builtins.list[tuple[str, int]]:
+        """The requests :meth:`tables` makes for ``files`` when nothing fails, as (kind, bytes):
+        a "get" per pack it reads whole (its size taken as the end of the last of these tables
+        in it: a pack holding tables of other snapshots too is bigger), a "get_range" per table
+        read alone."""
+        uses = Counter(f.table.object for f in files if f.table is not None)
+        ends: dict[str, int] = {}
+        for f in files:
+            if f.table is not None:
+                ends[f.table.object] = max(ends.get(f.table.object, 0), f.table.offset + f.table.length)
+        held: OrderedDict[str, None] = OrderedDict()
+        out = []
+        for f in files:
+            ref = f.table
+            if ref is None:
+                continue
+            if uses[ref.object] < _WHOLE_TABLE_PACK:
+                out.append(("get_range", ref.length))
+            elif ref.object not in held:
+                held[ref.object] = None
+                out.append(("get", ends[ref.object]))
+                while len(held) > 2:
+                    held.popitem(last=False)
+        return out
+
     def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
         assert f.table is not None
         ref = f.table
@@ -601,6 +642,13 @@ class Repository:
         (S3's STANDARD_IA and ONEZONE_IA, the default for packs); None when none does."""
         return self.store.capabilities.cold_class
 
+    @property
+    def pack_class(self) -> str | None:
+        """The storage class packs are written in (None: the repository is no S3 bucket)."""
+        if self.local_root is not None:
+            return None
+        return str(getattr(getattr(self.store, "options", None), "storage_class", "") or "STANDARD")
+
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
         try:
@@ -627,6 +675,32 @@ class Repository:
         for info in self.store.list(layout.DATA_PREFIX):
             yield layout.object_id_from_key(info.key), info
 
+    def inventory(self) -> Iterator[tuple[str, str | None, ObjectInfo]]:
+        """Every object of the repository as (kind, id, listing), one listing per kind: kind is
+        config, snapshots, data, keys, locks or condemned; the id is None for a stray key (and
+        for the config). Keys outside these (others' objects in a shared prefix) are not listed."""
+        for kind, prefix, parse in _INVENTORY:
+            for info in self.store.list(prefix):
+                if kind != "config" or info.key == layout.CONFIG_KEY:
+                    yield kind, parse(info.key), info
+
+    def listed(self, kind: str) -> builtins.list[ObjectInfo]:
+        """The objects of one kind of :meth:`inventory` (one listing; stray keys included)."""
+        for name, prefix, _parse in _INVENTORY:
+            if name == kind:
+                return builtins.list(self.store.list(prefix))
+        raise ValueError(f"no kind of object {kind!r}")
+
+    def check_deletes_allowed(self, command: str) -> None:
+        """Raise :class:`AccessDeniedError` (naming the action) unless the credentials may delete
+        snapshots, packs and condemned records: asked of the store by deleting keys that never
+        exist, before ``command`` changes anything (backup credentials may not delete)."""
+        for key in layout.DELETE_PROBE_KEYS:
+            try:
+                self.store.delete(key)
+            except AccessDeniedError as exc:
+                raise AccessDeniedError(f"{command} needs to delete objects and may not: {exc}") from None
+
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
         wanted = set(object_ids)
@@ -645,6 +719,16 @@ class Repository:
         with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
             list(pool.map(delete, keys))
 
+
+#: The kinds of objects :meth:`Repository.inventory` lists: kind, key prefix, key -> id.
+_INVENTORY: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
+    ("config", layout.CONFIG_KEY, lambda key: None),
+    ("snapshots", layout.SNAPSHOTS_PREFIX, layout.snapshot_id_from_key),
+    ("data", layout.DATA_PREFIX, layout.object_id_from_key),
+    ("keys", layout.KEYS_PREFIX, layout.key_id_from_key),
+    ("locks", layout.LOCKS_PREFIX, layout.lock_id_from_key),
+    ("condemned", layout.CONDEMNED_PREFIX, layout.condemned_id_from_key),
+)
 
 CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
 

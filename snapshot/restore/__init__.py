@@ -9,6 +9,8 @@ from typing import Any
 _LAZY = {n: "snapshot.restore.pipeline"
          for n in ("restore_snapshot", "prepare_restore", "RestoreResult", "RestorePlan", "RestoreSummary")}
 _LAZY["RestoreOptions"] = "snapshot.restore.options"
+_LAZY |= {n: "snapshot.restore.collections" for n in (
+    "restore_collection", "materialise_collections", "CollectionRestoreResult", "PartialRestore")}
 
 
 def __getattr__(name: str) -> Any:

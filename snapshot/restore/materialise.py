@@ -1,5 +1,6 @@
 """Writing a snapshot's files into a fresh directory, chunk by chunk, every chunk and file
-hash checked, and reusing what the restore target already holds (re-hydration). (Putting the
+hash checked, and reusing what the restore target and the leftovers of killed restores into
+it already hold (re-hydration, resuming: snapshot/restore/local.py). (Putting the
 result back after chromadb opened it, ``restore --chroma-check``, is snapshot/restore/repair.py's.)
 
 One file's chunk table is held at a time: its chunks are read from the repository (or the
@@ -12,17 +13,17 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from snapshot.errors import IntegrityError, SnapshotError, naming_full_disk
-from snapshot.format.chunking import ChunkedFile, is_regular_file, read_verified
+from snapshot.format.chunking import read_verified
 from snapshot.format.hashing import FileHasher
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest
 from snapshot.repo.packs import ChunkReader, Span, read_ranges
 from snapshot.repo.repository import Repository
+from snapshot.restore.local import Local, LocalChunk, Staged, index_local_file
 from snapshot.util import pausepoints
 from snapshot.util.fsync import fsync_path, start_writeback, sync_filesystem
 from snapshot.util.progress import Reporter
@@ -50,47 +51,6 @@ _WINDOW = 8
 #: start_writeback): the final sync then waits for the tail, not for the whole restore.
 _WRITEBACK_EVERY = 8 << 20
 
-#: hash -> where that content already lies in the restore target
-Local = dict[str, "LocalChunk"]
-
-
-@dataclass(frozen=True)
-class LocalChunk:
-    path: Path
-    offset: int
-    size: int
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """``root/rel`` if it is a regular file reached without any symlink, else None."""
-    p = root
-    for part in rel.split("/"):
-        p = p / part
-        if p.is_symlink():
-            return None
-    return p if is_regular_file(p) else None
-
-
-def index_local_file(target: Path, f: FileEntry, chunks: Sequence[Chunk], chunk_size: int) -> Local:
-    """What the target's copy of ``f`` already holds of ``chunks``: final chunk contents, and
-    the intermediate contents of delta chains (a target holding the parent's version of a
-    chunk needs only the newer delta frames)."""
-    found: Local = {}
-    if not target.is_dir() or target.is_symlink():
-        return found
-    p = _inside(target, f.path)
-    if p is None:
-        return found
-    wanted = {fr.hash for c in chunks for fr in c.frames}
-    try:
-        for raw in ChunkedFile(p, chunk_size):
-            if raw.hash in wanted:
-                found.setdefault(raw.hash, LocalChunk(p, raw.offset, len(raw.data)))
-    except OSError:
-        return {}
-    return found
-
-
 def frames_to_read(chunks: Sequence[Chunk], local: Local) -> Iterator[Frame]:
     """The frames a restore reads for ``chunks``: none of a chunk the target holds, and of a
     delta chain only the links past the deepest one it holds."""
@@ -115,31 +75,38 @@ class Fetcher:
         #: Chunks of a file whose frames are planned together (ChunkReader.prefetch; 0: off).
         self.ahead = ahead
         self.reused = self.fetched = self.bytes_reused = 0
+        #: Chunks taken from the leftovers of killed restores (not counted as reused).
+        self.resumed = self.bytes_resumed = 0
         self._lock = threading.Lock()
 
-    def count(self, size: int, was_local: bool) -> None:
+    def count(self, size: int, origin: LocalChunk | None, chunks: int = 1) -> None:
+        """Count ``chunks`` chunks of ``size`` bytes in all, from ``origin`` (None: the repository)."""
         with self._lock:  # files are written by several threads at once
-            if was_local:
-                self.reused += 1
-                self.bytes_reused += size
+            if origin is None:
+                self.fetched += chunks
+            elif origin.staged:
+                self.resumed += chunks
+                self.bytes_resumed += size
             else:
-                self.fetched += 1
+                self.reused += chunks
+                self.bytes_reused += size
 
     @staticmethod
     def _read_local(local: Local, h: str) -> bytes | None:
         lc = local.get(h)
         return None if lc is None else read_verified(lc.path, lc.offset, lc.size, h)
 
-    def get(self, chunk: Chunk, local: Local) -> tuple[bytes, bool]:
+    def get(self, chunk: Chunk, local: Local) -> tuple[bytes, LocalChunk | None]:
+        """The chunk's content, and where on this machine it was found (None: the repository)."""
         data = self._read_local(local, chunk.hash)
         if data is not None:
-            return data, True
+            return data, local[chunk.hash]
         start = first_missing_frame(chunk, local)
         base = self._read_local(local, chunk.frames[start - 1].hash) if start else None
         if base is None:
             start = 0  # the local base vanished or changed since it was indexed
         # the last frame's hash is the chunk's: checked (links only when it does not match)
-        return self.reader.decode_chain(chunk.frames[start:], base), False
+        return self.reader.decode_chain(chunk.frames[start:], base), None
 
 
 def _upcoming(chunks: Sequence[Chunk], i: int, local: Local, most: int) -> Sequence[Chunk]:
@@ -168,13 +135,16 @@ class ReadEstimate:
     def __init__(self, remote: bool) -> None:
         self.remote = remote
         self._bytes = 0
+        #: The range reads (get_range requests) they take.
+        self.requests = 0
         self._group: list[Frame] = []
         self._files = self._group_bytes = 0
 
     def add(self, chunks: Sequence[Chunk], local: Local) -> None:
         frames = list(frames_to_read(chunks, local))
-        if not self.remote:
+        if not self.remote:  # a frame at a time
             self._bytes += sum(fr.length for fr in frames)
+            self.requests += len(frames)
         elif len(chunks) <= 1:  # grouped with its neighbours, as materialise does
             self._group += frames
             self._files += 1
@@ -186,13 +156,18 @@ class ReadEstimate:
             i = 0
             while i < len(chunks):
                 upcoming = _upcoming(chunks, i, local, _AHEAD)
-                self._bytes += sum(e - s for _o, s, e in read_ranges(frames_to_read(upcoming, local)))
+                self._ranges(frames_to_read(upcoming, local))
                 i += len(upcoming)
 
     def _flush(self) -> None:
         if self._group:
-            self._bytes += sum(e - s for _o, s, e in read_ranges(self._group))
+            self._ranges(self._group)
         self._group, self._files, self._group_bytes = [], 0, 0
+
+    def _ranges(self, frames: Iterable[Frame]) -> None:
+        ranges = read_ranges(frames)
+        self._bytes += sum(e - s for _o, s, e in ranges)
+        self.requests += len(ranges)
 
     def total(self) -> int:
         self._flush()
@@ -239,7 +214,7 @@ def _write_file(
     hasher = FileHasher()
     written = flushed = 0
     with os.fdopen(fd, "wb", buffering=0) as fh:
-        pending: deque[tuple[Chunk, Future[tuple[bytes, bool]]]] = deque()
+        pending: deque[tuple[Chunk, Future[tuple[bytes, LocalChunk | None]]]] = deque()
         # From a remote store, the frames of the next ``fetcher.ahead`` chunks are read a range
         # of a pack at a time (a chain's full frame and its small delta links are otherwise a
         # request each); each range released once the last chunk reading it is written.
@@ -251,7 +226,7 @@ def _write_file(
             nonlocal written, flushed, drained, held
             chunk, fut = pending.popleft()
             try:
-                data, was_local = fut.result()
+                data, origin = fut.result()
             except SnapshotError as exc:
                 raise type(exc)(f"{f.path}: {exc}") from exc
             finally:
@@ -261,8 +236,9 @@ def _write_file(
                 drained += 1
             if len(data) != chunk.size:
                 raise IntegrityError(f"{f.path}: chunk at {written} has the wrong size")
-            fetcher.count(len(data), was_local)
+            fetcher.count(len(data), origin)
             _write_all(fh.fileno(), data)
+            pausepoints.point("restore.chunk-written")
             hasher.update(data)
             written += len(data)
             if written - flushed >= _WRITEBACK_EVERY:
@@ -284,7 +260,7 @@ def _write_file(
                     planned.setdefault(at, []).extend(sps)
                 held += sum(sp.end - sp.start for sp in spans)
             if pool is None:  # this thread fetches each chunk itself
-                done: Future[tuple[bytes, bool]] = Future()
+                done: Future[tuple[bytes, LocalChunk | None]] = Future()
                 try:
                     done.set_result(fetcher.get(chunk, local))
                 except SnapshotError as exc:  # named with the file by drain_one
@@ -332,27 +308,48 @@ def _readers(repo: Repository) -> int:
 def materialise(
     repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
     written: Callable[[FileEntry], None] = lambda _f: None, order: Sequence[FileEntry] | None = None,
+    staged: Staged | None = None, tables: Sequence[tuple[FileEntry, Sequence[Chunk]]] | None = None,
 ) -> Fetcher:
-    """Write every file of ``m`` under ``root``, reusing what ``target`` holds; ``written`` is
-    called with each file once it is complete and verified. ``order``: the files in the order
-    to write them [manifest order]."""
+    """Write every file of ``m`` under ``root``, reusing what ``target`` and ``staged`` (the
+    leftovers of killed restores) hold; ``written`` is called with each file once it is
+    complete and verified. ``order``: the files in the order to write them [manifest order];
+    ``tables``: those files with their chunks, when they were read already."""
+    staged = staged or Staged(())
     if repo.local_root is not None:
-        return _materialise(repo, m, root, target, reporter, written, order, Fetcher(ChunkReader(repo)))
+        return _materialise(repo, m, root, target, reporter, written, order, Fetcher(ChunkReader(repo)),
+                            staged, tables)
     # From a remote store, the ranges planned are read as soon as they are planned, several at
     # once: each request waits a round trip, and one connection moves a share of the link.
     ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range")
     try:
         return _materialise(repo, m, root, target, reporter, written, order,
-                            Fetcher(ChunkReader(repo, ahead), _AHEAD))
+                            Fetcher(ChunkReader(repo, ahead), _AHEAD), staged, tables)
     finally:
         ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def sources(target: Path, staged: Staged, f: FileEntry, chunks: Sequence[Chunk],
+             chunk_size: int) -> tuple[Local, Path | None]:
+    """What the target and the leftovers hold of ``f``'s chunks, and a leftover's whole copy of
+    ``f`` if there is one (then nothing else is indexed)."""
+    local, whole = staged.index(f, chunks, chunk_size)
+    if whole is not None:
+        return local, whole
+    return {**index_local_file(target, f, chunks, chunk_size), **local}, None
 
 
 def _materialise(
     repo: Repository, m: Manifest, root: Path, target: Path, reporter: Reporter,
     written: Callable[[FileEntry], None], order: Sequence[FileEntry] | None, fetcher: Fetcher,
+    staged: Staged, tables: Sequence[tuple[FileEntry, Sequence[Chunk]]] | None = None,
 ) -> Fetcher:
     remote = repo.local_root is None
+
+    def done(f: FileEntry) -> None:
+        staged.consume(f)
+        written(f)
+        pausepoints.point("restore.file-written")
+
     reporter.phase("restore", sum(f.size for f in m.files))
     # (file, its write, the ranges planned for its group: released once it is written)
     small: deque[tuple[FileEntry, Future[None], list[Span]]] = deque()
@@ -365,8 +362,7 @@ def _materialise(
         f, job, spans = small.popleft()
         job.result()
         fetcher.reader.release(spans)
-        written(f)
-        pausepoints.point("restore.file-written")
+        done(f)
 
     def start_group() -> None:
         nonlocal group_bytes
@@ -383,8 +379,13 @@ def _materialise(
 
     with ThreadPoolExecutor(max_workers=_readers(repo), thread_name_prefix="fetch") as pool, \
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="small") as small_pool:
-        for f, chunks in repo.tables(m, order):
-            local = index_local_file(target, f, chunks, m.chunk_size)
+        for f, chunks in (repo.tables(m, order) if tables is None else tables):
+            local, whole = sources(target, staged, f, chunks, m.chunk_size)
+            if whole is not None and staged.take(whole, root, f):
+                fetcher.count(f.size, LocalChunk(whole, 0, f.size, staged=True), len(chunks))
+                reporter.advance(f.size)
+                done(f)
+                continue
             if len(chunks) <= 1:
                 # A file of one chunk (most of a DB with many collections: headers, pickles,
                 # small segments): written whole by a worker, several at once, instead of one
@@ -398,8 +399,7 @@ def _materialise(
                 if group:
                     start_group()
                 write_file(root, f, chunks, local, fetcher, pool, reporter)
-                written(f)
-                pausepoints.point("restore.file-written")
+                done(f)
             while small and small[0][1].done():  # announced as soon as they are complete
                 finish_small()
         if group:

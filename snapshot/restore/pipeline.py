@@ -1,9 +1,10 @@
 """Restoring a snapshot: verified, atomic, and re-hydrating an older copy in place of downloads.
 
 1. Validate the manifest (paths are untrusted) and the target.
-2. Index the target's current files: a chunk whose hash matches the manifest is copied from
-   there instead of being read from the repository.
-3. Build the result in a fresh temporary directory beside the target, checking every chunk
+2. Index the target's current files, and what restores into it that were killed left beside
+   it: a chunk whose hash matches the manifest is copied from there instead of being read from
+   the repository (snapshot/restore/local.py).
+3. Build the result in a fresh staging directory beside the target, checking every chunk
    hash and every file hash.
 4. Only when every hash matched (Chroma opening a partial dir silently rebuilds an empty index)
    open a throwaway copy with chromadb in a child process: counts, sampled embeddings, a query.
@@ -35,18 +36,16 @@ from snapshot.chroma.restore_rules import (
 )
 from snapshot.chroma.schema import DB_NAME
 from snapshot.chroma.trial_open import ChromaChecker
-from snapshot.errors import ChromaCheckError, UsageError
+from snapshot.errors import ArchivedError, ChromaCheckError, UsageError
 from snapshot.format.manifest import Chunk, Manifest, check_rel_path
+from snapshot.repo.archive import require_snapshot_readable
 from snapshot.repo.basecache import default_root
+from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Repository
-from snapshot.restore.materialise import (
-    Local,
-    ReadEstimate,
-    index_local_file,
-    materialise,
-    sync_tree,
-)
+from snapshot.restore.local import Local, Staged, claim_leftovers, index_local_file, leftovers, staging_dir
+from snapshot.restore.materialise import ReadEstimate, materialise, sync_tree
 from snapshot.restore.options import RestoreOptions
+from snapshot.restore.predict import predict_reads
 from snapshot.restore.repair import keep_copies, repair
 from snapshot.restore.swap import recover, swap_into_place, sweep_beside, temp_beside
 from snapshot.util import pausepoints
@@ -67,6 +66,11 @@ class RestoreSummary:
     bytes_remote: int
     #: Compressed bytes of the frames to read (less when the target holds a delta base).
     bytes_to_download: int
+    #: What the leftovers of killed restores into the target hold (not counted as local).
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
+    #: The requests and bytes the restore will take (see snapshot/restore/predict.py).
+    predicted: Prediction | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,14 @@ class RestoreResult:
     #: again, and "chromadb" with --chroma-check (run in ``chroma_batches`` child processes).
     checks: tuple[str, ...] = ()
     chroma_batches: int = 0
+    #: Taken from what restores into the same target that were killed had written, verified
+    #: again (not counted in ``bytes_reused``, which is what the target itself held).
+    chunks_resumed: int = 0
+    bytes_resumed: int = 0
+    #: With ``RestoreOptions.predict``: what was predicted before the first file was written.
+    predicted: Prediction | None = None
+    #: Every byte read from the repository (``bytes_downloaded`` and the chunk tables).
+    bytes_down: int = 0
 
 
 def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
@@ -107,16 +119,20 @@ def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
     """Pure: how much of ``m`` the target already holds (per file, in the order a restore
     writes them: its chunks and what the target holds of them), and what must be read (from
     a ``remote`` store: the ranges of packs the frames are read with)."""
-    cl = bl = cr = br = 0
+    cl = bl = cr = br = cs = bs = 0
     reads = ReadEstimate(remote)
     for chunks, local in files:
         for c in chunks:
-            if c.hash in local:
-                cl, bl = cl + 1, bl + c.size
-            else:
+            lc = local.get(c.hash)
+            if lc is None:
                 cr, br = cr + 1, br + c.size
+            elif lc.staged:
+                cs, bs = cs + 1, bs + c.size
+            else:
+                cl, bl = cl + 1, bl + c.size
         reads.add(chunks, local)
-    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total())
+    return RestoreSummary(m.id, len(m.files), sum(f.size for f in m.files), cl, bl, cr, br, reads.total(),
+                          cs, bs)
 
 
 def target_path(target: str | os.PathLike[str]) -> Path:
@@ -131,8 +147,8 @@ def prepare_restore(
     repo: Repository, ref: str, target: str | os.PathLike[str], *, survey: bool = True
 ) -> RestorePlan:
     """Read and validate the snapshot; with ``survey``, also read each file's chunk table
-    and index what the target holds of it (one file at a time) to say what a restore would
-    reuse and download."""
+    and index what the target and the leftovers of killed restores into it hold of it (one
+    file at a time) to say what a restore would reuse and download."""
     path = target_path(target)
     m = repo.get(ref)
     for f in m.files:
@@ -140,15 +156,20 @@ def prepare_restore(
     if not survey:
         return RestorePlan(m, path)
 
+    staged = Staged(leftovers(path))  # looked at, not claimed: a dry run changes nothing
+    tables = list(repo.tables(m, write_order(m)))
+
     def per_file() -> Iterator[tuple[Sequence[Chunk], Local]]:
-        for f in write_order(m):
-            chunks = repo.chunks(m, f)
-            yield chunks, index_local_file(path, f, chunks, m.chunk_size)
+        for f, chunks in tables:
+            yield chunks, {**index_local_file(path, f, chunks, m.chunk_size),
+                           **staged.index(f, chunks, m.chunk_size)[0]}
 
-    return RestorePlan(m, path, summarise(m, per_file(), remote=repo.local_root is None))
+    summary = summarise(m, per_file(), remote=repo.local_root is None)
+    predicted = predict_reads(repo, path, staged, m.chunk_size, tables)
+    return RestorePlan(m, path, replace(summary, predicted=predicted))
 
 
-def _dir_mode(target: Path) -> int:
+def target_mode(target: Path) -> int:
     """Keep the replaced directory's mode; a new one gets the usual umask-derived mode."""
     if target.is_dir():
         return target.stat().st_mode & 0o7777
@@ -172,8 +193,16 @@ def restore_snapshot(
     opts = from_keywords(RestoreOptions, options, keywords, "restore_snapshot")
     target = target_path(target)
     recovered = recover(target)  # an earlier restore killed mid-swap is finished or rolled back
-    plan = prepare_restore(repo, ref, target, survey=False)
-    result = execute_restore(repo, plan, opts, reporter=reporter, on_commit=on_commit)
+    m = repo.get(ref)
+    what = f"restoring snapshot {m.id}"
+    try:
+        if opts.request_restore is not None:
+            require_snapshot_readable(repo, m, what, opts.request_restore)
+        plan = prepare_restore(repo, ref, target, survey=False)
+        result = execute_restore(repo, plan, opts, reporter=reporter, on_commit=on_commit)
+    except ArchivedError:  # say how much is archived, not only the first pack met
+        require_snapshot_readable(repo, m, what)
+        raise
     return result if recovered is None else replace(result, warnings=(recovered, *result.warnings))
 
 
@@ -223,18 +252,25 @@ def execute_restore(
     for note in dropped:
         reporter.warn(note)
     target.parent.mkdir(parents=True, exist_ok=True)
+    staged = claim_leftovers(target)  # before the sweep, which would remove them
     sweep_beside(target)
     checked: dict[str, int] = {}
+    predicted: Prediction | None = None
     repaired = 0
     kept: Path | None = None
     with repo.measure() as moved:
-        built = temp_beside(target, "restore")
+        built = staging_dir(target, m.id)
         checker = ChromaChecker(built) if opts.chroma_check and m.file(DB_NAME) is not None else None
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as side_pool:
                 schema_job = side_pool.submit(installed_schema_warning, m, recorded_schema(m))
                 early = EarlyChecks(built, m, side_pool)
-                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m))
+                tables = None
+                if opts.predict:  # read before the first file, once: materialise takes them
+                    tables = list(repo.tables(m, write_order(m)))
+                    predicted = predict_reads(repo, target, staged, m.chunk_size, tables)
+                fetcher = materialise(repo, m, built, target, reporter, early.written, write_order(m), staged,
+                                      tables)
                 side, ids = early.results()
                 recorded_warning = schema_job.result()
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync") as bg:
@@ -250,13 +286,14 @@ def execute_restore(
             if checker is not None:
                 repaired = repair(repo, built, m, fetcher, reporter, kept)  # fsyncs what it rewrites
             pausepoints.point("restore.verified")
-            os.chmod(built, _dir_mode(target))
+            os.chmod(built, target_mode(target))
             swap_into_place(built, target, on_commit or (lambda: None))
             pausepoints.point("restore.swapped")
         except BaseException:
             shutil.rmtree(built, ignore_errors=True)
             raise
         finally:
+            staged.remove()
             if checker is not None:
                 checker.close()
             if kept is not None:
@@ -278,4 +315,8 @@ def execute_restore(
         requests=moved.requests,
         checks=passed + (("chromadb",) if checker is not None else ()),
         chroma_batches=checker.batches if checker is not None else 0,
+        chunks_resumed=fetcher.resumed,
+        bytes_resumed=fetcher.bytes_resumed,
+        predicted=predicted,
+        bytes_down=moved.bytes_down,
     )

@@ -361,6 +361,19 @@ def recover(target: Path) -> str | None:
     return done
 
 
+def journal_refs(target: Path) -> set[Path] | None:
+    """The directories beside ``target`` an unfinished swap into it needs (none without a
+    journal), or None when its journal cannot be read (then nothing there may be touched)."""
+    jpath = journal_path(target)
+    if not os.path.lexists(jpath):
+        return set()
+    try:
+        j = _load(jpath, target)
+    except TargetError:
+        return None
+    return {j.built, j.old}
+
+
 def sweep_beside(target: Path) -> list[Path]:
     """Remove what killed restores left beside ``target``: ``.<name>.restore-*`` dirs whose
     owner is gone, and ``.<name>.old-*`` dirs no journal refers to (a swap that is not done
@@ -373,14 +386,9 @@ def sweep_beside(target: Path) -> list[Path]:
         return []
     # Read the journal after listing: an old dir seen above was made after its journal was
     # written, so if that swap is still unfinished its journal is seen here.
-    refs: set[Path] = set()
-    jpath = journal_path(target)
-    if os.path.lexists(jpath):
-        try:
-            j = _load(jpath, target)
-        except TargetError:
-            return []  # cannot tell what it protects: touch nothing
-        refs = {j.built, j.old}
+    refs = journal_refs(target)
+    if refs is None:
+        return []  # cannot tell what it protects: touch nothing
     removed = tempdirs.sweep(parent, f".{target.name}.restore-", keep=refs)
     for name in names:
         path = parent / name

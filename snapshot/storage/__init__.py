@@ -14,13 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from snapshot.errors import UsageError
-from snapshot.storage.base import Capabilities, ColdClass, ObjectInfo, ObjectKind, RequestStats, Store
+from snapshot.storage.base import (
+    ARCHIVE_CLASSES,
+    ArchiveState,
+    Capabilities,
+    ColdClass,
+    ObjectInfo,
+    ObjectKind,
+    RequestStats,
+    Store,
+)
 from snapshot.storage.local import LocalStore
 from snapshot.storage.s3.options import S3Options
 
 __all__ = [
-    "BACKENDS", "Capabilities", "ColdClass", "LocalStore", "ObjectInfo", "ObjectKind", "RequestStats",
-    "Store", "StoreOptions", "open_store",
+    "ARCHIVE_CLASSES", "ArchiveState", "BACKENDS", "Capabilities", "ColdClass", "LocalStore", "ObjectInfo",
+    "ObjectKind", "RequestStats", "Store", "StoreOptions", "open_store",
 ]
 
 

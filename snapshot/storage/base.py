@@ -66,12 +66,29 @@ class Capabilities:
     cold_class: ColdClass | None = None
 
 
+#: Storage classes whose objects must be restored before they can be read (S3).
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
+
+@dataclass(frozen=True)
+class ArchiveState:
+    """An object in an archive class: whether a restored copy is readable, or on its way."""
+
+    storage_class: str
+    #: "archived" (no restore asked), "restoring" (asked, not ready) or "restored" (readable).
+    state: str
+    #: Until when the restored copy stays (as S3 says it), if restored.
+    expiry: str | None = None
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
     #: Last modification, seconds since the epoch (UTC), by the store's clock (:meth:`Store.now`).
     mtime: float
+    #: The S3 storage class the listing gives (None: a local store, or not reported).
+    storage_class: str | None = None
 
 
 @dataclass
@@ -164,6 +181,16 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error. A deleted key reads as missing."""
+        ...
+
+    def archive_state(self, key: str) -> ArchiveState | None:
+        """Whether ``key`` is in an archive class and must be restored to be read (one request
+        on a store that has such classes); None when it is readable as it is."""
+        ...
+
+    def request_restore(self, key: str, *, days: int, tier: str) -> None:
+        """Ask the store to restore an archived object for ``days`` at ``tier``'s speed; a
+        restore already under way is not an error."""
         ...
 
     def now(self) -> float:

@@ -24,7 +24,7 @@ from snapshot.errors import (
     UsageError,
     disk_full,
 )
-from snapshot.storage.base import Capabilities, ObjectInfo, ObjectKind, RequestStats
+from snapshot.storage.base import ArchiveState, Capabilities, ObjectInfo, ObjectKind, RequestStats
 from snapshot.util.fsync import fsync_path
 
 
@@ -180,6 +180,13 @@ class LocalStore:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"deleting {key} from {self.url}: {exc.strerror or exc}") from exc
+
+    def archive_state(self, key: str) -> ArchiveState | None:
+        """A local folder has no archive classes."""
+        return None
+
+    def request_restore(self, key: str, *, days: int, tier: str) -> None:
+        """Nothing to restore in a local folder."""
 
     def now(self) -> float:
         """This host's clock: it also stamps the mtimes of the files listed here."""

@@ -137,6 +137,7 @@ def _locked(repo: Repository, dry_run: bool, command: str, wait: float | None,
     if dry_run:
         return work(None)
     with repo.lock(EXCLUSIVE, command, wait=wait or 0.0) as lock:
+        repo.check_deletes_allowed(command)
         return work(lock)
 
 

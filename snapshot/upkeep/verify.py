@@ -38,9 +38,11 @@ from snapshot.chroma.segments import Fact, judge, segment_problems, spool, watch
 from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.format.hashing import FileHasher
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.repo.archive import RestoreRequest, require_readable, tables_of
 from snapshot.repo.packs import ChunkReader
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
+from snapshot.storage.base import ARCHIVE_CLASSES
 
 _READERS = 4
 
@@ -129,6 +131,8 @@ class _Checker:
         self.notes: list[str] = []
         self.manifests: list[Manifest] = []
         self.objects: dict[str, int] = {}
+        #: Packs listed in an archive class (S3 GLACIER, DEEP_ARCHIVE), and their sizes.
+        self.cold: dict[str, int] = {}
 
     def problem(self, p: Problem) -> None:
         self.problems.setdefault((p.kind, p.snapshot, p.path, p.object), p)
@@ -161,6 +165,8 @@ class _Checker:
                 self.notes.append(f"unexpected key {info.key} (not an object; ignored)")
             else:
                 self.objects[oid] = info.size
+                if info.storage_class in ARCHIVE_CLASSES:
+                    self.cold[oid] = info.size
 
     def check_frames(self) -> set[str]:
         """Every chunk table and every frame's object exists and is long enough (a table
@@ -364,14 +370,21 @@ def _versions_by_path(manifests: Iterable[Manifest]) -> dict[str, list[_Version]
 
 
 def check_repository(
-    repo: Repository, *, read_data: bool = False, subset: Subset | None = None
+    repo: Repository, *, read_data: bool = False, subset: Subset | None = None,
+    request_restore: RestoreRequest | None = None,
 ) -> CheckResult:
-    """Check ``repo`` (see the module docstring); ``subset`` implies ``read_data``."""
+    """Check ``repo`` (see the module docstring); ``subset`` implies ``read_data``. Reading
+    data stops before it starts (exit 17) when packs to read are in an archive class and not
+    restored; ``request_restore`` asks S3 for them first."""
     read_data = read_data or subset is not None
     ck = _Checker(repo)
     ck.check_config()
     count = ck.load_manifests()
     ck.list_objects()
+    # archived packs stop the check before it reads anything: the chunk tables' (which packs
+    # hold data is known only from them), and with --read-data every pack
+    require_readable(repo, None if read_data else tables_of(ck.manifests),
+                     "check --read-data" if read_data else "check", request_restore, listed=ck.cold)
     referenced = ck.check_frames()
     selected: set[str] | None = None
     frames: set[Frame] = set()

@@ -11,11 +11,12 @@ from typing import Protocol
 
 class Reporter(Protocol):
     def phase(self, name: str, total: int) -> None:
-        """A new phase starts; ``total`` is in bytes (0 when unknown)."""
+        """A new phase starts; ``total`` is in bytes (0 when unknown), or in records for the
+        phases of a collection copy (named ``copy NAME`` and ``check NAME``)."""
 
     def advance(self, amount: int) -> None:
-        """``amount`` more bytes of the current phase are done (may be called from several
-        threads at once: a restore writes small files in parallel)."""
+        """``amount`` more bytes (or records) of the current phase are done (may be called from
+        several threads at once: a restore writes small files in parallel)."""
 
     def warn(self, message: str) -> None:
         """Something the user should know that does not stop the operation."""

@@ -4,7 +4,8 @@ A directory made by :func:`owned_dir` is named ``<prefix><pid>-<hex>`` and holds
 marker (:data:`MARKER`): pid, hostname, the process's start time and the boot id. Together
 they tell a later run whether the owner is still alive even after the pid was reused or the
 machine rebooted, so that :func:`sweep` removes what a killed run left behind and nothing a
-running one still uses.
+running one still uses. The marker may also say what the directory is for (``purpose``), so
+that a later run can :func:`claim` a dead owner's directory and carry on with its work.
 """
 
 from __future__ import annotations
@@ -127,8 +128,16 @@ def owner_alive(path: Path) -> bool:
     return age < UNMARKED_GRACE
 
 
-def owned_dir(parent: Path, prefix: str) -> Path:
-    """A new directory ``parent/<prefix><pid>-<hex>`` (mode 0700) marked as ours."""
+def _mark(purpose: Mapping[str, Any] | None) -> dict[str, Any]:
+    record = owner_record()
+    if purpose is not None:
+        record["purpose"] = dict(purpose)
+    return record
+
+
+def owned_dir(parent: Path, prefix: str, purpose: Mapping[str, Any] | None = None) -> Path:
+    """A new directory ``parent/<prefix><pid>-<hex>`` (mode 0700) marked as ours; ``purpose``
+    (JSON) is kept in the marker for :func:`purpose_of`."""
     path = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
     try:
         path.mkdir(mode=0o700)
@@ -140,7 +149,7 @@ def owned_dir(parent: Path, prefix: str) -> Path:
     try:
         fd = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(owner_record(), fh)
+            json.dump(_mark(purpose), fh)
     except BaseException as exc:
         shutil.rmtree(path, ignore_errors=True)
         full = disk_full(exc, path) if isinstance(exc, OSError) else None
@@ -148,6 +157,38 @@ def owned_dir(parent: Path, prefix: str) -> Path:
             raise full from exc
         raise
     return path
+
+
+def purpose_of(path: Path) -> dict[str, Any] | None:
+    """What the marker of directory ``path`` says it is for, or None."""
+    record = read_marker(path)
+    purpose = record.get("purpose") if record is not None else None
+    return purpose if isinstance(purpose, dict) else None
+
+
+def claim(path: Path, prefix: str) -> Path | None:
+    """Take over directory ``path``, named ``<prefix><pid>-<hex>``, whose owner is gone (the
+    caller checked): it is renamed to a name of this process, so that of two processes
+    claiming it one wins, and then marked as ours with the same purpose. Returns the new path,
+    or None when it vanished or another process took it first. (Between the rename and the new
+    marker a sweep by another process may still remove it: the work in it is then lost, never
+    mixed up.)"""
+    purpose = purpose_of(path)
+    new = path.parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+    try:
+        os.rename(path, new)
+    except OSError:
+        return None
+    tmp = new / f"{MARKER}.{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_mark(purpose), fh)
+        os.replace(tmp, new / MARKER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return new
 
 
 def release(path: Path) -> None:

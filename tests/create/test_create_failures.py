@@ -161,7 +161,11 @@ def test_a_create_whose_objects_vanished_commits_nothing(chroma_dir: Path, repo_
     _check_ok(repo_path)
 
 
-def test_a_retried_create_refreshes_the_leftover_packs_it_reuses(chroma_dir: Path, repo_path: Path) -> None:
+def test_a_retried_create_reuses_the_leftover_packs_without_uploading_them(
+    chroma_dir: Path, repo_path: Path
+) -> None:
+    """They keep their age (past the grace period here): a prune may condemn them while the
+    retry runs, and the retry's root rescues them; once it is saved, a prune keeps them."""
     def crash() -> None:
         raise RuntimeError("killed before the commit")
 
@@ -172,10 +176,15 @@ def test_a_retried_create_refreshes_the_leftover_packs_it_reuses(chroma_dir: Pat
     old = time.time() - 7200
     for p in leftovers:
         os.utime(p, (old, old))
-    create_snapshot(repo_path, chroma_dir)  # the same bytes: the same pack ids
-    assert set(pack_files(repo_path)) == set(leftovers)
-    assert all(p.stat().st_mtime > time.time() - 600 for p in leftovers)  # fresh: graced again
-    assert run_cli("--repo", repo_path, "prune", "--keep-last", "1").code == 0
+    res = run_cli("--repo", repo_path, "create", chroma_dir, "--json")
+    assert res.code == 0, res.stderr
+    left = sum(p.stat().st_size for p in leftovers)
+    assert res.json()["bytes_uploaded"] < 0.1 * left and res.json()["bytes_resumed"] > 0.9 * left
+    assert set(leftovers) <= set(pack_files(repo_path))
+    aged = [p for p in leftovers if p.stat().st_mtime < time.time() - 3600]  # not uploaded again
+    assert sum(p.stat().st_size for p in aged) == res.json()["bytes_resumed"]
+    prune = run_cli("--repo", repo_path, "prune", "--keep-last", "1", "--json")
+    assert prune.code == 0 and prune.json()["objects_removed"] == [], prune.stdout
     _check_ok(repo_path)
 
 

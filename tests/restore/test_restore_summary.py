@@ -68,3 +68,13 @@ def test_a_target_holding_everything_reads_nothing() -> None:
         s = summarise(M, files, remote=remote)
         assert (s.chunks_local, s.bytes_local, s.chunks_remote, s.bytes_remote) == (5, 2 * CS + 210, 0, 0)
         assert s.bytes_to_download == 0
+
+
+def test_what_a_killed_restore_left_counts_as_resumed_not_as_the_targets() -> None:
+    staged = {h: LocalChunk(Path("/.x.restore-1-ab/x"), 0, 1, staged=True) for h in (H[0], H[2])}
+    files = [(DB, {**_held(H[3]), **staged}), (SMALL, _held()), (SMALL, _held())]
+    s = summarise(M, files)
+    assert (s.chunks_resumed, s.bytes_resumed) == (2, 2 * CS)
+    assert (s.chunks_local, s.bytes_local) == (1, 10)
+    assert (s.chunks_remote, s.bytes_remote) == (2, 200)
+    assert s.bytes_to_download == 50 + 50

@@ -200,3 +200,30 @@ def test_process_start_survives_odd_command_names() -> None:
     own = tempdirs.process_start(os.getpid())
     assert isinstance(before, int) and isinstance(own, int) and before >= own
     assert after == before
+
+
+def test_a_dead_owners_directory_is_claimed_once_with_its_purpose(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from snapshot.util.tempdirs import owned_dir; "
+        "d = owned_dir(Path(sys.argv[1]), sys.argv[2], {'restore_target': '/srv/db'}); "
+        "(d / 'work').write_text('done'); print(d)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), PREFIX], check=True, capture_output=True,
+                         text=True)
+    left = Path(out.stdout.strip())
+    assert not tempdirs.owner_alive(left) and tempdirs.purpose_of(left) == {"restore_target": "/srv/db"}
+    mine = tempdirs.claim(left, PREFIX)
+    assert mine is not None and not left.exists()
+    assert tempdirs.name_pid(mine.name, PREFIX) == os.getpid()
+    record = tempdirs.read_marker(mine)
+    assert tempdirs.owner_alive(mine) and record is not None and record["pid"] == os.getpid()
+    assert tempdirs.purpose_of(mine) == {"restore_target": "/srv/db"}
+    assert (mine / "work").read_text() == "done"
+    assert sorted(p.name for p in mine.iterdir()) == sorted([tempdirs.MARKER, "work"])
+    assert tempdirs.claim(left, PREFIX) is None  # taken: a second claimer gets nothing
+    assert tempdirs.sweep(tmp_path, PREFIX) == []  # ours now
+
+
+def test_a_directory_without_a_purpose_has_none(tmp_path: Path) -> None:
+    assert tempdirs.purpose_of(tempdirs.owned_dir(tmp_path, PREFIX)) is None
+    assert tempdirs.purpose_of(marked(tmp_path, {"pid": 1, "host": "h", "purpose": "not an object"})) is None

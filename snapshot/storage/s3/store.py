@@ -37,7 +37,14 @@ from botocore.exceptions import ClientError, ConnectionClosedError, IncompleteRe
 from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]
 
 from snapshot.errors import AccessDeniedError, IntegrityError, NotFoundError, SnapshotError, StorageError
-from snapshot.storage.base import Capabilities, ObjectInfo, ObjectKind, RequestStats
+from snapshot.storage.base import (
+    ARCHIVE_CLASSES,
+    ArchiveState,
+    Capabilities,
+    ObjectInfo,
+    ObjectKind,
+    RequestStats,
+)
 from snapshot.storage.s3 import classes
 from snapshot.storage.s3.client import build_clients, known_storage_classes, transfer_config
 from snapshot.storage.s3.location import parse_s3_url
@@ -296,12 +303,17 @@ class S3Store:
                 if not (create_only and self._landed_anyway(exc, key, data)):
                     raise
             return
-        chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
-        requests = math.ceil(size / chunk) + 2  # create + parts + complete
-        with self._request("put", key, up=size, count=requests):
+        with self._request("put", key, up=size, count=self.put_requests(size)):
             self._client.upload_fileobj(
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
+
+    def put_requests(self, size: int, *, create_only: bool = False) -> int:
+        """The requests :meth:`put` makes for ``size`` bytes when nothing fails (a prediction's)."""
+        if create_only or size < self._transfer.multipart_threshold:
+            return 1
+        chunk = ChunksizeAdjuster().adjust_chunksize(self._transfer.multipart_chunksize, size)
+        return math.ceil(size / int(chunk)) + 2  # create + parts + complete
 
     def _landed_anyway(self, exc: StorageError, key: str, data: bytes | bytearray) -> bool:
         """Whether a failed create-only put wrote our bytes after all. Only asked when its
@@ -347,10 +359,40 @@ class S3Store:
                     key=str(obj["Key"])[len(base) :],
                     size=int(obj["Size"]),
                     mtime=float(obj["LastModified"].timestamp()),
+                    storage_class=str(obj.get("StorageClass") or "STANDARD"),
                 )
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
+
+    def archive_state(self, key: str) -> ArchiveState | None:
+        """From HeadObject's ``StorageClass`` and ``Restore`` (``ongoing-request="false",
+        expiry-date="..."`` once a restored copy is readable)."""
+        full = self._full(key)
+        self._ensure_ready()
+        with self._request("head", key):
+            head: dict[str, Any] = self._client.head_object(Bucket=self.bucket, Key=full)
+        storage_class = str(head.get("StorageClass") or "STANDARD")
+        if storage_class not in ARCHIVE_CLASSES:
+            return None
+        restore = str(head.get("Restore") or "")
+        if not restore:
+            return ArchiveState(storage_class, "archived")
+        if 'ongoing-request="true"' in restore:
+            return ArchiveState(storage_class, "restoring")
+        expiry = restore.split('expiry-date="', 1)[1].split('"', 1)[0] if "expiry-date=" in restore else None
+        return ArchiveState(storage_class, "restored", expiry)
+
+    def request_restore(self, key: str, *, days: int, tier: str) -> None:
+        full = self._full(key)
+        self._ensure_ready()
+        try:
+            with self._request("restore", key):
+                self._client.restore_object(Bucket=self.bucket, Key=full, RestoreRequest={
+                    "Days": days, "GlacierJobParameters": {"Tier": tier}})
+        except StorageError as exc:
+            if "RestoreAlreadyInProgress" not in str(exc):
+                raise
 
     def delete(self, key: str) -> None:
         full = self._full(key)

@@ -34,6 +34,7 @@ from urllib3.exceptions import ProtocolError
 from snapshot.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    ArchivedError,
     BucketNotFoundError,
     CredentialsError,
     EndpointError,
@@ -72,6 +73,14 @@ _HOW_TO_CREDENTIALS = (
 )
 #: The error code the client's short-body hook gives a response whose body came up short.
 TRUNCATED_CODE = "TruncatedResponse"
+
+
+#: The IAM action each kind of request needs (what an access-denied error names).
+IAM_ACTIONS = {
+    "get": "s3:GetObject", "get_range": "s3:GetObject", "head": "s3:GetObject", "put": "s3:PutObject",
+    "delete": "s3:DeleteObject", "list": "s3:ListBucket", "open": "s3:ListBucket",
+    "restore": "s3:RestoreObject", "retention": "s3:PutObjectRetention",
+}
 
 
 def _one_line(text: str) -> str:
@@ -160,11 +169,13 @@ def translate_error(
         return StorageError(f"{head}: connection to {where} cut off ({type(exc).__name__})")
     if not isinstance(exc, ClientError):
         return StorageError(f"{head}: {type(exc).__name__}: {_one_line(str(exc))}")
-    return _client_error(exc, head, where, bucket, bucket_level=bucket_level, create_only=create_only)
+    return _client_error(exc, head, where, bucket, bucket_level=bucket_level, create_only=create_only,
+                         action=IAM_ACTIONS.get(op))
 
 
 def _client_error(
-    exc: ClientError, head: str, where: str, bucket: str, *, bucket_level: bool, create_only: bool
+    exc: ClientError, head: str, where: str, bucket: str, *, bucket_level: bool, create_only: bool,
+    action: str | None = None,
 ) -> SnapshotError:
     """The error for an answer S3 gave (a ClientError), by its code and HTTP status."""
     response: dict[str, Any] = getattr(exc, "response", None) or {}
@@ -184,8 +195,15 @@ def _client_error(
         return WrongRegionError(f"{head}: bucket {bucket} is in another region ({said}); {hint}")
     if code == "NoSuchBucket" or (status == 404 and bucket_level):
         return BucketNotFoundError(f"{head}: bucket {bucket} does not exist at {where}")
+    if code == "InvalidObjectState":
+        where_class = error.get("StorageClass") or "an archive class"
+        return ArchivedError(f"{head}: the object is in {where_class} and not restored; run the command "
+                             "again with --request-restore")
     if code in _DENIED_CODES or status == 403:
-        return AccessDeniedError(f"{head}: access denied ({said}); check the credentials and policy")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return AccessDeniedError(f"{head}: access denied ({said}); check the credentials")
+        needs = f"the credentials' policy lacks {action}" if action else "check the credentials and policy"
+        return AccessDeniedError(f"{head}: access denied ({said}); {needs}")
     if code in ("NoSuchKey", "NotFound") or status == 404:
         return NotFoundError(f"{head}: object not found")
     if create_only and (code == "PreconditionFailed" or status == 412):

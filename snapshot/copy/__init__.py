@@ -1,0 +1,1 @@
+"""Copying snapshots between repositories (the ``copy`` command): see pipeline.py."""

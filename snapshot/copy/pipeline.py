@@ -1,0 +1,353 @@
+"""Copying snapshots from one repository into another (restic's ``copy``: run against the
+destination, ``--from-repo`` names the source).
+
+Each snapshot keeps its id and every field of its root (tags, message, times, collections,
+the capture's ``verified`` block, file hashes); only where its frames and chunk tables are
+stored changes. Snapshots are copied oldest first, each with what the destination holds
+(snapshot/copy/index.py decides per chunk) and what this copy stored before it:
+
+* every source frame read is decoded and hash-checked before it is written (a delta against the
+  content the link before it decodes to), opened with the source's key and sealed with the
+  destination's (plain or encrypted, any two master keys); a frame of another codec is
+  re-encoded as a full frame in the destination's;
+* frames go to packs (full frames and deltas in their lanes, as a create packs them), then each
+  file's chunk table (reused when the destination holds the same table), then the root: last,
+  create-only, once every object it names is listed and none is condemned beyond rescue (the
+  deletion protocol, snapshot/repo/commit.py). The destination holds a shared lock throughout,
+  and frames in packs a prune condemned are never built on;
+* each pack is recorded in a local journal before its upload (snapshot/repo/copy_journal.py):
+  a copy killed and run again takes the frames of the packs that landed instead of uploading
+  them again.
+
+The source is only read (no lock: read-only credentials suffice, as for restore). A snapshot a
+prune removes from the source before it is copied is reported and skipped; one whose root a
+prune's repack rewrote meanwhile is read again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from snapshot.copy.index import ChainIndex, DestFrame, Step
+from snapshot.copy.plan import (
+    COPIED,
+    PRESENT,
+    VANISHED,
+    CopyResult,
+    DestIndex,
+    SnapshotCopy,
+    check_pair,
+    dry_run,
+    index_destination,
+    select,
+    split_present,
+)
+from snapshot.errors import NotFoundError
+from snapshot.format.chunk_tables import encode_table
+from snapshot.format.codecs import compress
+from snapshot.format.hashing import digest
+from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.repo.basecache import default_root
+from snapshot.repo.commit import check_condemned, check_present
+from snapshot.repo.copy_journal import TABLE, CopyJournal
+from snapshot.repo.locks import SHARED, RepositoryLock
+from snapshot.repo.packs import (
+    DELTA_FRAMES,
+    FULL_FRAMES,
+    ChunkReader,
+    PackWriter,
+    PendingFrame,
+    Span,
+    pack_size_for,
+)
+from snapshot.repo.repository import Measurement, Repository
+from snapshot.repo.selection import SnapshotFilter
+from snapshot.util import pausepoints
+from snapshot.util.progress import NullReporter, Reporter
+
+#: Chunks whose source frames are planned and read together (frames of one pack close together
+#: are read with one request), and how many such groups are in flight.
+_GROUP = 16
+_GROUPS_AHEAD = 2
+_REMOTE_READERS = 8
+
+#: What a source chunk becomes: (stored bytes, codec, size, content hash, lane, base note).
+_Out = list[tuple[bytes | bytearray, str, int, str, str, str | None]]
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """``dry_run``: report what would be copied, write nothing (and take no lock).
+    ``pack_size``: bytes per pack [sized to each snapshot, repo/packs.py pack_size_for].
+    ``wait``: seconds to wait for a prune holding the destination [0]."""
+
+    dry_run: bool = False
+    pack_size: int | None = None
+    wait: float | None = None
+
+
+@dataclass
+class _Item:
+    chains: list[tuple[DestFrame, ...]]
+    index: int
+    chunk: Chunk
+    step: Step
+    future: Future[_Out] | None = None
+
+
+@dataclass
+class _Copier:
+    """Copies one snapshot at a time into ``dest``, keeping ``known`` up to date."""
+
+    dest: Repository
+    source: Repository
+    known: DestIndex
+    journal: CopyJournal
+    reader: ChunkReader
+    pool: ThreadPoolExecutor
+    options: CopyOptions
+    reporter: Reporter
+    #: The current snapshot's pending frames, figures (chunks, stored, re-encoded, bytes) and
+    #: the planned ranges of the groups in flight.
+    _added: list[PendingFrame] = field(default_factory=list)
+    _stats: list[int] = field(default_factory=list)
+    _spans: deque[list[Span]] = field(default_factory=deque)
+
+    def _fetch(self, chunk: Chunk, step: Step) -> _Out:
+        """The frames to store for ``chunk``, each verified: decoded against the content of
+        the link before it, its hash checked."""
+        codec = self.dest.config.codec
+        frames = chunk.frames
+        if step.reencode:
+            content = self.reader.decode_chain(frames, None)
+            data = compress(content, codec, self.dest.config.level)
+            return [(self.dest.seal_frame(data, codec, len(content), chunk.hash), codec, len(content),
+                     chunk.hash, FULL_FRAMES, None)]
+        start = len(frames) - len(step.copy)
+        base = self.reader.decode_chain(frames[:start], None) if start else None
+        out: _Out = []
+        for j in range(start, len(frames)):
+            fr = frames[j]
+            raw, base = self.reader.decode_keeping(fr, base)
+            note = frames[j - 1].hash if j else None
+            out.append((self.dest.seal_frame(raw, fr.codec, fr.size, fr.hash), fr.codec, fr.size, fr.hash,
+                        DELTA_FRAMES if j else FULL_FRAMES, note))
+        return out
+
+    def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str]) -> SnapshotCopy:
+        pack_size = self.options.pack_size or pack_size_for(m.totals.bytes)
+        writer = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
+        files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]] = []
+        self._stats, self._added = [0, 0, 0, 0], []
+        try:
+            self._pack(m, writer, files)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            self.known.chains.drop_pending()
+            raise
+        done = {pf: writer.resolve(pf) for pf in self._added}
+        self.known.chains.resolve(done)
+        entries, needed = self._tables(files, done, pack_size)
+        root = replace(m, files=tuple(entries), format_version=FORMAT_VERSION)
+        pausepoints.point("copy.before-commit")
+        lock.check()
+        check_condemned(self.dest, needed, started, seen, command="copy")
+        check_present(self.dest, needed, command="copy")
+        self.dest.save_manifest(root)
+        pausepoints.point("copy.committed")
+        return SnapshotCopy(m.id, COPIED, *self._stats)
+
+    def _pack(self, m: Manifest, writer: PackWriter,
+              files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]]) -> None:
+        group: list[_Item] = []
+        flying: deque[list[_Item]] = deque()
+        for f, chunks in self.source.tables(m):
+            chains: list[tuple[DestFrame, ...]] = [()] * len(chunks)
+            files.append((f, chunks, chains))
+            for i, c in enumerate(chunks):
+                group.append(_Item(chains, i, c, self.known.chains.plan(c)))
+                if sum(1 for it in group if it.step.stores) >= _GROUP:
+                    self._launch(group, flying, writer)
+                    group = []
+        self._launch(group, flying, writer)
+        while flying:
+            self._finish(flying.popleft(), writer)
+
+    def _launch(self, group: list[_Item], flying: deque[list[_Item]], writer: PackWriter) -> None:
+        readers = [it for it in group if it.step.stores]
+        spans = self.reader.prefetch([fr for it in readers for fr in it.step.reads(it.chunk)])
+        for it in readers:
+            it.future = self.pool.submit(self._fetch, it.chunk, it.step)
+        flying.append(group)
+        self._spans.append(spans)
+        while len(flying) > _GROUPS_AHEAD:
+            self._finish(flying.popleft(), writer)
+
+    def _finish(self, group: list[_Item], writer: PackWriter) -> None:
+        index = self.known.chains
+        try:
+            for it in group:
+                self._stats[0] += 1
+                self.reporter.advance(it.chunk.size)
+                known = index.get(it.chunk.hash)
+                if it.future is None or known is not None:  # stored meanwhile: nothing to write
+                    it.chains[it.index] = known if known is not None else it.step.reuse
+                    continue
+                chain: list[DestFrame] = list(it.step.reuse)
+                for stored, codec, size, h, lane, note in it.future.result():
+                    now = index.get(h)  # e.g. a delta a killed copy stored, once its base is here
+                    if now is not None:
+                        chain = list(now)
+                        continue
+                    pf = writer.add(stored, codec, size, h, lane, note=note)
+                    self._added.append(pf)
+                    chain.append(pf)
+                    self._stats[3] += len(stored)
+                    index.add(chain)
+                self._stats[1] += 1
+                self._stats[2] += it.step.reencode
+                it.chains[it.index] = tuple(chain)
+        finally:
+            self.reader.release(self._spans.popleft())
+
+    def _tables(self, files: Sequence[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]],
+                done: dict[PendingFrame, Frame], pack_size: int) -> tuple[list[FileEntry], set[str]]:
+        """Each file's chunk table (the destination's when it holds the same one, else written
+        now) and every object the root will name."""
+        codec, level = self.dest.config.codec, self.dest.config.level
+        tables = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
+        needed: set[str] = set()
+        pending: list[tuple[FileEntry, int, TableRef | PendingFrame]] = []
+        written: dict[str, PendingFrame] = {}
+        try:
+            for f, src_chunks, chains in files:
+                chunks = tuple(Chunk(c.hash, c.size, tuple(done[fr] if isinstance(fr, PendingFrame) else fr
+                                                           for fr in chain))
+                               for c, chain in zip(src_chunks, chains, strict=True))
+                needed |= {fr.object for c in chunks for fr in c.frames}
+                raw = encode_table(chunks)
+                h = digest(raw)
+                ref: TableRef | PendingFrame | None = self.known.tables.get(h) or written.get(h)
+                if ref is None:
+                    frame = self.dest.seal_frame(compress(raw, codec, level), codec, len(raw), h, table=True)
+                    ref = written[h] = tables.add(frame, codec, len(raw), h, note=TABLE)
+                pending.append((f, len(chunks), ref))
+            tables.close()
+        except BaseException:
+            tables.abort()
+            raise
+        entries = []
+        for f, count, ref in pending:
+            if isinstance(ref, PendingFrame):
+                fr = tables.resolve(ref)
+                ref = self.known.tables[fr.hash] = TableRef(fr.object, fr.offset, fr.length, fr.size, fr.hash,
+                                                            fr.codec)
+            needed.add(ref.object)
+            entries.append(replace(f, chunks=(), table=ref, chunk_count=count))
+        return entries, needed
+
+
+def _resume(known: DestIndex, journal: CopyJournal, dest: Repository, condemned: frozenset[str]) -> int:
+    """Index the frames of the packs a killed copy uploaded; how many packs they are in."""
+    if not journal.load():
+        return 0
+    present = {oid: info.size for oid, info in dest.list_objects() if oid is not None}
+    frames = journal.usable(present, condemned)
+    for jf in frames:  # a delta's base may be in a pack sealed after its own, or in none that landed
+        if jf.base == TABLE:
+            f = jf.frame
+            known.tables.setdefault(f.hash, TableRef(f.object, f.offset, f.length, f.size, f.hash, f.codec))
+        elif jf.base is None:
+            known.chains.add((jf.frame,))
+        else:
+            known.chains.add_delta(jf.base, jf.frame)
+    return len({jf.frame.object for jf in frames})
+
+
+def copy_snapshots(
+    dest: Repository, source: Repository, refs: Sequence[str] = (), filters: SnapshotFilter | None = None,
+    options: CopyOptions | None = None, *, reporter: Reporter | None = None,
+) -> CopyResult:
+    """Copy the snapshots ``refs`` names in ``source`` (every one passing ``filters`` when there
+    is no ref) into ``dest``; see the module docstring. Everything that can be refused (same
+    repository, other chunk size, an unknown id, a destination snapshot of the same id with
+    other content) is refused before anything is written."""
+    options = options or CopyOptions()
+    reporter = reporter or NullReporter()
+    started = time.monotonic()
+    check_pair(dest, source)
+    with source.measure() as read, dest.measure() as wrote:
+        ids = select(source, refs, filters or SnapshotFilter())
+        to_copy, present = split_present(dest, source, ids)
+        resumed = 0
+        if options.dry_run:
+            snaps = dry_run(dest, source, to_copy, present, frozenset(dest.condemned().since))
+        else:
+            with dest.lock(SHARED, "copy", wait=options.wait or 0.0) as lock:
+                copied, resumed = _run(dest, source, to_copy, options, reporter, lock, started)
+            snaps = sorted([SnapshotCopy(sid, PRESENT) for sid in present] + copied, key=lambda s: s.id)
+    return _result(dest, source, snaps, options.dry_run, resumed, read, wrote, started)
+
+
+def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: CopyOptions,
+         reporter: Reporter, lock: RepositoryLock, started: float) -> tuple[list[SnapshotCopy], int]:
+    seen = frozenset(dest.condemned().since)
+    journal = CopyJournal(default_root(), dest.config.id, source.config.id, dest.config.codec)
+    known = index_destination(dest, seen)
+    resumed = _resume(known, journal, dest, seen)
+    workers = max(2, os.cpu_count() or 2)
+    ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range") \
+        if source.local_root is None else None
+    out: list[SnapshotCopy] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
+            reader = ChunkReader(source, ahead)
+            copier = _Copier(dest, source, known, journal, reader, pool, options, reporter)
+            reporter.phase("copy", sum(source.manifest(sid).totals.bytes for sid in to_copy))
+            for sid in to_copy:
+                out.append(_one(copier, source, sid, lock, started, seen))
+        journal.discard()
+    finally:
+        if ahead is not None:
+            ahead.shutdown(wait=True, cancel_futures=True)
+        reporter.done()
+    return out, resumed
+
+
+def _one(copier: _Copier, source: Repository, sid: str, lock: RepositoryLock, started: float,
+         seen: frozenset[str]) -> SnapshotCopy:
+    """Copy snapshot ``sid``, its root read just before; once more if a prune's repack moved its
+    frames meanwhile."""
+    for attempt in range(2):
+        try:
+            m = source.manifest(sid, fresh=True)  # as it is now: a prune may have rewritten it
+            pausepoints.point("copy.root-read")
+            return copier.copy(m, lock, started, seen)
+        except NotFoundError:
+            if not source.has_snapshot(sid):
+                copier.reporter.warn(f"snapshot {sid} was removed from the source during the copy: skipped")
+                return SnapshotCopy(sid, VANISHED)
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _result(dest: Repository, source: Repository, snaps: Sequence[SnapshotCopy], dry: bool, resumed: int,
+            read: Measurement, wrote: Measurement, started: float) -> CopyResult:
+    copied = sum(1 for s in snaps if s.status not in (PRESENT, VANISHED))
+    return CopyResult(
+        source=source.url, destination=dest.url, dry_run=dry, snapshots=tuple(snaps), copied=copied,
+        skipped=len(snaps) - copied, bytes_read=read.bytes_down, bytes_written=wrote.bytes_up,
+        bytes_stored=sum(s.bytes_stored for s in snaps), packs_resumed=resumed,
+        requests={"source": read.requests, "destination": wrote.requests},
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+__all__ = ["ChainIndex", "CopyOptions", "CopyResult", "SnapshotCopy", "copy_snapshots"]

@@ -1,0 +1,72 @@
+"""Predictions: the requests and bytes an operation will take, worked out before it runs.
+
+``--dry-run --json`` of create, restore, prune and copy prints one; the real run's ``--json``
+reports it as ``predicted`` beside the ``requests`` and bytes it took. Requests are counted by
+the kinds the stores count (get, get_range, put, list, head, delete), as a store counts them
+when nothing fails: a retried request, a body re-read after a garbled response and a lock
+refreshed during a long run add to what a run takes, never to what is predicted. ``notes``
+say what a prediction estimates rather than counts. The cost is priced by the caller from a
+price table (snapshot/upkeep/cost.py), which the operations do not see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PredictedCost:
+    """What the predicted requests and downloads bill, from a dated price table."""
+
+    prices: str
+    currency: str
+    #: The storage class the packs are priced in (their requests and retrieval fee).
+    pack_class: str
+    requests: float
+    retrieval: float
+    egress: float
+    total: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    #: Requests by kind, and their ``total``.
+    requests: dict[str, int]
+    bytes_up: int
+    bytes_down: int
+    #: Of those, the requests that read or write packs (billed in the packs' storage class),
+    #: and the bytes they read.
+    pack_requests: dict[str, int] = field(default_factory=dict)
+    pack_bytes_down: int = 0
+    notes: tuple[str, ...] = ()
+    cost: PredictedCost | None = None
+
+
+class Tally:
+    """Adds up a prediction, request kind by request kind."""
+
+    def __init__(self) -> None:
+        self._requests: dict[str, int] = {}
+        self._pack: dict[str, int] = {}
+        self.bytes_up = self.bytes_down = self._pack_down = 0
+        self._notes: list[str] = []
+
+    def add(self, kind: str, count: int = 1, *, up: int = 0, down: int = 0, pack: bool = False) -> None:
+        if count <= 0:
+            return
+        self._requests[kind] = self._requests.get(kind, 0) + count
+        self.bytes_up += up
+        self.bytes_down += down
+        if pack:
+            self._pack[kind] = self._pack.get(kind, 0) + count
+            self._pack_down += down
+
+    def note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.append(text)
+
+    def result(self) -> Prediction:
+        requests = dict(sorted(self._requests.items()))
+        requests["total"] = sum(requests.values())
+        return Prediction(requests, self.bytes_up, self.bytes_down, dict(sorted(self._pack.items())),
+                          self._pack_down, tuple(self._notes))
