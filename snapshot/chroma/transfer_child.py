@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from snapshot.chroma.copy_journal import COPYING, VERIFIED, Entry, Journal
 from snapshot.chroma.copy_verify import ALL, CopyMismatch, verify
+from snapshot.chroma.transfer_journal import COPYING, VERIFIED, Entry, Journal
 from snapshot.util import pausepoints
 
 #: A batch's records are held twice (as read, as sent): about this many bytes of them at most.

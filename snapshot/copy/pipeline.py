@@ -15,7 +15,7 @@ stored changes. Snapshots are copied oldest first, each with what the destinatio
   create-only, once every object it names is listed and none is condemned beyond rescue (the
   deletion protocol, snapshot/repo/commit.py). The destination holds a shared lock throughout,
   and frames in packs a prune condemned are never built on;
-* each pack is recorded in a local journal before its upload (snapshot/repo/copy_journal.py):
+* each pack is recorded in a local journal before its upload (snapshot/repo/journal.py):
   a copy killed and run again takes the frames of the packs that landed instead of uploading
   them again.
 
@@ -54,7 +54,7 @@ from snapshot.format.hashing import digest
 from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.basecache import default_root
 from snapshot.repo.commit import check_condemned, check_present
-from snapshot.repo.copy_journal import TABLE, CopyJournal
+from snapshot.repo.journal import TABLE, CopyJournal
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.packs import (
     DELTA_FRAMES,

@@ -24,6 +24,9 @@ the rerun's root then rescues it, as it rescues any pack a create uses (the grac
 longer covers it; a prune with ``--delete-after 0`` while a create runs is not covered, as the
 README says of any create).
 
+A copy keeps the same kind of journal (:class:`CopyJournal`, ``copy-<source id>.journal``
+beside the destination's base cache folder), using its packs only while no prune condemned them.
+
 The journal is a local file beside the base cache (``<cache root>/<repository id>/<source
 key>.journal``, also with ``--no-cache``), one line per pack, ``<xxh3 of the JSON> <JSON>``: a
 line torn by a kill, or changed, is skipped. It names content hashes, pack ids and sizes only;
@@ -38,7 +41,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,13 +57,16 @@ from snapshot.repo.repository import Repository
 FORMAT_VERSION = 1
 #: A journal longer than this is not read (a DB's worth of frames takes a few hundred KB).
 MAX_BYTES = 64 << 20
+#: What a chunk table's frame decodes against, in a copy's journal.
+TABLE = "table"
 _HASH = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
 class JournalFrame:
     frame: Frame
-    #: The content hash of the chunk this delta frame decodes against; None: a full frame.
+    #: The content hash of the chunk this delta frame decodes against; None: a full frame;
+    #: TABLE: a chunk table (a copy's journal).
     base: str | None
 
 
@@ -107,11 +113,12 @@ def resume_from(packs: Sequence[JournalPack], usable: set[str]) -> Resume:
     return Resume(frames)
 
 
-class Journal:
-    """The resume journal of one (repository, host, source path) under the cache ``root``."""
+class PackJournal:
+    """Lines of packs and their frames, appended as packs are sealed (the format above): the
+    part the create and copy journals share."""
 
-    def __init__(self, root: Path, repo_id: str, source: Path, codec: str) -> None:
-        self.path = root / repo_id / f"{slot_key(source)}.journal"
+    def __init__(self, path: Path, codec: str) -> None:
+        self.path = path
         self.codec = codec
         self._lock = threading.Lock()
         self._broken = False
@@ -120,7 +127,8 @@ class Journal:
 
     def record(self, pack_id: str, size: int, frames: Sequence[tuple[PendingFrame, str | None]]) -> None:
         """Append that pack ``pack_id`` (``size`` bytes) holds ``frames`` (each with its base's
-        content hash); called before its upload starts (:meth:`resume` checks it landed)."""
+        content hash, None or TABLE); called before its upload starts (a reader checks that
+        it landed)."""
         entry = {"v": FORMAT_VERSION, "pack": pack_id, "size": size,
                  "frames": [[pf.offset, pf.length, pf.codec, pf.size, pf.hash, base] for pf, base in frames]}
         body = json.dumps(entry, sort_keys=True, separators=(",", ":"))
@@ -150,12 +158,7 @@ class Journal:
             return []
         if len(raw) > MAX_BYTES:
             return []
-        packs = []
-        for line in raw.split(b"\n"):
-            pack = self._parse(line)
-            if pack is not None:
-                packs.append(pack)
-        return packs
+        return [p for line in raw.split(b"\n") if (p := self._parse(line)) is not None]
 
     def _parse(self, line: bytes) -> JournalPack | None:
         check, _, body = line.partition(b" ")
@@ -177,9 +180,25 @@ class Journal:
         offset, length, codec, size, content, base = item
         if not (_count(offset) and _count(length) and length > 0 and offset + length <= pack_size
                 and codec == self.codec and _count(size) and _is_hash(content)
-                and (base is None or _is_hash(base))):
+                and (base is None or base == TABLE or _is_hash(base))):
             raise ValueError("bad frame")
         return JournalFrame(Frame(pack, offset, length, codec, size, content), base)
+
+    def discard(self) -> None:
+        """Forget the journal (what it served is committed)."""
+        with contextlib.suppress(OSError):  # a stale journal costs the next run one listing
+            self.path.unlink(missing_ok=True)
+        for folder in reversed(self._made):
+            with contextlib.suppress(OSError):  # not empty: the base cache lives there too
+                folder.rmdir()
+
+
+class Journal(PackJournal):
+    """The resume journal of creates of one (repository, host, source path) under the cache
+    ``root``."""
+
+    def __init__(self, root: Path, repo_id: str, source: Path, codec: str) -> None:
+        super().__init__(root / repo_id / f"{slot_key(source)}.journal", codec)
 
     def resume(self, repo: Repository, condemned: Condemned) -> Resume:
         """What this create may take from leftover packs (one listing of the repository's
@@ -190,13 +209,20 @@ class Journal:
         present = {oid: info.size for oid, info in repo.list_objects() if oid is not None}
         return resume_from(packs, usable_packs(packs, present, condemned, repo.now()))
 
-    def discard(self) -> None:
-        """Forget the journal (the snapshot that used it is saved)."""
-        with contextlib.suppress(OSError):  # a stale journal costs the next create one listing
-            self.path.unlink(missing_ok=True)
-        for folder in reversed(self._made):
-            with contextlib.suppress(OSError):  # not empty: the base cache lives there too
-                folder.rmdir()
+
+class CopyJournal(PackJournal):
+    """The journal of copies from one source repository into one destination: the packs a copy
+    uploaded, so that a copy killed part way does not upload them again (chunk tables' frames
+    are recorded with the base TABLE)."""
+
+    def __init__(self, root: Path, dest_id: str, source_id: str, codec: str) -> None:
+        super().__init__(root / dest_id / f"copy-{source_id}.journal", codec)
+
+    def usable(self, present: Mapping[str, int], condemned: Collection[str]) -> list[JournalFrame]:
+        """The frames of recorded packs that are stored with the size recorded (``present``:
+        object id -> size, from one listing) and not condemned, in the order written."""
+        return [jf for p in self.load() if present.get(p.id) == p.size and p.id not in condemned
+                for jf in p.frames]
 
 
 def _count(value: Any) -> bool:

@@ -24,7 +24,7 @@ from chroma_server_fixtures import (
     three_collections,  # noqa: F401 - a fixture
 )
 
-from snapshot.chroma.copy_journal import Entry
+from snapshot.chroma.transfer_journal import Entry
 from snapshot.chroma.transfer import ChromaTarget, copy_collections
 from snapshot.errors import SnapshotError, TargetAuthError, TargetUnreachableError
 from snapshot.util import pausepoints
