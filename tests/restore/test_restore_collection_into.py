@@ -28,6 +28,7 @@ from chroma_server_fixtures import (
 )
 from conftest import create_snapshot, one_line_error, run_cli
 
+from snapshot.chroma import transfer
 from snapshot.chroma.transfer import CHECKS
 from snapshot.util import pausepoints
 from snapshot.util.pausepoints import KILL_ENV
@@ -140,7 +141,8 @@ notes = client.get_collection("notes", embedding_function=None)
 rng = np.random.default_rng(11)
 print("ready", flush=True)
 for i, line in enumerate(sys.stdin):  # one write per line the test sends, then its answer
-    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=rng.standard_normal((20, 64)).astype("float32"))
+    vectors = rng.standard_normal((20, 64)).astype("float32")
+    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=vectors)
     print(i, flush=True)
 """
 
@@ -197,13 +199,15 @@ def test_a_restore_into_a_server_killed_runs_again_exactly_sending_at_most_one_b
     server = chroma_server(app)
     before = collections_of(server.url)
     args = ["--collection", "docs", "--batch-size", str(BATCH), *(["--replace"] if replace else [])]
-    argv = [sys.executable, "-m", "snapshot", "--repo", str(snap.repo), "restore", snap.sid, server.url, *args]
+    argv = [sys.executable, "-m", "snapshot", "--repo", str(snap.repo), "restore", snap.sid, server.url,
+            *args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     killed = subprocess.run(argv, env={**env, KILL_ENV: point}, capture_output=True, timeout=300, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     held = collections_of(server.url)
-    entries = [json.loads((tmp_path / "base-cache" / "transfers" / j).read_text()) for j in journals(tmp_path)]
+    folder = tmp_path / "base-cache" / "transfers"
+    entries = [json.loads((folder / j).read_text()) for j in journals(tmp_path)]
     if point.startswith("restore."):
         assert held == before and entries == []  # nothing reached the server
         sent, building = 0, {}
@@ -245,6 +249,18 @@ def test_bad_input_is_refused_before_anything_is_read(snap: Snap, app: Path, tmp
     assert tree_digest(app) == before and journals(tmp_path) == []
 
 
+def test_the_copys_warnings_are_in_the_report(snap: Snap, app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    said = "collection 'docs' was created with the embedding function 'acme', which this chromadb lacks"
+
+    def copying(source: Path, names: list[str], target: Any, *, reporter: Any, **_kw: Any) -> list[Any]:
+        reporter.warn(said)
+        return [transfer.CollectionCopy("docs", "docs", 3000, 3000, 0, BATCH, 1000, 0, False)]
+
+    monkeypatch.setattr(transfer, "copy_collections", copying)
+    out = restore(snap, app, "--collection", "docs")
+    assert out["warnings"] == [said] and out["records_written"] == 3000
+
+
 def test_an_unreachable_server_is_exit_7(snap: Snap, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     res = run_cli("--repo", snap.repo, "restore", snap.sid, url, "--collection", "docs", "--json")
@@ -256,7 +272,8 @@ def test_an_unreachable_server_is_exit_7(snap: Snap, tmp_path: Path) -> None:
 def test_a_name_clash_without_replace_is_exit_7(snap: Snap, app: Path, tmp_path: Path) -> None:
     change_docs(app)
     before = collections_of(app)
-    res = run_cli("--repo", snap.repo, "restore", snap.sid, app, "--collection", "tasks", "--collection", "docs")
+    res = run_cli("--repo", snap.repo, "restore", snap.sid, app, "--collection", "tasks",
+                  "--collection", "docs")
     line = one_line_error(res, 7)
     assert "already has a collection named 'tasks'" in line and "--replace" in line
     assert collections_of(app) == before and journals(tmp_path) == []
