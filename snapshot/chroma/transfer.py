@@ -45,6 +45,10 @@ from snapshot.util.progress import NullReporter, Reporter
 
 #: chromadb's rule for collection names.
 NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
+#: What a copy's verification compares (see copy_verify), as a restore's report names it: the
+#: record count, every id, a sample of records field by field (embeddings bit for bit), each
+#: sampled embedding finding its own record, the collection's metadata and index settings.
+CHECKS = ("count", "ids", "sampled-fields", "self-query", "settings")
 _ERRORS: dict[str, type[SnapshotError]] = {
     "target": TargetError, "unreachable": TargetUnreachableError, "auth": TargetAuthError,
     "integrity": CopyCheckError, "not-found": NotFoundError, "usage": UsageError,

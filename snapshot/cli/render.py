@@ -262,10 +262,15 @@ def render_restore(r: RestoreResult) -> list[str]:
 def render_collection_restore(r: CollectionRestoreResult) -> list[str]:
     restored = ", ".join(f"{name} ({n} records)" for name, n in r.collections.items())
     renamed = "".join(f"; {old} restored as {new}" for old, new in r.renamed.items())
-    return [f"restored {restored} of {r.id} into {r.target}{renamed}",
-            f"  read {human_bytes(r.bytes_downloaded)} of the snapshot's {human_bytes(r.bytes_snapshot)} "
-            f"({r.files} files), {r.seconds:.1f}s",
-            f"  checked: {', '.join(r.checks)}"]
+    out = [f"restored {restored} of {r.id} into {r.target}{renamed}",
+           f"  read {human_bytes(r.bytes_downloaded)} of the snapshot's {human_bytes(r.bytes_snapshot)} "
+           f"({r.files} files), {r.seconds:.1f}s"]
+    for c in r.copies:
+        resumed = f", after the {c.resumed_at} an interrupted run had sent" if c.resumed_at else ""
+        replaced = f"; the old {c.name} replaced" if c.replaced else ""
+        out.append(f"  {c.name}: sent {c.records_sent} records in batches of {c.batch_size}{resumed}; "
+                   f"{c.sampled} compared field by field{replaced}")
+    return [*out, f"  checked: {', '.join(r.checks)}"]
 
 
 # ------------------------------------------------------------------ diff

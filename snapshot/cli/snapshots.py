@@ -254,10 +254,11 @@ def collection_options(f: F) -> F:
 
     @functools.wraps(f)
     def command(*args: Any, names: tuple[str, ...], rename: str | None, replace: bool, tenant: str | None,
-                database: str | None, headers: tuple[str, ...], **kwargs: Any) -> Any:
+                database: str | None, headers: tuple[str, ...], batch_size: int | None, **kwargs: Any) -> Any:
         extra = [flag for flag, given in (("--as", rename is not None), ("--replace", replace),
                                           ("--tenant", tenant), ("--database", database),
-                                          ("--header", headers)) if given]
+                                          ("--header", headers), ("--batch-size", batch_size is not None))
+                 if given]
         if not names:
             if extra:
                 raise UsageError(f"{extra[0]} applies only with --collection")
@@ -271,7 +272,7 @@ def collection_options(f: F) -> F:
             if not sep or not key.strip():
                 raise UsageError(f"--header takes 'Name: value', got {h.split(':')[0]!r}")
             parsed[key.strip()] = value.strip()
-        request = {"names": names, "rename": rename, "replace": replace,
+        request = {"names": names, "rename": rename, "replace": replace, "batch_size": batch_size,
                    "server": {"tenant": tenant, "database": database, "headers": parsed}}
         return f(*args, collections=request, **kwargs)
 
@@ -292,6 +293,10 @@ def collection_options(f: F) -> F:
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
               help="With --collection into a server: an HTTP header to send (repeatable; auth tokens are "
               "better left to chromadb's CHROMA_CLIENT_AUTH_* environment variables).")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="With --collection into a persist dir or a server: at most N records per request "
+              "[the target's max_batch_size, about 64 MiB of records at most], e.g. behind a proxy that "
+              "limits request bodies.")
 @click.option("--force", is_flag=True,
               help="Replace a non-empty TARGET (atomically); only an empty dir or a Chroma persist dir.")
 @click.option("--chroma-check", is_flag=True,
@@ -353,6 +358,7 @@ def _restore_collections(repo: Repository, ref: str, target: str, request: dict[
     _tune_malloc()
     result = restore_collection(repo, ref, target, request["names"], rename=request["rename"],
                                 replace=request["replace"], server=ServerOptions(**request["server"]),
-                                reporter=CliReporter(not as_json), on_commit=settle)
+                                batch_size=request["batch_size"], reporter=CliReporter(not as_json),
+                                on_commit=settle)
     emit(result, as_json, render_collection_restore)
     pausepoints.point("restore.reported")

@@ -87,11 +87,19 @@ class CollectionRestoreResult:
     bytes_downloaded: int
     #: The whole snapshot's size, to set ``bytes_downloaded`` against.
     bytes_snapshot: int
+    #: What was proven: "hashes" (every file read from the repository), then for a new dir the
+    #: consistency checks it passed, for a persist dir or a server what the copy's verification
+    #: compared (``snapshot.chroma.transfer.CHECKS``).
     checks: tuple[str, ...]
     warnings: tuple[str, ...]
     seconds: float
     requests: dict[str, int] = field(default_factory=dict)
-    #: What the copy into an existing persist dir or a server reported, per collection.
+    #: Records this run wrote: into a new dir, those of the restored collections; into a
+    #: persist dir or a server, those it sent (a resumed run skips what the target had confirmed).
+    records_written: int = 0
+    #: What the copy into an existing persist dir or a server did, per collection
+    #: (``snapshot.chroma.transfer.CollectionCopy``: records sent, resumed at, batch size,
+    #: records sampled, replaced).
     copies: tuple[Any, ...] = ()
 
 
@@ -193,6 +201,27 @@ def _check_result(built: Path, sub: Manifest, expected: dict[str, int]) -> tuple
 # ------------------------------------------------------------------ restoring
 
 
+class _Noting:
+    """A reporter that passes everything on and keeps the warnings, for the result."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self.warnings: list[str] = []
+
+    def phase(self, name: str, total: int) -> None:
+        self.inner.phase(name, total)
+
+    def advance(self, amount: int) -> None:
+        self.inner.advance(amount)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.inner.warn(message)
+
+    def done(self) -> None:
+        self.inner.done()
+
+
 def is_server(target: str) -> bool:
     return target.lower().startswith(SERVER_SCHEMES)
 
@@ -200,23 +229,30 @@ def is_server(target: str) -> bool:
 def restore_collection(
     repo: Repository, ref: str, target: str | os.PathLike[str], names: Sequence[str], *,
     rename: str | None = None, replace: bool = False, server: ServerOptions | None = None,
-    reporter: Reporter | None = None, on_commit: Callable[[], None] | None = None,
+    batch_size: int | None = None, reporter: Reporter | None = None,
+    on_commit: Callable[[], None] | None = None,
 ) -> CollectionRestoreResult:
     """Restore the collections ``names`` of snapshot ``ref`` into ``target`` (``rename``: the
     one collection's name there): a new persist dir when ``target`` does not exist or is empty,
     else added to the persist dir or server it names (``replace``: over a collection of the same
-    name there). Bad input fails before anything is read or written."""
+    name there; ``batch_size``: fewer records per request than the target's limit). Bad input
+    fails before anything is read or written."""
     started = time.monotonic()
     reporter = reporter or NullReporter()
     m = repo.get(ref)
     chosen = select_collections(m, names, rename)
     raw = os.fspath(target)
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"a batch holds at least 1 record, not {batch_size}")
+    copy = _Copy(rename, replace, server or ServerOptions(), batch_size)
     if is_server(raw):
-        return _into_chroma(repo, m, chosen, raw, rename, replace, server, reporter, started)
+        return _into_chroma(repo, m, chosen, raw, copy, reporter, started)
     path = target_path(raw)
     recovered = recover(path)  # an earlier restore killed mid-swap is finished or rolled back
     if path.is_dir() and not path.is_symlink() and (path / DB_NAME).exists():
-        return _into_chroma(repo, m, chosen, str(path), rename, replace, server, reporter, started)
+        return _into_chroma(repo, m, chosen, str(path), copy, reporter, started)
+    if batch_size is not None:
+        raise UsageError("--batch-size applies to a restore into an existing persist dir or a server")
     result = _into_new_dir(repo, m, chosen, path, rename, reporter, on_commit, started)
     if recovered is not None:
         result = dataclasses.replace(result, warnings=(recovered, *result.warnings))
@@ -269,6 +305,7 @@ def _into_new_dir(repo: Repository, m: Manifest, chosen: tuple[CollectionInfo, .
         files=part.files, bytes_total=part.bytes_total,
         bytes_downloaded=part.bytes_downloaded, bytes_snapshot=m.totals.bytes, checks=checks,
         warnings=tuple(warnings), seconds=round(time.monotonic() - started, 3), requests=part.requests,
+        records_written=sum(expected.values()),
     )
 
 
@@ -283,25 +320,35 @@ def _transfer() -> Any:
                          "available in this version: restore into a new or empty directory") from None
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """How collections are copied into an existing persist dir or a server."""
+
+    rename: str | None
+    replace: bool
+    server: ServerOptions
+    batch_size: int | None
+
+
 def _into_chroma(repo: Repository, m: Manifest, chosen: tuple[CollectionInfo, ...], location: str,
-                 rename: str | None, replace: bool, server: ServerOptions | None, reporter: Reporter,
-                 started: float) -> CollectionRestoreResult:
+                 how: _Copy, reporter: Reporter, started: float) -> CollectionRestoreResult:
     transfer = _transfer()
-    server = server or ServerOptions()
+    server, rename = how.server, how.rename
     names = [c.name for c in chosen]
     chroma_target = transfer.ChromaTarget(location=location, tenant=server.tenant, database=server.database,
                                           headers=dict(server.headers), settings=dict(server.settings))
+    noting = _Noting(reporter)
     tempdirs.sweep(Path(tempfile.gettempdir()), _PRIVATE_PREFIX)
     private = tempdirs.owned_dir(Path(tempfile.gettempdir()), _PRIVATE_PREFIX)
     try:
         source = private / "db"
         source.mkdir()
-        part = materialise_collections(repo, m, names, source, reporter=reporter)
+        part = materialise_collections(repo, m, names, source, reporter=noting)
         journal_dir = default_root() / "transfers"
         journal_dir.mkdir(parents=True, exist_ok=True)
         copies = transfer.copy_collections(
-            source, names, chroma_target, rename=rename, replace=replace, journal_dir=journal_dir,
-            journal_key=f"{m.id} {','.join(names)} {location}", reporter=reporter)
+            source, names, chroma_target, rename=rename, replace=how.replace, journal_dir=journal_dir,
+            journal_key=f"{m.id} {','.join(names)} {location}", reporter=noting, batch_size=how.batch_size)
     finally:
         shutil.rmtree(private, ignore_errors=True)
         reporter.done()
@@ -310,6 +357,7 @@ def _into_chroma(repo: Repository, m: Manifest, chosen: tuple[CollectionInfo, ..
         id=m.id, target=location, mode="server" if is_server(location) else "persist-dir",
         collections={renamed.get(c.name, c.name): c.records for c in chosen}, renamed=renamed,
         files=part.files, bytes_total=part.bytes_total, bytes_downloaded=part.bytes_downloaded,
-        bytes_snapshot=m.totals.bytes, checks=("hashes", "transfer-verified"), warnings=(),
-        seconds=round(time.monotonic() - started, 3), requests=part.requests, copies=tuple(copies),
+        bytes_snapshot=m.totals.bytes, checks=("hashes", *transfer.CHECKS), warnings=tuple(noting.warnings),
+        seconds=round(time.monotonic() - started, 3), requests=part.requests,
+        records_written=sum(c.records_sent for c in copies), copies=tuple(copies),
     )

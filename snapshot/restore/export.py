@@ -1,9 +1,10 @@
 """``export``: one collection of a snapshot as records (JSON lines or Parquet), a logical,
 versionless copy that other tools can import.
 
-The collection's files are materialised, verified, into a private temporary directory (see
-:func:`_materialise_collection`, the one place that does it), then read with chromadb in
-bounded batches (:mod:`snapshot.chroma.export`). A file output is written to a temporary file
+Only chroma.sqlite3 and the collection's segment folders are read from the repository and
+materialised, every chunk and file hash checked, into a private temporary directory (see
+:func:`_materialise_collection`), then read with chromadb in bounded batches
+(:mod:`snapshot.chroma.export`). A file output is written to a temporary file
 beside it, synced, and renamed into place only once every record is written and their number
 equals the snapshot's verified count: an existing file is refused unless ``force``, and a
 failure leaves no partial file behind. A stream (stdout) gets the records as they come.
@@ -25,7 +26,7 @@ from snapshot.chroma.export import check_format, export_dir
 from snapshot.errors import IntegrityError, NotFoundError, TargetError
 from snapshot.format.manifest import CollectionInfo, Manifest
 from snapshot.repo.repository import Repository
-from snapshot.restore.pipeline import restore_snapshot
+from snapshot.restore.collections import materialise_collections
 from snapshot.util.fsync import fsync_path
 from snapshot.util.progress import NullReporter, Reporter
 from snapshot.util.tempdirs import TEMP_PREFIX, owned_dir, sweep
@@ -68,11 +69,12 @@ def check_output(out: Path, force: bool) -> None:
 
 
 def _materialise_collection(repo: Repository, m: Manifest, name: str, dest: Path, reporter: Reporter) -> int:
-    """Verified files of collection ``name`` of ``m`` in the new directory ``dest``; the bytes
-    read from the repository. The one call site to switch to a collection-only materialisation
-    (chroma.sqlite3 and that collection's segment folders) once restore offers one: until then
-    it restores the whole snapshot."""
-    return restore_snapshot(repo, m.id, dest, reporter=reporter).bytes_downloaded
+    """chroma.sqlite3 and the segment folders of collection ``name`` of ``m``, verified, in the
+    new directory ``dest``; the bytes read from the repository (about the collection's share of
+    the snapshot, not the whole). The other collections' rows stay in chroma.sqlite3, their
+    segment folders absent: chromadb reads only the exported collection's."""
+    dest.mkdir()
+    return materialise_collections(repo, m, [name], dest, reporter=reporter).bytes_downloaded
 
 
 def _partial(out: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from chroma_helpers import records_by_id, run_chroma
-from conftest import create_snapshot, one_line_error
+from conftest import create_snapshot, one_line_error, show_files
 
 from snapshot.errors import StorageError
 from snapshot.util import pausepoints
@@ -118,6 +118,25 @@ def test_dash_streams_the_records_to_stdout_and_the_report_to_stderr(cli, source
     assert proc.stdout == (tmp_path / "notes.jsonl").read_bytes()
     report = json.loads(proc.stderr.decode().strip().splitlines()[-1])
     assert report["output"] == "-" and report["records"] == 1000 == len(proc.stdout.splitlines())
+
+
+@pytest.mark.slow  # opens chromadb (in a child process)
+def test_only_the_collections_files_and_the_database_are_read(cli, source, tmp_path: Path) -> None:
+    """Exporting the 6-record "mixed" reads chroma.sqlite3 and its segment folder, not the
+    segment folders of docs (3000) and notes (1000) beside it."""
+    _db, repo, sid = source
+    shown = cli("--repo", repo, "show", sid, "--json").json()
+    [seg] = [c["segments"][0] for c in shown["collections"] if c["name"] == "mixed"]
+    stored = {f["path"]: sum(fr["length"] for c in f["chunks"] for fr in c["frames"])
+              for f in show_files(repo, sid)}
+    own = stored["chroma.sqlite3"] + sum(n for p, n in stored.items() if p.startswith(seg + "/"))
+    files = 1 + sum(p.startswith(seg + "/") for p in stored)
+    res = cli("--repo", repo, "export", sid, "--collection", "mixed", tmp_path / "mixed.jsonl", "--json")
+    assert res.code == 0, res.stderr
+    read = res.json()["bytes_downloaded"]
+    # its frames, plus the chunk tables of its files (a few hundred bytes each)
+    assert own <= read <= own + 1024 * files, (read, own)
+    assert read < 0.5 * sum(stored.values()), (read, sum(stored.values()))
 
 
 def test_an_unknown_collection_is_refused_naming_the_collections(cli, source, tmp_path: Path) -> None:

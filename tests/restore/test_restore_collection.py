@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from chroma_helpers import build_db, counts, records, tree_digest
+from chroma_helpers import build_db, counts, delete_collection, grow, records, tree_digest
 from conftest import create_snapshot, one_line_error, run_cli, show_files
 
 import snapshot
@@ -134,6 +134,34 @@ def test_a_folder_that_is_neither_empty_nor_a_persist_dir_is_refused(snap: Snap,
     line = one_line_error(res, 7)
     assert "neither empty nor a Chroma persist dir" in line
     assert tree_digest(target) == before and _beside(target) == []
+
+
+@pytest.mark.slow  # chromadb opens
+def test_into_a_persist_dir_where_it_was_deleted_since_the_others_keep_todays_data(
+        snap: Snap, tmp_path: Path) -> None:
+    """Tenant A's collection was dropped after the snapshot and tenant B has grown since: the
+    restore brings A back as the snapshot had it, B keeps today's records, C is untouched down
+    to its segment folder's bytes."""
+    target = tmp_path / "app"
+    shutil.copytree(snap.source, target)
+    delete_collection(target, "tenant-a")
+    grown = grow(target, "tenant-b", 25, seed=4)
+    today = {n: records(target, n) for n in ("tenant-b", "tenant-c")}
+    segments = {n: tree_digest(target / snap.segment[n]) for n in ("tenant-b", "tenant-c")}
+
+    out = _restore(snap, target, "--collection", "tenant-a")
+
+    assert {n: tree_digest(target / snap.segment[n]) for n in segments} == segments
+    assert counts(target) == {"tenant-a": 300, "tenant-b": 4025, "tenant-c": 4000}
+    assert records(target, "tenant-a") == records(snap.source, "tenant-a")
+    assert {n: records(target, n) for n in today} == today
+    assert set(grown) <= {r[0] for r in today["tenant-b"]}
+    assert out["mode"] == "persist-dir" and out["collections"] == {"tenant-a": 300}
+    assert out["records_written"] == 300 and "self-query" in out["checks"]  # type: ignore[operator]
+    [copy] = out["copies"]  # type: ignore[misc]
+    assert (copy["name"], copy["records_sent"], copy["resumed_at"], copy["replaced"]) == (
+        "tenant-a", 300, 0, False)
+    assert _beside(target) == []
 
 
 def test_a_chromadb_failure_in_the_private_copy_leaves_nothing(snap: Snap, tmp_path: Path) -> None:
