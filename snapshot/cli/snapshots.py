@@ -22,6 +22,7 @@ from snapshot.cli.options import (
     filter_options,
     json_option,
     narrowed,
+    object_lock_options,
     preloading,
     repo_options,
     seconds,
@@ -44,7 +45,7 @@ from snapshot.cli.render import (
 from snapshot.cli.signals import settle
 from snapshot.errors import ChromaCheckError, NotFoundError, UsageError
 from snapshot.format.codecs import CODECS
-from snapshot.format.manifest import manifest_to_dict
+from snapshot.format.manifest import LockSetting, manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.util import pausepoints
 
@@ -137,12 +138,14 @@ def create_options(f: F) -> F:
 @click.option("--allow-inconsistent", is_flag=True,
               help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
               "snapshot; restores of it warn).")
+@object_lock_options
 @wait_option
 @repo_options
 @json_option
 @create_options
-def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, options: CreateOptions,
-           global_options: GlobalOptions, as_json: bool) -> None:
+def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool,
+           object_lock: LockSetting | None, options: CreateOptions, global_options: GlobalOptions,
+           as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     \b
@@ -154,7 +157,8 @@ def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool
 
     check_arguments(Path(source), options, codec)
     _tune_malloc()
-    repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
+    repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec,
+                                    object_lock=object_lock)
     result = create_snapshot(repo, Path(source), options, reporter=CliReporter(not as_json))
     emit(result, as_json, render_create)
 
