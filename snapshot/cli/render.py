@@ -323,11 +323,12 @@ def render_prune(r: PruneResult) -> list[str]:
                    f"({human_bytes(r.bytes_condemned_waiting)}) are kept until condemned for "
                    f"{format_seconds(r.delete_after)} (a later prune deletes them)")
     if r.snapshots_held:
-        out.append(f"{len(r.snapshots_held)} snapshot(s) the policy would remove are retained by S3 Object Lock "
-                   f"and were kept (the first until {min(r.snapshots_held.values())})")
+        out.append(f"{len(r.snapshots_held)} snapshot(s) the policy would remove are retained by S3 Object "
+                   f"Lock and were kept (the first until {min(r.snapshots_held.values())})")
     if r.objects_held:
-        out.append(f"{len(r.objects_held)} condemned object(s) are retained by S3 Object Lock (the first until "
-                   f"{min(r.objects_held.values())}): they stay condemned, and a prune after that deletes them")
+        out.append(f"{len(r.objects_held)} condemned object(s) are retained by S3 Object Lock (the first "
+                   f"until {min(r.objects_held.values())}): they stay condemned, and a prune after that "
+                   "deletes them")
     if r.versioned and (r.removed or r.objects_removed):
         out.append("note: the bucket keeps versions: what was deleted stays as noncurrent versions, billed "
                    "until a lifecycle rule expires them (README: Securing the bucket)")

@@ -8,25 +8,28 @@ and forget ask for the date (one HeadObject per object they are about to delete)
 what is still held: see snapshot/upkeep/prune.py.
 
 Versioning (which Object Lock implies): what prune deletes stays as noncurrent versions, billed
-until a lifecycle rule expires them; ``stats`` counts them. :func:`rollback_plan` finds, for a
+until a lifecycle rule expires them; ``stats`` counts them. :func:`undelete` finds, for a
 moment, every key whose current version is not the one it had then (deleted, or overwritten),
-and :func:`copy_back` makes that version current again (``undelete``).
+and makes that version current again.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from snapshot.errors import NotFoundError
+from snapshot.errors import NotFoundError, UsageError
 from snapshot.format import layout
+from snapshot.repo.keys import KeySource
+from snapshot.repo.locks import EXCLUSIVE
 from snapshot.repo.repository import Repository
 from snapshot.storage import ObjectKind, ObjectVersion, Store, StoreOptions, open_store
 
 _HEADS = 8
-#: The prefixes :func:`rollback_plan` brings back, with the kind of their objects, in the order
+#: The prefixes :func:`undelete` brings back, with the kind of their objects, in the order
 #: they are brought back: objects before the roots that need them (as a create writes them).
 ROLLBACK_KINDS: tuple[tuple[str, ObjectKind], ...] = (
     (layout.CONFIG_KEY, ObjectKind.CONFIG),
@@ -84,19 +87,20 @@ class Noncurrent:
     delete_markers: int
 
 
-def noncurrent(repo: Repository) -> Noncurrent | None:
-    """The repository's noncurrent versions (one listing of versions); None when the bucket
-    never had versioning."""
+def noncurrent(repo: Repository) -> tuple[str | None, Noncurrent | None]:
+    """The bucket's versioning status and the repository's noncurrent versions (one request,
+    then one listing of versions); (None, None) when the bucket never had versioning."""
     store = repo.store
-    if not store.capabilities.versions or store.versioning() is None:
-        return None
+    status = store.versioning() if store.capabilities.versions else None
+    if status is None:
+        return None, None
     count = size = markers = 0
     for v in _repository_versions(store):
         if v.deleted:
             markers += 1
         elif not v.latest:
             count, size = count + 1, size + v.size
-    return Noncurrent(count, size, markers)
+    return status, Noncurrent(count, size, markers)
 
 
 def _repository_versions(store: Store) -> Iterator[ObjectVersion]:
@@ -118,24 +122,6 @@ class BringBack:
     size: int
     #: "deleted" (its current version is a delete marker) or "replaced".
     why: str
-
-
-def rollback_plan(repo: Repository, before: float) -> list[BringBack]:
-    """:func:`_rollback_plan` of every kind but the config (:func:`config_back` brings it back
-    before the repository can be opened)."""
-    return _rollback_plan(repo.store, before, ROLLBACK_KINDS[1:])
-
-
-def config_back(location: str | os.PathLike[str], options: StoreOptions | None, before: float, *,
-                dry_run: bool) -> BringBack | None:
-    """Bring back the config the repository at ``location`` had at ``before``, if it was
-    deleted or replaced since (unless ``dry_run``): what to do first, since nothing opens a
-    repository without its config."""
-    store = open_store(os.fspath(location), options)
-    found = _rollback_plan(store, before, ROLLBACK_KINDS[:1])
-    if found and not dry_run:
-        _copy_back(store, found)
-    return found[0] if found else None
 
 
 def _rollback_plan(store: Store, before: float, prefixes: Iterable[tuple[str, ObjectKind]],
@@ -163,15 +149,64 @@ def _bring_back(key: str, kind: ObjectKind, versions: list[ObjectVersion], befor
     return [BringBack(key, kind, then.version_id, then.size, why)]
 
 
-def copy_back(repo: Repository, items: Iterable[BringBack]) -> None:
-    """Make each item's old version current again (a server-side copy, retained as a put of its
-    kind would be), a few at a time."""
-    _copy_back(repo.store, items)
-
-
 def _copy_back(store: Store, items: Iterable[BringBack]) -> None:
     def one(item: BringBack) -> None:
         store.copy_back(item.key, item.version_id, kind=item.kind, size=item.size)
 
     with ThreadPoolExecutor(max_workers=_HEADS, thread_name_prefix="undelete") as pool:
         list(pool.map(one, items))
+
+
+@dataclass(frozen=True)
+class UndeleteResult:
+    """What ``undelete`` brought back (or, with ``dry_run``, would): the repository as it was
+    at ``before``, but for what was written after it."""
+
+    dry_run: bool
+    before: str
+    #: The config, if it was deleted or replaced since ("deleted", "replaced"), else None.
+    config: str | None
+    snapshots: tuple[str, ...]
+    packs: int
+    keys: int
+    #: Of everything brought back, how many were replaced (overwritten), not deleted.
+    replaced: int
+    bytes: int
+
+
+def undelete(location: str | os.PathLike[str], options: StoreOptions | None, before: float, *,
+             key_source: KeySource | None = None, dry_run: bool = False, wait: float = 0.0) -> UndeleteResult:
+    """Make the version each key of the repository at ``location`` had at ``before`` (seconds
+    since the epoch) current again, where it was deleted or replaced since: the config first
+    (nothing opens a repository without it), then, under the exclusive lock, its keys, packs
+    and, last, snapshot roots. Keys written after ``before`` are left as they are, so later
+    snapshots stay; what a prune deleted since comes back too (a later prune collects it)."""
+    store = open_store(os.fspath(location), options)
+    if not store.capabilities.versions or store.versioning() is None:
+        raise UsageError(f"{store.url} keeps no versions: only a versioned S3 bucket can bring objects back")
+    found = _rollback_plan(store, before, ROLLBACK_KINDS)
+    result = _summary(found, before, dry_run)
+    if dry_run or not found:
+        return result
+    config = [item for item in found if item.kind is ObjectKind.CONFIG]
+    _copy_back(store, config)
+    repo = Repository.open(location, options, key_source=key_source)
+    with repo.lock(EXCLUSIVE, "undelete", wait=wait):
+        if config and repo.config.object_lock is not None:  # copied once more, now under its retention
+            _copy_back(repo.store, config)
+        for _, kind in ROLLBACK_KINDS[1:]:  # keys and packs before the roots that need them
+            _copy_back(repo.store, [item for item in found if item.kind is kind])
+    return result
+
+
+def _summary(found: list[BringBack], before: float, dry_run: bool) -> UndeleteResult:
+    config = next((item.why for item in found if item.kind is ObjectKind.CONFIG), None)
+    roots = [layout.snapshot_id_from_key(item.key) for item in found if item.kind is ObjectKind.ROOT]
+    return UndeleteResult(
+        dry_run=dry_run,
+        before=datetime.datetime.fromtimestamp(before, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        config=config, snapshots=tuple(sorted(sid for sid in roots if sid is not None)),
+        packs=sum(1 for item in found if item.kind is ObjectKind.PACK),
+        keys=sum(1 for item in found if item.kind is ObjectKind.KEY),
+        replaced=sum(1 for item in found if item.why == "replaced"), bytes=sum(item.size for item in found),
+    )

@@ -125,3 +125,86 @@ def test_prune_keeps_what_is_held_and_deletes_it_once_free(
     _ok("--repo", locked_url, "restore", "latest", tmp_path / "r")
     assert tree_digest(tmp_path / "r") == tree_digest(chroma_dir)
     _ok("--repo", locked_url, "check", "--read-data")
+
+
+def next_second() -> float:
+    """The next whole second, once the clock has passed it. S3 stamps versions to the second:
+    what is written from now on is stamped at or after the moment returned, what was written
+    before it, earlier."""
+    mark = float(int(time.time()) + 1)
+    while time.time() < mark:
+        time.sleep(0.01)
+    return mark
+
+
+def _versions(client: Any, url: str) -> list[dict[str, Any]]:
+    bucket, prefix = _split(url)
+    out: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        out += [{**v, "marker": False} for v in page.get("Versions", [])]
+        out += [{**d, "marker": True} for d in page.get("DeleteMarkers", [])]
+    return out
+
+
+def _kind(url: str, key: str) -> str:
+    return key.split(f"{_split(url)[1]}/", 1)[1].split("/")[0]
+
+
+def test_credentials_that_may_delete_anything_cannot_destroy_a_locked_repository(
+    s3_client: Any, locked_url: str, chroma_dir: Path, tmp_path: Path
+) -> None:
+    _ok("--repo", locked_url, "init", "--object-lock-days", "30")
+    first = _ok("--repo", locked_url, "create", chroma_dir, "--no-cache")["id"]
+    first_tree = tree_digest(chroma_dir)
+    grow(chroma_dir, "docs", 20, seed=9)
+    second = _ok("--repo", locked_url, "create", chroma_dir, "--no-cache")["id"]
+    before = next_second()
+    bucket, _ = _split(locked_url)
+
+    # the attacker, with credentials that may do anything: every version deleted, by its id ...
+    refused = set()
+    for v in _versions(s3_client, locked_url):
+        try:
+            s3_client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+        except s3_client.exceptions.ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDenied"
+            refused.add(v["Key"])
+    assert {_kind(locked_url, k) for k in refused} == {"config.json", "snapshots", "data"}
+    assert refused == set(_keys(s3_client, locked_url))  # every object a restore needs: still there
+    # ... then every object overwritten with garbage, then deleted
+    for key in _keys(s3_client, locked_url):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"encrypted by the attacker")
+    for key in _keys(s3_client, locked_url):
+        s3_client.delete_object(Bucket=bucket, Key=key)
+    assert _keys(s3_client, locked_url) == []
+    one_line_error(run_cli("--repo", locked_url, "list"), 3)
+
+    out = _ok("--repo", locked_url, "undelete", "--before", datetime.datetime.fromtimestamp(
+        before, datetime.timezone.utc).isoformat())
+    assert out["config"] == "deleted" and out["snapshots"] == [first, second] and out["packs"] > 0
+    assert [s["id"] for s in _ok("--repo", locked_url, "list")] == [first, second]
+    _ok("--repo", locked_url, "restore", first, tmp_path / "a")
+    assert tree_digest(tmp_path / "a") == first_tree
+    _ok("--repo", locked_url, "restore", second, tmp_path / "b")
+    assert tree_digest(tmp_path / "b") == tree_digest(chroma_dir)
+    _ok("--repo", locked_url, "check", "--read-data")
+    for key in _keys(s3_client, locked_url):  # what came back is retained again
+        assert _retention(s3_client, locked_url, key)[0] == "GOVERNANCE", key
+
+
+def test_a_plain_bucket_refuses_object_lock_before_writing_anything(s3_client: Any, s3_repo_url: str,
+                                                                     chroma_dir: Path, tmp_path: Path) -> None:
+    line = one_line_error(run_cli("--repo", s3_repo_url, "init", "--object-lock-days", "7"), 2)
+    assert "does not have Object Lock enabled" in line
+    line = one_line_error(run_cli("--repo", s3_repo_url, "create", str(chroma_dir), "--object-lock-days", "7"), 2)
+    assert "does not have Object Lock enabled" in line
+    assert _keys(s3_client, s3_repo_url) == []
+    line = one_line_error(run_cli("--repo", str(tmp_path / "repo"), "init", "--object-lock-days", "7"), 2)
+    assert "needs an S3 bucket" in line and not (tmp_path / "repo").exists()
+    line = one_line_error(run_cli("--repo", s3_repo_url, "init", "--object-lock-mode", "compliance"), 2)
+    assert "--object-lock-mode needs --object-lock-days" in line
+    line = one_line_error(run_cli("--repo", s3_repo_url, "init", "--object-lock-days", "0"), 2)
+    assert "--object-lock-days must be a whole number of days" in line
+    _ok("--repo", s3_repo_url, "init")
+    line = one_line_error(run_cli("--repo", s3_repo_url, "create", str(chroma_dir), "--object-lock-days", "7"), 2)
+    assert "Object Lock is none" in line

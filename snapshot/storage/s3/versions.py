@@ -90,7 +90,15 @@ def versions(store: S3Store, prefix: str) -> Iterator[ObjectVersion]:
 
 def copy_back(store: S3Store, full: str, key: str, version_id: str, extra: dict[str, Any]) -> None:
     """Copy version ``version_id`` of ``full`` onto itself (a server-side copy: nothing is
-    downloaded; above the multipart threshold, in parts)."""
+    downloaded; above the multipart threshold, in parts), then give the copy the retention
+    ``extra`` names, if any (a copy has no body to checksum, which some stores then refuse to
+    retain in the same request)."""
     source = {"Bucket": store.bucket, "Key": full, "VersionId": version_id}
+    retain = {k: extra.pop(k) for k in ("ObjectLockMode", "ObjectLockRetainUntilDate") if k in extra}
+    extra.pop("ChecksumAlgorithm", None)
     with store._request("copy", key, count=2):  # the source's HeadObject, then the copy
         store._client.copy(source, store.bucket, full, ExtraArgs=extra, Config=store._transfer)
+    if retain:
+        with store._request("retention", key):
+            store._client.put_object_retention(Bucket=store.bucket, Key=full, Retention={
+                "Mode": retain["ObjectLockMode"], "RetainUntilDate": retain["ObjectLockRetainUntilDate"]})
