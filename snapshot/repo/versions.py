@@ -143,9 +143,12 @@ def _rollback_plan(store: Store, before: float, prefixes: Iterable[tuple[str, Ob
 def _bring_back(key: str, kind: ObjectKind, versions: list[ObjectVersion], before: float) -> list[BringBack]:
     then = max((v for v in versions if v.mtime < before), key=lambda v: v.mtime, default=None)
     current = next((v for v in versions if v.latest), None)
-    if then is None or then.deleted or (current is not None and current.version_id == then.version_id):
+    if then is None or then.deleted or current is None:
         return []
-    why = "deleted" if current is None or current.deleted else "replaced"
+    same = not current.deleted and bool(then.etag) and current.etag == then.etag
+    if current.version_id == then.version_id or same:
+        return []  # as it was (or brought back already: a copy of it)
+    why = "deleted" if current.deleted else "replaced"
     return [BringBack(key, kind, then.version_id, then.size, why)]
 
 

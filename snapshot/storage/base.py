@@ -69,6 +69,8 @@ class ObjectVersion:
     mtime: float
     latest: bool
     deleted: bool = False
+    #: What the store says of the bytes (S3's ETag): equal for a version and its copy.
+    etag: str = ""
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def versions(store: S3Store, prefix: str) -> Iterator[ObjectVersion]:
             yield ObjectVersion(
                 key=str(entry["Key"])[len(base):], version_id=str(entry.get("VersionId") or "null"),
                 size=int(entry.get("Size") or 0), mtime=float(entry["LastModified"].timestamp()),
-                latest=bool(entry.get("IsLatest")), deleted=deleted,
+                latest=bool(entry.get("IsLatest")), deleted=deleted, etag=str(entry.get("ETag") or ""),
             )
         if not page.get("IsTruncated"):
             return
