@@ -77,6 +77,17 @@ def test_packs_roots_and_config_carry_a_retention_date(s3_client: Any, locked_ur
     assert tree_digest(tmp_path / "r") == tree_digest(chroma_dir)
 
 
+def test_retained_writes_carry_a_checksum_also_when_only_required_ones_are_sent(
+    s3_client: Any, locked_url: str, chroma_dir: Path
+) -> None:
+    # S3 refuses a PUT with a retention but without Content-MD5 or a checksum; in this mode
+    # botocore sends none of its own
+    _ok("--repo", locked_url, "--s3-checksum", "when_required", "create", chroma_dir, "--no-cache",
+        "--object-lock-days", "2")
+    keys = _keys(s3_client, locked_url)
+    assert keys and all(_retention(s3_client, locked_url, k)[0] == "GOVERNANCE" for k in keys)
+
+
 def _orphan_pack(url: str, endpoint: str) -> str:
     """An unreferenced pack, written through the repository (so under its Object Lock)."""
     from s3_fixtures import s3_options

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from snapshot.errors import UsageError
 from snapshot.storage.base import ObjectLock, ObjectVersion
 
-if TYPE_CHECKING:
-    from snapshot.storage.s3.store import S3Store
+#: The :class:`~snapshot.storage.s3.store.S3Store` these functions serve (its client, bucket,
+#: prefix and request accounting); not imported, since the store imports this module.
+S3Store = Any
 
 DAY = 86400.0
 
