@@ -228,8 +228,9 @@ class Store(Protocol):
 
     def use_object_lock(self, lock: ObjectLock | None, *, check_bucket: bool = False) -> None:
         """From now on, put (and copy back) objects of :data:`LOCKED_KINDS` under ``lock``; None
-        stops. With ``check_bucket``, first ask whether the bucket has Object Lock enabled
-        (UsageError if not). A store without versions refuses any lock (UsageError)."""
+        stops. With ``check_bucket`` (a new repository), first ask whether the bucket has Object
+        Lock enabled (UsageError if not); a store without versions then refuses (UsageError),
+        and otherwise ignores the lock (it cannot retain anything)."""
         ...
 
     def retention(self, key: str) -> float | None:

@@ -197,7 +197,9 @@ class LocalStore:
         """Nothing to restore in a local folder."""
 
     def use_object_lock(self, lock: ObjectLock | None, *, check_bucket: bool = False) -> None:
-        if lock is not None:
+        """A folder retains nothing: refused for a new repository, ignored for a copy of one
+        that has Object Lock in its bucket (``aws s3 sync``'d down)."""
+        if lock is not None and check_bucket:
             raise UsageError(f"Object Lock needs an S3 bucket with Object Lock enabled, not the folder "
                              f"{self.url}")
 

@@ -105,6 +105,8 @@ def _hold_back(repo: Repository, keep: Sequence[Decision], remove: Sequence[Deci
     """The retention decision, less the snapshots whose roots S3 Object Lock still retains
     (kept, with that reason): what to keep (newest first), what to drop, what is held."""
     held = versions.held_snapshots(repo, [d.id for d in remove])
+    if not held:
+        return list(keep), [d.id for d in remove], held
     kept = list(keep) + [dataclasses.replace(d, reasons=(f"held by Object Lock until {utc_iso(held[d.id])}",))
                          for d in remove if d.id in held]
     kept.sort(key=lambda d: d.id, reverse=True)

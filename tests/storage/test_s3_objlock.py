@@ -78,7 +78,7 @@ def test_packs_roots_and_config_carry_a_retention_date(s3_client: Any, locked_ur
 
 
 def test_retained_writes_carry_a_checksum_also_when_only_required_ones_are_sent(
-    s3_client: Any, locked_url: str, chroma_dir: Path
+    s3_client: Any, locked_url: str, chroma_dir: Path, tmp_path: Path
 ) -> None:
     # S3 refuses a PUT with a retention but without Content-MD5 or a checksum; in this mode
     # botocore sends none of its own
@@ -86,6 +86,14 @@ def test_retained_writes_carry_a_checksum_also_when_only_required_ones_are_sent(
         "--object-lock-days", "2")
     keys = _keys(s3_client, locked_url)
     assert keys and all(_retention(s3_client, locked_url, k)[0] == "GOVERNANCE" for k in keys)
+    # the same objects synced down into a folder are a repository too (a folder retains nothing)
+    bucket, prefix = _split(locked_url)
+    for key in keys:
+        path = tmp_path / "copy" / key[len(prefix) + 1:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    _ok("--repo", tmp_path / "copy", "restore", "latest", tmp_path / "r")
+    assert tree_digest(tmp_path / "r") == tree_digest(chroma_dir)
 
 
 def _orphan_pack(url: str, endpoint: str) -> str:

@@ -61,8 +61,16 @@ def retention(store: S3Store, full: str, key: str) -> float | None:
 
 
 def versioning(store: S3Store) -> str | None:
+    """The bucket's versioning status; None also for a store that does not implement the call
+    (some S3-compatible stores keep no versions)."""
     with store._request("versioning", "the bucket's versioning"):
-        answer: dict[str, Any] = store._client.get_bucket_versioning(Bucket=store.bucket)
+        try:
+            answer: dict[str, Any] = store._client.get_bucket_versioning(Bucket=store.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if exc.response.get("Error", {}).get("Code") != "NotImplemented" and status != 501:
+                raise
+            return None
     status = answer.get("Status")
     return str(status) if status else None
 
