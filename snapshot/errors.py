@@ -235,6 +235,15 @@ class ArchivedError(StorageError):
         "(--request-restore)"
 
 
+class HeldError(SnapshotError):
+    """A snapshot to forget has its root retained by S3 Object Lock: nothing is deleted before
+    its retain-until date (named in the message)."""
+
+    exit_code = 18
+    kind = "held"
+    meaning = "S3 Object Lock: the snapshot is retained until the date named; forget it after that"
+
+
 class CredentialsError(StorageError):
     """No usable credentials for a remote store (none found, incomplete, or expired)."""
 

@@ -35,6 +35,7 @@ COMMANDS = {
     "forget": ("snapshot.cli.maint", "forget_cmd"),
     "check": ("snapshot.cli.maint", "check_cmd"),
     "unlock": ("snapshot.cli.maint", "unlock_cmd"),
+    "undelete": ("snapshot.cli.undelete", "undelete_cmd"),
     "stats": ("snapshot.cli.stats", "stats_cmd"),
     "key": ("snapshot.cli.keys", "key_group"),
 }

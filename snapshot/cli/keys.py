@@ -6,9 +6,10 @@ from __future__ import annotations
 import click
 
 from snapshot.cli import passwords
-from snapshot.cli.options import GlobalOptions, Group, command, json_option, repo_options
+from snapshot.cli.options import GlobalOptions, Group, command, json_option, object_lock_options, repo_options
 from snapshot.cli.render import emit, render_init, render_key_change, render_keys
 from snapshot.format.codecs import CODECS
+from snapshot.format.manifest import LockSetting
 from snapshot.repo.repository import Repository
 
 _NEW_PASSWORD_FILE = click.option(
@@ -21,10 +22,11 @@ _NEW_PASSWORD_FILE = click.option(
               help="Encrypt the repository (every command then needs the password).")
 @click.option("--codec", type=click.Choice(CODECS), help="Frame codec [zstd].")
 @click.option("--chunk-size", type=int, help="Chunk size in bytes [1048576].")
+@object_lock_options
 @repo_options
 @json_option
-def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, global_options: GlobalOptions,
-             as_json: bool) -> None:
+def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, object_lock: LockSetting | None,
+             global_options: GlobalOptions, as_json: bool) -> None:
     """Initialise a new, empty repository (a first `create` also does, with the same options).
 
     With --encrypt the password is read from --password-file, CHROMA_SNAPSHOT_PASSWORD_FILE,
@@ -33,10 +35,14 @@ def init_cmd(encrypt: bool, codec: str | None, chunk_size: int | None, global_op
     \b
     Example:
       chroma-snapshot --repo s3://bucket/db init --encrypt --password-file ~/.db-pass
+      chroma-snapshot --repo s3://locked-bucket/db init --object-lock-days 30
     """
     repo = Repository.init(global_options.location(), global_options.store_options(), encrypt=encrypt,
-                           key_source=global_options.key_source(), chunk_size=chunk_size, codec=codec)
-    emit({"repository": repo.url, "id": repo.config.id, "encrypted": repo.encrypted, "key": repo.key_id},
+                           key_source=global_options.key_source(), chunk_size=chunk_size, codec=codec,
+                           object_lock=object_lock)
+    lock = repo.config.object_lock
+    emit({"repository": repo.url, "id": repo.config.id, "encrypted": repo.encrypted, "key": repo.key_id,
+          "object_lock": None if lock is None else {"mode": lock.mode, "days": lock.days}},
          as_json, render_init)
 
 

@@ -205,6 +205,29 @@ def archive_request(request_restore: bool, days: int, tier: str) -> RestoreReque
     return RestoreRequest(days, tier) if request_restore else None
 
 
+def object_lock_options(f: F) -> F:
+    """--object-lock-days N [--object-lock-mode M]: a new repository on a bucket with S3 Object
+    Lock; the command gets them as one ``object_lock`` argument (None when not given)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, object_lock_days: int | None, object_lock_mode: str | None, **kwargs: Any) -> Any:
+        from snapshot.repo.config import lock_setting
+
+        return f(*args, object_lock=lock_setting(object_lock_days, object_lock_mode), **kwargs)
+
+    decorators = [
+        click.option("--object-lock-days", type=int, metavar="N",
+                     help="Retain every pack, snapshot root and the config N days under S3 Object Lock (the "
+                     "bucket must have Object Lock enabled). Only when this initialises the repository."),
+        click.option("--object-lock-mode", type=click.Choice(["governance", "compliance"]),
+                     help="With --object-lock-days: S3's retention mode [governance]."),
+    ]
+    wrapped: Any = command
+    for d in reversed(decorators):
+        wrapped = d(wrapped)
+    return cast(F, wrapped)
+
+
 def filter_options(f: F) -> F:
     """--tag, --host, --path (restic's): an ID (``latest``, a prefix) names a snapshot among
     those that pass them. The command gets them as one ``filters`` argument."""

@@ -340,6 +340,16 @@ def render_prune(r: PruneResult) -> list[str]:
                    f"object(s) ({human_bytes(r.bytes_condemned)}); {r.condemned_waiting} condemned object(s) "
                    f"({human_bytes(r.bytes_condemned_waiting)}) are kept until condemned for "
                    f"{format_seconds(r.delete_after)} (a later prune deletes them)")
+    if r.snapshots_held:
+        out.append(f"{len(r.snapshots_held)} snapshot(s) the policy would remove are retained by S3 Object "
+                   f"Lock and were kept (the first until {min(r.snapshots_held.values())})")
+    if r.objects_held:
+        out.append(f"{len(r.objects_held)} condemned object(s) are retained by S3 Object Lock (the first "
+                   f"until {min(r.objects_held.values())}): they stay condemned, and a prune after that "
+                   "deletes them")
+    if r.versioned and (r.removed or r.objects_removed):
+        out.append("note: the bucket keeps versions: what was deleted stays as noncurrent versions, billed "
+                   "until a lifecycle rule expires them (README: Securing the bucket)")
     if r.objects_rescued:
         out.append(f"{r.objects_rescued} condemned object(s) are used by a snapshot again: "
                    "no longer condemned")
@@ -388,7 +398,10 @@ def render_check(r: CheckResult) -> list[str]:
 def render_init(r: dict[str, Any]) -> list[str]:
     kind = "encrypted repository" if r["encrypted"] else "repository"
     key = f"; key {r['key']} (keep the password safe: without it nothing can be restored)" if r["key"] else ""
-    return [f"initialised {kind} {r['id']} at {r['repository']}{key}"]
+    lock = r.get("object_lock")
+    held = (f"; packs, snapshot roots and the config are retained {lock['days']} days under S3 Object Lock "
+            f"({lock['mode'].lower()} mode)") if lock else ""
+    return [f"initialised {kind} {r['id']} at {r['repository']}{key}{held}"]
 
 
 def render_keys(keys: list[KeyInfo]) -> list[str]:

@@ -23,6 +23,7 @@ from snapshot.cli.options import (
     filter_options,
     json_option,
     narrowed,
+    object_lock_options,
     preloading,
     repo_options,
     seconds,
@@ -46,7 +47,7 @@ from snapshot.cli.render import (
 from snapshot.cli.signals import settle
 from snapshot.errors import ChromaCheckError, NotFoundError, UsageError
 from snapshot.format.codecs import CODECS
-from snapshot.format.manifest import manifest_to_dict
+from snapshot.format.manifest import LockSetting, manifest_to_dict
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.util import pausepoints
 
@@ -140,12 +141,14 @@ def create_options(f: F) -> F:
               help="Snapshot a directory that fails the consistency checks anyway (recorded in the "
               "snapshot; restores of it warn).")
 @dry_run_option
+@object_lock_options
 @wait_option
 @repo_options
 @json_option
 @create_options
 def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool, dry_run: bool,
-           options: CreateOptions, global_options: GlobalOptions, as_json: bool) -> None:
+           object_lock: LockSetting | None, options: CreateOptions, global_options: GlobalOptions,
+           as_json: bool) -> None:
     """Snapshot the Chroma persist dir SOURCE (initialises an empty repository).
 
     --dry-run captures SOURCE into a temporary folder and predicts the requests, bytes and cost
@@ -169,7 +172,8 @@ def create(source: str, codec: str | None, chunk_size: int | None, encrypt: bool
             predicted = predict_create(repo, Path(source), options)
         dry = DryRun(True, predicted, spent.requests, spent.bytes_down)
         return emit(priced(dry, repo), as_json, render_dry_run)
-    repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec)
+    repo = global_options.open_repo(create=True, encrypt=encrypt, chunk_size=chunk_size, codec=codec,
+                                    object_lock=object_lock)
     result = create_snapshot(repo, Path(source), dataclasses.replace(options, predict=as_json),
                              reporter=CliReporter(not as_json))
     emit(priced(result, repo), as_json, render_create)

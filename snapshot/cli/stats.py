@@ -88,6 +88,13 @@ def _render_repo(s: RepoStats) -> list[str]:
                                          for k, v in s.by_kind.items()))
     out.append("  by storage class: " + (", ".join(f"{k} {v.objects} / {human_bytes(v.bytes)}"
                                                    for k, v in s.by_storage_class.items()) or "-"))
+    if s.versioning == "denied":
+        out.append("  versions: not counted (the credentials may not ask: s3:GetBucketVersioning, "
+                   "s3:ListBucketVersions)")
+    elif s.versioning is not None:
+        out.append(f"  versions ({s.versioning.lower()}): {s.noncurrent_versions} noncurrent, "
+                   f"{human_bytes(s.noncurrent_bytes or 0)}, and {s.delete_markers} delete markers: billed "
+                   "until a lifecycle rule expires them")
     if s.unreadable:
         out.append(f"  unreadable roots (not counted): {', '.join(s.unreadable)}")
     return out

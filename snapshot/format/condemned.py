@@ -154,20 +154,28 @@ class DeletionPlan:
     gone: frozenset[str]
     #: Stay condemned (object id -> since).
     remaining: Mapping[str, float]
+    #: Due, but retained by S3 Object Lock (object id -> until when): they stay condemned (in
+    #: ``remaining``), and a prune after that date deletes them.
+    held: Mapping[str, float] = field(default_factory=dict)
 
 
 def plan_deletion(condemned: Condemned, referenced: set[str], present: set[str], *, now: float,
-                  delete_after: float, keep: frozenset[str] = frozenset()) -> DeletionPlan:
+                  delete_after: float, keep: frozenset[str] = frozenset(),
+                  held: Mapping[str, float] | None = None) -> DeletionPlan:
     """``referenced``: objects the roots listed at this moment need; ``present``: the objects
-    the store holds; ``keep``: objects written by this run (never deleted by it)."""
-    delete, rescued, gone, remaining = set(), set(), set(), {}
+    the store holds; ``keep``: objects written by this run (never deleted by it); ``held``:
+    objects the store retains, and until when (never deleted before)."""
+    held = held or {}
+    delete, rescued, gone, remaining, holding = set(), set(), set(), {}, {}
     for oid, since in condemned.since.items():
         if oid in referenced:
             rescued.add(oid)
         elif oid not in present:
             gone.add(oid)
-        elif (delete_after <= 0 or now - since >= delete_after) and oid not in keep:
+        elif (delete_after <= 0 or now - since >= delete_after) and oid not in keep and oid not in held:
             delete.add(oid)
         else:
             remaining[oid] = since
-    return DeletionPlan(frozenset(delete), frozenset(rescued), frozenset(gone), remaining)
+            if oid in held and oid not in keep:
+                holding[oid] = held[oid]
+    return DeletionPlan(frozenset(delete), frozenset(rescued), frozenset(gone), remaining, holding)

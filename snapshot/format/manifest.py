@@ -171,6 +171,19 @@ class Manifest:
         return None
 
 
+#: Object Lock modes a config may name, and the longest retention it may ask (S3's limit: 100 years).
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+MAX_LOCK_DAYS = 36500
+
+
+@dataclass(frozen=True)
+class LockSetting:
+    """A repository's S3 Object Lock: its packs, roots and config are retained ``days`` in ``mode``."""
+
+    mode: str
+    days: int
+
+
 @dataclass(frozen=True)
 class RepoConfig:
     id: str
@@ -181,6 +194,8 @@ class RepoConfig:
     created_at: str
     format_version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Absent (None) in the configs of repositories without Object Lock, and in every older one.
+    object_lock: LockSetting | None = None
 
 
 # ---------------------------------------------------------------- serialisation
@@ -190,6 +205,8 @@ def dumps(obj: Manifest | RepoConfig) -> bytes:
     data = asdict(obj)
     if isinstance(obj, RepoConfig):
         data.pop("extra")
+        if data.get("object_lock") is None:  # the config of a repository without it stays as it was
+            data.pop("object_lock", None)
     else:
         if data.get("verified") is None:
             data.pop("verified", None)
@@ -474,6 +491,7 @@ def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
         level=r.nat(data, "level", limit=22),
         max_chain=r.nat(data, "max_chain", limit=MAX_CHAIN_HARD),
         created_at=r.get(data, "created_at", str),
+        object_lock=_lock_setting(r, data.get("object_lock")),
     )
     # Every field is used later (the id names a cache folder): refuse anything unexpected.
     if not _REPO_ID.match(cfg.id):
@@ -488,3 +506,15 @@ def parse_config(raw: bytes, what: str = "repository config") -> RepoConfig:
     if cfg.max_chain < 1:
         raise r.fail("max_chain out of range")
     return cfg
+
+
+def _lock_setting(r: Reader, raw: Any) -> LockSetting | None:
+    if raw is None:
+        return None
+    mode = r.get(raw, "mode", str, "object_lock.")
+    if mode not in LOCK_MODES:
+        raise r.fail(f"object_lock.mode {mode[:20]!r} is not one of {', '.join(LOCK_MODES)}")
+    days = r.nat(raw, "days", "object_lock.", limit=MAX_LOCK_DAYS)
+    if days < 1:
+        raise r.fail("object_lock.days out of range")
+    return LockSetting(mode, days)

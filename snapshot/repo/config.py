@@ -18,10 +18,18 @@ from snapshot.format import crypto, layout
 from snapshot.format.chunking import DEFAULT_CHUNK_SIZE, check_chunk_size
 from snapshot.format.codecs import DEFAULT_LEVELS, check_codec
 from snapshot.format.ids import utc_now_iso
-from snapshot.format.manifest import CONFIG_VERSION, RepoConfig, dumps, parse_config
+from snapshot.format.manifest import (
+    CONFIG_VERSION,
+    LOCK_MODES,
+    MAX_LOCK_DAYS,
+    LockSetting,
+    RepoConfig,
+    dumps,
+    parse_config,
+)
 from snapshot.repo import keys as keyfiles
 from snapshot.repo.keys import KeySource
-from snapshot.storage.base import ObjectKind, Store
+from snapshot.storage.base import ObjectKind, ObjectLock, Store
 from snapshot.util import pausepoints
 
 DEFAULT_CODEC = "zstd"
@@ -45,6 +53,27 @@ def check_settings(chunk_size: int | None, codec: str | None, level: int | None)
     if codec is not None or level is not None:
         codec_ = codec or DEFAULT_CODEC
         check_codec(codec_, level if level is not None else DEFAULT_LEVELS[codec_])
+
+
+def lock_setting(days: int | None, mode: str | None) -> LockSetting | None:
+    """``--object-lock-days N [--object-lock-mode M]`` as a setting (None: neither given)."""
+    if days is None:
+        if mode is not None:
+            raise UsageError("--object-lock-mode needs --object-lock-days")
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_LOCK_DAYS:
+        raise UsageError(f"--object-lock-days must be a whole number of days from 1 to {MAX_LOCK_DAYS}, "
+                         f"not {days!r}")
+    mode = (mode or "governance").upper()
+    if mode not in LOCK_MODES:
+        raise UsageError(f"--object-lock-mode must be governance or compliance, not {mode.lower()!r}")
+    return LockSetting(mode, days)
+
+
+def use_lock(store: Store, setting: LockSetting | None, *, check_bucket: bool = False) -> None:
+    """Tell ``store`` the repository's Object Lock (it then retains packs, roots and the config)."""
+    if setting is not None:
+        store.use_object_lock(ObjectLock(setting.mode, setting.days), check_bucket=check_bucket)
 
 
 def _open_settings(envelope: crypto.Envelope, master: bytes, what: str) -> RepoConfig:
@@ -79,10 +108,12 @@ def load(store: Store, raw: bytes, key_source: KeySource | None) -> OpenedConfig
 
 def initialise(
     store: Store, chunk_size: int | None, codec: str | None, level: int | None, max_chain: int | None,
-    encrypt: bool, key_source: KeySource | None,
+    encrypt: bool, key_source: KeySource | None, object_lock: LockSetting | None = None,
 ) -> OpenedConfig:
     """Write the config of a new repository (create-only; if another process initialised it
-    first, theirs is loaded instead: the caller compares the settings)."""
+    first, theirs is loaded instead: the caller compares the settings). With ``object_lock``
+    the bucket is asked first whether it has Object Lock (UsageError if not), and the config
+    is written under it."""
     if not encrypt and key_source is not None and key_source.explicit:
         raise UsageError(
             "a password was given, but this would initialise an unencrypted repository: add --encrypt "
@@ -93,6 +124,7 @@ def initialise(
     # Key files alone are what an encrypted initialisation left when it was killed before its config.
     if next((i for i in store.list("") if not i.key.startswith(layout.KEYS_PREFIX)), None) is not None:
         raise UsageError(f"{store.url} is not empty and holds no chroma-snapshot repository (no config.json)")
+    use_lock(store, object_lock, check_bucket=True)
     codec = codec or DEFAULT_CODEC
     config = RepoConfig(
         id=secrets.token_hex(16),
@@ -101,6 +133,7 @@ def initialise(
         level=level if level is not None else DEFAULT_LEVELS[codec],
         max_chain=max_chain or DEFAULT_MAX_CHAIN,
         created_at=utc_now_iso(),
+        object_lock=object_lock,
     )
     opened = OpenedConfig(config)
     data = dumps(config)

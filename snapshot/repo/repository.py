@@ -43,6 +43,7 @@ from snapshot.format.manifest import (
     Chunk,
     FileEntry,
     Frame,
+    LockSetting,
     Manifest,
     RepoConfig,
     dumps,
@@ -170,11 +171,13 @@ class Repository:
         codec: str | None = None,
         level: int | None = None,
         max_chain: int | None = None,
+        object_lock: LockSetting | None = None,
     ) -> Repository:
         """Open the repository at ``location``; an encrypted one reads its password from
-        ``key_source``. The settings (encryption, chunk size, codec, level, chain bound) apply
-        when this call initialises it; given for an existing repository, encryption of an
-        unencrypted one, or a chunk size or codec other than its own, is refused."""
+        ``key_source``. The settings (encryption, chunk size, codec, level, chain bound, Object
+        Lock) apply when this call initialises it; given for an existing repository, encryption
+        of an unencrypted one, or a chunk size, codec or Object Lock other than its own, is
+        refused."""
         config.check_settings(chunk_size, codec, level)
         store = open_store(os.fspath(location), options)
         try:
@@ -184,11 +187,18 @@ class Repository:
                 raise NotFoundError(
                     f"no repository at {store.url} (create a snapshot there first)"
                 ) from None
-            opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
+            opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source,
+                                       object_lock)
         else:
             opened = config.load(store, raw, key_source)
+        return cls._opened(store, opened, key_source, chunk_size, codec, encrypt, object_lock)
+
+    @classmethod
+    def _opened(cls, store: Store, opened: OpenedConfig, key_source: KeySource | None, chunk_size: int | None,
+                codec: str | None, encrypt: bool, object_lock: LockSetting | None) -> Repository:
         repo = cls(store, opened.config, opened, key_source)
-        repo._refuse_other_settings(chunk_size, codec, encrypt)
+        repo._refuse_other_settings(chunk_size, codec, encrypt, object_lock)
+        config.use_lock(store, opened.config.object_lock)
         return repo
 
     @classmethod
@@ -203,18 +213,25 @@ class Repository:
         codec: str | None = None,
         level: int | None = None,
         max_chain: int | None = None,
+        object_lock: LockSetting | None = None,
     ) -> Repository:
         """Initialise a new repository at ``location`` (refused where one exists)."""
         config.check_settings(chunk_size, codec, level)
         store = open_store(os.fspath(location), options)
         if store.exists(layout.CONFIG_KEY):
             raise UsageError(f"a repository already exists at {store.url}")
-        opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source)
-        repo = cls(store, opened.config, opened, key_source)
-        repo._refuse_other_settings(chunk_size, codec, encrypt)
-        return repo
+        opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source,
+                                   object_lock)
+        return cls._opened(store, opened, key_source, chunk_size, codec, encrypt, object_lock)
 
-    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool) -> None:
+    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool,
+                               object_lock: LockSetting | None = None) -> None:
+        if object_lock is not None and object_lock != self.config.object_lock:
+            has = self.config.object_lock
+            now = f"{has.mode.lower()} for {has.days} days" if has else "none"
+            raise UsageError(f"this repository's Object Lock is {now}; --object-lock-days and "
+                             "--object-lock-mode apply only when init or a first create initialises a "
+                             "repository")
         if encrypt and self._cipher is None:
             raise UsageError(
                 f"the repository at {self.url} exists and is not encrypted; --encrypt applies only when a "

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from snapshot.errors import UsageError
 from snapshot.storage.base import (
     ARCHIVE_CLASSES,
+    LOCKED_KINDS,
     ArchiveState,
     Capabilities,
     ColdClass,
     ObjectInfo,
     ObjectKind,
+    ObjectLock,
+    ObjectVersion,
     RequestStats,
     Store,
 )
@@ -28,8 +31,9 @@ from snapshot.storage.local import LocalStore
 from snapshot.storage.s3.options import S3Options
 
 __all__ = [
-    "ARCHIVE_CLASSES", "ArchiveState", "BACKENDS", "Capabilities", "ColdClass", "LocalStore", "ObjectInfo",
-    "ObjectKind", "RequestStats", "Store", "StoreOptions", "open_store",
+    "ARCHIVE_CLASSES", "LOCKED_KINDS", "ArchiveState", "BACKENDS", "Capabilities", "ColdClass",
+    "LocalStore", "ObjectInfo", "ObjectKind", "ObjectLock", "ObjectVersion", "RequestStats", "Store",
+    "StoreOptions", "open_store",
 ]
 
 

@@ -43,6 +43,36 @@ class ObjectKind(enum.Enum):
     CONDEMNED = "condemned"
 
 
+#: The kinds written under Object Lock retention when a repository has it: what a restore needs
+#: (key objects too: without one an encrypted repository cannot be read). Locks and condemned
+#: records, which every command and prune delete, are not retained.
+LOCKED_KINDS = frozenset({ObjectKind.PACK, ObjectKind.ROOT, ObjectKind.CONFIG, ObjectKind.KEY})
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """S3 Object Lock retention: each object of :data:`LOCKED_KINDS` is put with ``mode`` and a
+    retain-until date ``days`` after the store's clock at the put."""
+
+    mode: str
+    days: int
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of a key in a versioned bucket (a delete marker has ``deleted`` and size 0)."""
+
+    key: str
+    version_id: str
+    size: int
+    #: When the version was written (the store's clock), seconds since the epoch.
+    mtime: float
+    latest: bool
+    deleted: bool = False
+    #: What the store says of the bytes (S3's ETag): equal for a version and its copy.
+    etag: str = ""
+
+
 @dataclass(frozen=True)
 class ColdClass:
     """A storage class that bills an object at least ``min_size`` bytes for at least
@@ -64,6 +94,9 @@ class Capabilities:
     #: The class packs of at least its ``min_size`` are written in, when it bills minimums
     #: (prune then reports what deleting young packs costs); None when nothing does.
     cold_class: ColdClass | None = None
+    #: Whether the store can keep versions of its objects and hold them under Object Lock (S3):
+    #: where False, :meth:`Store.versioning` is None and nothing has versions or retention.
+    versions: bool = False
 
 
 #: Storage classes whose objects must be restored before they can be read (S3).
@@ -191,6 +224,35 @@ class Store(Protocol):
     def request_restore(self, key: str, *, days: int, tier: str) -> None:
         """Ask the store to restore an archived object for ``days`` at ``tier``'s speed; a
         restore already under way is not an error."""
+        ...
+
+    def use_object_lock(self, lock: ObjectLock | None, *, check_bucket: bool = False) -> None:
+        """From now on, put (and copy back) objects of :data:`LOCKED_KINDS` under ``lock``; None
+        stops. With ``check_bucket`` (a new repository), first ask whether the bucket has Object
+        Lock enabled (UsageError if not); a store without versions then refuses (UsageError),
+        and otherwise ignores the lock (it cannot retain anything)."""
+        ...
+
+    def retention(self, key: str) -> float | None:
+        """Until when (seconds since the epoch) the current version of ``key`` is retained under
+        Object Lock, as the store says (one request; it may lie in the past); None when it has
+        no retention. :class:`NotFoundError` for a missing key."""
+        ...
+
+    def versioning(self) -> str | None:
+        """The bucket's versioning status, ``Enabled`` or ``Suspended``; None when it never had
+        versioning (one request; always None where :attr:`Capabilities.versions` is False)."""
+        ...
+
+    def versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every version and delete marker of the keys starting with ``prefix``, by key, newest
+        first within a key (nothing where there are no versions)."""
+        ...
+
+    def copy_back(self, key: str, version_id: str, *, kind: ObjectKind, size: int) -> None:
+        """Make version ``version_id`` of ``key`` its current version again, as a new version
+        holding the same bytes (written as a put of ``kind`` and ``size`` would be: class,
+        retention). A store without versions raises UsageError."""
         ...
 
     def now(self) -> float:

@@ -24,7 +24,15 @@ from snapshot.errors import (
     UsageError,
     disk_full,
 )
-from snapshot.storage.base import ArchiveState, Capabilities, ObjectInfo, ObjectKind, RequestStats
+from snapshot.storage.base import (
+    ArchiveState,
+    Capabilities,
+    ObjectInfo,
+    ObjectKind,
+    ObjectLock,
+    ObjectVersion,
+    RequestStats,
+)
 from snapshot.util.fsync import fsync_path
 
 
@@ -187,6 +195,27 @@ class LocalStore:
 
     def request_restore(self, key: str, *, days: int, tier: str) -> None:
         """Nothing to restore in a local folder."""
+
+    def use_object_lock(self, lock: ObjectLock | None, *, check_bucket: bool = False) -> None:
+        """A folder retains nothing: refused for a new repository, ignored for a copy of one
+        that has Object Lock in its bucket (``aws s3 sync``'d down)."""
+        if lock is not None and check_bucket:
+            raise UsageError(f"Object Lock needs an S3 bucket with Object Lock enabled, not the folder "
+                             f"{self.url}")
+
+    def retention(self, key: str) -> float | None:
+        """A local folder retains nothing."""
+        return None
+
+    def versioning(self) -> str | None:
+        return None
+
+    def versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """A local folder keeps no versions."""
+        return iter(())
+
+    def copy_back(self, key: str, version_id: str, *, kind: ObjectKind, size: int) -> None:
+        raise UsageError(f"{self.url} keeps no versions of its objects (only a versioned S3 bucket does)")
 
     def now(self) -> float:
         """This host's clock: it also stamps the mtimes of the files listed here."""

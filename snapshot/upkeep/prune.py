@@ -28,11 +28,13 @@ uses, or refuses to commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageError
+from snapshot.errors import HeldError, IntegrityError, SnapshotError, StorageError, UsageError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER
+from snapshot.repo import versions
 from snapshot.repo.locks import EXCLUSIVE, RepositoryLock
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
@@ -45,6 +47,7 @@ from snapshot.upkeep.prune_plan import (
     load_root,
     plan_gc,
     plan_prune,
+    utc_iso,
 )
 from snapshot.upkeep.repack import NO_PLAN, RepackOptions, plan_repack
 from snapshot.upkeep.retention import (
@@ -97,9 +100,22 @@ def _settings(options: PruneOptions) -> tuple[float, float, RepackOptions]:
     return grace, bound, options.repack or RepackOptions()
 
 
+def _hold_back(repo: Repository, keep: Sequence[Decision], remove: Sequence[Decision],
+               ) -> tuple[list[Decision], list[str], dict[str, float]]:
+    """The retention decision, less the snapshots whose roots S3 Object Lock still retains
+    (kept, with that reason): what to keep (newest first), what to drop, what is held."""
+    held = versions.held_snapshots(repo, [d.id for d in remove])
+    if not held:
+        return list(keep), [d.id for d in remove], held
+    kept = list(keep) + [dataclasses.replace(d, reasons=(f"held by Object Lock until {utc_iso(held[d.id])}",))
+                         for d in remove if d.id in held]
+    kept.sort(key=lambda d: d.id, reverse=True)
+    return kept, [d.id for d in remove if d.id not in held], held
+
+
 def _plan(
     repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float,
-    repack: RepackOptions, delete_after: float,
+    repack: RepackOptions, delete_after: float, held_roots: Mapping[str, float] | None = None,
 ) -> PrunePlan:
     usage = Usage(repo)
     listing = list(repo.list_objects())
@@ -118,11 +134,18 @@ def _plan(
         referenced = _referenced(repo, usage, [d.id for d in kept], "prune")
     released = _released(repo, usage, removed)
     clock = repo.now()
-    return plan_prune(
-        kept, referenced, released, removed, listing,
-        now=clock if now is None else now, grace=grace, repack=rp, delete_after=delete_after,
-        condemned=repo.condemned(), clock=clock, usage=usage,
-    )
+    condemned = repo.condemned()
+
+    def plan(held: Mapping[str, float] | None = None) -> PrunePlan:
+        return plan_prune(
+            kept, referenced, released, removed, listing,
+            now=clock if now is None else now, grace=grace, repack=rp, delete_after=delete_after,
+            condemned=condemned, clock=clock, usage=usage, held=held,
+        )
+
+    first = plan()
+    held = versions.held_objects(repo, first.expected.deletion.delete)
+    return dataclasses.replace(plan(held) if held else first, snapshots_held=dict(held_roots or {}))
 
 
 def _run(repo: Repository, plan: PrunePlan, lock: RepositoryLock | None) -> PruneResult:
@@ -161,7 +184,8 @@ def prune(
     def work(lock: RepositoryLock | None) -> PruneResult:
         times = [snapshot_time(load_root(repo, sid, "prune")) for sid in repo.snapshot_ids()]
         decision = plan_retention(times, policy, group_by)
-        plan = _plan(repo, decision.keep, [d.id for d in decision.remove], now, grace, repack, bound)
+        kept, removed, held = _hold_back(repo, decision.keep, decision.remove)
+        plan = _plan(repo, kept, removed, now, grace, repack, bound, held)
         return _run(repo, plan, lock)
 
     return _locked(repo, opts.dry_run, "prune", opts.wait, work)
@@ -185,6 +209,12 @@ def forget(
     def work(lock: RepositoryLock | None) -> PruneResult:
         ids = repo.snapshot_ids()
         targets = {repo.resolve(ref, ids) for ref in refs}
+        held = versions.held_snapshots(repo, sorted(targets))
+        if held:
+            sid, until = min(held.items(), key=lambda item: item[1])
+            more = f" (and {len(held) - 1} more of those named)" if len(held) > 1 else ""
+            raise HeldError(f"snapshot {sid}{more} is retained by S3 Object Lock until {utc_iso(until)}: it "
+                            "cannot be forgotten before then; nothing was deleted")
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
                 for m in (load_root(repo, sid, "forget") for sid in remaining)]

@@ -13,12 +13,14 @@ moment the deletion protocol requires, so that a newcomer's root rescues what it
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from snapshot.errors import IntegrityError, LockedError, SnapshotError, StorageError
+from snapshot.errors import AccessDeniedError, IntegrityError, LockedError, SnapshotError, StorageError
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER, NOTHING, Condemned, DeletionPlan, plan_deletion
 from snapshot.format.manifest import Manifest
+from snapshot.repo import versions
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
 from snapshot.storage.base import ObjectInfo
@@ -89,6 +91,18 @@ class PruneResult:
     condemned_waiting: int = 0
     bytes_condemned_waiting: int = 0
     delete_after: float = DEFAULT_DELETE_AFTER
+    #: Snapshots the policy would drop whose roots S3 Object Lock still retains (kept, listed
+    #: among ``kept``), and condemned objects due for deletion but retained (still condemned):
+    #: id -> until when (UTC, ISO 8601).
+    snapshots_held: Mapping[str, str] = field(default_factory=dict)
+    objects_held: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the bucket keeps versions, so that what was deleted stays as noncurrent versions
+    #: (None: not a versioned store, or the credentials may not ask).
+    versioned: bool | None = None
+
+
+def utc_iso(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _no_guard() -> None:
@@ -119,6 +133,8 @@ class PrunePlan:
     objects: Mapping[str, ObjectInfo] = field(default_factory=dict)
     #: What the snapshots reference (tables read while planning are not read again).
     usage: Usage | None = field(default=None, compare=False, repr=False)
+    #: Snapshots kept only because their roots are retained (id -> until when).
+    snapshots_held: Mapping[str, float] = field(default_factory=dict)
 
     def report(self, repo: Repository) -> PruneResult:
         """The dry run: what :meth:`execute` would do, from the plan alone."""
@@ -199,12 +215,14 @@ def plan_prune(
     condemned: Condemned = NOTHING,
     clock: float | None = None,
     usage: Usage | None = None,
+    held: Mapping[str, float] | None = None,
 ) -> PrunePlan:
     """Pure: from the retention decision, the objects the kept snapshots reference, those the
     dropped ones referenced (a dropped snapshot whose manifest cannot be read adds none: its
     objects wait for the grace period like any unreferenced object), a listing of the objects
     and the ``condemned`` records, which objects are candidates to condemn and what the two
-    phases will condemn and delete at ``clock`` (the store's time; default ``now``)."""
+    phases will condemn and delete at ``clock`` (the store's time; default ``now``); ``held``:
+    objects S3 Object Lock retains, never deleted (see :func:`plan_deletion`)."""
     listing = list(objects)
     infos = {oid: info for oid, info in listing if oid is not None}
     gc = plan_gc(listing, referenced, released - referenced, now, grace)
@@ -213,7 +231,7 @@ def plan_prune(
     fresh = condemning(_candidates(gc, infos, repack.freed, frozenset()), live, condemned)
     at = now if clock is None else clock
     deletion = plan_deletion(condemned.adding(fresh, now=at, records=(), delete_after=delete_after),
-                             live, set(infos), now=at, delete_after=delete_after)
+                             live, set(infos), now=at, delete_after=delete_after, held=held)
     return PrunePlan(tuple(removed), tuple(kept), known, gc, grace, Outcome(fresh, deletion), repack,
                      tuple(d.id for d in kept), now, delete_after, infos, usage)
 
@@ -275,8 +293,13 @@ def _condemn_and_delete(repo: Repository, plan: PrunePlan, roots: _Roots, repack
     condemned = before.adding(fresh, now=now, records=written_records, delete_after=plan.delete_after)
     listing = {oid: info for oid, info in repo.list_objects() if oid is not None}
     live = roots.live()  # at this moment: after it, only overdue packs go
-    deletion = plan_deletion(condemned, live, set(listing), now=repo.now(),
-                             delete_after=plan.delete_after, keep=written)
+    now = repo.now()
+    deletion = plan_deletion(condemned, live, set(listing), now=now, delete_after=plan.delete_after,
+                             keep=written)
+    held = versions.held_objects(repo, deletion.delete)  # S3 would refuse to delete these versions
+    if held:
+        deletion = plan_deletion(condemned, live, set(listing), now=now, delete_after=plan.delete_after,
+                                 keep=written, held=held)
     guard()
     pausepoints.point("prune.before-delete")
     repo.delete_objects(sorted(deletion.delete))
@@ -314,6 +337,10 @@ def _result(repo: Repository, plan: PrunePlan, done: Outcome, infos: Mapping[str
         early = sum(infos[oid].size for oid in deleted
                     if oid in infos and plan.now - infos[oid].mtime < cold.min_seconds)
     ran = dry_run or repacked is not None
+    try:
+        keeps_versions = versions.versioned(repo)
+    except AccessDeniedError:  # s3:GetBucketVersioning not granted: say nothing rather than fail
+        keeps_versions = None
     return PruneResult(
         dry_run=dry_run,
         removed=plan.removed,
@@ -332,4 +359,7 @@ def _result(repo: Repository, plan: PrunePlan, done: Outcome, infos: Mapping[str
         condemned_waiting=len(done.deletion.remaining),
         bytes_condemned_waiting=sum(size(oid) for oid in done.deletion.remaining),
         delete_after=plan.delete_after,
+        snapshots_held={sid: utc_iso(t) for sid, t in sorted(plan.snapshots_held.items())},
+        objects_held={oid: utc_iso(t) for oid, t in sorted(done.deletion.held.items())},
+        versioned=keeps_versions,
     )

@@ -10,7 +10,9 @@ table), so that a pack shared by many snapshots is shared in the figures too:
   is still needed out of a pack it empties: the freed bytes arrive at the next prune or two);
 * the repository's *unused* bytes are the bytes of packs that no snapshot references, neither
   condemned (in packs that are partly needed, or left by an interrupted command); its
-  *condemned* bytes, those of packs a prune has condemned (deleted by a later prune).
+  *condemned* bytes, those of packs a prune has condemned (deleted by a later prune);
+* in a versioned bucket, the *noncurrent versions* of the repository's keys (what deletes and
+  overwrites left behind, billed until a lifecycle rule expires them) and the delete markers.
 
 The walk holds one snapshot's frames and the chunk tables of the snapshot before it (files that
 did not change name the same table): memory grows with the repository's distinct frames (one
@@ -22,8 +24,11 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from snapshot.errors import AccessDeniedError
 from snapshot.format.manifest import Chunk, Frame, Manifest
+from snapshot.repo import versions
 from snapshot.repo.repository import Repository
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.storage.base import ObjectInfo
@@ -105,6 +110,14 @@ class RepoStats:
     #: Sum of every snapshot's restore size (what storing each whole would take, uncompressed).
     logical_bytes: int
     unreadable: tuple[str, ...] = field(default=())
+    #: The bucket's versioning: "Enabled", "Suspended", "denied" (the credentials may not ask:
+    #: s3:GetBucketVersioning, s3:ListBucketVersions), or None (never versioned, or a folder).
+    versioning: str | None = None
+    #: With versioning: versions of the repository's keys that are not current, their bytes, and
+    #: delete markers (None without).
+    noncurrent_versions: int | None = None
+    noncurrent_bytes: int | None = None
+    delete_markers: int | None = None
 
     @property
     def compression_ratio(self) -> float | None:
@@ -277,7 +290,21 @@ def collect(repo: Repository, ids: Sequence[str] | None = None,
         table_stored_bytes=frames.sums[_TABLE][1],
         logical_bytes=logical,
         unreadable=tuple(unreadable),
+        **_versions(repo),
     ), [(kind, info) for kind, _, info in listing]
+
+
+def _versions(repo: Repository) -> dict[str, Any]:
+    """The versioning fields of :class:`RepoStats` (one request, and one listing of versions on
+    a versioned bucket; none on a folder)."""
+    try:
+        status, found = versions.noncurrent(repo)
+    except AccessDeniedError:  # a backup or restore-only policy need not grant it
+        return {"versioning": "denied"}
+    if found is None:
+        return {"versioning": status}
+    return {"versioning": status, "noncurrent_versions": found.versions, "noncurrent_bytes": found.bytes,
+            "delete_markers": found.delete_markers}
 
 
 def _bump(table: dict[str, list[int]], key: str, size: int) -> None:

@@ -52,7 +52,7 @@ def test_backup_credentials_back_up_and_read_but_cannot_delete(
     _ok("--repo", url, "diff", first, second)
     _ok("--repo", url, "restore", first, tmp_path / "r")
     _ok("--repo", url, "check", "--read-data")
-    _ok("--repo", url, "stats")
+    assert _ok("--repo", url, "stats")["stats"]["versioning"] == "denied"  # not its business: not counted
     _ok("--repo", url, "unlock")
     before = _keys(iam_roles)
     for args in (["prune", "--keep-last", "1"], ["forget", first]):
@@ -94,8 +94,11 @@ def test_admin_credentials_prune_forget_and_unlock(
     _ok("--repo", url, "create", chroma_dir, "--no-cache")
     grow(chroma_dir, "docs", 20, seed=7)
     _ok("--repo", url, "create", chroma_dir, "--no-cache")
-    _ok("--repo", url, "forget", first)
+    assert _ok("--repo", url, "forget", first)["versioned"] is False  # it may ask whether deletes leave versions
     _ok("--repo", url, "prune", "--keep-last", "1")
+    assert _ok("--repo", url, "stats")["stats"]["versioning"] is None
+    line = one_line_error(run_cli("--repo", url, "undelete", "--before", "1h"), 2)
+    assert "keeps no versions" in line
     _ok("--repo", url, "unlock", "--remove-all")
     _ok("--repo", url, "restore", "latest", tmp_path / "r")
     assert tree_digest(tmp_path / "r") == tree_digest(chroma_dir)

@@ -209,7 +209,8 @@ class TestS3Store(StoreContract):
         return s3_test_store(s3_repo_url, s3_endpoint)
 
     def expected_capabilities(self, store: Store) -> Capabilities:
-        return Capabilities(local_root=None, cold_class=ColdClass("STANDARD_IA", 128 << 10, 30 * 86400))
+        return Capabilities(local_root=None, cold_class=ColdClass("STANDARD_IA", 128 << 10, 30 * 86400),
+                            versions=True)
 
 
 # -- the backend registry ----------------------------------------------------------------------

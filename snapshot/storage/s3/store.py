@@ -39,13 +39,16 @@ from s3transfer.utils import ChunksizeAdjuster  # type: ignore[import-untyped]
 from snapshot.errors import AccessDeniedError, IntegrityError, NotFoundError, SnapshotError, StorageError
 from snapshot.storage.base import (
     ARCHIVE_CLASSES,
+    LOCKED_KINDS,
     ArchiveState,
     Capabilities,
     ObjectInfo,
     ObjectKind,
+    ObjectLock,
+    ObjectVersion,
     RequestStats,
 )
-from snapshot.storage.s3 import classes
+from snapshot.storage.s3 import classes, versions
 from snapshot.storage.s3.client import build_clients, known_storage_classes, transfer_config
 from snapshot.storage.s3.location import parse_s3_url
 from snapshot.storage.s3.options import S3Options, sse_args
@@ -107,7 +110,9 @@ class S3Store:
         self._storage_class = classes.check_storage_class(
             options.storage_class, known_storage_classes(self._client)
         )
-        self._capabilities = Capabilities(cold_class=classes.cold_class(self._storage_class))
+        self._capabilities = Capabilities(cold_class=classes.cold_class(self._storage_class), versions=True)
+        #: The Object Lock retention given to objects of LOCKED_KINDS (the repository's config says).
+        self._lock: ObjectLock | None = None
         for client in (self._client, self._probe):
             client.meta.events.register("after-call.s3", self._note_date)
         #: The store's clock minus ours, from the Date header of the last response.
@@ -211,11 +216,13 @@ class S3Store:
                 # requests themselves will say whether they are allowed.
                 self._ready = True
 
-    def _put_args(self, kind: ObjectKind, size: int) -> dict[str, str]:
-        args = dict(self._sse)
+    def _put_args(self, kind: ObjectKind, size: int) -> dict[str, Any]:
+        args: dict[str, Any] = dict(self._sse)
         storage_class = classes.class_for(kind, size, self._storage_class)
         if storage_class is not None:
             args["StorageClass"] = storage_class
+        if self._lock is not None and kind in LOCKED_KINDS:
+            args.update(versions.lock_args(self._lock, self.now()))
         return args
 
     def _backoff(self, attempt: int) -> float:
@@ -399,3 +406,29 @@ class S3Store:
         self._ensure_ready()
         with self._request("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=full)
+
+    # -- versions and Object Lock (snapshot/storage/s3/versions.py) -----------------------
+
+    def use_object_lock(self, lock: ObjectLock | None, *, check_bucket: bool = False) -> None:
+        if lock is not None and check_bucket:
+            self._ensure_ready()
+            versions.require_object_lock(self)
+        self._lock = lock
+
+    def retention(self, key: str) -> float | None:
+        full = self._full(key)
+        self._ensure_ready()
+        return versions.retention(self, full, key)
+
+    def versioning(self) -> str | None:
+        self._ensure_ready()
+        return versions.versioning(self)
+
+    def versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        self._ensure_ready()
+        return versions.versions(self, prefix)
+
+    def copy_back(self, key: str, version_id: str, *, kind: ObjectKind, size: int) -> None:
+        full = self._full(key)
+        self._ensure_ready()
+        versions.copy_back(self, full, key, version_id, self._put_args(kind, size))

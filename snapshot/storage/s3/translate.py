@@ -80,6 +80,8 @@ IAM_ACTIONS = {
     "get": "s3:GetObject", "get_range": "s3:GetObject", "head": "s3:GetObject", "put": "s3:PutObject",
     "delete": "s3:DeleteObject", "list": "s3:ListBucket", "open": "s3:ListBucket",
     "restore": "s3:RestoreObject", "retention": "s3:PutObjectRetention",
+    "versioning": "s3:GetBucketVersioning", "list_versions": "s3:ListBucketVersions",
+    "lock_config": "s3:GetBucketObjectLockConfiguration", "copy": "s3:GetObjectVersion and s3:PutObject",
 }
 
 
