@@ -54,13 +54,16 @@ def test_backup_credentials_back_up_and_read_but_cannot_delete(
     _ok("--repo", url, "check", "--read-data")
     assert _ok("--repo", url, "stats")["stats"]["versioning"] == "denied"  # not its business: not counted
     _ok("--repo", url, "unlock")
+    other = tmp_path / "laptop"  # a local repository's snapshot copied in: a create by other means
+    _ok("--repo", other, "create", chroma_dir, "--no-cache", "--tag", "laptop")
+    assert _ok("--repo", url, "copy", "--from-repo", other)["copied"]
     before = _keys(iam_roles)
     for args in (["prune", "--keep-last", "1"], ["forget", first]):
         res = run_cli("--repo", url, *args)
         line = one_line_error(res, 11)
         assert "s3:DeleteObject" in line and "access denied" in line, line
         assert _keys(iam_roles) == before  # its lock came and went; nothing else changed
-    _sound(iam_roles, monkeypatch, 2)
+    _sound(iam_roles, monkeypatch, 3)
 
 
 def test_restore_only_credentials_read_everything_and_write_nothing(
@@ -77,7 +80,12 @@ def test_restore_only_credentials_read_everything_and_write_nothing(
     assert tree_digest(tmp_path / "r") == tree_digest(chroma_dir)
     _ok("--repo", url, "check", "--read-data")
     _ok("--repo", url, "stats")
-    for args in (["create", str(chroma_dir), "--no-cache"], ["prune", "--keep-last", "1"], ["forget", sid]):
+    _ok("--repo", url, "diff", sid, sid)
+    mirror = tmp_path / "mirror"  # copying OUT of the bucket only reads it
+    _ok("--repo", mirror, "init")
+    assert _ok("--repo", mirror, "copy", "--from-repo", url)["copied"]
+    for args in (["create", str(chroma_dir), "--no-cache"], ["prune", "--keep-last", "1"], ["forget", sid],
+                 ["copy", "--from-repo", str(mirror)]):
         line = one_line_error(run_cli("--repo", url, *args), 11)
         assert "s3:PutObject" in line, line
         assert _keys(iam_roles) == before
