@@ -45,6 +45,8 @@ class CopyResult:
     #: Bytes read from the source, written to the destination (packs, tables, roots, locks).
     bytes_read: int = 0
     bytes_written: int = 0
+    #: Bytes read from the destination (its chunk tables, the bases of the deltas copied).
+    bytes_read_destination: int = 0
     #: Stored bytes of the data frames written (the copy's share of bytes_written).
     bytes_stored: int = 0
     #: Packs a killed copy had uploaded whose frames this one used instead of uploading them.

@@ -298,3 +298,41 @@ def test_bad_input_is_one_line_and_writes_nothing(
     line = one_line_error(res, code)
     assert words in line, line
     assert _listing(dest) == before
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_incremental_copied_after_its_parent_reads_little_more_than_it_writes(
+        series: Series, tmp_path: Path, request: pytest.FixtureRequest, where: str) -> None:
+    """Each delta copied is verified against its base's content taken from the destination,
+    which holds it: the source is read for the frames copied, not for whole chains."""
+    source: Path | str = series.repo
+    if where == "s3":
+        source = request.getfixturevalue("s3_repo_url")
+        _init(source)
+        _copy(source, series.repo)
+    dest = tmp_path / "dest"
+    _init(dest)
+    _copy(dest, source, series.ids[0])
+    for i in (1, 2):
+        out = _copy(dest, source, series.ids[i])
+        assert out["bytes_read"] <= 1.5 * out["bytes_written"], (i, out["bytes_read"], out["bytes_written"])
+        assert out["bytes_read_destination"] > out["bytes_written"]  # the bases came from there
+    assert _restored(dest, series.ids[2], tmp_path / "t") == series.trees[series.ids[2]]
+
+
+def test_a_series_copied_in_one_run_takes_the_bases_it_decoded_from_memory(
+        series: Series, tmp_path: Path) -> None:
+    """The deltas of the later snapshots are verified against contents this run decoded: the
+    destination is not read for them (unless the contents kept are bounded to nothing)."""
+    results = {}
+    for cache in (0, CopyOptions.cache_bytes):
+        dest = tmp_path / f"dest-{cache}"
+        _init(dest)
+        results[cache] = copy_snapshots(Repository.open(dest), Repository.open(series.repo),
+                                        options=CopyOptions(cache_bytes=cache))
+        assert Repository.open(dest).snapshot_ids() == series.ids
+    kept, none = results[CopyOptions.cache_bytes], results[0]
+    assert kept.bytes_read == none.bytes_read <= 1.1 * kept.bytes_written
+    assert none.bytes_read_destination > 10 * kept.bytes_read_destination, (none, kept)
+    assert _restored(tmp_path / f"dest-{CopyOptions.cache_bytes}", series.ids[2], tmp_path / "t") \
+        == series.trees[series.ids[2]]
