@@ -11,9 +11,11 @@ stored changes. Snapshots are copied oldest first, each with what the destinatio
   destination's (plain or encrypted, any two master keys); a frame of another codec is
   re-encoded as a full frame in the destination's;
 * the source is read only for the frames copied: the content the first of them decodes from
-  (its base) is one this run decoded and still holds (snapshot/copy/contents.py), else rebuilt
-  by the destination's chain to it, hash-checked; only a base whose chain is in a pack still
-  being written is decoded from the source's own frames;
+  (its base) is one this run decoded and kept (snapshot/copy/contents.py: before a snapshot is
+  copied, the next one's chunk tables are read, and kept for its copy, to know which of its
+  contents to keep), else rebuilt by the destination's chain to it, hash-checked. The source's
+  own frames are decoded instead when that chain is in a pack still being written, or when the
+  source is a folder and the destination is not (reading the folder costs nothing);
 * frames go to packs (full frames and deltas in their lanes, as a create packs them), then each
   file's chunk table (reused when the destination holds the same table), then the root: last,
   create-only, once every object it names is listed and none is condemned beyond rescue (the
@@ -49,10 +51,11 @@ from snapshot.copy.plan import (
     check_pair,
     dry_run,
     index_destination,
+    index_resumed,
     select,
     split_present,
 )
-from snapshot.errors import NotFoundError
+from snapshot.errors import NotFoundError, SnapshotError
 from snapshot.format.chunk_tables import encode_table
 from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
@@ -122,6 +125,8 @@ class _Copier:
     pool: ThreadPoolExecutor
     options: CopyOptions
     reporter: Reporter
+    #: The next snapshot's root and chunk tables, read before the current one is copied.
+    _peeked: tuple[Manifest, list[tuple[FileEntry, tuple[Chunk, ...]]]] | None = None
     #: The current snapshot's pending frames, figures (chunks, stored, re-encoded, bytes) and
     #: the planned ranges (of the source, of the destination) of the groups in flight.
     _added: list[PendingFrame] = field(default_factory=list)
@@ -130,7 +135,10 @@ class _Copier:
 
     def _dest_base(self, chunk: Chunk, step: Step) -> list[Frame] | None:
         """The destination chain to read for ``step``'s base: None when this run holds that
-        content, or when the chain has frames in a pack not yet written."""
+        content, when the chain has frames in a pack not yet written, or when bases are read
+        from the source (a folder, while the destination is not)."""
+        if self.source.local_root is not None and self.dest.local_root is None:
+            return None
         if step.base_hash(chunk) in self.contents:
             return None
         stored = [fr for fr in step.base if isinstance(fr, Frame)]
@@ -172,13 +180,38 @@ class _Copier:
         self.contents.put(chunk.hash, content)
         return out
 
-    def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str]) -> SnapshotCopy:
+    def _peek(self, sid: str | None) -> None:
+        """Read snapshot ``sid``'s root and chunk tables (kept for its copy, if its root is the
+        same then) and keep from now on the contents its chains build on."""
+        self._peeked = None
+        tables: list[tuple[FileEntry, tuple[Chunk, ...]]] = []
+        if sid is not None:
+            try:
+                m = self.source.manifest(sid, fresh=True)
+                tables = list(self.source.tables(m))
+            except SnapshotError:
+                tables = []  # read again when it is copied, which reports what fails
+            else:
+                self._peeked = (m, tables)
+        self.contents.want(frozenset(fr.hash for _f, chunks in tables for c in chunks
+                                     for fr in c.frames[:-1]))
+
+    def _tables_of(self, m: Manifest) -> list[tuple[FileEntry, tuple[Chunk, ...]]]:
+        if self._peeked is not None and self._peeked[0] == m:
+            return self._peeked[1]
+        return list(self.source.tables(m))
+
+    def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str],
+             next_sid: str | None = None) -> SnapshotCopy:
+        """Copy snapshot ``m``; ``next_sid``: the one copied after it."""
+        tables = self._tables_of(m)
+        self._peek(next_sid)
         pack_size = self.options.pack_size or pack_size_for(m.totals.bytes)
         writer = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
         files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]] = []
         self._stats, self._added = [0, 0, 0, 0], []
         try:
-            self._pack(m, writer, files)
+            self._pack(tables, writer, files)
             writer.close()
         except BaseException:
             writer.abort()
@@ -196,11 +229,11 @@ class _Copier:
         pausepoints.point("copy.committed")
         return SnapshotCopy(m.id, COPIED, *self._stats)
 
-    def _pack(self, m: Manifest, writer: PackWriter,
+    def _pack(self, tables: Sequence[tuple[FileEntry, tuple[Chunk, ...]]], writer: PackWriter,
               files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]]) -> None:
         group: list[_Item] = []
         flying: deque[list[_Item]] = deque()
-        for f, chunks in self.source.tables(m):
+        for f, chunks in tables:
             chains: list[tuple[DestFrame, ...]] = [()] * len(chunks)
             files.append((f, chunks, chains))
             for i, c in enumerate(chunks):
@@ -290,23 +323,6 @@ class _Copier:
         return entries, needed
 
 
-def _resume(known: DestIndex, journal: CopyJournal, dest: Repository, condemned: frozenset[str]) -> int:
-    """Index the frames of the packs a killed copy uploaded; how many packs they are in."""
-    if not journal.load():
-        return 0
-    present = {oid: info.size for oid, info in dest.list_objects() if oid is not None}
-    frames = journal.usable(present, condemned)
-    for jf in frames:  # a delta's base may be in a pack sealed after its own, or in none that landed
-        if jf.base == TABLE:
-            f = jf.frame
-            known.tables.setdefault(f.hash, TableRef(f.object, f.offset, f.length, f.size, f.hash, f.codec))
-        elif jf.base is None:
-            known.chains.add((jf.frame,))
-        else:
-            known.chains.add_delta(jf.base, jf.frame)
-    return len({jf.frame.object for jf in frames})
-
-
 def copy_snapshots(
     dest: Repository, source: Repository, refs: Sequence[str] = (), filters: SnapshotFilter | None = None,
     options: CopyOptions | None = None, *, reporter: Reporter | None = None,
@@ -337,7 +353,7 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
     seen = frozenset(dest.condemned().since)
     journal = CopyJournal(default_root(), dest.config.id, source.config.id, dest.config.codec)
     known = index_destination(dest, seen)
-    resumed = _resume(known, journal, dest, seen)
+    resumed = index_resumed(known, journal, dest, seen)
     workers = max(2, os.cpu_count() or 2)
     ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range") \
         if source.local_root is None or dest.local_root is None else None
@@ -349,8 +365,9 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
             copier = _Copier(dest, source, known, journal, reader, dest_reader, Contents(options.cache_bytes),
                              pool, options, reporter)
             reporter.phase("copy", sum(source.manifest(sid).totals.bytes for sid in to_copy))
-            for sid in to_copy:
-                out.append(_one(copier, source, sid, lock, started, seen))
+            for i, sid in enumerate(to_copy):
+                nxt = to_copy[i + 1] if i + 1 < len(to_copy) else None
+                out.append(_one(copier, source, sid, lock, started, seen, nxt))
         journal.discard()
     finally:
         if ahead is not None:
@@ -360,14 +377,14 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
 
 
 def _one(copier: _Copier, source: Repository, sid: str, lock: RepositoryLock, started: float,
-         seen: frozenset[str]) -> SnapshotCopy:
+         seen: frozenset[str], next_sid: str | None) -> SnapshotCopy:
     """Copy snapshot ``sid``, its root read just before; once more if a prune's repack moved its
     frames meanwhile."""
     for attempt in range(2):
         try:
             m = source.manifest(sid, fresh=True)  # as it is now: a prune may have rewritten it
             pausepoints.point("copy.root-read")
-            return copier.copy(m, lock, started, seen)
+            return copier.copy(m, lock, started, seen, next_sid)
         except NotFoundError:
             if not source.has_snapshot(sid):
                 copier.reporter.warn(f"snapshot {sid} was removed from the source during the copy: skipped")
