@@ -189,7 +189,8 @@ def measured(argv: list[str], env: dict[str, str], proxy: ShapingProxy, what: st
     proxy.reset()
     p = run(argv, env=env, cwd=cwd).check(what)
     stats = proxy.stats()
-    return {"seconds": round(p.seconds, 3), "peak_rss": max(p.peak_rss, p.tree_rss),
+    # tree_rss: a child's ru_maxrss counts what it inherited from this process (the proxy)
+    return {"seconds": round(p.seconds, 3), "peak_rss": p.tree_rss,
             "requests": stats.requests, "by_method": stats.by_method, "bytes_up": stats.bytes_up,
             "bytes_down": stats.bytes_down,
             "command": p.command, "stdout": p.stdout[-4000:]}
