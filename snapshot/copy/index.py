@@ -14,8 +14,10 @@ For a source chunk (content H, chain f0..fk):
   destination's ``max_chain``, makes the chunk one new full frame of H in the destination's
   codec instead (re-encoded).
 
-So a snapshot copied after its parent moves about what its create uploaded, and a snapshot
-whose content the destination holds moves nothing. Pure: no I/O.
+Either way f_0..f_i are not read from the source: the frames after them are verified against
+the content index[f_i] rebuilds (snapshot/copy/pipeline.py). So a snapshot copied after its
+parent reads and moves about what its create uploaded, and a snapshot whose content the
+destination holds moves nothing. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -34,20 +36,29 @@ Chain = tuple[DestFrame, ...]
 @dataclass(frozen=True)
 class Step:
     """What the copy does for one source chunk: the new chain is ``reuse`` followed by ``copy``
-    (source frames stored again as they are), or, with ``reencode``, one new full frame."""
+    (source frames stored again as they are), or, with ``reencode``, one new full frame.
+
+    The first ``skip`` source frames are not read: what they decode to (the content the
+    others decode from) is the content the destination chain ``base`` rebuilds."""
 
     reuse: Chain
     copy: tuple[Frame, ...] = ()
     reencode: bool = False
+    skip: int = 0
+    base: Chain = ()
 
     @property
     def stores(self) -> bool:
         return self.reencode or bool(self.copy)
 
+    def base_hash(self, chunk: Chunk) -> str | None:
+        """The content the frames read decode from (None: the first is a full frame)."""
+        return chunk.frames[self.skip - 1].hash if self.skip else None
+
     def reads(self, chunk: Chunk) -> tuple[Frame, ...]:
-        """The source frames to read: the whole chain (each link is decoded to verify the next)
-        when anything is stored; nothing otherwise."""
-        return chunk.frames if self.stores else ()
+        """The source frames to read when anything is stored (each decoded against the content
+        before it, to verify it): those after the ``skip`` whose result the destination holds."""
+        return chunk.frames[self.skip :] if self.stores else ()
 
 
 class ChainIndex:
@@ -117,8 +128,8 @@ class ChainIndex:
                 break
         tail = frames[start:]
         if all(fr.codec == self.codec for fr in tail) and len(base) + len(tail) <= self.max_chain:
-            return Step(base, tail)
-        return Step((), (), reencode=True)
+            return Step(base, tail, skip=start, base=base)
+        return Step((), (), reencode=True, skip=start, base=base)
 
     def drop_pending(self) -> None:
         """Forget the chains added since the last :meth:`resolve` (their packs were not all

@@ -10,6 +10,12 @@ stored changes. Snapshots are copied oldest first, each with what the destinatio
   content the link before it decodes to), opened with the source's key and sealed with the
   destination's (plain or encrypted, any two master keys); a frame of another codec is
   re-encoded as a full frame in the destination's;
+* the source is read only for the frames copied: the content the first of them decodes from
+  (its base) is one this run decoded and kept (snapshot/copy/contents.py: before a snapshot is
+  copied, the next one's chunk tables are read, and kept for its copy, to know which of its
+  contents to keep), else rebuilt by the destination's chain to it, hash-checked. The source's
+  own frames are decoded instead when that chain is in a pack still being written, or when the
+  source is a folder and the destination is not (reading the folder costs nothing);
 * frames go to packs (full frames and deltas in their lanes, as a create packs them), then each
   file's chunk table (reused when the destination holds the same table), then the root: last,
   create-only, once every object it names is listed and none is condemned beyond rescue (the
@@ -33,6 +39,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from snapshot.copy.contents import DEFAULT_BYTES, Contents
 from snapshot.copy.index import ChainIndex, DestFrame, Step
 from snapshot.copy.plan import (
     COPIED,
@@ -44,10 +51,11 @@ from snapshot.copy.plan import (
     check_pair,
     dry_run,
     index_destination,
+    index_resumed,
     select,
     split_present,
 )
-from snapshot.errors import NotFoundError
+from snapshot.errors import NotFoundError, SnapshotError
 from snapshot.format.chunk_tables import encode_table
 from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
@@ -84,11 +92,13 @@ _Out = list[tuple[bytes | bytearray, str, int, str, str, str | None]]
 class CopyOptions:
     """``dry_run``: report what would be copied, write nothing (and take no lock).
     ``pack_size``: bytes per pack [sized to each snapshot, repo/packs.py pack_size_for].
-    ``wait``: seconds to wait for a prune holding the destination [0]."""
+    ``wait``: seconds to wait for a prune holding the destination [0].
+    ``cache_bytes``: chunk contents kept as bases for the deltas copied next [64 MiB]."""
 
     dry_run: bool = False
     pack_size: int | None = None
     wait: float | None = None
+    cache_bytes: int = DEFAULT_BYTES
 
 
 @dataclass
@@ -109,43 +119,99 @@ class _Copier:
     known: DestIndex
     journal: CopyJournal
     reader: ChunkReader
+    #: Reads the destination's chains to the bases of the deltas copied.
+    dest_reader: ChunkReader
+    contents: Contents
     pool: ThreadPoolExecutor
     options: CopyOptions
     reporter: Reporter
+    #: The next snapshot's root and chunk tables, read before the current one is copied.
+    _peeked: tuple[Manifest, list[tuple[FileEntry, tuple[Chunk, ...]]]] | None = None
     #: The current snapshot's pending frames, figures (chunks, stored, re-encoded, bytes) and
-    #: the planned ranges of the groups in flight.
+    #: the planned ranges (of the source, of the destination) of the groups in flight.
     _added: list[PendingFrame] = field(default_factory=list)
     _stats: list[int] = field(default_factory=list)
-    _spans: deque[list[Span]] = field(default_factory=deque)
+    _spans: deque[tuple[list[Span], list[Span]]] = field(default_factory=deque)
+
+    def _dest_base(self, chunk: Chunk, step: Step) -> list[Frame] | None:
+        """The destination chain to read for ``step``'s base: None when this run holds that
+        content, when the chain has frames in a pack not yet written, or when bases are read
+        from the source (a folder, while the destination is not)."""
+        if self.source.local_root is not None and self.dest.local_root is None:
+            return None
+        if step.base_hash(chunk) in self.contents:
+            return None
+        stored = [fr for fr in step.base if isinstance(fr, Frame)]
+        return stored if stored and len(stored) == len(step.base) else None
+
+    def _base(self, chunk: Chunk, step: Step) -> bytes | None:
+        """The content the frames read decode from (see the module docstring), hash-checked."""
+        content = step.base_hash(chunk)
+        if content is None:
+            return None
+        held = self.contents.get(content)
+        if held is not None:
+            return held
+        chain = self._dest_base(chunk, step)
+        if chain is not None:
+            return self.dest_reader.decode_chain(chain, None)
+        return self.reader.decode_chain(chunk.frames[: step.skip], None)
 
     def _fetch(self, chunk: Chunk, step: Step) -> _Out:
         """The frames to store for ``chunk``, each verified: decoded against the content of
         the link before it, its hash checked."""
         codec = self.dest.config.codec
         frames = chunk.frames
+        content = self._base(chunk, step)
         if step.reencode:
-            content = self.reader.decode_chain(frames, None)
+            content = self.reader.decode_chain(frames[step.skip :], content)
+            self.contents.put(chunk.hash, content)
             data = compress(content, codec, self.dest.config.level)
             return [(self.dest.seal_frame(data, codec, len(content), chunk.hash), codec, len(content),
                      chunk.hash, FULL_FRAMES, None)]
-        start = len(frames) - len(step.copy)
-        base = self.reader.decode_chain(frames[:start], None) if start else None
         out: _Out = []
-        for j in range(start, len(frames)):
+        for j in range(step.skip, len(frames)):
             fr = frames[j]
-            raw, base = self.reader.decode_keeping(fr, base)
+            raw, content = self.reader.decode_keeping(fr, content)
             note = frames[j - 1].hash if j else None
             out.append((self.dest.seal_frame(raw, fr.codec, fr.size, fr.hash), fr.codec, fr.size, fr.hash,
                         DELTA_FRAMES if j else FULL_FRAMES, note))
+        assert content is not None
+        self.contents.put(chunk.hash, content)
         return out
 
-    def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str]) -> SnapshotCopy:
+    def _peek(self, sid: str | None) -> None:
+        """Read snapshot ``sid``'s root and chunk tables (kept for its copy, if its root is the
+        same then) and keep from now on the contents its chains build on."""
+        self._peeked = None
+        tables: list[tuple[FileEntry, tuple[Chunk, ...]]] = []
+        if sid is not None:
+            try:
+                m = self.source.manifest(sid, fresh=True)
+                tables = list(self.source.tables(m))
+            except SnapshotError:
+                tables = []  # read again when it is copied, which reports what fails
+            else:
+                self._peeked = (m, tables)
+        self.contents.want(frozenset(fr.hash for _f, chunks in tables for c in chunks
+                                     for fr in c.frames[:-1]))
+
+    def _tables_of(self, m: Manifest) -> list[tuple[FileEntry, tuple[Chunk, ...]]]:
+        if self._peeked is not None and self._peeked[0] == m:
+            return self._peeked[1]
+        return list(self.source.tables(m))
+
+    def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str],
+             next_sid: str | None = None) -> SnapshotCopy:
+        """Copy snapshot ``m``; ``next_sid``: the one copied after it."""
+        tables = self._tables_of(m)
+        self._peek(next_sid)
         pack_size = self.options.pack_size or pack_size_for(m.totals.bytes)
         writer = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
         files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]] = []
         self._stats, self._added = [0, 0, 0, 0], []
         try:
-            self._pack(m, writer, files)
+            self._pack(tables, writer, files)
             writer.close()
         except BaseException:
             writer.abort()
@@ -163,11 +229,11 @@ class _Copier:
         pausepoints.point("copy.committed")
         return SnapshotCopy(m.id, COPIED, *self._stats)
 
-    def _pack(self, m: Manifest, writer: PackWriter,
+    def _pack(self, tables: Sequence[tuple[FileEntry, tuple[Chunk, ...]]], writer: PackWriter,
               files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]]) -> None:
         group: list[_Item] = []
         flying: deque[list[_Item]] = deque()
-        for f, chunks in self.source.tables(m):
+        for f, chunks in tables:
             chains: list[tuple[DestFrame, ...]] = [()] * len(chunks)
             files.append((f, chunks, chains))
             for i, c in enumerate(chunks):
@@ -182,10 +248,12 @@ class _Copier:
     def _launch(self, group: list[_Item], flying: deque[list[_Item]], writer: PackWriter) -> None:
         readers = [it for it in group if it.step.stores]
         spans = self.reader.prefetch([fr for it in readers for fr in it.step.reads(it.chunk)])
+        bases = self.dest_reader.prefetch(
+            [fr for it in readers for fr in self._dest_base(it.chunk, it.step) or ()])
         for it in readers:
             it.future = self.pool.submit(self._fetch, it.chunk, it.step)
         flying.append(group)
-        self._spans.append(spans)
+        self._spans.append((spans, bases))
         while len(flying) > _GROUPS_AHEAD:
             self._finish(flying.popleft(), writer)
 
@@ -214,7 +282,9 @@ class _Copier:
                 self._stats[2] += it.step.reencode
                 it.chains[it.index] = tuple(chain)
         finally:
-            self.reader.release(self._spans.popleft())
+            spans, bases = self._spans.popleft()
+            self.reader.release(spans)
+            self.dest_reader.release(bases)
 
     def _tables(self, files: Sequence[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]],
                 done: dict[PendingFrame, Frame], pack_size: int) -> tuple[list[FileEntry], set[str]]:
@@ -253,23 +323,6 @@ class _Copier:
         return entries, needed
 
 
-def _resume(known: DestIndex, journal: CopyJournal, dest: Repository, condemned: frozenset[str]) -> int:
-    """Index the frames of the packs a killed copy uploaded; how many packs they are in."""
-    if not journal.load():
-        return 0
-    present = {oid: info.size for oid, info in dest.list_objects() if oid is not None}
-    frames = journal.usable(present, condemned)
-    for jf in frames:  # a delta's base may be in a pack sealed after its own, or in none that landed
-        if jf.base == TABLE:
-            f = jf.frame
-            known.tables.setdefault(f.hash, TableRef(f.object, f.offset, f.length, f.size, f.hash, f.codec))
-        elif jf.base is None:
-            known.chains.add((jf.frame,))
-        else:
-            known.chains.add_delta(jf.base, jf.frame)
-    return len({jf.frame.object for jf in frames})
-
-
 def copy_snapshots(
     dest: Repository, source: Repository, refs: Sequence[str] = (), filters: SnapshotFilter | None = None,
     options: CopyOptions | None = None, *, reporter: Reporter | None = None,
@@ -300,18 +353,21 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
     seen = frozenset(dest.condemned().since)
     journal = CopyJournal(default_root(), dest.config.id, source.config.id, dest.config.codec)
     known = index_destination(dest, seen)
-    resumed = _resume(known, journal, dest, seen)
+    resumed = index_resumed(known, journal, dest, seen)
     workers = max(2, os.cpu_count() or 2)
     ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range") \
-        if source.local_root is None else None
+        if source.local_root is None or dest.local_root is None else None
     out: list[SnapshotCopy] = []
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
-            reader = ChunkReader(source, ahead)
-            copier = _Copier(dest, source, known, journal, reader, pool, options, reporter)
+            reader = ChunkReader(source, ahead if source.local_root is None else None)
+            dest_reader = ChunkReader(dest, ahead if dest.local_root is None else None)
+            copier = _Copier(dest, source, known, journal, reader, dest_reader, Contents(options.cache_bytes),
+                             pool, options, reporter)
             reporter.phase("copy", sum(source.manifest(sid).totals.bytes for sid in to_copy))
-            for sid in to_copy:
-                out.append(_one(copier, source, sid, lock, started, seen))
+            for i, sid in enumerate(to_copy):
+                nxt = to_copy[i + 1] if i + 1 < len(to_copy) else None
+                out.append(_one(copier, source, sid, lock, started, seen, nxt))
         journal.discard()
     finally:
         if ahead is not None:
@@ -321,14 +377,14 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
 
 
 def _one(copier: _Copier, source: Repository, sid: str, lock: RepositoryLock, started: float,
-         seen: frozenset[str]) -> SnapshotCopy:
+         seen: frozenset[str], next_sid: str | None) -> SnapshotCopy:
     """Copy snapshot ``sid``, its root read just before; once more if a prune's repack moved its
     frames meanwhile."""
     for attempt in range(2):
         try:
             m = source.manifest(sid, fresh=True)  # as it is now: a prune may have rewritten it
             pausepoints.point("copy.root-read")
-            return copier.copy(m, lock, started, seen)
+            return copier.copy(m, lock, started, seen, next_sid)
         except NotFoundError:
             if not source.has_snapshot(sid):
                 copier.reporter.warn(f"snapshot {sid} was removed from the source during the copy: skipped")
@@ -344,7 +400,8 @@ def _result(dest: Repository, source: Repository, snaps: Sequence[SnapshotCopy],
     return CopyResult(
         source=source.url, destination=dest.url, dry_run=dry, snapshots=tuple(snaps), copied=copied,
         skipped=len(snaps) - copied, bytes_read=read.bytes_down, bytes_written=wrote.bytes_up,
-        bytes_stored=sum(s.bytes_stored for s in snaps), packs_resumed=resumed,
+        bytes_read_destination=wrote.bytes_down, bytes_stored=sum(s.bytes_stored for s in snaps),
+        packs_resumed=resumed,
         requests={"source": read.requests, "destination": wrote.requests},
         seconds=round(time.monotonic() - started, 3),
     )

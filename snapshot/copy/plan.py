@@ -1,6 +1,7 @@
 """Which snapshots a copy moves, what the destination already holds, and what a ``--dry-run``
 reports: the checks that refuse a copy before anything is written, and the index of the
-destination's chains (snapshot/copy/index.py) built from its chunk tables."""
+destination's chains (snapshot/copy/index.py) built from its chunk tables and from the packs a
+killed copy uploaded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from snapshot.copy.index import ChainIndex
 from snapshot.errors import TargetError, UsageError
 from snapshot.format.manifest import Manifest, TableRef
+from snapshot.repo.copy_journal import TABLE, CopyJournal
 from snapshot.repo.repository import Repository
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.repo.usage import Usage
@@ -45,6 +47,8 @@ class CopyResult:
     #: Bytes read from the source, written to the destination (packs, tables, roots, locks).
     bytes_read: int = 0
     bytes_written: int = 0
+    #: Bytes read from the destination (its chunk tables, the bases of the deltas copied).
+    bytes_read_destination: int = 0
     #: Stored bytes of the data frames written (the copy's share of bytes_written).
     bytes_stored: int = 0
     #: Packs a killed copy had uploaded whose frames this one used instead of uploading them.
@@ -145,3 +149,20 @@ def dry_run(dest: Repository, source: Repository, to_copy: Sequence[str], presen
                     index.add((*step.reuse, *step.copy))
         out.append(SnapshotCopy(sid, TO_COPY, chunks, stored, reencoded, size))
     return sorted(out, key=lambda s: s.id)
+
+
+def index_resumed(known: DestIndex, journal: CopyJournal, dest: Repository, condemned: frozenset[str]) -> int:
+    """Index the frames of the packs a killed copy uploaded; how many packs they are in."""
+    if not journal.load():
+        return 0
+    present = {oid: info.size for oid, info in dest.list_objects() if oid is not None}
+    frames = journal.usable(present, condemned)
+    for jf in frames:  # a delta's base may be in a pack sealed after its own, or in none that landed
+        if jf.base == TABLE:
+            f = jf.frame
+            known.tables.setdefault(f.hash, TableRef(f.object, f.offset, f.length, f.size, f.hash, f.codec))
+        elif jf.base is None:
+            known.chains.add((jf.frame,))
+        else:
+            known.chains.add_delta(jf.base, jf.frame)
+    return len({jf.frame.object for jf in frames})

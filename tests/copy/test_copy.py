@@ -298,3 +298,57 @@ def test_bad_input_is_one_line_and_writes_nothing(
     line = one_line_error(res, code)
     assert words in line, line
     assert _listing(dest) == before
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_an_incremental_copied_after_its_parent_reads_little_more_than_it_writes(
+        series: Series, tmp_path: Path, request: pytest.FixtureRequest, where: str) -> None:
+    """Each delta copied is verified against its base's content taken from the destination,
+    which holds it: the source is read for the frames copied, not for whole chains."""
+    source: Path | str = series.repo
+    if where == "s3":
+        source = request.getfixturevalue("s3_repo_url")
+        _init(source)
+        _copy(source, series.repo)
+    dest = tmp_path / "dest"
+    _init(dest)
+    _copy(dest, source, series.ids[0])
+    for i in (1, 2):
+        out = _copy(dest, source, series.ids[i])
+        assert out["bytes_read"] <= 1.5 * out["bytes_written"], (i, out["bytes_read"], out["bytes_written"])
+        assert out["bytes_read_destination"] > out["bytes_written"]  # the bases came from there
+    assert _restored(dest, series.ids[2], tmp_path / "t") == series.trees[series.ids[2]]
+
+
+def test_a_series_copied_in_one_run_takes_the_bases_it_decoded_from_memory(
+        series: Series, tmp_path: Path) -> None:
+    """The deltas of a snapshot are verified against the contents this run decoded copying its
+    parent: the destination is not read for them. What is kept is what the next snapshot builds
+    on (its chunk tables are read first), so a bound of just those bytes suffices, though the
+    parent's full copy decoded more and decoded them first."""
+    src = Repository.open(series.repo)
+    first, second = ({c.hash: c for _f, chunks in src.tables(src.manifest(sid)) for c in chunks}
+                     for sid in series.ids[:2])
+    built_on = {fr.hash for c in second.values() for fr in c.frames[:-1]}
+    bound = sum(c.size for h, c in first.items() if h in built_on)
+    assert 0 < bound < sum(c.size for c in first.values())  # the parent is not all needed
+    results = {}
+    for cache in (0, bound):
+        dest = tmp_path / f"dest-{cache}"
+        _init(dest)
+        results[cache] = copy_snapshots(Repository.open(dest), Repository.open(series.repo), series.ids[:2],
+                                        options=CopyOptions(cache_bytes=cache))
+        assert Repository.open(dest).snapshot_ids() == series.ids[:2]
+    kept, none = results[bound], results[0]
+    assert kept.bytes_read == none.bytes_read <= 1.1 * kept.bytes_written
+    assert kept.bytes_read_destination == 0 < none.bytes_read_destination
+    assert _restored(tmp_path / f"dest-{bound}", series.ids[1], tmp_path / "t") == series.trees[series.ids[1]]
+
+
+def test_a_folder_source_gives_the_bases_of_the_deltas_copied_to_s3(series: Series, s3_repo_url: str) -> None:
+    """Reading a folder costs nothing, reading S3 requests and egress: with a folder as the
+    source and a bucket as the destination, a delta's base is decoded from the source."""
+    _init(s3_repo_url)
+    _copy(s3_repo_url, series.repo, series.ids[0])
+    out = _copy(s3_repo_url, series.repo, series.ids[1])
+    assert out["bytes_read_destination"] < out["bytes_written"] < out["bytes_read"]

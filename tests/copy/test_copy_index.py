@@ -43,7 +43,8 @@ def test_a_delta_after_a_known_content_extends_the_destination_chain() -> None:
     src = chunk(fr("s1", A), fr("s2", B), fr("s3", C), fr("s4", D))
     step = index.plan(src)
     assert step.reuse == dst and step.copy == src.frames[2:]
-    assert step.reads(src) == src.frames  # every link decoded to verify the ones copied
+    # only the frames copied are read: they are verified against B's content, rebuilt by dst
+    assert step.reads(src) == src.frames[2:] and step.base == dst and step.base_hash(src) == B * 32
 
 
 def test_nothing_known_copies_the_whole_chain() -> None:
@@ -65,6 +66,22 @@ def test_a_chain_that_would_outgrow_max_chain_is_re_encoded() -> None:
     index.add((fr("p1", A), fr("p2", B)))
     step = index.plan(chunk(fr("s1", A), fr("s2", B), fr("s3", C), fr("s4", D)))
     assert step.reencode and step.reuse == () and step.copy == ()
+
+
+def test_a_re_encoded_chunk_reads_only_the_frames_after_a_content_the_destination_holds() -> None:
+    index = ChainIndex("gzip", 16)
+    dst = (fr("p1", B, "gzip"),)
+    index.add(dst)
+    src = chunk(fr("s1", A), fr("s2", B), fr("s3", C))
+    step = index.plan(src)
+    assert step.reencode and step.reuse == () and step.base == dst
+    assert step.reads(src) == src.frames[2:] and step.base_hash(src) == B * 32
+
+
+def test_nothing_known_reads_the_whole_chain() -> None:
+    src = chunk(fr("s1", A), fr("s2", B))
+    for step in (ChainIndex("zstd", 16).plan(src), ChainIndex("gzip", 16).plan(src)):
+        assert step.reads(src) == src.frames and step.base_hash(src) is None
 
 
 def test_frames_of_another_codec_are_re_encoded() -> None:
