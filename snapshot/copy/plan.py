@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from snapshot.copy.index import ChainIndex
 from snapshot.errors import TargetError, UsageError
 from snapshot.format.manifest import Manifest, TableRef
-from snapshot.repo.copy_journal import TABLE, CopyJournal
+from snapshot.repo.journal import TABLE, CopyJournal
 from snapshot.repo.repository import Repository
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.repo.usage import Usage
