@@ -86,10 +86,15 @@ def _proc_field(path: str, key: str) -> str:
 
 
 def head_commit() -> str | None:
-    """The checkout's commit, read from .git without running git."""
-    git = ROOT / ".git"
+    """The checkout's commit, read from .git without running git (in a worktree, .git is a
+    file naming its own git dir, whose ``commondir`` holds the refs)."""
+    git = here = ROOT / ".git"
     try:
-        head = (git / "HEAD").read_text().strip()
+        if git.is_file():
+            here = Path(git.read_text().split("gitdir:", 1)[1].strip())
+            common = here / "commondir"
+            git = (here / common.read_text().strip()).resolve() if common.is_file() else here
+        head = (here / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:12]
         ref = head[5:]
