@@ -2,7 +2,7 @@
 repository of many tiny snapshots.
 
     python bench/scale.py [--sizes 1,5] [--snapshots 30] [--tiny-snapshots 200] [--json OUT]
-                          [--workdir DIR] [--cache-dir DIR] [--base-records N] [--small]
+                          [--workdir DIR] [--cache-dir DIR] [--base-records N] [--small] [--low-disk]
 
 Per size: a real small Chroma DB (``dataset.py build``, cached) grown to the size by
 ``synthetic.py`` (HNSW capacity raised, realistic element content; it passes create's
@@ -14,7 +14,10 @@ Then ``list``, ``show``, a restore compared byte for byte with the source, ``che
 on that repository. Every command is its own measured process (wall time, peak RSS of the
 process tree; bench/measure.py). Prints a table and marks the targets; a missed target is
 reported, never an error; a failed command or a restore that is not byte-exact exits 1.
-See bench/README.md.
+``--low-disk`` (for 20 GiB on a disk of about 45 GB): creates read the DB in place
+(``create --in-place``: no staging copy, no base cache), and once the creates are done the
+source's files are hashed and the source removed before the restore, which is then compared
+with those hashes. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ LIST_SECONDS_LIMIT = 2.0  # for the tiny repository's snapshots
 UNCHANGED_LIMIT = 8 * KIB
 #: Keys under which ``list --json`` may report what it read (it reports nothing at 2026-11-30).
 LIST_BYTES_KEYS = ("bytes_down", "request_bytes", "bytes_read")
-RSS_ROWS = ("create (full)", "create (unchanged)", "create (incremental)", "restore", "check --read-data",
-            "prune")
+RSS_ROWS = ("create (full)", "create (unchanged)", "create (incremental)", "list", "restore",
+            "check --read-data", "prune")
 
 
 def log(msg: str) -> None:
@@ -83,10 +86,15 @@ def _proc_field(path: str, key: str) -> str:
 
 
 def head_commit() -> str | None:
-    """The checkout's commit, read from .git without running git."""
-    git = ROOT / ".git"
+    """The checkout's commit, read from .git without running git (in a worktree, .git is a
+    file naming its own git dir, whose ``commondir`` holds the refs)."""
+    git = here = ROOT / ".git"
     try:
-        head = (git / "HEAD").read_text().strip()
+        if git.is_file():
+            here = Path(git.read_text().split("gitdir:", 1)[1].strip())
+            common = here / "commondir"
+            git = (here / common.read_text().strip()).resolve() if common.is_file() else here
+        head = (here / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:12]
         ref = head[5:]
@@ -224,7 +232,30 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------ one size
 
 
-def size_round(work: Path, base: Path, gib: float, snapshots: int, keep_last: int) -> dict[str, Any]:
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    out = {}
+    for p in sorted(x for x in root.rglob("*") if x.is_file()):
+        with open(p, "rb") as fh:
+            out[p.relative_to(root).as_posix()] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
+def compare_hashes(target: Path, expected: dict[str, str]) -> dict[str, Any]:
+    """compare_trees' answer for a restore against the source's hashes taken before it was removed."""
+    got = tree_hashes(target)
+    both = sorted(got.keys() & expected.keys())
+    differ = [rel for rel in both if got[rel] != expected[rel]]
+    return {"files_compared": len(both), "identical": len(both) - len(differ),
+            "identical_after_sqlite_header": [], "differ": differ,
+            "only_in_ours": sorted(got.keys() - expected.keys()),
+            "only_in_other": sorted(expected.keys() - got.keys()),
+            "match": not differ and got.keys() == expected.keys(), "by": "sha256 of the source, taken before "
+            "it was removed"}
+
+
+def size_round(work: Path, base: Path, gib: float, snapshots: int, keep_last: int,
+               low_disk: bool = False) -> dict[str, Any]:
     home = work / f"size-{gib:g}g"
     shutil.rmtree(home, ignore_errors=True)
     src = home / "src" / "vector_db"
@@ -233,7 +264,8 @@ def size_round(work: Path, base: Path, gib: float, snapshots: int, keep_last: in
     p = run([sys.executable, str(BENCH / "synthetic.py"), "grow", str(src), "--gib", str(gib)]).check("grow")
     out: dict[str, Any] = {"gib": gib, "dataset": {**json.loads(p.stdout), "path": str(src)},
                            "snapshots": snapshots, "snapshot_code": [code_fingerprint()]}
-    ours = ChromaSnapshot(home / "repo", home / "cache")
+    ours = ChromaSnapshot(home / "repo", home / "cache", create_args=("--in-place",) if low_disk else ())
+    out["low_disk"] = low_disk
     rows: dict[str, Any] = {}
     log(f"{gib:g} GiB: create 1/{snapshots} (full)")
     rows["create (full)"] = ours.create(src)
@@ -250,11 +282,17 @@ def size_round(work: Path, base: Path, gib: float, snapshots: int, keep_last: in
     log(f"{gib:g} GiB: list, show, restore, check, prune")
     rows["list"] = listing(ours, snapshots)
     out["manifests"] = manifest_sizes(ours)
+    hashes = None
+    if low_disk:
+        log(f"{gib:g} GiB: hashing the source, then removing it")
+        hashes = tree_hashes(src)
+        shutil.rmtree(src)
     target = home / "restore" / "vector_db"
     rows["restore"] = ours.restore(target)
     if "failed" in rows["restore"]:
         raise RuntimeError(f"restore failed: {rows['restore']['failed']}")
-    out["restore_vs_source"] = compare_trees(target, src)
+    out["restore_vs_source"] = (compare_trees(target, src) if hashes is None
+                                else compare_hashes(target, hashes))
     shutil.rmtree(target.parent, ignore_errors=True)
     rows["check"] = cli(ours, "check", "check", "--json")
     rows["check --read-data"] = cli(ours, "check --read-data", "check", "--read-data", "--json")
@@ -429,6 +467,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, help="where DBs, repositories and restores go; each size's "
                     "part is removed when it is done unless --keep (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep each size's DB and repository")
+    ap.add_argument("--low-disk", action="store_true",
+                    help="creates read the DB in place (--in-place), and the source is hashed and removed "
+                    "before the restore, which is compared with those hashes")
     ap.add_argument("--cache-dir", type=Path, default=BENCH / ".cache", help="built DBs [%(default)s]")
     raw = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(raw)
@@ -458,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.size_list:
                 base, report["base_db"] = records_db(cache, args.base_records)
                 for gib in args.size_list:
-                    report["sizes"].append(size_round(work, base, gib, args.snapshots, args.keep_last))
+                    report["sizes"].append(size_round(work, base, gib, args.snapshots, args.keep_last,
+                                                      args.low_disk))
                     if not args.keep:
                         shutil.rmtree(work / f"size-{gib:g}g", ignore_errors=True)
             if args.tiny_snapshots:

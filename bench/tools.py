@@ -29,9 +29,12 @@ class ChromaSnapshot:
     CREATE_FIELDS = ("bytes_total", "bytes_uploaded", "bytes_new", "chunks_total", "chunks_new",
                      "chunks_delta", "objects_uploaded", "bases_cached", "bases_read")
 
-    def __init__(self, repo: Path, cache: Path, password_file: Path | None = None) -> None:
-        """``password_file``: the repository is (created) encrypted, with that password."""
+    def __init__(self, repo: Path, cache: Path, password_file: Path | None = None,
+                 create_args: tuple[str, ...] = ()) -> None:
+        """``password_file``: the repository is (created) encrypted, with that password;
+        ``create_args``: added to every create (e.g. ``--in-place``)."""
         self.repo, self.cache, self.encrypted = repo, cache, password_file is not None
+        self.create_args = create_args
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), ANONYMIZED_TELEMETRY="False",
                         CHROMA_SNAPSHOT_CACHE=str(cache))
         for name in ("CHROMA_SNAPSHOT_PASSWORD", "CHROMA_SNAPSHOT_PASSWORD_FILE",
@@ -48,7 +51,8 @@ class ChromaSnapshot:
     def create(self, src: Path) -> dict[str, Any]:
         before = dir_bytes(self.repo) if self.repo.exists() else 0
         encrypt = ["--encrypt"] if self.encrypted and not self.repo.exists() else []
-        p = self._cli("create", str(src), "--json", *encrypt).check("chroma-snapshot create")
+        p = self._cli("create", str(src), "--json", *encrypt, *self.create_args)
+        p.check("chroma-snapshot create")
         out = json.loads(p.stdout)
         return {**p.row(), "repo_bytes_added": dir_bytes(self.repo) - before,
                 "repo_bytes": dir_bytes(self.repo), "id": out["id"], "parent": out["parent"],

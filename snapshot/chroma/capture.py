@@ -11,6 +11,13 @@ segment files in place. The capture here (measured to give good copies while a w
    WAL mode; both keep every page at its offset (VACUUM INTO would not, defeating dedup);
 4. re-check the segment files; end the transaction. If anything moved, start over (bounded).
 
+Read in place (``in_place``), step 2 copies nothing: the segment files are read where they lie
+by whatever reads the capture (the create's packing and consistency checks), and the same
+re-check, of size and mtime against the stable state of step 2, runs again once they are done
+(:func:`segments_moved`): a change anywhere in that longer window means the capture is taken
+again. It needs no disk for a DB-sized copy (the staging folder holds only chroma.sqlite3), and writers
+are held off only while chroma.sqlite3 is copied.
+
 The user's database is never opened for writing.
 """
 
@@ -53,6 +60,21 @@ class Capture:
     orphans: tuple[str, ...]
     skipped: tuple[str, ...]
     attempts: int
+    #: The source, when its segment files are read in place (their StagedFile points there).
+    in_place: Path | None = None
+    #: In place: the segment folders and the stable state of their files (path, size, mtime).
+    folders: tuple[Path, ...] = ()
+    stable: tuple[tuple[str, int, int], ...] = ()
+
+
+def segments_moved(cap: Capture) -> bool:
+    """Whether a segment file read in place has changed (size, mtime), appeared or gone since
+    the capture found them stable; always False for a staged copy."""
+    if cap.in_place is None:
+        return False
+    stable = {p: (size, mtime) for p, size, mtime in cap.stable}
+    now = _stat_map([Path(p) for p in stable])
+    return now != stable or {str(f) for d in cap.folders for f in _walk_files(d)} != set(stable)
 
 
 def with_counts(cap: Capture, counts: Mapping[str, int], staged_db: Path) -> Capture:
@@ -195,10 +217,13 @@ def capture(
     stable_timeout: float = 30.0,
     log: Callable[[str], None] = lambda _msg: None,
     counts: bool = True,
+    in_place: bool = False,
 ) -> Capture:
     """Copy a consistent view of ``source`` into ``staging`` (see module docstring).
     ``counts=False`` leaves the collections' record counts at 0 (a create takes them from its
-    consistency checks on the copy, instead of counting while the source is locked)."""
+    consistency checks on the copy, instead of counting while the source is locked).
+    ``in_place``: copy only chroma.sqlite3; the caller reads the segment files where they lie,
+    then asks :func:`segments_moved`."""
     source = source.absolute()
     db = check_persist_dir(source)
     extra = _include_entries(source, includes)
@@ -206,9 +231,9 @@ def capture(
         for part in ("db", "include"):  # a retry starts from nothing (the folder itself is owned)
             shutil.rmtree(staging / part, ignore_errors=True)
         staging.mkdir(parents=True, exist_ok=True)
-        result = _capture_once(source, db, staging, include_orphans, settle, stable_timeout, counts)
+        result = _capture_once(source, db, staging, include_orphans, settle, stable_timeout, counts, in_place)
         if result is not None:
-            collections, files, orphans = result
+            collections, files, orphans, folders, stable = result
             break
         log(f"segment files changed during capture, retrying ({attempt}/{attempts})")
         time.sleep(min(0.2 * attempt, 1.0))
@@ -234,7 +259,9 @@ def capture(
         and not e.name.startswith(DB_NAME)
         and e.name not in {r.split("/", 1)[0] for r, _ in extra}
     )
-    return Capture(tuple(files), collections, tuple(orphans), tuple(skipped), attempt)
+    return Capture(tuple(files), collections, tuple(orphans), tuple(skipped), attempt,
+                   source if in_place else None, tuple(folders) if in_place else (),
+                   tuple((p, size, mtime) for p, (size, mtime) in stable.items()) if in_place else ())
 
 
 _ROLLBACK_MODES = {"delete", "truncate", "persist"}
@@ -264,8 +291,8 @@ def _copy_db(conn: sqlite3.Connection, db: Path, dest: Path) -> None:
 
 def _capture_once(
     source: Path, db: Path, staging: Path, include_orphans: bool, settle: float, timeout: float,
-    counts: bool,
-) -> tuple[tuple[CollectionInfo, ...], list[StagedFile], list[str]] | None:
+    counts: bool, in_place: bool,
+) -> tuple[tuple[CollectionInfo, ...], list[StagedFile], list[str], list[Path], StatMap] | None:
     try:
         conn = open_readonly(db)
     except sqlite3.DatabaseError as exc:
@@ -292,8 +319,9 @@ def _capture_once(
             for f in seg_files:
                 rel = f.relative_to(source).as_posix()
                 _check_text(f"segment folder {rel.split('/', 1)[0]}", rel)
-                dst = staging / "db" / rel
-                copies.append(pool.submit(_copy, f, dst))
+                dst = f if in_place else staging / "db" / rel
+                if not in_place:
+                    copies.append(pool.submit(_copy, f, dst))
                 role = "orphan" if rel.split("/", 1)[0] in orphans else "segment"
                 files.append(StagedFile(rel, dst, f.stat().st_mode & 0o777, role))
             _copy_db(conn, db, db_copy)
@@ -309,4 +337,4 @@ def _capture_once(
     finally:
         conn.close()
     files.insert(0, StagedFile(DB_NAME, db_copy, db.stat().st_mode & 0o777, "db"))
-    return collections, files, orphans
+    return collections, files, orphans, folders, stable

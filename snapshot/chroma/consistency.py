@@ -287,9 +287,10 @@ def replayed_segments(side: SqliteSide) -> set[str]:
             if next(queue.ops(e.collection_id, applied), None) is not None}
 
 
-def verify_dir(root: Path, *, sqlite_check: bool = True) -> Verification:
-    """Run every check on the Chroma directory ``root`` (a private copy: opened immutable)."""
-    return check_segments(root, read_sqlite_side(root, sqlite_check=sqlite_check))
+def verify_dir(root: Path, *, sqlite_check: bool = True, segments: Path | None = None) -> Verification:
+    """Run every check on the Chroma directory ``root`` (a private copy: opened immutable);
+    ``segments``: where its segment folders are, if not in ``root`` (a capture read in place)."""
+    return check_segments(segments or root, read_sqlite_side(root, sqlite_check=sqlite_check))
 
 
 # ------------------------------------------------------------------ what the installed chromadb reads

@@ -96,13 +96,13 @@ def create_options(f: F) -> F:
     def command(*args: Any, tags: tuple[str, ...], message: str, includes: tuple[str, ...],
                 include_orphans: bool, parent: str | None, level: int | None, no_delta: bool,
                 tmp_dir: str | None, cache_dir: str | None, no_cache: bool, allow_inconsistent: bool,
-                wait: str | None, **kwargs: Any) -> Any:
+                wait: str | None, in_place: bool, **kwargs: Any) -> Any:
         from snapshot.create.options import CreateOptions  # each command imports what it runs
 
         options = CreateOptions(
             tags=tags, message=message, includes=includes, include_orphans=include_orphans, parent=parent,
             level=level, delta=not no_delta, tmp_dir=tmp_dir, use_cache=not no_cache, cache_dir=cache_dir,
-            wait=seconds(wait), allow_inconsistent=allow_inconsistent,
+            wait=seconds(wait), allow_inconsistent=allow_inconsistent, in_place=in_place,
         )
         return f(*args, options=options, **kwargs)
 
@@ -133,6 +133,10 @@ def create_options(f: F) -> F:
               "it without reading the repository [$CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot].")
 @click.option("--no-cache", is_flag=True, help="Keep no base cache (saves a DB-sized copy on disk; the "
               "next create then reads delta bases back from the repository).")
+@click.option("--in-place", is_flag=True,
+              help="Copy only chroma.sqlite3 and read the segment files where they lie, checked unchanged "
+              "once read (no DB-sized copy on disk; keeps no base cache; a writer that changes a segment "
+              "file meanwhile makes the create read it again).")
 @click.option("--encrypt", is_flag=True,
               help="Encrypt a new repository (AES-256-GCM; the password comes from --password-file, "
               "CHROMA_SNAPSHOT_PASSWORD_FILE, CHROMA_SNAPSHOT_PASSWORD, --password-command or a prompt). "

@@ -24,7 +24,10 @@ class CreateOptions:
     level of full frames [the repository's]; ``delta``: store changed chunks as deltas to the
     parent's. ``tmp_dir``: where the consistent copy is staged; ``use_cache``/``cache_dir``:
     keep it in the base cache (default $CHROMA_SNAPSHOT_CACHE or ~/.cache/chroma-snapshot) so
-    the next create deltas against it without reading the repository. ``pack_size``: bytes per
+    the next create deltas against it without reading the repository. ``in_place``: copy only
+    chroma.sqlite3 and read the segment files where they lie, proven unchanged by size and mtime
+    once read (no DB-sized copy on disk; keeps no base cache; a writer that changes a segment
+    file meanwhile makes the create read again). ``pack_size``: bytes per
     pack [None: sized to the database, repo/packs.py pack_size_for]. ``wait``: seconds to wait
     for a prune holding the repository [0].
     ``allow_inconsistent``: snapshot a directory that fails the consistency checks anyway."""
@@ -44,6 +47,7 @@ class CreateOptions:
     allow_inconsistent: bool = False
     #: Also predict the requests and bytes (``CreateResult.predicted``), once captured.
     predict: bool = False
+    in_place: bool = False
 
     def __post_init__(self) -> None:
         for name, items in (("tags", self.tags), ("includes", self.includes)):
@@ -60,7 +64,10 @@ class CreateOptions:
             check_text(what, text)
             _check_one_line(what, text)
         check_flags(include_orphans=self.include_orphans, delta=self.delta, use_cache=self.use_cache,
-                    allow_inconsistent=self.allow_inconsistent, predict=self.predict)
+                    allow_inconsistent=self.allow_inconsistent, predict=self.predict,
+                    in_place=self.in_place)
+        if self.in_place and self.cache_dir is not None:
+            raise UsageError("in_place keeps no base cache (it would be a DB-sized copy): drop cache_dir")
         if self.pack_size is not None and (
             isinstance(self.pack_size, bool) or not isinstance(self.pack_size, int) or self.pack_size < 1
         ):

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from snapshot.chroma.capture import Capture, capture, check_persist_dir, with_counts
+from snapshot.chroma.capture import Capture, capture, check_persist_dir, segments_moved, with_counts
 from snapshot.chroma.consistency import Verification, verify_dir
 from snapshot.chroma.schema import chromadb_version
 from snapshot.create.builder import Builder, StoredFile
 from snapshot.create.options import CreateOptions, check_text
 from snapshot.create.predict import Preread, RepoFacts, choose_parent, predict_packing
-from snapshot.errors import InconsistentSourceError, SnapshotError
+from snapshot.errors import InconsistentSourceError, SnapshotError, SourceError
 from snapshot.format.ids import new_snapshot_id, utc_now_iso
 from snapshot.format.manifest import (
     FORMAT_VERSION,
@@ -148,6 +148,10 @@ def _after_commit(
         reporter.warn(f"interrupted after snapshot {manifest.id} was saved; the base cache was not updated")
 
 
+#: Reads in place that a writer may spoil before a create gives up.
+IN_PLACE_ATTEMPTS = 3
+
+
 @dataclass
 class _Job:
     """Capture, verify the capture (in a thread, beside compression) and pack it. A capture
@@ -179,7 +183,8 @@ class _Job:
         # Record counts come from the consistency checks (run beside packing), not from
         # counting while the source is locked.
         cap = capture(self.source, self.staging, includes=self.options.includes,
-                      include_orphans=self.options.include_orphans, log=self.reporter.warn, counts=False)
+                      include_orphans=self.options.include_orphans, log=self.reporter.warn, counts=False,
+                      in_place=self.options.in_place)
         pausepoints.point("create.captured")
         return cap
 
@@ -190,9 +195,21 @@ class _Job:
         return builder, builder.pack_files(cap.files)
 
     def run(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
+        """Read in place, the capture holds only if no segment file moved while it was read."""
+        for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
+            result = self._run_once()
+            if not segments_moved(result[0]):
+                return result
+            if attempt < IN_PLACE_ATTEMPTS:
+                self.reporter.warn("a segment file changed while it was read in place; reading it again")
+        raise SourceError(f"segment files of {self.source} changed during each of {IN_PLACE_ATTEMPTS} "
+                          "reads in place (a writer kept changing them); run create again later, or "
+                          "without --in-place")
+
+    def _run_once(self) -> tuple[Capture, Builder, list[StoredFile], Verification]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as checker:
             cap = self._capture()
-            pending = checker.submit(verify_dir, self.staging / "db")
+            pending = checker.submit(verify_dir, self.staging / "db", segments=cap.in_place)
             try:
                 if self.facts is not None:
                     self.predicted, self.preread = predict_packing(
@@ -205,7 +222,7 @@ class _Job:
             self.reporter.warn(f"the capture failed a consistency check ({verification.problems[0]}); "
                                "taking it again")
             cap = self._capture()
-            verification = verify_dir(self.staging / "db")
+            verification = verify_dir(self.staging / "db", segments=cap.in_place)
             if verification.ok or self.options.allow_inconsistent:
                 builder, files = self._pack(cap)
         if not verification.ok:
@@ -279,7 +296,7 @@ def create_snapshot(
     check_arguments(Path(source), replace(opts, level=level), repo.config.codec)
     source = Path(source).expanduser().absolute()
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_root()
-    cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache else None
+    cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache and not opts.in_place else None
     journal = Journal(cache_root, repo.config.id, source, repo.config.codec)  # also with --no-cache
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
         ids = repo.snapshot_ids()

@@ -29,14 +29,23 @@ def encode_table(chunks: Iterable[Chunk]) -> bytes:
 def parse_table(raw: bytes, f: FileEntry, chunk_size: int, what: str) -> tuple[Chunk, ...]:
     """The chunks of file ``f`` from its table's bytes (already hash-checked by the caller)."""
     r = Reader(f"{what}: chunk table of {f.path}")
-    chunks = []
     try:
         lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise r.fail("not UTF-8") from exc
     if len(lines) != f.chunk_count:
         raise r.fail(f"{len(lines)} chunks, the snapshot says {f.chunk_count}")
-    for i, line in enumerate(lines):
+    out = parse_lines(lines, 0, chunk_size, r.what)
+    check_chunks(r, f.path, out, f.size, chunk_size)
+    return out
+
+
+def parse_lines(lines: Iterable[str | bytes], first: int, chunk_size: int, what: str) -> tuple[Chunk, ...]:
+    """The chunks of some consecutive lines of a table, the first being chunk ``first``: each
+    line validated on its own (whether they add up to the file is :func:`parse_table`'s)."""
+    r = Reader(what)
+    chunks = []
+    for i, line in enumerate(lines, first):
         try:
             d = json.loads(line)
         except (ValueError, RecursionError) as exc:  # also a number of more than 4300 digits
@@ -46,6 +55,4 @@ def parse_table(raw: bytes, f: FileEntry, chunk_size: int, what: str) -> tuple[C
             raise r.fail(f"line {i + 1}: frames must be lists of 6 fields")
         d = dict(d, frames=[dict(zip(_FRAME_FIELDS, x, strict=True)) for x in frames])
         chunks.append(parse_chunk(r, d, f"chunks[{i}].", chunk_size))
-    out = tuple(chunks)
-    check_chunks(r, f.path, out, f.size, chunk_size)
-    return out
+    return tuple(chunks)

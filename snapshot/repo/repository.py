@@ -487,6 +487,18 @@ class Repository:
         table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
         if f.table is None:
             return f.chunks
+        return checked_read(*self._table_read(m, f, lambda raw: self._parse_table(m, f, raw)))
+
+    def table_content(self, m: Manifest, f: FileEntry) -> bytes:
+        """The bytes of file ``f``'s chunk table (format 2), read and checked as :meth:`chunks`
+        reads them, not parsed: a reader that wants a part of a long table at a time parses
+        those lines itself (snapshot/format/chunk_tables.py ``parse_lines``)."""
+        return checked_read(*self._table_read(m, f, lambda raw: self._table_bytes(m, f, raw)))
+
+    def _table_read(
+        self, m: Manifest, f: FileEntry, check: Callable[[bytes | memoryview], _T]
+    ) -> tuple[bytes, Callable[[], bytes], Callable[[bytes | memoryview], _T]]:
+        assert f.table is not None
         frame = f.table.frame()
 
         def read() -> bytes:
@@ -495,14 +507,14 @@ class Repository:
             except SnapshotError as exc:
                 raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
 
-        def parse(raw: bytes | memoryview) -> tuple[Chunk, ...]:
+        def parse(raw: bytes | memoryview) -> _T:
             try:
                 opened = self.read_frame(frame, table=True, fetched=raw)
             except SnapshotError as exc:
                 raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-            return self._parse_table(m, f, opened)
+            return check(opened)
 
-        return checked_read(read(), read, parse)
+        return read(), read, parse
 
     def tables(
         self, m: Manifest, files: Sequence[FileEntry] | None = None
@@ -567,6 +579,9 @@ class Repository:
         return out
 
     def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
+        return parse_table(self._table_bytes(m, f, raw), f, m.chunk_size, f"snapshot {m.id}")
+
+    def _table_bytes(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> bytes:
         assert f.table is not None
         ref = f.table
         what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
@@ -576,7 +591,7 @@ class Repository:
             raise IntegrityError(f"{what}: {exc}") from exc
         if digest(content) != ref.hash:
             raise IntegrityError(f"{what} does not match its hash")
-        return parse_table(content, f, m.chunk_size, f"snapshot {m.id}")
+        return content
 
     # ------------------------------------------------------------------ locks
 

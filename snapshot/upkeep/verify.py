@@ -7,7 +7,9 @@ are known from one listing of ``data/``, not a request per object.
 Data (``read_data``): file by file (one path across every snapshot at a time), chunk index by
 chunk index, the chains of all versions at that index form a small forest (a delta frame's base
 is the frame before it in its chain), walked depth first so that each distinct frame there is
-read and decoded once while only the bases on the current branch stay in memory. Every decoded
+read and decoded once while only the bases on the current branch stay in memory. The chunk
+tables of a path are taken a window of indexes at a time (snapshot/upkeep/table_windows.py), so
+memory does not grow with versions x chunks of the largest file. Every decoded
 frame is checked against its hash, and every distinct version of the file is hashed in chunk
 order against its whole-file hash (which catches a manifest whose chunks were reordered or whose
 file hash was altered). Each snapshot's segment folders also get the structural checks a
@@ -43,8 +45,11 @@ from snapshot.repo.packs import ChunkReader
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
 from snapshot.storage.base import ARCHIVE_CLASSES
+from snapshot.upkeep.table_windows import BUDGET, TableWindows
 
 _READERS = 4
+#: Chunk-versions of one path held at once by each reader (snapshot/upkeep/table_windows.py).
+_TABLE_BUDGET = BUDGET
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,8 @@ class _Node:
 @dataclass
 class _Tally:
     problems: list[Problem] = field(default_factory=list)
-    frames: set[Frame] = field(default_factory=set)
+    #: The frames verified, by hash (a count of distinct frames that holds no Frame).
+    frames: set[int] = field(default_factory=set)
     files: int = 0
     #: snapshot -> path -> what segcheck found of a watched file.
     facts: dict[str, dict[str, Fact]] = field(default_factory=dict)
@@ -308,7 +314,7 @@ def _walk_index(
         except SnapshotError as exc:
             _fail(tally, node, path, exc)
             continue
-        tally.frames.add(fr)
+        tally.frames.add(hash(fr))
         if hash_files:
             for v in node.ends:
                 v.hasher.update(content)
@@ -321,20 +327,26 @@ def _verify_path(
     reader: ChunkReader, path: str, versions: list[_Version], sizes: dict[str, int],
     selected: set[str] | None,
 ) -> _Tally:
-    """Every frame of every version of one file, index by index; then the file hashes. The
-    chunk tables of this one path are held meanwhile, no others."""
+    """Every frame of every version of one file, index by index; then the file hashes. Only
+    a window of this one path's chunk indexes is held meanwhile (snapshot/upkeep/table_windows.py)."""
     tally = _Tally()
     for v in versions:
-        try:
-            v.chunks = reader.repo.chunks(v.manifest, v.entry)
-        except SnapshotError:
-            v.broken = True  # reported by the structure pass
         if selected is None and watched(path, v.entry.role):
             v.content = spool()
-    for index in range(max(len(v.chunks) for v in versions)):
-        roots = _forest(versions, index)
-        _mark_wanted(roots.values(), selected)
-        _walk_index(reader, roots, path, sizes, tally, hash_files=selected is None)
+    windows = TableWindows(reader.repo, path, [(v.manifest, v.entry) for v in versions], _TABLE_BUDGET)
+    try:
+        for start in windows.starts():
+            for v, chunks in zip(versions, windows.window(start), strict=True):
+                v.broken = v.broken or chunks is None  # an unreadable table: reported by the structure pass
+                v.chunks = chunks or ()
+            for index in range(max(len(v.chunks) for v in versions)):
+                roots = _forest(versions, index)
+                _mark_wanted(roots.values(), selected)
+                _walk_index(reader, roots, path, sizes, tally, hash_files=selected is None)
+    finally:
+        windows.close()
+        for v in versions:
+            v.chunks = ()
     if selected is not None:
         return tally
     for v in versions:
@@ -387,7 +399,7 @@ def check_repository(
                      "check --read-data" if read_data else "check", request_restore, listed=ck.cold)
     referenced = ck.check_frames()
     selected: set[str] | None = None
-    frames: set[Frame] = set()
+    frames: set[int] = set()
     files = 0
     facts: dict[str, dict[str, Fact]] = {}
     reader = ChunkReader(repo)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chroma_helpers import become, grow
+from chroma_helpers import become, grow, retag
 from conftest import CliResult, Format1Repo, create_snapshot, edit_manifest, run_cli, show_files
 
 from snapshot.errors import UsageError
@@ -221,3 +221,52 @@ def test_check_read_data_verifies_file_hashes_and_chunk_order(format1_repo: Form
         assert res.code == 4, damage.__name__
         problems = res.json()["problems"]
         assert [(p["kind"], p["path"]) for p in problems] == [("file-hash", "chroma.sqlite3")]
+
+
+def test_read_data_holds_a_window_of_a_paths_chunks_not_every_version(
+    chroma_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six versions of chroma.sqlite3 at 4 KiB chunks, walked with a budget of 64 chunk-versions:
+    at no index are more than 64 chunks of the path held (every version's whole table was), and
+    every frame and file is still verified, a damaged frame in a late window still found."""
+    from snapshot.upkeep import verify
+
+    live, repo = tmp_path / "vector_db", tmp_path / "snapshots"
+    shutil.copytree(chroma_template, live)
+    for n in range(6):
+        if n:
+            retag(live, n)
+        create_snapshot(repo, live, *(("--chunk-size", "4096") if n == 0 else ()))
+    whole = check_repository(Repository.open(repo), read_data=True)
+    assert whole.ok, whole.problems
+
+    held: list[int] = []
+    forest = verify._forest
+
+    def counting(versions: Any, index: int) -> Any:
+        held.append(sum(len(v.chunks) for v in versions))
+        return forest(versions, index)
+
+    monkeypatch.setattr(verify, "_forest", counting)
+    monkeypatch.setattr(verify, "_TABLE_BUDGET", 64, raising=False)
+    windowed = check_repository(Repository.open(repo), read_data=True)
+    assert windowed.ok, windowed.problems
+    assert (windowed.frames_verified, windowed.files_verified, windowed.bytes_read) == (
+        whole.frames_verified, whole.files_verified, whole.bytes_read)
+    r = Repository.open(repo)
+    db = [(m, f) for m in r.manifests() for f in m.files if f.path == "chroma.sqlite3"]
+    versions = {f.hash for _, f in db}
+    assert len(versions) == 6 and db[0][1].chunk_count > 100
+    assert max(held) <= 64 < len(versions) * db[0][1].chunk_count
+
+    # damage the frame of chroma.sqlite3's last chunk in the newest snapshot: found and named
+    m, f = db[-1]
+    fr = r.chunks(m, f)[-1].frames[-1]
+    pack = repo / layout.object_key(fr.object)
+    data = bytearray(pack.read_bytes())
+    data[fr.offset + fr.length // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    damaged = check_repository(Repository.open(repo), read_data=True)
+    assert not damaged.ok
+    assert any(p.kind == "data" and p.path == "chroma.sqlite3" and p.object == fr.object
+               for p in damaged.problems), damaged.problems
