@@ -14,24 +14,43 @@ import pytest
 from chroma_helpers import counts, delete_collection
 
 
+def _rounds(progress: Path) -> int:
+    try:
+        return int(progress.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _wait_for_rounds(writer: subprocess.Popen[str], progress: Path, more_than: int) -> int:
+    """Wait until the writer has done more than ``more_than`` rounds (it says so in a file);
+    a writer that died, or makes no progress in 5 minutes on a loaded machine, fails the test."""
+    deadline = time.monotonic() + 300
+    while (done := _rounds(progress)) <= more_than:
+        assert writer.poll() is None, "the writer died"
+        assert time.monotonic() < deadline, "the writer made no progress in 5 minutes"
+        time.sleep(0.05)
+    return done
+
+
 @pytest.mark.slow  # a live chromadb writer and a chromadb open of every restore
 def test_snapshots_taken_during_writes_all_restore(cli, chroma_dir: Path, repo_path: Path, tmp_path: Path):
-    stop = tmp_path / "stop"
+    stop, progress = tmp_path / "stop", tmp_path / "progress"
     writer = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent.parent / "writer_proc.py"), str(chroma_dir), str(stop)],
+        [sys.executable, str(Path(__file__).parent.parent / "writer_proc.py"), str(chroma_dir), str(stop),
+         str(progress)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     ids = []
     try:
-        time.sleep(3)  # let the writer get going (chromadb import takes a moment)
+        done = _wait_for_rounds(writer, progress, 0)  # chromadb's import takes a while
         for _ in range(5):
             r = cli("--repo", repo_path, "create", chroma_dir, "--json")
             assert r.code == 0, r.stderr
             ids.append(r.json())
-            time.sleep(0.3)
+            done = _wait_for_rounds(writer, progress, done)  # the next snapshot sees a change
     finally:
         stop.touch()
-        out, err = writer.communicate(timeout=60)
+        out, err = writer.communicate(timeout=120)
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["ops"] > 0, err
     assert summary["errors"] == 0, err  # our read lock never made the writer fail
