@@ -226,6 +226,11 @@ class ChunkReader:
         self._spans: dict[str, list[Span]] = {}
         self.bytes_fetched = 0
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether planned ranges are read ahead by a pool (a remote store)."""
+        return self._read_ahead is not None
+
     def prefetch(self, frames: Iterable[Frame]) -> list[Span]:
         """Plan to read ``frames`` (what a batch of files is about to need) with few requests:
         frames of one pack no more than _GAP apart are read as one range (of at most _SPAN), by

@@ -120,3 +120,38 @@ def test_unknown_credentials_are_refused_in_one_line(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
     line = one_line_error(run_cli("--repo", iam_roles.url, "list"), 11)
     assert "check the credentials" in line and "nope" not in line
+
+
+def test_keys_init_and_export_by_role(
+    iam_roles: Roles, chroma_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encrypted repository: restore-only may list keys and export but neither init nor add a
+    key; backup may add a key (a write) but not remove one; admin may remove it."""
+    url, fresh = iam_roles.url, iam_roles.url + "/another"
+    password, second = tmp_path / "pw", tmp_path / "pw2"
+    password.write_text("correct horse battery staple\n")
+    second.write_text("another password entirely\n")
+    iam_roles.use(monkeypatch, "restore-only")
+    line = one_line_error(run_cli("--repo", fresh, "init", "--encrypt", "--password-file", str(password)), 11)
+    assert "s3:PutObject" in line
+    assert not [k for k in _keys(iam_roles) if "/another/" in k]
+    iam_roles.use(monkeypatch, "admin")
+    _ok("--repo", url, "--password-file", password, "create", chroma_dir, "--encrypt", "--no-cache")
+    before = _keys(iam_roles)
+    iam_roles.use(monkeypatch, "restore-only")
+    [key] = _ok("--repo", url, "--password-file", password, "key", "list")
+    line = one_line_error(run_cli("--repo", url, "--password-file", str(password), "key", "add",
+                                  "--new-password-file", str(second)), 11)
+    assert "s3:PutObject" in line and _keys(iam_roles) == before
+    out = tmp_path / "docs.jsonl"
+    _ok("--repo", url, "--password-file", password, "export", "latest", "--collection", "docs", out)
+    assert out.read_text().count("\n") == 3000
+    iam_roles.use(monkeypatch, "backup")
+    added = _ok("--repo", url, "--password-file", password, "key", "add", "--new-password-file", second)
+    line = one_line_error(run_cli("--repo", url, "--password-file", str(password), "key", "remove",
+                                  str(added["added"])), 11)
+    assert "s3:DeleteObject" in line
+    iam_roles.use(monkeypatch, "admin")
+    _ok("--repo", url, "--password-file", password, "key", "remove", added["added"])
+    assert [k["id"] for k in _ok("--repo", url, "--password-file", password, "key", "list")] == [key["id"]]
+    _ok("--repo", url, "--password-file", password, "check", "--read-data")
