@@ -25,7 +25,7 @@ from snapshot.repo.packs import ChunkReader, Span, read_ranges
 from snapshot.repo.repository import Repository
 from snapshot.restore.local import Local, LocalChunk, Staged, index_local_file
 from snapshot.util import pausepoints
-from snapshot.util.fsync import fsync_path, start_writeback, sync_filesystem
+from snapshot.util.fsync import fsync_path, start_writeback
 from snapshot.util.progress import Reporter
 
 #: Files of one chunk written at once by the small-file workers (each holds one chunk).
@@ -286,12 +286,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def sync_tree(root: Path, m: Manifest) -> None:
-    """Make every restored file and folder durable before the swap makes them the target: one
-    syncfs where the OS has it, else an fsync per file and folder in threads (run beside the
-    consistency checks)."""
+    """Make every restored file and folder durable before the swap makes them the target: an
+    fsync per file, then per folder (deepest first), in threads, run beside the consistency
+    checks. Each file's writeback was started as it was written, so little is left to wait for;
+    and unlike one syncfs, nothing waits for what other processes wrote to the same filesystem
+    (bench/durability.py measures both)."""
     with naming_full_disk(root):  # a filesystem may find itself full only when it writes back
-        if sync_filesystem(root):
-            return
         dirs = {root} | {(root / f.path).parent for f in m.files}
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync") as pool:
             list(pool.map(fsync_path, [root / f.path for f in m.files]))

@@ -19,20 +19,6 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _libc_syncfs() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return cast(Callable[[int], int], fn)
-
-
-_SYNCFS = _libc_syncfs() if sys.platform.startswith("linux") else None
-
-
 def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     try:
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -54,16 +40,3 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     durability guarantee by itself; a no-op where the OS has no such call."""
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-def sync_filesystem(path: Path) -> bool:
-    """One durability pass for everything written under ``path``: Linux syncfs(2) commits the
-    whole filesystem holding it at once (far cheaper than an fsync per file for thousands of
-    small files). False where it is not available: the caller then fsyncs file by file."""
-    if _SYNCFS is None:
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _SYNCFS(fd) == 0
-    finally:
-        os.close(fd)
