@@ -49,10 +49,15 @@ def location(frame: Frame) -> Location:
 
 def rebases_at(
     chains: set[tuple[Frame, ...]], limit: int, ratio: float, out: dict[Location, tuple[Frame, ...]],
-    optional: dict[Location, tuple[Frame, ...]],
+    optional: dict[Location, tuple[Frame, ...]], over: dict[Location, Frame] | None = None,
 ) -> None:
     """Decide the re-bases among the kept chains of one chunk (one file, one index); those with
-    dead links that do not qualify go to ``optional``, by their full frame's location."""
+    dead links that do not qualify go to ``optional``, by their full frame's location.
+
+    A chain re-based only for its depth whose frames up to the re-based one cost less than
+    ``ratio`` of its full frame changed little since that frame: it goes to ``over`` too (the
+    re-based frame's location -> the full frame), to be stored as a delta against the full
+    frame, which stays, instead of as a new full frame (the old one would only be rewritten)."""
     ends = {location(ch[-1]) for ch in chains}
     by_root: dict[Location, list[tuple[int, tuple[Frame, ...]]]] = {}
     for ch in chains:
@@ -68,36 +73,51 @@ def rebases_at(
         deepest = max(len(c) for _, c in cands)
         if dead >= ratio * ch[0].length or deepest >= limit - 1:
             out[location(ch[first])] = ch[: first + 1]
+            if over is not None and sum(fr.length for fr in ch[1 : first + 1]) < ratio * ch[0].length:
+                over[location(ch[first])] = ch[0]
         else:
             optional[location(ch[0])] = ch[: first + 1]
 
 
-def live_frames(chain: tuple[Frame, ...], rebases: dict[Location, tuple[Frame, ...]]) -> tuple[Frame, ...]:
-    """The old frames ``chain`` still needs once the planned re-bases are done."""
+def live_frames(
+    chain: tuple[Frame, ...], rebases: Mapping[Location, tuple[Frame, ...]],
+    over: Mapping[Location, Frame] | None = None,
+) -> tuple[Frame, ...]:
+    """The old frames ``chain`` still needs once the planned re-bases are done (a re-base
+    stored over a full frame keeps that frame)."""
     for i in range(len(chain) - 1, -1, -1):
-        if location(chain[i]) in rebases:
-            return chain[i + 1 :]
+        loc = location(chain[i])
+        if loc in rebases:
+            base = over.get(loc) if over else None
+            return chain[i + 1 :] if base is None else (base, *chain[i + 1 :])
     return chain
 
 
 def rewrite_chain(
-    frames: tuple[Frame, ...], rebased: Mapping[Location, Frame], moved: Mapping[Location, Frame]
+    frames: tuple[Frame, ...], rebased: Mapping[Location, Frame], moved: Mapping[Location, Frame],
+    over: Mapping[Location, Frame] | None = None,
 ) -> tuple[Frame, ...]:
     """``frames`` with its prefix up to the last re-based frame replaced by that frame's new
-    full frame, and every frame moved to another pack at its new place. Every frame decodes to
-    the same content as before, so the chain still ends at the chunk's hash."""
+    full frame (or by the full frame in ``over`` and the new frame, a delta against it), and
+    every frame moved to another pack at its new place. Every frame decodes to the same
+    content as before, so the chain still ends at the chunk's hash."""
     start = 0
     for i in range(len(frames) - 1, -1, -1):
         if location(frames[i]) in rebased:
             start = i
             break
     out = list(frames[start:])
-    if start or location(out[0]) in rebased:
-        out[0] = rebased[location(out[0])]
+    loc = location(out[0])
+    if start or loc in rebased:
+        out[0] = rebased[loc]
+        base = over.get(loc) if over else None
+        if base is not None:
+            out.insert(0, base)
     return tuple(moved.get(location(fr), fr) for fr in out)
 
 
 def rewrite_chunks(
-    chunks: tuple[Chunk, ...], rebased: Mapping[Location, Frame], moved: Mapping[Location, Frame]
+    chunks: tuple[Chunk, ...], rebased: Mapping[Location, Frame], moved: Mapping[Location, Frame],
+    over: Mapping[Location, Frame] | None = None,
 ) -> tuple[Chunk, ...]:
-    return tuple(Chunk(c.hash, c.size, rewrite_chain(c.frames, rebased, moved)) for c in chunks)
+    return tuple(Chunk(c.hash, c.size, rewrite_chain(c.frames, rebased, moved, over)) for c in chunks)

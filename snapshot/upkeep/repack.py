@@ -28,7 +28,7 @@ Prune holds the exclusive lock meanwhile, so no create can pick a parent being r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from snapshot.errors import IntegrityError
@@ -108,6 +108,9 @@ class RepackPlan:
     fulls: frozenset[Location] = frozenset()
     #: The size of the packs to write.
     pack_size: int = DEFAULT_PACK_SIZE
+    #: Re-bases stored as a delta against their chain's full frame (which stays), by the
+    #: re-based frame's location -> that full frame.
+    over: Mapping[Location, Frame] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -154,6 +157,8 @@ class Analysis:
     use: dict[str, PackUse]
     tables: dict[Location, TableUse]
     referenced: set[str]
+    #: Re-bases stored over their chain's full frame (rebases_at in chains.py).
+    over: dict[Location, Frame] = field(default_factory=dict)
     #: Every kept chain (of every file, chunk and snapshot), and per chunk table its frame and
     #: its chunks' chains: what ``use`` and ``tables`` are computed from, again after a promotion.
     chains: set[tuple[Frame, ...]] = field(default_factory=set)
@@ -181,7 +186,7 @@ def analyse(
             if rebase:
                 limit = chain_limit(repo.config.max_chain, found.path, index)
                 share = rebase_share(options.rebase_ratio, found.path, index)
-                rebases_at(chains, limit, share, a.rebases, a.optional)
+                rebases_at(chains, limit, share, a.rebases, a.optional, a.over)
             a.chains |= chains
         for loc, (table, chunks) in found.tables().items():
             a.table_chains[loc] = (table.frame(), tuple(c.frames for c in chunks))
@@ -206,11 +211,11 @@ def _liveness(a: Analysis, sizes: dict[str, int]) -> None:
                 u.fulls.add(fr.offset)
 
     for ch in a.chains:
-        for fr in live_frames(ch, a.rebases):
-            mark(fr, fr is ch[0])
+        for fr in live_frames(ch, a.rebases, a.over):
+            mark(fr, fr == ch[0])
     for loc, (frame, chains) in a.table_chains.items():
         mark(frame)
-        lives = [live_frames(ch, a.rebases) for ch in chains]
+        lives = [live_frames(ch, a.rebases, a.over) for ch in chains]
         packs = frozenset(fr.object for live in lives for fr in live)
         cut = any(len(live) < len(ch) for live, ch in zip(lives, chains, strict=True))
         roots = frozenset(location(ch[0]) for ch in chains) & a.optional.keys()
@@ -219,15 +224,19 @@ def _liveness(a: Analysis, sizes: dict[str, int]) -> None:
 
 def _promote(a: Analysis, packs: set[str], sizes: dict[str, int]) -> bool:
     """Make the optional re-bases of the chains whose full frame is in one of ``packs`` (packs
-    this prune empties or starts emptying): the full frame is written anew either way, and a
-    re-base also frees the dead links. True if any was made."""
+    this prune empties or starts emptying), and store those planned over such a full frame as
+    full frames: the full frame is written anew either way, and a re-base also frees the dead
+    links. True if any was made."""
     roots = sorted(root for root in a.optional if root[0] in packs)
     for root in roots:
         chain = a.optional.pop(root)
         a.rebases[location(chain[-1])] = chain
-    if roots:
+    overs = [loc for loc, base in a.over.items() if base.object in packs]
+    for loc in overs:
+        del a.over[loc]
+    if roots or overs:
         _liveness(a, sizes)
-    return bool(roots)
+    return bool(roots or overs)
 
 
 def _without(use: dict[str, PackUse], dead: set[Location]) -> dict[str, PackUse]:
@@ -306,14 +315,16 @@ def plan_repack(
     if not rebases and not repack:
         return NO_PLAN, referenced
     fulls = frozenset((oid, off) for oid in chosen for off in use[oid].fulls)
-    return RepackPlan(rebases, repack, freed, total, unused, after, fulls, options.pack_size or 0), referenced
+    plan = RepackPlan(rebases, repack, freed, total, unused, after, fulls, options.pack_size or 0, a.over)
+    return plan, referenced
 
 
 # ------------------------------------------------------------------ execution
 
 #: The re-based chains' new full frames have a pack lane of their own: chains re-based on the
-#: same night are likely to be re-based again together, so their packs tend to die whole.
-_REBASED = "rebased"
+#: same night are likely to be re-based again together, so their packs tend to die whole. So
+#: have the re-bases stored over a full frame (they die at the chain's next re-base).
+_REBASED, _OVER = "rebased", "rebased-over"
 
 
 def _resolve(writer: PackWriter, pending: dict[Location, PendingFrame]) -> dict[Location, Frame]:
@@ -337,8 +348,13 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
         for loc, chain in sorted(plan.rebases.items()):  # by old place, whatever the hash seed
             last = chain[-1]
             content = reader.read_chunk(Chunk(last.hash, last.size, chain))  # every link verified
-            frame = repo.seal_frame(compress(content, codec, level), codec, len(content), last.hash)
-            rebased[loc] = writer.add(frame, codec, len(content), last.hash, _REBASED)
+            base = plan.over.get(loc)
+            if base is None:
+                stored, lane = compress(content, codec, level), _REBASED
+            else:
+                stored, lane = compress(content, codec, level, reader.decode(base, None)), _OVER
+            frame = repo.seal_frame(stored, codec, len(content), last.hash)
+            rebased[loc] = writer.add(frame, codec, len(content), last.hash, lane)
         for oid, frames in plan.repack.items():
             data = repo.read_object(oid)  # checked against its name: copies are the stored bytes
             read += len(data)
@@ -391,7 +407,7 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str],
             for f in m.files:
                 what = f"snapshot {m.id}: {f.path}"
                 if f.table is None:  # format 1: chunks inline
-                    chunks = rewrite_chunks(f.chunks, rebased, moved)
+                    chunks = rewrite_chunks(f.chunks, rebased, moved, plan.over)
                     _check_kept(chunks, doomed, what)
                     changed |= chunks != f.chunks
                     files.append((dataclasses.replace(f, chunks=chunks), None))
@@ -399,7 +415,7 @@ def execute_repack(repo: Repository, plan: RepackPlan, kept: Sequence[str],
                 ref = new_tables.get(f.table.hash)
                 if ref is None:
                     old = repo.chunks(m, f)
-                    chunks = rewrite_chunks(old, rebased, moved)
+                    chunks = rewrite_chunks(old, rebased, moved, plan.over)
                     _check_kept(chunks, doomed, what)
                     if chunks != old:
                         raw = encode_table(chunks)

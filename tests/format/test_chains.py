@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from snapshot.format.chains import chain_limit, location, rewrite_chain, rewrite_chunks
+from snapshot.format.chains import (
+    chain_limit,
+    live_frames,
+    location,
+    rebases_at,
+    rewrite_chain,
+    rewrite_chunks,
+)
 from snapshot.format.manifest import Chunk, Frame
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32  # packs
@@ -102,3 +109,63 @@ def test_rewrite_chunks_rewrites_each_chunk_and_keeps_hash_and_size() -> None:
     out = rewrite_chunks((chained, single), {(A, 2000): full}, {(B, 0): moved})
     assert out == (Chunk(H[3], 4096, (full, CHAIN[3])), Chunk(H[5], 10, (moved,)))
     assert rewrite_chunks((), {(A, 2000): full}, {}) == ()
+
+
+# -- re-bases over the chain's full frame ---------------------------------------------------------
+
+
+def _lineage(*lengths: int) -> tuple[Frame, ...]:
+    """One chunk's frames over time in pack A: a full frame, then deltas of these lengths."""
+    return tuple(_frame(A, 1000 * i, i, length) for i, length in enumerate(lengths))
+
+
+def _decide(chains: set[tuple[Frame, ...]], limit: int = 8, ratio: float = 0.2) -> tuple[dict, dict, dict]:
+    out: dict = {}
+    optional: dict = {}
+    over: dict = {}
+    rebases_at(chains, limit, ratio, out, optional, over)
+    return out, optional, over
+
+
+def test_a_chain_at_its_depth_limit_that_changed_little_is_re_based_over_its_full_frame() -> None:
+    """Kept snapshots end at frames 5 and 6 of a chain of limit 8 (one create away from it):
+    its links cost 5% of the full frame, so frame 5's content is stored as a delta against the
+    full frame, which stays, rather than as a new full frame (whose old one would be condemned)."""
+    ch = _lineage(1000, 10, 10, 10, 10, 10, 10)
+    out, optional, over = _decide({ch[:6], ch})
+    assert out == {location(ch[5]): ch[:6]}
+    assert over == {location(ch[5]): ch[0]} and optional == {}
+
+
+def test_a_chain_whose_dead_links_cost_its_share_gets_a_new_full_frame() -> None:
+    ch = _lineage(1000, 100, 100, 5, 5)  # kept from frame 3 on: 200 of dead links, 20%
+    out, _, over = _decide({ch[:4], ch})
+    assert out == {location(ch[3]): ch[:4]} and over == {}
+
+
+def test_a_chain_at_its_depth_limit_that_changed_much_gets_a_new_full_frame() -> None:
+    # dead links 4 x 30 = 12%, but with the frame kept snapshots start at, 12% + 10% >= 20%
+    ch = _lineage(1000, 30, 30, 30, 30, 100, 10)
+    out, _, over = _decide({ch[:6], ch})
+    assert out == {location(ch[5]): ch[:6]} and over == {}
+
+
+def test_a_chain_below_its_depth_limit_with_cheap_links_is_only_optional() -> None:
+    ch = _lineage(1000, 10, 10, 10)
+    out, optional, over = _decide({ch[:3], ch})
+    assert out == {} and over == {} and optional == {location(ch[0]): ch[:3]}
+
+
+def test_a_re_base_over_the_full_frame_keeps_it_and_frees_the_links() -> None:
+    new = Frame(B, 0, 40, "zstd", 4096, H[2])  # frame 2's content, a delta against frame 0's
+    out = rewrite_chain(CHAIN, {(A, 2000): new}, {}, {(A, 2000): CHAIN[0]})
+    assert out == (CHAIN[0], new, CHAIN[3])
+    assert live_frames(CHAIN, {(A, 2000): CHAIN[:3]}, {(A, 2000): CHAIN[0]}) == (CHAIN[0], CHAIN[3])
+    assert live_frames(CHAIN, {(A, 2000): CHAIN[:3]}) == (CHAIN[3],)  # a new full frame: nothing kept
+
+
+def test_a_kept_full_frame_that_is_moved_is_moved_in_the_rewritten_chain_too() -> None:
+    new = Frame(B, 0, 40, "zstd", 4096, H[2])
+    there = Frame(C, 0, 100, "zstd", 4096, H[0])
+    out = rewrite_chain(CHAIN, {(A, 2000): new}, {(A, 0): there}, {(A, 2000): CHAIN[0]})
+    assert out == (there, new, CHAIN[3])

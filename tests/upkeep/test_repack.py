@@ -488,3 +488,43 @@ def test_re_based_full_frames_are_compressed_harder_than_a_creates(
         assert stored == compress(content, "zstd", 6)
         smaller += len(compress(content, "zstd", 1)) - len(stored)
     assert smaller > 0
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_a_chain_at_its_depth_limit_that_changed_little_is_re_based_as_a_delta_over_its_full_frame(
+    chroma_dir: Path, nights: Nights, repo_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    encrypt: bool,
+) -> None:
+    """With ``max_chain`` 4, three snapshots make chains one create away from their limit.
+    Where a chunk changed little, the prune stores the kept content as a delta against the
+    chain's full frame, which stays where it is, instead of writing a new full frame and
+    condemning the old one; where it changed much, it writes a full frame as before. Every
+    snapshot restores byte-exact and check --read-data passes (sealed, in an encrypted one)."""
+    from snapshot.format import crypto
+    from snapshot.repo.keys import KeySource
+
+    monkeypatch.setenv(crypto.LOG_N_ENV, "10")
+    if encrypt:
+        monkeypatch.setenv("CHROMA_SNAPSHOT_PASSWORD", "over test password")
+    Repository.init(repo_path, chunk_size=65536, max_chain=4, encrypt=encrypt,
+                    key_source=KeySource.of("over test password") if encrypt else None)
+    trees = {}
+    for n in range(3):
+        if n:
+            become(chroma_dir, nights(n))
+        trees[_ok("--repo", repo_path, "create", chroma_dir)["id"]] = tree_digest(chroma_dir)
+    repo = Repository.open(repo_path, key_source=KeySource.of("over test password") if encrypt else None)
+    first = repo.manifests()[0]
+    fulls = {c.frames[0] for f in first.files for c in repo.chunks(first, f)}
+    before = {p.name for p in (repo_path / "data").rglob("*") if p.is_file()}
+    out = _ok("--repo", repo_path, "prune", "--keep-last", "1", "--grace", "0s", "--max-unused", "unlimited")
+    assert out["repack"]["chunks_rebased"] > 0 and out["repack"]["bytes_copied"] == 0
+    repo = Repository.open(repo_path, key_source=KeySource.of("over test password") if encrypt else None)
+    (kept,) = repo.manifests()
+    chains = [c.frames for f in kept.files for c in repo.chunks(kept, f)]
+    over = [ch for ch in chains if len(ch) == 2 and ch[0] in fulls and ch[1].object not in before]
+    renewed = [ch for ch in chains if len(ch) == 1 and ch[0].object not in before]
+    assert over and renewed, (len(over), len(renewed))
+    assert all(ch[1].length < ch[0].length / 5 for ch in over)  # a delta, not a second full frame
+    assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
+    _restores_exactly(repo_path, kept.id, trees[kept.id], tmp_path)
