@@ -35,7 +35,7 @@ from chroma_helpers import build_db, run_chroma
 from conftest import _built_once
 from fault_proxy import Serving, _Handler, _Server, _Upstream
 
-__all__ = ["AuthProxy", "ChromaServer", "assert_same_collection", "chroma_server", "collections_of",
+__all__ = ["WRITER", "AuthProxy", "ChromaServer", "assert_same_collection", "chroma_server", "collections_of",
            "free_port", "three_collections"]
 
 TASKS = {"name": "tasks", "n": 600, "seed": 5, "metadata": {"owner": "ops", "tier": 2},
@@ -181,3 +181,21 @@ class AuthProxy(Serving):
 
     def __enter__(self) -> AuthProxy:
         return self
+
+
+#: A client of a running server that adds 20 records to "notes" for each line it reads on stdin
+#: and answers with the line's number (a writer the tests drive step by step, never by time).
+WRITER = """
+import sys
+import chromadb, numpy as np
+from chromadb.config import Settings
+host, port = sys.argv[1].removeprefix("http://").split(":")
+client = chromadb.HttpClient(host=host, port=int(port), settings=Settings(anonymized_telemetry=False))
+notes = client.get_collection("notes", embedding_function=None)
+rng = np.random.default_rng(11)
+print("ready", flush=True)
+for i, line in enumerate(sys.stdin):  # one write per line the test sends, then its answer
+    vectors = rng.standard_normal((20, 64)).astype("float32")
+    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=vectors)
+    print(i, flush=True)
+"""

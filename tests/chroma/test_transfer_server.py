@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from chroma_helpers import delete_collection, update_metadata
 from chroma_server_fixtures import (
+    WRITER,
     AuthProxy,
     assert_same_collection,
     chroma_server,  # noqa: F401 - a fixture
@@ -24,8 +25,8 @@ from chroma_server_fixtures import (
     three_collections,  # noqa: F401 - a fixture
 )
 
-from snapshot.chroma.transfer_journal import Entry
 from snapshot.chroma.transfer import ChromaTarget, copy_collections
+from snapshot.chroma.transfer_journal import Entry
 from snapshot.errors import SnapshotError, TargetAuthError, TargetUnreachableError
 from snapshot.util import pausepoints
 from snapshot.util.pausepoints import KILL_ENV
@@ -57,22 +58,6 @@ def copy(source: Path, url: str, tmp_path: Path, **kw: Any) -> Any:
     target = ChromaTarget(url, headers=kw.pop("headers", {}), settings=kw.pop("settings", {}))
     return copy_collections(source, kw.pop("names", ["docs"]), target, journal_dir=tmp_path / "journal",
                             journal_key=KEY, batch_size=BATCH, **kw)
-
-
-WRITER = """
-import sys
-import chromadb, numpy as np
-from chromadb.config import Settings
-host, port = sys.argv[1].removeprefix("http://").split(":")
-client = chromadb.HttpClient(host=host, port=int(port), settings=Settings(anonymized_telemetry=False))
-notes = client.get_collection("notes", embedding_function=None)
-rng = np.random.default_rng(11)
-print("ready", flush=True)
-for i, line in enumerate(sys.stdin):  # one write per line the test sends, then its answer
-    vectors = rng.standard_normal((20, 64)).astype("float32")
-    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=vectors)
-    print(i, flush=True)
-"""
 
 
 @pytest.mark.slow  # a live writer and a server

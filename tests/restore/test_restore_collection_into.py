@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from chroma_helpers import delete_collection, run_chroma, steps, tree_digest
 from chroma_server_fixtures import (
+    WRITER,
     AuthProxy,
     assert_same_collection,
     chroma_server,  # noqa: F401 - a fixture
@@ -129,22 +130,6 @@ def test_as_restores_beside_todays_collection(snap: Snap, app: Path) -> None:
     assert {n: after[n] for n in before} == before
     assert out["renamed"] == {"tasks": "tasks-yesterday"} and out["collections"] == {"tasks-yesterday": 600}
     assert out["copies"][0]["name"] == "tasks-yesterday"
-
-
-WRITER = """
-import sys
-import chromadb, numpy as np
-from chromadb.config import Settings
-host, port = sys.argv[1].removeprefix("http://").split(":")
-client = chromadb.HttpClient(host=host, port=int(port), settings=Settings(anonymized_telemetry=False))
-notes = client.get_collection("notes", embedding_function=None)
-rng = np.random.default_rng(11)
-print("ready", flush=True)
-for i, line in enumerate(sys.stdin):  # one write per line the test sends, then its answer
-    vectors = rng.standard_normal((20, 64)).astype("float32")
-    notes.add(ids=[f"w{i}-{k}" for k in range(20)], embeddings=vectors)
-    print(i, flush=True)
-"""
 
 
 @pytest.mark.slow  # a server and a live writer
