@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chroma_helpers import tree_digest
+from chroma_helpers import grow, tree_digest
 from s3_fixtures import s3_options
 from shaping_fixtures import shaping_proxy  # noqa: F401  (the fixture, used by name)
 from shaping_proxy import Exchange, ShapingProxy
@@ -19,6 +19,9 @@ from shaping_proxy import Exchange, ShapingProxy
 from snapshot.create.pipeline import create_snapshot
 from snapshot.repo.repository import Repository
 from snapshot.restore.pipeline import restore_snapshot
+from snapshot.upkeep.prune import prune
+from snapshot.upkeep.repack import RepackOptions
+from snapshot.upkeep.retention import RetentionPolicy
 from snapshot.upkeep.verify import check_repository
 
 MiB = 1024 * 1024
@@ -113,3 +116,26 @@ def test_check_read_data_reads_ranges_of_packs_several_at_once(
     # before, one GET per frame on top
     assert len(gets) <= 2 * files + 30 < len(frames), (len(gets), files, len(frames))
     assert _most_at_once(shaping_proxy, gets) >= 4
+
+
+def test_a_prune_reads_the_chains_it_re_bases_several_ranges_at_once(
+    shaping_proxy: ShapingProxy, s3_repo_url: str, chroma_dir: Path  # noqa: F811
+) -> None:
+    """A prune that re-bases chains reads their frames as ranges of packs planned ahead, several
+    at once, not a frame at a time (one round trip each: 385 GETs and 25 s for a 200k
+    repository through a 30 ms link, against restic's 4.5 s)."""
+    repo = Repository.open(s3_repo_url, s3_options(shaping_proxy.url), create=True, chunk_size=64 << 10)
+    for night in range(5):
+        if night:
+            grow(chroma_dir, "docs", 60, seed=40 + night, prefix=f"n{night}")
+        create_snapshot(repo, chroma_dir, use_cache=False, pack_size=4 * MiB)
+    shaping_proxy.shape(latency=LATENCY, rate=RATE)
+    shaping_proxy.reset()
+    result = prune(Repository.open(s3_repo_url, s3_options(shaping_proxy.url)), RetentionPolicy(last=1),
+                   grace=0.0, delete_after=0.0, repack=RepackOptions(max_unused=0.0))
+    assert result.repack is not None and result.repack.chunks_rebased >= 8
+    gets = _data(shaping_proxy, "GET")
+    assert _most_at_once(shaping_proxy, gets) >= 4  # one at a time before
+    target = Path(str(chroma_dir) + "-restored")
+    restore_snapshot(Repository.open(s3_repo_url, s3_options(shaping_proxy.url)), "latest", target)
+    assert tree_digest(target) == tree_digest(chroma_dir)
