@@ -48,7 +48,7 @@ def stats_cmd(refs: tuple[str, ...], cost: bool, prices_file: str | None, chart:
 
 
 def _money(x: float) -> str:
-    return f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+    return f"{x:.2f}" if x >= 1 else f"{x:.4f}" if x >= 0.01 else f"{x:.6f}"
 
 
 def _ratio(x: float | None) -> str:
