@@ -8,7 +8,7 @@ Three measurements, each a ratio to a baseline measured in the same run, on the 
 
 (i) ``restore SNAP DIR --collection tenant-K`` of one collection of a C-collection snapshot
     (C x R records, ``dataset.py build --collections``): the bytes it reads from the repository
-    against that collection's share of the snapshot (the stored bytes of its segment folders)
+    against that collection's share of the snapshot (the stored bytes of its segment folders, frames and chunk tables)
     plus chroma.sqlite3, which every collection restore reads whole. Target: read <= 2 x the
     share + chroma.sqlite3. The full restore of the same snapshot is timed beside it.
 (ii) ``restore SNAP http://HOST:PORT --collection docs --as docs-ours-K`` into a running
@@ -133,10 +133,14 @@ def snapshot_of(db: Path, work: Path, ours: Ours) -> str:
 
 
 def stored_bytes(ours: Ours, sid: str) -> dict[str, int]:
-    """path -> the bytes of the frames that hold it in the repository."""
+    """path -> the bytes that hold it in the repository: its frames and its chunk table (a
+    restore reads both; format 1 keeps the chunks in the root and has no table)."""
     p = ours.cli("show", sid, "--files", "--json").check("show --files")
     files = [json.loads(line) for line in p.stdout.splitlines()]
-    return {f["path"]: sum(fr["length"] for c in f["chunks"] for fr in c["frames"]) for f in files}
+    root = json.loads(ours.cli("show", sid, "--json").check("show").stdout)
+    tables = {f["path"]: f["table"]["length"] for f in root["files"] if f.get("table")}
+    return {f["path"]: sum(fr["length"] for c in f["chunks"] for fr in c["frames"]) + tables.get(f["path"], 0)
+            for f in files}
 
 
 def paired(a: Any, b: Any, repeat: int) -> tuple[list[Any], list[Any]]:
@@ -332,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records-per-collection", type=int, default=20)
     ap.add_argument("--records", type=int, default=222_222, help="records of the docs/notes DB (docs: 90%%)")
     ap.add_argument("--repeat", type=int, default=2, help="pairs of runs (ours, then the script)")
+    ap.add_argument("--server-repeat", type=int,
+                    help="pairs of runs of (ii) [--repeat]; each copies the whole docs collection twice")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--cache-dir", type=Path, default=BENCH / ".cache", help="where the datasets are kept")
     ap.add_argument("--json", type=Path, help="write the report here too")
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(restored, ignore_errors=True)
         ours.json("restore", "restore", sid, str(restored))
         log(f"(ii) docs ({n} records) into a server")
-        report["into_server"] = into_server(work, ours, sid, restored, n, args.repeat)
+        report["into_server"] = into_server(work, ours, sid, restored, n, args.server_repeat or args.repeat)
         log(f"(iii) export of docs ({n} records)")
         report["export"] = export(work, ours, sid, restored, n, args.repeat)
         report["targets"] = targets(report)
