@@ -18,6 +18,7 @@ until the verified copy is renamed; the copy in progress only under its temporar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -133,20 +134,99 @@ def copy_collections(source_dir: Path, names: Sequence[str], target: ChromaTarge
     already has is refused (TargetError, exit 7) unless ``replace``. ``journal_key`` identifies
     the copy (snapshot id, collection, target: see :func:`journal_key`); a rerun with the same
     key resumes. ``batch_size`` lowers the batch below the target's limit."""
+    with start_copy(names, target, rename=rename, replace=replace, journal_dir=journal_dir,
+                    journal_key=journal_key, reporter=reporter, batch_size=batch_size,
+                    sample=sample) as pending:
+        return pending.run(source_dir)
+
+
+def start_copy(names: Sequence[str], target: ChromaTarget, *, rename: str | None, replace: bool,
+               journal_dir: Path, journal_key: str, reporter: Reporter | None = None,
+               batch_size: int | None = None, sample: int = 1000,
+               dimensions: Mapping[str, int | None] | None = None) -> PendingCopy:
+    """A copy whose target was reached and checked, before its source exists: the child has
+    connected (an unreachable server or refused credentials raise here) and found no name clash
+    (``dimensions``: each collection's, as the snapshot records it, for the message). The caller
+    then builds the source and calls :meth:`PendingCopy.run`, or leaves the ``with`` block."""
     check_names(names, rename)
     check_target(target)
     request = {
-        "source": os.fspath(source_dir), "names": list(names), "rename": rename, "replace": replace,
+        "names": list(names), "rename": rename, "replace": replace,
         "target": {"location": target.location, "tenant": target.tenant, "database": target.database,
                    "headers": dict(target.headers), "settings": dict(target.settings)},
         "journal_dir": os.fspath(journal_dir), "journal_key": journal_key, "batch_size": batch_size,
-        "sample": sample, "parent": os.getpid(),
+        "sample": sample, "parent": os.getpid(), "dimensions": dict(dimensions or {}),
     }
-    reporter = reporter or NullReporter()
-    try:
-        return _run_child(request, reporter)
-    finally:
-        reporter.done()
+    return PendingCopy(request, reporter or NullReporter())
+
+
+class PendingCopy:
+    """The child of a copy, connected to the target and waiting for the source (see
+    :func:`start_copy`). Leaving the ``with`` block without :meth:`run` ends it."""
+
+    def __init__(self, request: dict[str, Any], reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _end
+        self._proc = _spawn(self._err)
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            answer = self._answer()
+            if answer["event"] != "ready":
+                raise _ERRORS.get(answer["kind"], SnapshotError)(answer["message"])
+        except BaseException:
+            self._end()
+            raise
+
+    def run(self, source_dir: Path) -> list[CollectionCopy]:
+        """Copy from ``source_dir`` (a persist dir private to the caller: chromadb opens it)."""
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps({"source": os.fspath(source_dir)}) + "\n")
+            self._proc.stdin.close()
+            answer = self._answer()
+            self._proc.wait()
+        finally:
+            self._end()
+        if answer["event"] == "error":
+            raise _ERRORS.get(answer["kind"], SnapshotError)(answer["message"])
+        return [CollectionCopy(**c) for c in answer["copies"]]
+
+    def _answer(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        try:
+            answer = _follow(self._proc.stdout, self._reporter)
+        except BaseException:
+            self._proc.kill()  # Ctrl-C or a failing reporter: the journal lets a rerun resume
+            raise
+        if answer is None:
+            self._proc.wait()
+            self._err.seek(0)
+            tail = (self._err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise SnapshotError(f"the copy process ended without an answer (exit {self._proc.returncode}): "
+                                f"{tail[:300]}; run again to resume")
+        return answer
+
+    def _end(self) -> None:
+        """Close the child's input (a child still waiting for its source ends) and reap it."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._err.close()
+        self._reporter.done()
+
+    def __enter__(self) -> PendingCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._err.closed:
+            self._end()
 
 
 def journal_key(snapshot_id: str, names: Sequence[str], target: ChromaTarget,
@@ -158,29 +238,6 @@ def _spawn(stderr: IO[bytes]) -> subprocess.Popen[str]:
     env = child_env()
     return subprocess.Popen([sys.executable, "-m", "snapshot.chroma.transfer_child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-
-
-def _run_child(request: dict[str, Any], reporter: Reporter) -> list[CollectionCopy]:
-    with tempfile.TemporaryFile() as err:
-        proc = _spawn(err)
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps(request))
-            proc.stdin.close()
-            answer = _follow(proc.stdout, reporter)
-        except BaseException:
-            proc.kill()  # Ctrl-C or a failing reporter: the journal lets a rerun resume
-            proc.wait()
-            raise
-        proc.wait()
-        if answer is None:
-            err.seek(0)
-            tail = (err.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            raise SnapshotError(f"the copy process ended without an answer (exit {proc.returncode}): "
-                                f"{tail[:300]}; run again to resume")
-    if answer["event"] == "error":
-        raise _ERRORS.get(answer["kind"], SnapshotError)(answer["message"])
-    return [CollectionCopy(**c) for c in answer["copies"]]
 
 
 def _follow(stdout: IO[str], reporter: Reporter) -> dict[str, Any] | None:
@@ -197,6 +254,6 @@ def _follow(stdout: IO[str], reporter: Reporter) -> dict[str, Any] | None:
             pausepoints.point("transfer.progress")
         elif kind == "warn":
             reporter.warn(event["message"])
-        elif kind in ("done", "error"):
+        elif kind in ("ready", "done", "error"):
             return dict(event)
     return None

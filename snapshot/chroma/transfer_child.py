@@ -2,10 +2,13 @@
 dir into a persist dir or a server through chromadb's public client API (the only module of
 the package that writes through chromadb).
 
-Run as ``python -m snapshot.chroma.transfer_child`` with the request as JSON on stdin (so that
-credentials never appear in a process listing). It answers with JSON lines on its stdout (what
-chromadb itself prints goes to stderr): ``phase``, ``advance``, ``warn``, then ``done`` with the
-copies, or ``error`` with a kind and a one-line message.
+Run as ``python -m snapshot.chroma.transfer_child`` with the request as one JSON line on stdin
+(so that credentials never appear in a process listing). It connects to the target, refuses a
+name clash there (with the dimension the snapshot records), answers ``ready`` and waits for a
+second line naming the source (``{"source": PATH}``: the parent reads the snapshot's files only
+then; end of input instead ends the child). It answers with JSON lines on its stdout (what
+chromadb itself prints goes to stderr): ``ready``, ``phase``, ``advance``, ``warn``, then
+``done`` with the copies, or ``error`` with a kind and a one-line message.
 
 Per collection: the copy is built under a temporary name, in batches of the source's records in
 the source's order, each upserted (idempotent by id) and then counted in the journal; verified;
@@ -156,6 +159,24 @@ def temp_name(final: str) -> str:
     return f"{final[:480]}-restoring-{secrets.token_hex(4)}"
 
 
+def _clash(final: str, mine: int | None, there: Any) -> Refused:
+    theirs = dimension(there)
+    clash = (f"; its embeddings have dimension {theirs}, the copy's {mine}, so the two cannot be "
+             "merged" if mine and theirs and mine != theirs else "")
+    return Refused("target", f"the target already has a collection named {final!r}{clash}: "
+                   "use --replace to replace it, or --as NAME to copy under another name")
+
+
+def probe(client: Any, journal: Journal, final: str, replace: bool, mine: int | None) -> None:
+    """The refusal that needs only the target and what the snapshot records of the collection
+    (``mine``: its dimension): a name clash, asked before the snapshot's files are read. A
+    caller that names no dimension has its source at hand: the preflight asks then."""
+    if mine is not None and journal.load() is None and not replace:
+        there = existing(client, final)
+        if there is not None:
+            raise _clash(final, mine, there)
+
+
 def preflight(client: Any, src: Any, journal: Journal, final: str, replace: bool) -> None:
     """Refuse before anything is written: a name clash, or a copy in progress whose collection
     someone else now holds or whose dimension is not the source's."""
@@ -163,11 +184,7 @@ def preflight(client: Any, src: Any, journal: Journal, final: str, replace: bool
     if entry is None:
         there = existing(client, final)
         if there is not None and not replace:
-            mine, theirs = dimension(src), dimension(there)
-            clash = (f"; its embeddings have dimension {theirs}, the copy's {mine}, so the two cannot be "
-                     "merged" if mine and theirs and mine != theirs else "")
-            raise Refused("target", f"the target already has a collection named {final!r}{clash}: "
-                          "use --replace to replace it, or --as NAME to copy under another name")
+            raise _clash(final, dimension(src), there)
         return
     building = existing(client, entry.temp_name)
     if building is None:
@@ -313,11 +330,21 @@ def main() -> int:
     _die_with_parent()
     out = Out(os.fdopen(os.dup(sys.stdout.fileno()), "w"))
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # chromadb's own prints must not mix in
-    req = json.loads(sys.stdin.read())
+    req = json.loads(sys.stdin.readline())
     if os.getppid() != req["parent"]:
         return 1  # the parent died before the death signal was armed
     try:
         client = connect(req["target"])
+        dimensions = req.get("dimensions") or {}
+        for name in req["names"]:
+            final = req["rename"] or name
+            probe(client, Journal(Path(req["journal_dir"]), req["journal_key"], name, final), final,
+                  bool(req["replace"]), dimensions.get(name))
+        out.send("ready")
+        line = sys.stdin.readline()
+        if not line:
+            return 0  # the parent gave up before it had the source (a refusal of its own, Ctrl-C)
+        req["source"] = json.loads(line)["source"]
         source = open_source(req["source"])
         for name in req["names"]:
             final = req["rename"] or name

@@ -338,20 +338,24 @@ def _into_chroma(repo: Repository, m: Manifest, chosen: tuple[CollectionInfo, ..
     chroma_target = transfer.ChromaTarget(location=location, tenant=server.tenant, database=server.database,
                                           headers=dict(server.headers), settings=dict(server.settings))
     noting = _Noting(reporter)
+    journal_dir = default_root() / "transfers"
+    journal_dir.mkdir(parents=True, exist_ok=True)
     tempdirs.sweep(Path(tempfile.gettempdir()), _PRIVATE_PREFIX)
-    private = tempdirs.owned_dir(Path(tempfile.gettempdir()), _PRIVATE_PREFIX)
-    try:
-        source = private / "db"
-        source.mkdir()
-        part = materialise_collections(repo, m, names, source, reporter=noting)
-        journal_dir = default_root() / "transfers"
-        journal_dir.mkdir(parents=True, exist_ok=True)
-        copies = transfer.copy_collections(
-            source, names, chroma_target, rename=rename, replace=how.replace, journal_dir=journal_dir,
-            journal_key=f"{m.id} {','.join(names)} {location}", reporter=noting, batch_size=how.batch_size)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-        reporter.done()
+    # The target is reached and checked (server, credentials, a name clash) before the
+    # snapshot's files are read: a refusal costs no download.
+    dimensions = {c.name: c.dimension for c in chosen}
+    with transfer.start_copy(names, chroma_target, rename=rename, replace=how.replace,
+                             journal_dir=journal_dir, journal_key=f"{m.id} {','.join(names)} {location}",
+                             reporter=noting, batch_size=how.batch_size, dimensions=dimensions) as pending:
+        private = tempdirs.owned_dir(Path(tempfile.gettempdir()), _PRIVATE_PREFIX)
+        try:
+            source = private / "db"
+            source.mkdir()
+            part = materialise_collections(repo, m, names, source, reporter=noting)
+            copies = pending.run(source)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+            reporter.done()
     renamed = {names[0]: rename} if rename is not None and rename != names[0] else {}
     return CollectionRestoreResult(
         id=m.id, target=location, mode="server" if is_server(location) else "persist-dir",

@@ -31,6 +31,7 @@ from conftest import create_snapshot, one_line_error, run_cli
 
 from snapshot.chroma import transfer
 from snapshot.chroma.transfer import CHECKS
+from snapshot.errors import SnapshotError
 from snapshot.util import pausepoints
 from snapshot.util.pausepoints import KILL_ENV
 
@@ -237,11 +238,21 @@ def test_bad_input_is_refused_before_anything_is_read(snap: Snap, app: Path, tmp
 def test_the_copys_warnings_are_in_the_report(snap: Snap, app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     said = "collection 'docs' was created with the embedding function 'acme', which this chromadb lacks"
 
-    def copying(source: Path, names: list[str], target: Any, *, reporter: Any, **_kw: Any) -> list[Any]:
-        reporter.warn(said)
-        return [transfer.CollectionCopy("docs", "docs", 3000, 3000, 0, BATCH, 1000, 0, False)]
+    class Pending:
+        def __init__(self, reporter: Any) -> None:
+            self.reporter = reporter
 
-    monkeypatch.setattr(transfer, "copy_collections", copying)
+        def __enter__(self) -> Pending:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def run(self, source: Path) -> list[Any]:
+            self.reporter.warn(said)
+            return [transfer.CollectionCopy("docs", "docs", 3000, 3000, 0, BATCH, 1000, 0, False)]
+
+    monkeypatch.setattr(transfer, "start_copy", lambda names, target, *, reporter, **_kw: Pending(reporter))
     out = restore(snap, app, "--collection", "docs")
     assert out["warnings"] == [said] and out["records_written"] == 3000
 
@@ -291,3 +302,60 @@ def test_a_wrong_token_is_exit_7_and_never_shown(snap: Snap, app: Path, tmp_path
     after = collections_of(server.url)
     assert_same_collection(after["docs-back"], snap.want["docs"])
     assert {n: after[n] for n in before} == before
+
+
+def _never_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The snapshot's files must not be read: materialising them fails the test."""
+    from snapshot.restore import collections as restore_collections
+
+    read: list[str] = []
+
+    def materialise(*args: Any, **kw: Any) -> Any:
+        read.append("materialised")
+        raise AssertionError("the snapshot's files were read before the refusal")
+
+    monkeypatch.setattr(restore_collections, "materialise_collections", materialise)
+    return read
+
+
+def _restore_refused(snap: Snap, target: str, names: list[str], monkeypatch: pytest.MonkeyPatch,
+                     **kw: Any) -> SnapshotError:
+    import snapshot
+
+    read = _never_read(monkeypatch)
+    with pytest.raises(SnapshotError) as caught:
+        snapshot.restore_collection(snapshot.Repository.open(str(snap.repo)), snap.sid, target, names, **kw)
+    assert read == [] and caught.value.exit_code == 7
+    return caught.value
+
+
+def test_an_unreachable_server_is_refused_before_the_snapshot_is_read(
+        snap: Snap, monkeypatch: pytest.MonkeyPatch) -> None:
+    error = _restore_refused(snap, f"http://127.0.0.1:{free_port()}", ["docs"], monkeypatch)
+    assert "cannot reach the Chroma server" in str(error)
+
+
+@pytest.mark.slow  # chromadb opens
+def test_a_name_or_dimension_clash_is_refused_before_the_snapshot_is_read(
+        snap: Snap, app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    error = _restore_refused(snap, str(app), ["tasks"], monkeypatch)
+    assert "already has a collection named 'tasks'" in str(error)
+    delete_collection(app, "docs")
+    run_chroma("make", app, name="docs", n=5, dim=32)
+    before = collections_of(app)
+    error = _restore_refused(snap, str(app), ["docs"], monkeypatch)
+    assert "dimension 32, the copy's 64" in str(error)
+    assert collections_of(app) == before and journals(tmp_path) == []
+
+
+@pytest.mark.slow  # chromadb opens
+def test_a_wrong_token_is_refused_before_the_snapshot_is_read(
+        snap: Snap, app: Path, chroma_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from snapshot.restore.collections import ServerOptions
+
+    server = chroma_server(app)
+    with AuthProxy(server.url, "right-token") as proxy:
+        error = _restore_refused(snap, proxy.url, ["docs"], monkeypatch, rename="docs-back",
+                                 server=ServerOptions(headers={"X-Chroma-Token": "wrong-token"}))
+        assert proxy.refused
+    assert "refused the credentials" in str(error) and "wrong-token" not in str(error)
