@@ -372,6 +372,7 @@ def render_prune(r: PruneResult) -> list[str]:
         out.append(f"{human_bytes(r.bytes_deleted_early)} of it was stored less than 30 days "
                    "(infrequent-access classes bill 30 days anyway)")
     if r.dry_run:
+        out += prediction_lines(r.predicted)
         out.append("dry run: nothing was changed")
     return out
 
