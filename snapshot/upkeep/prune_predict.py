@@ -35,13 +35,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from snapshot.format import layout
 from snapshot.format.chains import location
 from snapshot.format.condemned import MAX_RECORD_OBJECTS, new_record
 from snapshot.format.manifest import Manifest, TableRef
+from snapshot.repo import versions
 from snapshot.repo.locks import EXCLUSIVE, STALE_AFTER, LockInfo, process_space
 from snapshot.repo.packs import DELTA_FRAMES, FULL_FRAMES, read_ranges
-from snapshot.repo.prediction import Prediction, Tally
+from snapshot.repo.prediction import DELETE_PROBES, Prediction, Tally
 from snapshot.repo.repository import Measurement, Repository
 from snapshot.upkeep.prune_plan import PrunePlan
 from snapshot.upkeep.repack import RepackPlan, read_groups
@@ -103,15 +103,14 @@ def predict_prune(repo: Repository, plan: PrunePlan, facts: PruneFacts) -> Predi
     for size in facts.locks_read:
         t.add("get", down=size)
     t.add("delete", facts.locks_dead)
-    t.add("delete", len(layout.DELETE_PROBE_KEYS))
+    t.add("delete", DELETE_PROBES)
     _planning(repo, plan, facts, t)
     written = _repack(repo, plan, facts, t) if not plan.repack.empty else _Written()
     for _sid in plan.removed:
         t.add("head")  # the lock, checked
         t.add("delete")
     _condemn_and_delete(repo, plan, facts, written, t)
-    if repo.store.capabilities.versions:
-        t.add("versioning")
+    t.add("versioning", versions.versioned_requests(repo))
     t.add("delete")  # the lock
     for note in facts.notes:
         t.note(note)
