@@ -15,6 +15,7 @@ from snapshot.cli.options import (
     wait_option,
 )
 from snapshot.cli.passwords import source_key_source
+from snapshot.cli.predicted import priced_copy
 from snapshot.cli.render import CliReporter, emit, render_copy
 from snapshot.copy.pipeline import CopyOptions, copy_snapshots
 from snapshot.repo.repository import Repository
@@ -55,6 +56,8 @@ def copy_cmd(refs: tuple[str, ...], from_repo: str, from_password_file: str | No
     repositories may differ in encryption, password, codec, pack size and storage class, not
     in chunk size (exit 2). Every frame is hash-checked before it is written, and each root is
     written last. A copy killed and run again does not upload again what it had uploaded.
+    --dry-run also predicts the requests, bytes and cost on each side; --json of a copy reports
+    that prediction beside what it took.
 
     \b
     Example:
@@ -66,6 +69,6 @@ def copy_cmd(refs: tuple[str, ...], from_repo: str, from_password_file: str | No
     source = Repository.open(from_repo, source_store,
                              key_source=source_key_source(from_password_file, from_password_command))
     dest = global_options.open_repo()
-    options = CopyOptions(dry_run=dry_run, wait=seconds(wait))
+    options = CopyOptions(dry_run=dry_run, wait=seconds(wait), predict=as_json)
     result = copy_snapshots(dest, source, refs, filters, options, reporter=CliReporter(not as_json))
-    emit(result, as_json, render_copy)
+    emit(priced_copy(result, source, dest), as_json, render_copy)

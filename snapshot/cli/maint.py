@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from snapshot.cli.options import (
     prune_options,
     repo_options,
 )
+from snapshot.cli.predicted import priced
 from snapshot.cli.render import emit, render_check, render_diff, render_prune, render_unlock
 from snapshot.diff import diff_snapshots
 from snapshot.repo.selection import SnapshotFilter, parse_tag_options
@@ -117,7 +119,9 @@ def prune_cmd(policy: RetentionPolicy, group_by: str, options: PruneOptions, glo
     Then repack: chains whose first frames only removed snapshots used are re-based on a new
     full frame, and the live frames of mostly-unused packs are copied into new packs, until at
     most --max-unused of the repository is unused; the kept snapshots' roots are rewritten to
-    point at the new places before any old pack is deleted. --dry-run says what would move.
+    point at the new places before any old pack is deleted. --dry-run says what would move, and
+    predicts the requests, bytes and cost of the prune; --json of a prune reports that prediction
+    beside what it took.
 
     Packs no snapshot needs are condemned, and deleted by a later prune once condemned for
     --delete-after (24h): a create that overlapped the prune keeps what it uses.
@@ -130,8 +134,9 @@ def prune_cmd(policy: RetentionPolicy, group_by: str, options: PruneOptions, glo
     Example:
       chroma-snapshot prune --keep-daily 7 --keep-weekly 4 --keep-tag release --dry-run
     """
-    result = prune(global_options.open_repo(), policy, options, group_by=group_by)
-    emit(result, as_json, render_prune)
+    repo = global_options.open_repo()
+    result = prune(repo, policy, dataclasses.replace(options, predict=as_json), group_by=group_by)
+    emit(priced(result, repo), as_json, render_prune)
 
 
 @command("forget")
@@ -155,7 +160,8 @@ def forget_cmd(refs: tuple[str, ...], options: PruneOptions, filters: SnapshotFi
       chroma-snapshot forget latest --tag test --dry-run
     """
     repo = global_options.open_repo()
-    emit(forget(repo, narrowed(repo, refs, filters), options), as_json, render_prune)
+    result = forget(repo, narrowed(repo, refs, filters), dataclasses.replace(options, predict=as_json))
+    emit(priced(result, repo), as_json, render_prune)
 
 
 @command("check")

@@ -36,5 +36,19 @@ def priced(obj: T, repo: Repository) -> T:
     return dataclasses.replace(obj, predicted=priced_p)  # type: ignore[type-var]
 
 
+def priced_copy(obj: T, source: Repository, dest: Repository) -> T:
+    """A copy's result with each side of its prediction priced: the source's reads and egress
+    in the source's pack class, the destination's writes in its own."""
+    from snapshot.upkeep.cost import load_prices, pack_class_of, price_prediction
+
+    p: Any = getattr(obj, "predicted", None)
+    if p is None:
+        return obj
+    prices = load_prices(None)
+    both = dataclasses.replace(p, source=price_prediction(p.source, prices, pack_class_of(source)),
+                               destination=price_prediction(p.destination, prices, pack_class_of(dest)))
+    return dataclasses.replace(obj, predicted=both)  # type: ignore[type-var]
+
+
 def render_dry_run(d: DryRun) -> list[str]:
     return ["create (dry run): nothing was captured into the repository", *prediction_lines(d.predicted)]

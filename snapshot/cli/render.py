@@ -144,6 +144,10 @@ def render_copy(r: CopyResult) -> list[str]:
                f"frames {would}stored{moved}")
     if r.packs_resumed:
         out.append(f"  took frames from {r.packs_resumed} pack(s) an interrupted copy had uploaded")
+    if r.dry_run and r.predicted is not None:
+        for side, p in (("source", r.predicted.source), ("destination", r.predicted.destination)):
+            out += [line.replace("predicted:", f"predicted ({side}):", 1) for line in prediction_lines(p)]
+        out += [f"    {note}" for note in r.predicted.notes]
     return out
 
 
@@ -372,6 +376,7 @@ def render_prune(r: PruneResult) -> list[str]:
         out.append(f"{human_bytes(r.bytes_deleted_early)} of it was stored less than 30 days "
                    "(infrequent-access classes bill 30 days anyway)")
     if r.dry_run:
+        out += prediction_lines(r.predicted)
         out.append("dry run: nothing was changed")
     return out
 

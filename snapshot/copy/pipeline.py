@@ -32,6 +32,7 @@ prune's repack rewrote meanwhile is read again.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from snapshot.copy import predict
 from snapshot.copy.contents import DEFAULT_BYTES, Contents
 from snapshot.copy.index import ChainIndex, DestFrame, Step
 from snapshot.copy.plan import (
@@ -49,12 +51,12 @@ from snapshot.copy.plan import (
     DestIndex,
     SnapshotCopy,
     check_pair,
-    dry_run,
     index_destination,
     index_resumed,
     select,
     split_present,
 )
+from snapshot.copy.predict import CopyFacts, CopyPrediction, Tables
 from snapshot.errors import NotFoundError, SnapshotError
 from snapshot.format.chunk_tables import encode_table
 from snapshot.format.codecs import compress
@@ -93,12 +95,16 @@ class CopyOptions:
     """``dry_run``: report what would be copied, write nothing (and take no lock).
     ``pack_size``: bytes per pack [sized to each snapshot, repo/packs.py pack_size_for].
     ``wait``: seconds to wait for a prune holding the destination [0].
-    ``cache_bytes``: chunk contents kept as bases for the deltas copied next [64 MiB]."""
+    ``cache_bytes``: chunk contents kept as bases for the deltas copied next [64 MiB].
+    ``predict``: also predict what the copy takes (snapshot/copy/predict.py)."""
 
     dry_run: bool = False
     pack_size: int | None = None
     wait: float | None = None
     cache_bytes: int = DEFAULT_BYTES
+    #: Also predict each side's requests and bytes (``CopyResult.predicted``; a dry run always
+    #: does): the chunk tables of every snapshot to copy are then read first.
+    predict: bool = False
 
 
 @dataclass
@@ -127,6 +133,8 @@ class _Copier:
     reporter: Reporter
     #: The next snapshot's root and chunk tables, read before the current one is copied.
     _peeked: tuple[Manifest, list[tuple[FileEntry, tuple[Chunk, ...]]]] | None = None
+    #: Roots and chunk tables read before the copy (for its prediction), by snapshot id.
+    preread: dict[str, tuple[Manifest, Tables]] = field(default_factory=dict)
     #: The current snapshot's pending frames, figures (chunks, stored, re-encoded, bytes) and
     #: the planned ranges (of the source, of the destination) of the groups in flight.
     _added: list[PendingFrame] = field(default_factory=list)
@@ -188,7 +196,8 @@ class _Copier:
         if sid is not None:
             try:
                 m = self.source.manifest(sid, fresh=True)
-                tables = list(self.source.tables(m))
+                early = self.preread.pop(sid, None)
+                tables = early[1] if early is not None and early[0] == m else list(self.source.tables(m))
             except SnapshotError:
                 tables = []  # read again when it is copied, which reports what fails
             else:
@@ -199,6 +208,9 @@ class _Copier:
     def _tables_of(self, m: Manifest) -> list[tuple[FileEntry, tuple[Chunk, ...]]]:
         if self._peeked is not None and self._peeked[0] == m:
             return self._peeked[1]
+        early = self.preread.pop(m.id, None)
+        if early is not None and early[0] == m:
+            return early[1]
         return list(self.source.tables(m))
 
     def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str],
@@ -335,25 +347,36 @@ def copy_snapshots(
     reporter = reporter or NullReporter()
     started = time.monotonic()
     check_pair(dest, source)
+    facts = CopyFacts()
     with source.measure() as read, dest.measure() as wrote:
-        ids = select(source, refs, filters or SnapshotFilter())
-        to_copy, present = split_present(dest, source, ids)
+        with source.measure() as facts.chosen_source, dest.measure() as facts.chosen_dest:
+            ids = select(source, refs, filters or SnapshotFilter())
+            to_copy, present = split_present(dest, source, ids)
         resumed = 0
+        predicted = None
         if options.dry_run:
-            snaps = dry_run(dest, source, to_copy, present, frozenset(dest.condemned().since))
+            snaps, predicted = predict.dry_run(dest, source, to_copy, present, facts,
+                                               pack_size=options.pack_size, cache_bytes=options.cache_bytes)
         else:
             with dest.lock(SHARED, "copy", wait=options.wait or 0.0) as lock:
-                copied, resumed = _run(dest, source, to_copy, options, reporter, lock, started)
+                copied, resumed, predicted = _run(dest, source, to_copy, options, reporter, lock, started,
+                                                  facts)
             snaps = sorted([SnapshotCopy(sid, PRESENT) for sid in present] + copied, key=lambda s: s.id)
-    return _result(dest, source, snaps, options.dry_run, resumed, read, wrote, started)
+    return replace(_result(dest, source, snaps, options.dry_run, resumed, read, wrote, started),
+                   predicted=predicted)
 
 
 def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: CopyOptions,
-         reporter: Reporter, lock: RepositoryLock, started: float) -> tuple[list[SnapshotCopy], int]:
-    seen = frozenset(dest.condemned().since)
+         reporter: Reporter, lock: RepositoryLock, started: float, facts: CopyFacts,
+         ) -> tuple[list[SnapshotCopy], int, CopyPrediction | None]:
+    with dest.measure() as facts.condemned:
+        seen = frozenset(dest.condemned().since)
     journal = CopyJournal(default_root(), dest.config.id, source.config.id, dest.config.codec)
-    known = index_destination(dest, seen)
+    with dest.measure() as facts.index:
+        known = index_destination(dest, seen)
+    facts.journal = bool(journal.load())
     resumed = index_resumed(known, journal, dest, seen)
+    predicted = None
     workers = max(2, os.cpu_count() or 2)
     ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range") \
         if source.local_root is None or dest.local_root is None else None
@@ -364,7 +387,15 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
             dest_reader = ChunkReader(dest, ahead if dest.local_root is None else None)
             copier = _Copier(dest, source, known, journal, reader, dest_reader, Contents(options.cache_bytes),
                              pool, options, reporter)
-            reporter.phase("copy", sum(source.manifest(sid).totals.bytes for sid in to_copy))
+            with source.measure() as facts.roots:
+                total = sum(source.manifest(sid).totals.bytes for sid in to_copy)
+            reporter.phase("copy", total)
+            if options.predict:
+                copier.preread = {sid: (m, list(source.tables(m))) for sid in to_copy
+                                  for m in (source.manifest(sid),)}
+                _copies, predicted = predict.predict_copy(
+                    dest, source, list(copier.preread.values()), copy.deepcopy(known), facts,
+                    pack_size=options.pack_size, cache_bytes=options.cache_bytes)
             for i, sid in enumerate(to_copy):
                 nxt = to_copy[i + 1] if i + 1 < len(to_copy) else None
                 out.append(_one(copier, source, sid, lock, started, seen, nxt))
@@ -373,7 +404,7 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
         if ahead is not None:
             ahead.shutdown(wait=True, cancel_futures=True)
         reporter.done()
-    return out, resumed
+    return out, resumed, predicted
 
 
 def _one(copier: _Copier, source: Repository, sid: str, lock: RepositoryLock, started: float,

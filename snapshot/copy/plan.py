@@ -1,5 +1,6 @@
-"""Which snapshots a copy moves, what the destination already holds, and what a ``--dry-run``
-reports: the checks that refuse a copy before anything is written, and the index of the
+"""Which snapshots a copy moves, what the destination already holds, and what a copy reports
+(``--dry-run``'s figures and prediction: snapshot/copy/predict.py): the checks that refuse a
+copy before anything is written, and the index of the
 destination's chains (snapshot/copy/index.py) built from its chunk tables and from the packs a
 killed copy uploaded."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from snapshot.copy.index import ChainIndex
 from snapshot.errors import TargetError, UsageError
@@ -55,6 +57,9 @@ class CopyResult:
     packs_resumed: int = 0
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: What the copy takes on each side (snapshot/copy/predict.py): always with dry_run, and
+    #: with ``CopyOptions.predict``. A CopyPrediction.
+    predicted: Any = None
 
 
 def check_pair(dest: Repository, source: Repository) -> None:
@@ -122,33 +127,6 @@ def index_destination(dest: Repository, condemned: Collection[str]) -> DestIndex
         if ref.table is not None and ref.table.object not in condemned:
             index.tables.setdefault(ref.table.hash, ref.table)
     return index
-
-
-def dry_run(dest: Repository, source: Repository, to_copy: Sequence[str], present: Sequence[str],
-            condemned: Collection[str]) -> list[SnapshotCopy]:
-    """What a copy would store, snapshot by snapshot (what it stores for one is known to the
-    next), reading only roots and chunk tables."""
-    index = index_destination(dest, condemned).chains
-    out = [SnapshotCopy(sid, PRESENT) for sid in present]
-    for sid in to_copy:
-        m = source.manifest(sid)
-        chunks = stored = reencoded = size = 0
-        for _f, src_chunks in source.tables(m):
-            for c in src_chunks:
-                chunks += 1
-                step = index.plan(c)
-                if not step.stores:
-                    continue
-                stored += 1
-                if step.reencode:
-                    reencoded += 1
-                    size += c.size
-                    index.add(c.frames[-1:])  # stands for the new full frame
-                else:
-                    size += sum(fr.length for fr in step.copy)
-                    index.add((*step.reuse, *step.copy))
-        out.append(SnapshotCopy(sid, TO_COPY, chunks, stored, reencoded, size))
-    return sorted(out, key=lambda s: s.id)
 
 
 def index_resumed(known: DestIndex, journal: CopyJournal, dest: Repository, condemned: frozenset[str]) -> int:

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from snapshot.format import layout
+
+#: The DELETEs :meth:`Repository.check_deletes_allowed` sends before a prune or forget.
+DELETE_PROBES = len(layout.DELETE_PROBE_KEYS)
+
 
 @dataclass(frozen=True)
 class PredictedCost:

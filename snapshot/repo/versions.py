@@ -77,6 +77,11 @@ def versioned(repo: Repository) -> bool | None:
     return store.versioning() == "Enabled" if store.capabilities.versions else None
 
 
+def versioned_requests(repo: Repository) -> int:
+    """The requests :func:`versioned` makes (for a prediction)."""
+    return 1 if repo.store.capabilities.versions else 0
+
+
 @dataclass(frozen=True)
 class Noncurrent:
     """Versions of the repository's keys that are not current (deleted or replaced), and delete

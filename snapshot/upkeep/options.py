@@ -28,9 +28,12 @@ class PruneOptions:
     delete_after: float | None = None
     wait: float | None = None
     repack: RepackOptions | None = None
+    #: Also predict the requests and bytes (``PruneResult.predicted``; a dry run always does),
+    #: from the plan the prune makes: no request more.
+    predict: bool = False
 
     def __post_init__(self) -> None:
-        check_flags(dry_run=self.dry_run)
+        check_flags(dry_run=self.dry_run, predict=self.predict)
         for what, value in (("the grace period", self.grace), ("--delete-after", self.delete_after),
                             ("the lock wait", self.wait)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

@@ -49,6 +49,7 @@ from snapshot.upkeep.prune_plan import (
     plan_prune,
     utc_iso,
 )
+from snapshot.upkeep.prune_predict import PruneFacts, lock_facts, predict_prune
 from snapshot.upkeep.repack import NO_PLAN, RepackOptions, plan_repack
 from snapshot.upkeep.retention import (
     DEFAULT_GROUP_BY,
@@ -83,11 +84,11 @@ def _referenced(repo: Repository, usage: Usage, ids: Sequence[str], why: str) ->
     return out
 
 
-def _released(repo: Repository, usage: Usage, ids: Sequence[str]) -> set[str]:
+def _released(repo: Repository, usage: Usage, ids: Sequence[str], facts: PruneFacts) -> set[str]:
     out: set[str] = set()
     for sid in ids:
         try:
-            out |= usage.objects(repo.manifest(sid))
+            out |= usage.objects(facts.root(repo, repo.manifest(sid)))
         except SnapshotError:  # a broken dropped snapshot frees nothing at once
             continue
     return out
@@ -115,13 +116,16 @@ def _hold_back(repo: Repository, keep: Sequence[Decision], remove: Sequence[Deci
 
 def _plan(
     repo: Repository, kept: Sequence[Decision], removed: Sequence[str], now: float | None, grace: float,
-    repack: RepackOptions, delete_after: float, held_roots: Mapping[str, float] | None = None,
+    repack: RepackOptions, delete_after: float, facts: PruneFacts,
+    held_roots: Mapping[str, float] | None = None,
 ) -> PrunePlan:
     usage = Usage(repo)
     listing = list(repo.list_objects())
     rp = NO_PLAN
+    facts.kept, facts.removed = tuple(d.id for d in kept), tuple(removed)
     if repack.enabled and kept:
-        manifests = [load_root(repo, d.id, "prune") for d in kept]
+        facts.by_path = True
+        manifests = [facts.root(repo, load_root(repo, d.id, "prune")) for d in kept]
         try:
             sizes = {oid: info.size for oid, info in listing if oid is not None}
             rp, referenced = plan_repack(repo, manifests, sizes, repack, usage)
@@ -132,9 +136,10 @@ def _plan(
                 f"{exc}; prune cannot tell which objects are in use: run `chroma-snapshot check`") from exc
     else:
         referenced = _referenced(repo, usage, [d.id for d in kept], "prune")
-    released = _released(repo, usage, removed)
+    released = _released(repo, usage, removed, facts)
     clock = repo.now()
-    condemned = repo.condemned()
+    with repo.measure() as facts.condemned:
+        condemned = repo.condemned()
 
     def plan(held: Mapping[str, float] | None = None) -> PrunePlan:
         return plan_prune(
@@ -148,20 +153,29 @@ def _plan(
     return dataclasses.replace(plan(held) if held else first, snapshots_held=dict(held_roots or {}))
 
 
-def _run(repo: Repository, plan: PrunePlan, lock: RepositoryLock | None) -> PruneResult:
-    return plan.report(repo) if lock is None else plan.execute(repo, guard=lock.check)
+def _run(repo: Repository, plan: PrunePlan, lock: RepositoryLock | None, facts: PruneFacts,
+         predict: bool) -> PruneResult:
+    predicted = predict_prune(repo, plan, facts) if predict or lock is None else None
+    result = plan.report(repo) if lock is None else plan.execute(repo, guard=lock.check)
+    return dataclasses.replace(result, predicted=predicted)
 
 
-def _locked(repo: Repository, dry_run: bool, command: str, wait: float | None,
-            work: Callable[[RepositoryLock | None], PruneResult]) -> PruneResult:
+def _locked(repo: Repository, options: PruneOptions, command: str,
+            work: Callable[[RepositoryLock | None, PruneFacts], PruneResult]) -> PruneResult:
     """Prune and forget hold the exclusive lock (no create may run while objects are judged
     unreferenced) and re-check it before each step that deletes; a dry run changes nothing
-    and takes none."""
-    if dry_run:
-        return work(None)
-    with repo.lock(EXCLUSIVE, command, wait=wait or 0.0) as lock:
-        repo.check_deletes_allowed(command)
-        return work(lock)
+    and takes none. The result says what the run took."""
+    facts = PruneFacts()
+    with repo.measure() as spent:
+        if options.dry_run:
+            lock_facts(repo, facts)
+            result = work(None, facts)
+        else:
+            with repo.lock(EXCLUSIVE, command, wait=options.wait or 0.0) as lock:
+                repo.check_deletes_allowed(command)
+                result = work(lock, facts)
+    return dataclasses.replace(result, requests=spent.requests, bytes_up=spent.bytes_up,
+                               bytes_down=spent.bytes_down)
 
 
 def prune(
@@ -181,14 +195,17 @@ def prune(
         raise UsageError("no retention policy given: pass at least one --keep-* option")
     grace, bound, repack = _settings(opts)
 
-    def work(lock: RepositoryLock | None) -> PruneResult:
-        times = [snapshot_time(load_root(repo, sid, "prune")) for sid in repo.snapshot_ids()]
+    def work(lock: RepositoryLock | None, facts: PruneFacts) -> PruneResult:
+        ids = repo.snapshot_ids()
+        facts.snapshots_listed = len(ids)
+        times = [snapshot_time(facts.root(repo, load_root(repo, sid, "prune"))) for sid in ids]
         decision = plan_retention(times, policy, group_by)
+        facts.held_checked = len(decision.remove) if repo.config.object_lock is not None else 0
         kept, removed, held = _hold_back(repo, decision.keep, decision.remove)
-        plan = _plan(repo, kept, removed, now, grace, repack, bound, held)
-        return _run(repo, plan, lock)
+        plan = _plan(repo, kept, removed, now, grace, repack, bound, facts, held)
+        return _run(repo, plan, lock, facts, opts.predict)
 
-    return _locked(repo, opts.dry_run, "prune", opts.wait, work)
+    return _locked(repo, opts, "prune", work)
 
 
 def forget(
@@ -206,9 +223,11 @@ def forget(
         raise UsageError("name at least one snapshot to forget")
     grace, bound, repack = _settings(opts)
 
-    def work(lock: RepositoryLock | None) -> PruneResult:
+    def work(lock: RepositoryLock | None, facts: PruneFacts) -> PruneResult:
         ids = repo.snapshot_ids()
+        facts.snapshots_listed = len(ids)
         targets = {repo.resolve(ref, ids) for ref in refs}
+        facts.held_checked = len(targets) if repo.config.object_lock is not None else 0
         held = versions.held_snapshots(repo, sorted(targets))
         if held:
             sid, until = min(held.items(), key=lambda item: item[1])
@@ -217,8 +236,8 @@ def forget(
                             "cannot be forgotten before then; nothing was deleted")
         remaining = sorted(set(ids) - targets, reverse=True)
         kept = [Decision(m.id, m.created_at, m.tags, ("not named",))
-                for m in (load_root(repo, sid, "forget") for sid in remaining)]
-        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace, repack, bound)
-        return _run(repo, plan, lock)
+                for m in (facts.root(repo, load_root(repo, sid, "forget")) for sid in remaining)]
+        plan = _plan(repo, kept, sorted(targets, reverse=True), now, grace, repack, bound, facts)
+        return _run(repo, plan, lock, facts, opts.predict)
 
-    return _locked(repo, opts.dry_run, "forget", opts.wait, work)
+    return _locked(repo, opts, "forget", work)

@@ -21,6 +21,7 @@ from snapshot.errors import AccessDeniedError, IntegrityError, LockedError, Snap
 from snapshot.format.condemned import DEFAULT_DELETE_AFTER, NOTHING, Condemned, DeletionPlan, plan_deletion
 from snapshot.format.manifest import Manifest
 from snapshot.repo import versions
+from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
 from snapshot.storage.base import ObjectInfo
@@ -99,6 +100,13 @@ class PruneResult:
     #: Whether the bucket keeps versions, so that what was deleted stays as noncurrent versions
     #: (None: not a versioned store, or the credentials may not ask).
     versioned: bool | None = None
+    #: What the prune (or, with dry_run, the dry run itself) took: requests by kind, bytes.
+    requests: Mapping[str, int] = field(default_factory=dict)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    #: What the prune takes (snapshot/upkeep/prune_predict.py): always with dry_run, and with
+    #: ``PruneOptions.predict``.
+    predicted: Prediction | None = None
 
 
 def utc_iso(when: float) -> str:
@@ -135,6 +143,8 @@ class PrunePlan:
     usage: Usage | None = field(default=None, compare=False, repr=False)
     #: Snapshots kept only because their roots are retained (id -> until when).
     snapshots_held: Mapping[str, float] = field(default_factory=dict)
+    #: The condemned records read when planning.
+    records: Condemned = NOTHING
 
     def report(self, repo: Repository) -> PruneResult:
         """The dry run: what :meth:`execute` would do, from the plan alone."""
@@ -233,7 +243,7 @@ def plan_prune(
     deletion = plan_deletion(condemned.adding(fresh, now=at, records=(), delete_after=delete_after),
                              live, set(infos), now=at, delete_after=delete_after, held=held)
     return PrunePlan(tuple(removed), tuple(kept), known, gc, grace, Outcome(fresh, deletion), repack,
-                     tuple(d.id for d in kept), now, delete_after, infos, usage)
+                     tuple(d.id for d in kept), now, delete_after, infos, usage, records=condemned)
 
 
 # ------------------------------------------------------------------ execution

@@ -115,6 +115,9 @@ class RepackPlan:
     #: Re-bases stored as a delta against their chain's full frame (which stays), by the
     #: re-based frame's location -> that full frame.
     over: Mapping[Location, Frame] = field(default_factory=dict)
+    #: The chunk tables (by location) written anew because a re-base or a moved frame changes
+    #: them (a prediction counts their reads and writes).
+    rewritten: frozenset[Location] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -319,7 +322,8 @@ def plan_repack(
     if not rebases and not repack:
         return NO_PLAN, referenced
     fulls = frozenset((oid, off) for oid in chosen for off in use[oid].fulls)
-    plan = RepackPlan(rebases, repack, freed, total, unused, after, fulls, options.pack_size or 0, a.over)
+    plan = RepackPlan(rebases, repack, freed, total, unused, after, fulls, options.pack_size or 0, a.over,
+                      frozenset(rewritten))
     return plan, referenced
 
 
@@ -338,7 +342,7 @@ def _resolve(writer: PackWriter, pending: dict[Location, PendingFrame]) -> dict[
 Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int, list[str]]
 
 
-def _read_groups(chains: Sequence[tuple[Location, tuple[Frame, ...]]], over: Mapping[Location, Frame],
+def read_groups(chains: Sequence[tuple[Location, tuple[Frame, ...]]], over: Mapping[Location, Frame],
                  ) -> Iterator[list[tuple[Location, list[Frame]]]]:
     """``chains`` in consecutive groups of up to :data:`_AHEAD_BYTES` of frames, each chain with
     the frames it reads (its links and, re-based over its full frame, that frame)."""
@@ -370,7 +374,7 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
     moved: dict[Location, PendingFrame] = {}
     read = 0
     try:
-        for group in _read_groups(sorted(plan.rebases.items()), plan.over):  # by old place
+        for group in read_groups(sorted(plan.rebases.items()), plan.over):  # by old place
             spans = reader.prefetch(fr for _, frames in group for fr in frames) if ahead is not None else []
             try:
                 for loc, chain in ((loc, plan.rebases[loc]) for loc, _ in group):
