@@ -525,6 +525,9 @@ def test_a_chain_at_its_depth_limit_that_changed_little_is_re_based_as_a_delta_o
     over = [ch for ch in chains if len(ch) == 2 and ch[0] in fulls and ch[1].object not in before]
     renewed = [ch for ch in chains if len(ch) == 1 and ch[0].object not in before]
     assert over and renewed, (len(over), len(renewed))
-    assert all(ch[1].length < ch[0].length / 5 for ch in over)  # a delta, not a second full frame
+    # A delta, not a second full frame (which would be about as long as the first): such a
+    # chain's links cost under 0.3 of its full frame (the re-base share is 0.1-0.3 of it, per
+    # chunk), and chromadb's threaded index writes make the changes differ from run to run.
+    assert all(ch[1].length < ch[0].length / 2 for ch in over), [(ch[0].length, ch[1].length) for ch in over]
     assert _ok("--repo", repo_path, "check", "--read-data")["ok"]
     _restores_exactly(repo_path, kept.id, trees[kept.id], tmp_path)
