@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from snapshot.errors import (
-    AccessDeniedError,
     AlreadyExistsError,
     IntegrityError,
     NotFoundError,
@@ -54,6 +53,8 @@ from snapshot.repo import keys as keyfiles
 from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
+from snapshot.repo.objects import Objects
+from snapshot.repo.objects import checked_read as checked_read  # where packs.py imports it from
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
 from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
@@ -62,29 +63,7 @@ _FETCHERS = 8
 _CACHED_MANIFESTS = 64
 #: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
 _WHOLE_TABLE_PACK = 8
-#: How many times bytes read with a range that fail their check are read again (checked_read).
-_REREADS = 3
 _T = TypeVar("_T")
-
-
-def checked_read(
-    data: bytes | memoryview, reread: Callable[[], bytes | memoryview],
-    check: Callable[[bytes | memoryview], _T],
-) -> _T:
-    """``check(data)``, where ``data`` was read with a range. S3 sends no checksum with a range,
-    so bytes garbled on the way arrive looking like a damaged pack: when the check raises
-    IntegrityError they are read again (``reread``) and checked again, until a check passes
-    or two reads in a row return the same bytes (those are what is stored: the error stands),
-    at most _REREADS times. Damage costs one read more; a garbled response, a few more."""
-    for _ in range(_REREADS):
-        try:
-            return check(data)
-        except IntegrityError:
-            again = reread()
-            if again == data:
-                raise
-            data = again
-    return check(data)
 
 
 @dataclass(frozen=True)
@@ -152,6 +131,7 @@ class Repository:
         self._cipher = access.cipher
         self._key_id = access.key_id
         self._key_source = key_source
+        self._objects = Objects(store, self._cipher)
         #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -656,17 +636,11 @@ class Repository:
     # ------------------------------------------------------------------ objects
 
     def put_object(self, object_id: str, data: bytes | bytearray) -> None:
-        self.store.put(layout.object_key(object_id), data, kind=ObjectKind.PACK)
+        self._objects.put(object_id, data)
 
     def read_object(self, object_id: str) -> bytes:
         """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
-        try:
-            data = self.store.get(layout.object_key(object_id))
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
-        if digest(data) != object_id:
-            raise IntegrityError(f"object {object_id} does not match its name (damaged)")
-        return data
+        return self._objects.read(object_id)
 
     @property
     def cold_class(self) -> ColdClass | None:
@@ -683,84 +657,41 @@ class Repository:
 
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
-        try:
-            return self.store.get_range(layout.object_key(object_id), offset, length)
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+        return self._objects.read_range(object_id, offset, length)
 
     def read_frame(
         self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None,
         fetched: bytes | memoryview | None = None,
     ) -> bytes | memoryview:
-        """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
-        range read of its pack, opened (authenticated) in an encrypted repository; given a
-        ``scratch`` buffer, opened into it (a view valid until the buffer's next use).
-        ``fetched``: the frame's stored bytes, already read with others of its pack."""
-        raw = self.read_range(frame.object, frame.offset, frame.length) if fetched is None else fetched
-        if self._cipher is None:
-            return raw
-        what = f"object {frame.object} at offset {frame.offset}"
-        return self._cipher.open_frame(raw, frame, what, table=table, scratch=scratch)
+        """The compressed bytes of one frame, opened in an encrypted repository: see
+        :meth:`snapshot.repo.objects.Objects.read_frame`."""
+        return self._objects.read_frame(frame, table=table, scratch=scratch, fetched=fetched)
 
     def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
         """(object id, listing) for every key under data/; the id is None for a stray key."""
-        for info in self.store.list(layout.DATA_PREFIX):
-            yield layout.object_id_from_key(info.key), info
+        return self._objects.listing()
 
     def inventory(self) -> Iterator[tuple[str, str | None, ObjectInfo]]:
-        """Every object of the repository as (kind, id, listing), one listing per kind: kind is
-        config, snapshots, data, keys, locks or condemned; the id is None for a stray key (and
-        for the config). Keys outside these (others' objects in a shared prefix) are not listed."""
-        for kind, prefix, parse in _INVENTORY:
-            for info in self.store.list(prefix):
-                if kind != "config" or info.key == layout.CONFIG_KEY:
-                    yield kind, parse(info.key), info
+        """Every object of the repository as (kind, id, listing), one listing per kind: see
+        :meth:`snapshot.repo.objects.Objects.inventory`."""
+        return self._objects.inventory()
 
     def listed(self, kind: str) -> builtins.list[ObjectInfo]:
         """The objects of one kind of :meth:`inventory` (one listing; stray keys included)."""
-        for name, prefix, _parse in _INVENTORY:
-            if name == kind:
-                return builtins.list(self.store.list(prefix))
-        raise ValueError(f"no kind of object {kind!r}")
+        return self._objects.listed(kind)
 
     def check_deletes_allowed(self, command: str) -> None:
-        """Raise :class:`AccessDeniedError` (naming the action) unless the credentials may delete
-        snapshots, packs and condemned records: asked of the store by deleting keys that never
-        exist, before ``command`` changes anything (backup credentials may not delete)."""
-        for key in layout.DELETE_PROBE_KEYS:
-            try:
-                self.store.delete(key)
-            except AccessDeniedError as exc:
-                raise AccessDeniedError(f"{command} needs to delete objects and may not: {exc}") from None
+        """Raise :class:`AccessDeniedError` unless the credentials may delete, before ``command``
+        changes anything: see :meth:`snapshot.repo.objects.Objects.check_deletes_allowed`."""
+        self._objects.check_deletes_allowed(command)
 
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
-        wanted = set(object_ids)
-        if not wanted:
-            return set()
-        present = {oid for oid, _ in self.list_objects() if oid is not None}
-        return wanted - present
+        return self._objects.missing(object_ids)
 
     def delete_objects(self, object_ids: Iterable[str]) -> None:
-        keys = [layout.object_key(oid) for oid in object_ids]
+        self._objects.delete(object_ids)
 
-        def delete(key: str) -> None:
-            self.store.delete(key)
-            pausepoints.point("repository.object-deleted")
-
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
-            list(pool.map(delete, keys))
-
-
-#: The kinds of objects :meth:`Repository.inventory` lists: kind, key prefix, key -> id.
-_INVENTORY: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
-    ("config", layout.CONFIG_KEY, lambda key: None),
-    ("snapshots", layout.SNAPSHOTS_PREFIX, layout.snapshot_id_from_key),
-    ("data", layout.DATA_PREFIX, layout.object_id_from_key),
-    ("keys", layout.KEYS_PREFIX, layout.key_id_from_key),
-    ("locks", layout.LOCKS_PREFIX, layout.lock_id_from_key),
-    ("condemned", layout.CONDEMNED_PREFIX, layout.condemned_id_from_key),
-)
 
 CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
 
