@@ -18,13 +18,12 @@ import os
 import secrets
 import threading
 import warnings
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from snapshot.errors import (
     AlreadyExistsError,
@@ -34,10 +33,7 @@ from snapshot.errors import (
     UsageError,
 )
 from snapshot.format import crypto, layout
-from snapshot.format.chunk_tables import parse_table
-from snapshot.format.codecs import decompress
 from snapshot.format.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
-from snapshot.format.hashing import digest
 from snapshot.format.manifest import (
     Chunk,
     FileEntry,
@@ -56,14 +52,12 @@ from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, r
 from snapshot.repo.objects import Objects
 from snapshot.repo.objects import checked_read as checked_read  # where packs.py imports it from
 from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
+from snapshot.repo.tables import plan_table_reads, read_chunks, read_table_content, read_tables
 from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
 _FETCHERS = 8
 _CACHED_MANIFESTS = 64
-#: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
-_WHOLE_TABLE_PACK = 8
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -465,113 +459,24 @@ class Repository:
     def chunks(self, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
         """The chunks of file ``f`` of snapshot ``m``: inline (format 1) or read from its
         table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
-        if f.table is None:
-            return f.chunks
-        return checked_read(*self._table_read(m, f, lambda raw: self._parse_table(m, f, raw)))
+        return read_chunks(self, m, f)
 
     def table_content(self, m: Manifest, f: FileEntry) -> bytes:
         """The bytes of file ``f``'s chunk table (format 2), read and checked as :meth:`chunks`
-        reads them, not parsed: a reader that wants a part of a long table at a time parses
-        those lines itself (snapshot/format/chunk_tables.py ``parse_lines``)."""
-        return checked_read(*self._table_read(m, f, lambda raw: self._table_bytes(m, f, raw)))
-
-    def _table_read(
-        self, m: Manifest, f: FileEntry, check: Callable[[bytes | memoryview], _T]
-    ) -> tuple[bytes, Callable[[], bytes], Callable[[bytes | memoryview], _T]]:
-        assert f.table is not None
-        frame = f.table.frame()
-
-        def read() -> bytes:
-            try:
-                return self.read_range(frame.object, frame.offset, frame.length)
-            except SnapshotError as exc:
-                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-
-        def parse(raw: bytes | memoryview) -> _T:
-            try:
-                opened = self.read_frame(frame, table=True, fetched=raw)
-            except SnapshotError as exc:
-                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-            return check(opened)
-
-        return read(), read, parse
+        reads them, not parsed (snapshot/format/chunk_tables.py ``parse_lines`` parses them)."""
+        return read_table_content(self, m, f)
 
     def tables(
         self, m: Manifest, files: Sequence[FileEntry] | None = None
     ) -> Iterator[tuple[FileEntry, tuple[Chunk, ...]]]:
-        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order. A pack holding
-        the tables of many of them is read whole, once (a DB with 500 collections has 2,000
-        files: 2,000 range reads, on S3 as many requests, become one or two), and at most two
-        such packs are held at a time."""
-        files = m.files if files is None else files
-        uses = Counter(f.table.object for f in files if f.table is not None)
-        packs: OrderedDict[str, bytes] = OrderedDict()
-        damaged: set[str] = set()
-        for f in files:
-            ref = f.table
-            if ref is None or uses[ref.object] < _WHOLE_TABLE_PACK or ref.object in damaged:
-                yield f, self.chunks(m, f)
-                continue
-            pack = packs.get(ref.object)
-            if pack is None:
-                try:
-                    pack = packs[ref.object] = self.read_object(ref.object)
-                except IntegrityError:  # damaged elsewhere, maybe: read this snapshot's tables alone
-                    damaged.add(ref.object)
-                    yield f, self.chunks(m, f)
-                    continue
-                except SnapshotError as exc:
-                    raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-                while len(packs) > 2:
-                    packs.popitem(last=False)
-            if ref.offset + ref.length > len(pack):
-                raise IntegrityError(f"snapshot {m.id}: chunk table of {f.path}: object {ref.object} is "
-                                     f"shorter than its frame at {ref.offset}+{ref.length}")
-            raw: bytes | memoryview = pack[ref.offset : ref.offset + ref.length]
-            if self._cipher is not None:
-                raw = self._cipher.open_frame(bytes(raw), ref.frame(), f"object {ref.object} at offset "
-                                              f"{ref.offset}", table=True)
-            yield f, self._parse_table(m, f, raw)
+        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order, a pack holding
+        many of their tables read whole: see :func:`snapshot.repo.tables.read_tables`."""
+        return read_tables(self, m, files)
 
     def table_reads(self, files: Sequence[FileEntry]) -> builtins.list[tuple[str, int]]:
         """The requests :meth:`tables` makes for ``files`` when nothing fails, as (kind, bytes):
-        a "get" per pack it reads whole (its size taken as the end of the last of these tables
-        in it: a pack holding tables of other snapshots too is bigger), a "get_range" per table
-        read alone."""
-        uses = Counter(f.table.object for f in files if f.table is not None)
-        ends: dict[str, int] = {}
-        for f in files:
-            if f.table is not None:
-                ends[f.table.object] = max(ends.get(f.table.object, 0), f.table.offset + f.table.length)
-        held: OrderedDict[str, None] = OrderedDict()
-        out = []
-        for f in files:
-            ref = f.table
-            if ref is None:
-                continue
-            if uses[ref.object] < _WHOLE_TABLE_PACK:
-                out.append(("get_range", ref.length))
-            elif ref.object not in held:
-                held[ref.object] = None
-                out.append(("get", ends[ref.object]))
-                while len(held) > 2:
-                    held.popitem(last=False)
-        return out
-
-    def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
-        return parse_table(self._table_bytes(m, f, raw), f, m.chunk_size, f"snapshot {m.id}")
-
-    def _table_bytes(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> bytes:
-        assert f.table is not None
-        ref = f.table
-        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
-        try:
-            content = decompress(raw, ref.codec, ref.size)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{what}: {exc}") from exc
-        if digest(content) != ref.hash:
-            raise IntegrityError(f"{what} does not match its hash")
-        return content
+        see :func:`snapshot.repo.tables.plan_table_reads`."""
+        return plan_table_reads(files)
 
     # ------------------------------------------------------------------ locks
 
