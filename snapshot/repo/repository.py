@@ -16,83 +16,29 @@ import builtins
 import math
 import os
 import secrets
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot.errors import (
-    AlreadyExistsError,
-    IntegrityError,
-    NotFoundError,
-    SnapshotError,
-    UsageError,
-)
+from snapshot.errors import IntegrityError, NotFoundError, UsageError
 from snapshot.format import crypto, layout
 from snapshot.format.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
-from snapshot.format.manifest import (
-    Chunk,
-    FileEntry,
-    Frame,
-    LockSetting,
-    Manifest,
-    RepoConfig,
-    dumps,
-    parse_manifest,
-)
-from snapshot.repo import config, selection
+from snapshot.format.manifest import Chunk, FileEntry, Frame, LockSetting, Manifest, RepoConfig
+from snapshot.repo import config
 from snapshot.repo import keys as keyfiles
 from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
+from snapshot.repo.manifests import Manifests, ManifestScan
+from snapshot.repo.manifests import SnapshotSummary as SnapshotSummary  # the package's API names it here
 from snapshot.repo.objects import Objects
 from snapshot.repo.objects import checked_read as checked_read  # where packs.py imports it from
-from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
+from snapshot.repo.selection import SnapshotFilter
 from snapshot.repo.tables import plan_table_reads, read_chunks, read_table_content, read_tables
 from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
-
-_FETCHERS = 8
-_CACHED_MANIFESTS = 64
-
-
-@dataclass(frozen=True)
-class SnapshotSummary:
-    id: str
-    parent: str | None
-    created_at: str
-    tags: tuple[str, ...]
-    message: str
-    source_path: str
-    source_host: str
-    bytes_total: int
-    bytes_new: int
-    collections: dict[str, int]
-    #: Set when the manifest could not be read; the other fields are then empty.
-    error: str | None = None
-
-    @classmethod
-    def unreadable(cls, snapshot_id: str, error: SnapshotError) -> SnapshotSummary:
-        return cls(snapshot_id, None, "", (), "", "", "", 0, 0, {}, str(error))
-
-    @classmethod
-    def of(cls, m: Manifest) -> SnapshotSummary:
-        return cls(
-            id=m.id,
-            parent=m.parent,
-            created_at=m.created_at,
-            tags=m.tags,
-            message=m.message,
-            source_path=m.source_path,
-            source_host=m.source_host,
-            bytes_total=m.totals.bytes,
-            bytes_new=m.totals.bytes_new,
-            collections={c.name: c.records for c in m.collections},
-        )
 
 
 @dataclass
@@ -102,16 +48,6 @@ class Measurement:
     requests: dict[str, int] = field(default_factory=dict)
     bytes_up: int = 0
     bytes_down: int = 0
-
-
-@dataclass(frozen=True)
-class ManifestScan:
-    """One key under snapshots/: its id (None for a stray key) and the manifest or why not."""
-
-    key: str
-    id: str | None
-    manifest: Manifest | None
-    error: SnapshotError | None
 
 
 class Repository:
@@ -126,9 +62,7 @@ class Repository:
         self._key_id = access.key_id
         self._key_source = key_source
         self._objects = Objects(store, self._cipher)
-        #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
-        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._manifests = Manifests(store, self._cipher)
 
     # ------------------------------------------------------------------ opening
 
@@ -314,105 +248,42 @@ class Repository:
 
     def root_size(self, m: Manifest) -> int:
         """The stored size of ``m``'s root (what reading or writing it moves)."""
-        return len(self._root_bytes(m))
+        return len(self._manifests.root_bytes(m))
 
     # ------------------------------------------------------------------ snapshots
 
     def snapshot_ids(self) -> list[str]:
         """Every snapshot id, oldest first (ids sort by creation time)."""
-        ids = []
-        for info in self.store.list(layout.SNAPSHOTS_PREFIX):
-            sid = layout.snapshot_id_from_key(info.key)
-            if sid is not None:
-                ids.append(sid)
-        return sorted(ids)
+        return self._manifests.ids()
 
     def resolve(self, ref: str, ids: Sequence[str] | None = None,
                 filters: SnapshotFilter | None = None) -> str:
         """An id from ``latest``, a full id or any unique prefix; with ``filters``, among the
         snapshots that pass them (``latest``: the newest that does; a prefix must match
         exactly one that does). See snapshot/repo/selection.py."""
-        ids = list(ids) if ids is not None else self.snapshot_ids()
-        found = selection.candidates(ref, ids)
-        filters = filters or SnapshotFilter()
-        facts = self._facts(found) if filters else (SnapshotFacts(i) for i in found)
-        return selection.choose(ref, facts, filters, self.url)
-
-    def _facts(self, ids: Sequence[str]) -> Iterator[SnapshotFacts]:
-        """The filters' facts of ``ids``, in order, read a few roots at a time (so that the
-        newest match of ``latest`` does not wait for every root)."""
-        for start in range(0, len(ids), _FETCHERS):
-            for m in self.manifests(ids[start : start + _FETCHERS]):
-                yield SnapshotFacts(m.id, m.tags, m.source_host, m.source_path)
-
-    def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
-        if self._cipher is not None:  # bound to its id: a root renamed or copied in does not open
-            raw = self._cipher.open_root(raw, snapshot_id)
-        m = parse_manifest(raw, f"manifest {snapshot_id}")
-        if m.id != snapshot_id:
-            raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
-        return m
+        return self._manifests.resolve(ref, ids, filters)
 
     def manifest(self, snapshot_id: str, *, fresh: bool = False) -> Manifest:
         """The parsed, validated manifest of an exact id (cached; ``fresh``: read again, for a
         reader that outlives a prune's rewrite of the root)."""
-        with self._cache_lock:
-            cached = None if fresh else self._manifests.get(snapshot_id)
-            if cached is not None:
-                self._manifests.move_to_end(snapshot_id)
-                return cached
-        try:
-            raw = self.store.get(layout.snapshot_key(snapshot_id))
-        except NotFoundError:
-            raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
-        m = self._parse(raw, snapshot_id)
-        self._remember(m)
-        return m
-
-    def _remember(self, m: Manifest) -> None:
-        with self._cache_lock:
-            self._manifests[m.id] = m
-            self._manifests.move_to_end(m.id)
-            while len(self._manifests) > _CACHED_MANIFESTS:
-                self._manifests.popitem(last=False)
+        return self._manifests.get(snapshot_id, fresh=fresh)
 
     def get(self, ref: str, filters: SnapshotFilter | None = None) -> Manifest:
         return self.manifest(self.resolve(ref, filters=filters))
 
     def manifests(self, ids: Sequence[str] | None = None) -> list[Manifest]:
         """The manifests of ``ids`` (default: all), in that order, fetched in parallel."""
-        ids = self.snapshot_ids() if ids is None else ids
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
-            return list(pool.map(self.manifest, ids))
+        return self._manifests.many(ids)
 
     def scan_manifests(self) -> Iterator[ManifestScan]:
         """Every key under snapshots/, oldest first, with its manifest or the error reading it
         (for check and list, which report a broken manifest instead of stopping at it)."""
-        keys = [info.key for info in self.store.list(layout.SNAPSHOTS_PREFIX)]
-
-        def load(key: str) -> ManifestScan:
-            sid = layout.snapshot_id_from_key(key)
-            if sid is None:
-                return ManifestScan(key, None, None, None)
-            try:
-                return ManifestScan(key, sid, self.manifest(sid), None)
-            except SnapshotError as exc:
-                return ManifestScan(key, sid, None, exc)
-
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
-            for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
-                yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
+        return self._manifests.scan()
 
     def list_snapshots(self) -> builtins.list[SnapshotSummary]:
         """Every snapshot's summary, oldest first; one whose manifest cannot be read is listed
         with its error (so that a user can find it to forget it) instead of failing the listing."""
-        out = []
-        for scan in self.scan_manifests():
-            if scan.manifest is not None:
-                out.append(SnapshotSummary.of(scan.manifest))
-            elif scan.id is not None and scan.error is not None:
-                out.append(SnapshotSummary.unreadable(scan.id, scan.error))
-        return out
+        return self._manifests.summaries()
 
     def list(self) -> builtins.list[SnapshotSummary]:
         """Deprecated name of :meth:`list_snapshots` (it shadowed the builtin)."""
@@ -421,40 +292,19 @@ class Repository:
         return self.list_snapshots()
 
     def has_snapshot(self, snapshot_id: str) -> bool:
-        return self.store.exists(layout.snapshot_key(snapshot_id))
+        return self._manifests.exists(snapshot_id)
 
     def save_manifest(self, m: Manifest) -> None:
-        """Commit a snapshot: its manifest, create-only. A retry whose first attempt did land
-        (its response was lost) finds our own bytes there: that is success."""
-        key = layout.snapshot_key(m.id)
-        data = self._root_bytes(m)
-        try:
-            self.store.put(key, data, kind=ObjectKind.ROOT, create_only=True)
-        except AlreadyExistsError as exc:
-            try:
-                ours = self.store.get(key) == data
-            except SnapshotError:
-                ours = False
-            if not ours:  # same 1/65536 s and 16 random bits: vanishingly rare
-                raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
-        self._remember(m)
+        """Commit a snapshot: its manifest, create-only (see :meth:`Manifests.save`)."""
+        self._manifests.save(m)
 
     def replace_manifest(self, m: Manifest) -> None:
-        """Rewrite an existing snapshot's root (repack moved frames it points at). One atomic
-        PUT on S3, a rename locally: a reader sees the old root or the new one, never a mix, and
-        both point only at objects that exist until the last rewritten root has landed."""
-        if not self.store.exists(layout.snapshot_key(m.id)):
-            raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
-        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m), kind=ObjectKind.ROOT)
-        self._remember(m)
-
-    def _root_bytes(self, m: Manifest) -> bytes:
-        return dumps(m) if self._cipher is None else self._cipher.seal_root(dumps(m), m.id)
+        """Rewrite an existing snapshot's root (repack moved frames it points at), atomically:
+        see :meth:`Manifests.replace`."""
+        self._manifests.replace(m)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        self.store.delete(layout.snapshot_key(snapshot_id))
-        with self._cache_lock:
-            self._manifests.pop(snapshot_id, None)
+        self._manifests.delete(snapshot_id)
 
     def chunks(self, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
         """The chunks of file ``f`` of snapshot ``m``: inline (format 1) or read from its
