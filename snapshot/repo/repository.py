@@ -13,31 +13,32 @@ operations see plaintext and never know whether a repository is encrypted.
 from __future__ import annotations
 
 import builtins
-import math
 import os
-import secrets
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshot.errors import IntegrityError, NotFoundError, UsageError
+from snapshot.errors import NotFoundError, UsageError
 from snapshot.format import crypto, layout
-from snapshot.format.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
+from snapshot.format.condemned import Condemned
 from snapshot.format.manifest import Chunk, FileEntry, Frame, LockSetting, Manifest, RepoConfig
 from snapshot.repo import config
 from snapshot.repo import keys as keyfiles
+from snapshot.repo.clock import CLOCK_SHIFT_ENV as CLOCK_SHIFT_ENV  # re-exported: imported from here
+from snapshot.repo.clock import store_now
+from snapshot.repo.condemned_records import CondemnedRecords
 from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.repo.manifests import Manifests, ManifestScan
-from snapshot.repo.manifests import SnapshotSummary as SnapshotSummary  # the package's API names it here
+from snapshot.repo.manifests import SnapshotSummary as SnapshotSummary  # re-exported: imported from here
 from snapshot.repo.objects import Objects
-from snapshot.repo.objects import checked_read as checked_read  # where packs.py imports it from
+from snapshot.repo.objects import checked_read as checked_read  # re-exported: imported from here
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.repo.tables import plan_table_reads, read_chunks, read_table_content, read_tables
-from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
+from snapshot.storage import ColdClass, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
 
 
@@ -62,6 +63,7 @@ class Repository:
         self._key_id = access.key_id
         self._key_source = key_source
         self._objects = Objects(store, self._cipher)
+        self._condemned = CondemnedRecords(store, self.now)
         self._manifests = Manifests(store, self._cipher)
 
     # ------------------------------------------------------------------ opening
@@ -347,46 +349,22 @@ class Repository:
         """The store's clock (the one that stamps listed mtimes), in seconds since the epoch,
         moved by ``CHROMA_SNAPSHOT_CLOCK_SHIFT`` seconds where that is set (benchmarks that
         simulate nights, tests that let days pass)."""
-        return self.store.now() + _clock_shift()
+        return store_now(self.store)
 
     def condemned(self) -> Condemned:
         """Every condemned object and when (see snapshot/format/condemned.py); one listing plus one
         small read per record (a prune leaves one record behind)."""
-        records: builtins.list[CondemnedRecord] = []
-        bad: builtins.list[str] = []
-        for info in self.store.list(layout.CONDEMNED_PREFIX):
-            rid = layout.condemned_id_from_key(info.key)
-            if rid is None:
-                continue
-            try:
-                records.append(CondemnedRecord.from_json(self.store.get(info.key), rid))
-            except NotFoundError:
-                continue  # a concurrent prune replaced it
-            except IntegrityError:
-                bad.append(rid)
-        return Condemned.merge(records, bad)
+        return self._condemned.read()
 
     def condemn(self, objects: Mapping[str, float], *, delete_after: float) -> builtins.list[str]:
         """Record ``objects`` (id -> when) as condemned, in new create-only record objects."""
-        written = []
-        items = sorted(objects.items())
-        for start in range(0, len(items), MAX_RECORD_OBJECTS):
-            rid = secrets.token_hex(16)
-            rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
-                             delete_after=delete_after)
-            self.store.put(layout.condemned_key(rid), rec.to_json(), kind=ObjectKind.CONDEMNED,
-                           create_only=True)
-            written.append(rid)
-        return written
+        return self._condemned.condemn(objects, delete_after=delete_after)
 
     def replace_condemned(self, remaining: Mapping[str, float], old: Iterable[str], *,
                           delete_after: float) -> None:
         """The records ``old`` are replaced by one holding ``remaining``: the new one is written
         first, so an interruption leaves a duplicate (harmless), never a pack uncondemned."""
-        self.condemn(remaining, delete_after=delete_after)
-        for rid in old:
-            self.store.delete(layout.condemned_key(rid))
-            pausepoints.point("repository.condemned-record-deleted")
+        self._condemned.replace(remaining, old, delete_after=delete_after)
 
     # ------------------------------------------------------------------ objects
 
@@ -446,19 +424,3 @@ class Repository:
 
     def delete_objects(self, object_ids: Iterable[str]) -> None:
         self._objects.delete(object_ids)
-
-
-CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
-
-
-def _clock_shift() -> float:
-    raw = os.environ.get(CLOCK_SHIFT_ENV)
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise UsageError(f"{CLOCK_SHIFT_ENV} must be a number of seconds, not {raw!r}")
-    return value
