@@ -16,15 +16,14 @@ import builtins
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from snapshot.errors import NotFoundError, UsageError
 from snapshot.format import crypto, layout
 from snapshot.format.condemned import Condemned
 from snapshot.format.manifest import Chunk, FileEntry, Frame, LockSetting, Manifest, RepoConfig
-from snapshot.repo import config
+from snapshot.repo import config, metering
 from snapshot.repo import keys as keyfiles
 from snapshot.repo.clock import CLOCK_SHIFT_ENV as CLOCK_SHIFT_ENV  # re-exported: imported from here
 from snapshot.repo.clock import store_now
@@ -34,21 +33,13 @@ from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
 from snapshot.repo.manifests import Manifests, ManifestScan
 from snapshot.repo.manifests import SnapshotSummary as SnapshotSummary  # re-exported: imported from here
+from snapshot.repo.metering import Measurement as Measurement  # re-exported: imported from here
 from snapshot.repo.objects import Objects
 from snapshot.repo.objects import checked_read as checked_read  # re-exported: imported from here
 from snapshot.repo.selection import SnapshotFilter
 from snapshot.repo.tables import plan_table_reads, read_chunks, read_table_content, read_tables
 from snapshot.storage import ColdClass, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
-
-
-@dataclass
-class Measurement:
-    """Requests and bytes moved while a :meth:`Repository.measure` block ran (filled at exit)."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    bytes_up: int = 0
-    bytes_down: int = 0
 
 
 class Repository:
@@ -224,29 +215,17 @@ class Repository:
             return data
         return self._cipher.seal_frame(data, codec, size, hash_, table=table)
 
-    @contextmanager
-    def measure(self) -> Iterator[Measurement]:
+    def measure(self) -> AbstractContextManager[Measurement]:
         """Count the requests and bytes of the block (the figures are set when it ends)."""
-        stats = self.store.stats
-        before, up, down = stats.as_dict(), stats.bytes_up, stats.bytes_down
-        result = Measurement()
-        try:
-            yield result
-        finally:
-            after = stats.as_dict()
-            result.requests = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-            result.bytes_up = stats.bytes_up - up
-            result.bytes_down = stats.bytes_down - down
+        return metering.measure(self.store)
 
     def list_requests(self, keys: int) -> int:
         """The requests one listing of ``keys`` keys takes (S3 pages them; a folder does not)."""
-        page = getattr(self.store, "list_page_size", None)
-        return 1 if not isinstance(page, int) or page <= 0 else max(1, -(-keys // page))
+        return metering.list_requests(self.store, keys)
 
     def put_requests(self, size: int) -> int:
         """The requests writing an object of ``size`` bytes takes (S3 sends big ones in parts)."""
-        count = getattr(self.store, "put_requests", None)
-        return 1 if count is None else int(count(size))
+        return metering.put_requests(self.store, size)
 
     def root_size(self, m: Manifest) -> int:
         """The stored size of ``m``'s root (what reading or writing it moves)."""
