@@ -98,7 +98,7 @@ class Repository:
     def _opened(cls, store: Store, opened: OpenedConfig, key_source: KeySource | None, chunk_size: int | None,
                 codec: str | None, encrypt: bool, object_lock: LockSetting | None) -> Repository:
         repo = cls(store, opened.config, opened, key_source)
-        repo._refuse_other_settings(chunk_size, codec, encrypt, object_lock)
+        config.refuse_other_settings(opened, store.url, chunk_size, codec, encrypt, object_lock)
         config.use_lock(store, opened.config.object_lock)
         return repo
 
@@ -124,30 +124,6 @@ class Repository:
         opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source,
                                    object_lock)
         return cls._opened(store, opened, key_source, chunk_size, codec, encrypt, object_lock)
-
-    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool,
-                               object_lock: LockSetting | None = None) -> None:
-        if object_lock is not None and object_lock != self.config.object_lock:
-            has = self.config.object_lock
-            now = f"{has.mode.lower()} for {has.days} days" if has else "none"
-            raise UsageError(f"this repository's Object Lock is {now}; --object-lock-days and "
-                             "--object-lock-mode apply only when init or a first create initialises a "
-                             "repository")
-        if encrypt and self._cipher is None:
-            raise UsageError(
-                f"the repository at {self.url} exists and is not encrypted; --encrypt applies only when a "
-                "create initialises a repository"
-            )
-        if chunk_size is not None and chunk_size != self.config.chunk_size:
-            raise UsageError(
-                f"this repository's chunk size is {self.config.chunk_size}; --chunk-size applies "
-                "only when a create initialises a repository"
-            )
-        if codec is not None and codec != self.config.codec:
-            raise UsageError(
-                f"this repository's codec is {self.config.codec}; --codec applies only when a "
-                "create initialises a repository"
-            )
 
     @property
     def url(self) -> str:
