@@ -4,10 +4,18 @@ Config, manifests, objects (packs), keys, locks and request statistics all go th
 :class:`Repository`; the operations (create, restore, diff, prune, check) sit above it and
 never build a storage key or call the store themselves.
 
+Repository itself holds opening (snapshot/repo/config.py reads and writes the config), the
+encryption keys and the sealing of frames; for the rest it delegates, under its own method
+names, to one module each: manifests.py (roots: ids, resolve, cached reads, commit), tables.py
+(chunk tables), objects.py (packs, listings, deletion), condemned_records.py and clock.py (the
+deletion protocol's records and clock), locks.py, metering.py (requests measured and foreseen).
+A rule belongs in one of those, not here: this module only wires them together.
+
 An encrypted repository is opened with a password (a :class:`KeySource`); Repository then
-seals what it writes and opens what it reads (snapshot/format/crypto.py): manifest roots here, frames
-and chunk tables through :meth:`Repository.seal_frame` and :meth:`Repository.read_frame`. The
-operations see plaintext and never know whether a repository is encrypted.
+seals what it writes and opens what it reads (snapshot/format/crypto.py): manifest roots in
+manifests.py, frames and chunk tables through :meth:`Repository.seal_frame` and
+:meth:`Repository.read_frame`. The operations see plaintext and never know whether a repository
+is encrypted.
 """
 
 from __future__ import annotations
