@@ -55,6 +55,34 @@ def check_settings(chunk_size: int | None, codec: str | None, level: int | None)
         check_codec(codec_, level if level is not None else DEFAULT_LEVELS[codec_])
 
 
+def refuse_other_settings(opened: OpenedConfig, url: str, chunk_size: int | None, codec: str | None,
+                          encrypt: bool, object_lock: LockSetting | None = None) -> None:
+    """Refuse settings given for the repository at ``url``, which exists, that differ from its own
+    (they apply only when a repository is initialised)."""
+    has = opened.config
+    if object_lock is not None and object_lock != has.object_lock:
+        lock = has.object_lock
+        now = f"{lock.mode.lower()} for {lock.days} days" if lock else "none"
+        raise UsageError(f"this repository's Object Lock is {now}; --object-lock-days and "
+                         "--object-lock-mode apply only when init or a first create initialises a "
+                         "repository")
+    if encrypt and opened.cipher is None:
+        raise UsageError(
+            f"the repository at {url} exists and is not encrypted; --encrypt applies only when a "
+            "create initialises a repository"
+        )
+    if chunk_size is not None and chunk_size != has.chunk_size:
+        raise UsageError(
+            f"this repository's chunk size is {has.chunk_size}; --chunk-size applies "
+            "only when a create initialises a repository"
+        )
+    if codec is not None and codec != has.codec:
+        raise UsageError(
+            f"this repository's codec is {has.codec}; --codec applies only when a "
+            "create initialises a repository"
+        )
+
+
 def lock_setting(days: int | None, mode: str | None) -> LockSetting | None:
     """``--object-lock-days N [--object-lock-mode M]`` as a setting (None: neither given)."""
     if days is None:

@@ -4,141 +4,50 @@ Config, manifests, objects (packs), keys, locks and request statistics all go th
 :class:`Repository`; the operations (create, restore, diff, prune, check) sit above it and
 never build a storage key or call the store themselves.
 
+Repository itself holds opening (snapshot/repo/config.py reads and writes the config), the
+encryption keys and the sealing of frames; for the rest it delegates, under its own method
+names, to one module each: manifests.py (roots: ids, resolve, cached reads, commit), tables.py
+(chunk tables), objects.py (packs, listings, deletion), condemned_records.py and clock.py (the
+deletion protocol's records and clock), locks.py, metering.py (requests measured and foreseen).
+A rule belongs in one of those, not here: this module only wires them together.
+
 An encrypted repository is opened with a password (a :class:`KeySource`); Repository then
-seals what it writes and opens what it reads (snapshot/format/crypto.py): manifest roots here, frames
-and chunk tables through :meth:`Repository.seal_frame` and :meth:`Repository.read_frame`. The
-operations see plaintext and never know whether a repository is encrypted.
+seals what it writes and opens what it reads (snapshot/format/crypto.py): manifest roots in
+manifests.py, frames and chunk tables through :meth:`Repository.seal_frame` and
+:meth:`Repository.read_frame`. The operations see plaintext and never know whether a repository
+is encrypted.
 """
 
 from __future__ import annotations
 
 import builtins
-import math
 import os
-import secrets
-import threading
 import warnings
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TypeVar
 
-from snapshot.errors import (
-    AccessDeniedError,
-    AlreadyExistsError,
-    IntegrityError,
-    NotFoundError,
-    SnapshotError,
-    UsageError,
-)
+from snapshot.errors import NotFoundError, UsageError
 from snapshot.format import crypto, layout
-from snapshot.format.chunk_tables import parse_table
-from snapshot.format.codecs import decompress
-from snapshot.format.condemned import MAX_RECORD_OBJECTS, Condemned, CondemnedRecord, new_record
-from snapshot.format.hashing import digest
-from snapshot.format.manifest import (
-    Chunk,
-    FileEntry,
-    Frame,
-    LockSetting,
-    Manifest,
-    RepoConfig,
-    dumps,
-    parse_manifest,
-)
-from snapshot.repo import config, selection
+from snapshot.format.condemned import Condemned
+from snapshot.format.manifest import Chunk, FileEntry, Frame, LockSetting, Manifest, RepoConfig
+from snapshot.repo import config, metering
 from snapshot.repo import keys as keyfiles
+from snapshot.repo.clock import CLOCK_SHIFT_ENV as CLOCK_SHIFT_ENV  # re-exported: imported from here
+from snapshot.repo.clock import store_now
+from snapshot.repo.condemned_records import CondemnedRecords
 from snapshot.repo.config import OpenedConfig
 from snapshot.repo.keys import KeyInfo, KeySource
 from snapshot.repo.locks import LockInfo, RepositoryLock, acquire, list_locks, remove_stale_locks
-from snapshot.repo.selection import SnapshotFacts, SnapshotFilter
-from snapshot.storage import ColdClass, ObjectInfo, ObjectKind, Store, StoreOptions, open_store
+from snapshot.repo.manifests import Manifests, ManifestScan
+from snapshot.repo.manifests import SnapshotSummary as SnapshotSummary  # re-exported: imported from here
+from snapshot.repo.metering import Measurement as Measurement  # re-exported: imported from here
+from snapshot.repo.objects import Objects
+from snapshot.repo.objects import checked_read as checked_read  # re-exported: imported from here
+from snapshot.repo.selection import SnapshotFilter
+from snapshot.repo.tables import plan_table_reads, read_chunks, read_table_content, read_tables
+from snapshot.storage import ColdClass, ObjectInfo, Store, StoreOptions, open_store
 from snapshot.util import pausepoints
-
-_FETCHERS = 8
-_CACHED_MANIFESTS = 64
-#: A pack holding the chunk tables of at least this many files of a snapshot is read whole.
-_WHOLE_TABLE_PACK = 8
-#: How many times bytes read with a range that fail their check are read again (checked_read).
-_REREADS = 3
-_T = TypeVar("_T")
-
-
-def checked_read(
-    data: bytes | memoryview, reread: Callable[[], bytes | memoryview],
-    check: Callable[[bytes | memoryview], _T],
-) -> _T:
-    """``check(data)``, where ``data`` was read with a range. S3 sends no checksum with a range,
-    so bytes garbled on the way arrive looking like a damaged pack: when the check raises
-    IntegrityError they are read again (``reread``) and checked again, until a check passes
-    or two reads in a row return the same bytes (those are what is stored: the error stands),
-    at most _REREADS times. Damage costs one read more; a garbled response, a few more."""
-    for _ in range(_REREADS):
-        try:
-            return check(data)
-        except IntegrityError:
-            again = reread()
-            if again == data:
-                raise
-            data = again
-    return check(data)
-
-
-@dataclass(frozen=True)
-class SnapshotSummary:
-    id: str
-    parent: str | None
-    created_at: str
-    tags: tuple[str, ...]
-    message: str
-    source_path: str
-    source_host: str
-    bytes_total: int
-    bytes_new: int
-    collections: dict[str, int]
-    #: Set when the manifest could not be read; the other fields are then empty.
-    error: str | None = None
-
-    @classmethod
-    def unreadable(cls, snapshot_id: str, error: SnapshotError) -> SnapshotSummary:
-        return cls(snapshot_id, None, "", (), "", "", "", 0, 0, {}, str(error))
-
-    @classmethod
-    def of(cls, m: Manifest) -> SnapshotSummary:
-        return cls(
-            id=m.id,
-            parent=m.parent,
-            created_at=m.created_at,
-            tags=m.tags,
-            message=m.message,
-            source_path=m.source_path,
-            source_host=m.source_host,
-            bytes_total=m.totals.bytes,
-            bytes_new=m.totals.bytes_new,
-            collections={c.name: c.records for c in m.collections},
-        )
-
-
-@dataclass
-class Measurement:
-    """Requests and bytes moved while a :meth:`Repository.measure` block ran (filled at exit)."""
-
-    requests: dict[str, int] = field(default_factory=dict)
-    bytes_up: int = 0
-    bytes_down: int = 0
-
-
-@dataclass(frozen=True)
-class ManifestScan:
-    """One key under snapshots/: its id (None for a stray key) and the manifest or why not."""
-
-    key: str
-    id: str | None
-    manifest: Manifest | None
-    error: SnapshotError | None
 
 
 class Repository:
@@ -152,9 +61,9 @@ class Repository:
         self._cipher = access.cipher
         self._key_id = access.key_id
         self._key_source = key_source
-        #: Recently read manifests (bounded: listing thousands of snapshots must not hold them all).
-        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._objects = Objects(store, self._cipher)
+        self._condemned = CondemnedRecords(store, self.now)
+        self._manifests = Manifests(store, self._cipher)
 
     # ------------------------------------------------------------------ opening
 
@@ -197,7 +106,7 @@ class Repository:
     def _opened(cls, store: Store, opened: OpenedConfig, key_source: KeySource | None, chunk_size: int | None,
                 codec: str | None, encrypt: bool, object_lock: LockSetting | None) -> Repository:
         repo = cls(store, opened.config, opened, key_source)
-        repo._refuse_other_settings(chunk_size, codec, encrypt, object_lock)
+        config.refuse_other_settings(opened, store.url, chunk_size, codec, encrypt, object_lock)
         config.use_lock(store, opened.config.object_lock)
         return repo
 
@@ -223,30 +132,6 @@ class Repository:
         opened = config.initialise(store, chunk_size, codec, level, max_chain, encrypt, key_source,
                                    object_lock)
         return cls._opened(store, opened, key_source, chunk_size, codec, encrypt, object_lock)
-
-    def _refuse_other_settings(self, chunk_size: int | None, codec: str | None, encrypt: bool,
-                               object_lock: LockSetting | None = None) -> None:
-        if object_lock is not None and object_lock != self.config.object_lock:
-            has = self.config.object_lock
-            now = f"{has.mode.lower()} for {has.days} days" if has else "none"
-            raise UsageError(f"this repository's Object Lock is {now}; --object-lock-days and "
-                             "--object-lock-mode apply only when init or a first create initialises a "
-                             "repository")
-        if encrypt and self._cipher is None:
-            raise UsageError(
-                f"the repository at {self.url} exists and is not encrypted; --encrypt applies only when a "
-                "create initialises a repository"
-            )
-        if chunk_size is not None and chunk_size != self.config.chunk_size:
-            raise UsageError(
-                f"this repository's chunk size is {self.config.chunk_size}; --chunk-size applies "
-                "only when a create initialises a repository"
-            )
-        if codec is not None and codec != self.config.codec:
-            raise UsageError(
-                f"this repository's codec is {self.config.codec}; --codec applies only when a "
-                "create initialises a repository"
-            )
 
     @property
     def url(self) -> str:
@@ -314,131 +199,56 @@ class Repository:
             return data
         return self._cipher.seal_frame(data, codec, size, hash_, table=table)
 
-    @contextmanager
-    def measure(self) -> Iterator[Measurement]:
+    def measure(self) -> AbstractContextManager[Measurement]:
         """Count the requests and bytes of the block (the figures are set when it ends)."""
-        stats = self.store.stats
-        before, up, down = stats.as_dict(), stats.bytes_up, stats.bytes_down
-        result = Measurement()
-        try:
-            yield result
-        finally:
-            after = stats.as_dict()
-            result.requests = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-            result.bytes_up = stats.bytes_up - up
-            result.bytes_down = stats.bytes_down - down
+        return metering.measure(self.store)
 
     def list_requests(self, keys: int) -> int:
         """The requests one listing of ``keys`` keys takes (S3 pages them; a folder does not)."""
-        page = getattr(self.store, "list_page_size", None)
-        return 1 if not isinstance(page, int) or page <= 0 else max(1, -(-keys // page))
+        return metering.list_requests(self.store, keys)
 
     def put_requests(self, size: int) -> int:
         """The requests writing an object of ``size`` bytes takes (S3 sends big ones in parts)."""
-        count = getattr(self.store, "put_requests", None)
-        return 1 if count is None else int(count(size))
+        return metering.put_requests(self.store, size)
 
     def root_size(self, m: Manifest) -> int:
         """The stored size of ``m``'s root (what reading or writing it moves)."""
-        return len(self._root_bytes(m))
+        return len(self._manifests.root_bytes(m))
 
     # ------------------------------------------------------------------ snapshots
 
     def snapshot_ids(self) -> list[str]:
         """Every snapshot id, oldest first (ids sort by creation time)."""
-        ids = []
-        for info in self.store.list(layout.SNAPSHOTS_PREFIX):
-            sid = layout.snapshot_id_from_key(info.key)
-            if sid is not None:
-                ids.append(sid)
-        return sorted(ids)
+        return self._manifests.ids()
 
     def resolve(self, ref: str, ids: Sequence[str] | None = None,
                 filters: SnapshotFilter | None = None) -> str:
         """An id from ``latest``, a full id or any unique prefix; with ``filters``, among the
         snapshots that pass them (``latest``: the newest that does; a prefix must match
         exactly one that does). See snapshot/repo/selection.py."""
-        ids = list(ids) if ids is not None else self.snapshot_ids()
-        found = selection.candidates(ref, ids)
-        filters = filters or SnapshotFilter()
-        facts = self._facts(found) if filters else (SnapshotFacts(i) for i in found)
-        return selection.choose(ref, facts, filters, self.url)
-
-    def _facts(self, ids: Sequence[str]) -> Iterator[SnapshotFacts]:
-        """The filters' facts of ``ids``, in order, read a few roots at a time (so that the
-        newest match of ``latest`` does not wait for every root)."""
-        for start in range(0, len(ids), _FETCHERS):
-            for m in self.manifests(ids[start : start + _FETCHERS]):
-                yield SnapshotFacts(m.id, m.tags, m.source_host, m.source_path)
-
-    def _parse(self, raw: bytes, snapshot_id: str) -> Manifest:
-        if self._cipher is not None:  # bound to its id: a root renamed or copied in does not open
-            raw = self._cipher.open_root(raw, snapshot_id)
-        m = parse_manifest(raw, f"manifest {snapshot_id}")
-        if m.id != snapshot_id:
-            raise IntegrityError(f"manifest {snapshot_id} claims to be snapshot {m.id}")
-        return m
+        return self._manifests.resolve(ref, ids, filters)
 
     def manifest(self, snapshot_id: str, *, fresh: bool = False) -> Manifest:
         """The parsed, validated manifest of an exact id (cached; ``fresh``: read again, for a
         reader that outlives a prune's rewrite of the root)."""
-        with self._cache_lock:
-            cached = None if fresh else self._manifests.get(snapshot_id)
-            if cached is not None:
-                self._manifests.move_to_end(snapshot_id)
-                return cached
-        try:
-            raw = self.store.get(layout.snapshot_key(snapshot_id))
-        except NotFoundError:
-            raise NotFoundError(f"snapshot {snapshot_id} not found in {self.url}") from None
-        m = self._parse(raw, snapshot_id)
-        self._remember(m)
-        return m
-
-    def _remember(self, m: Manifest) -> None:
-        with self._cache_lock:
-            self._manifests[m.id] = m
-            self._manifests.move_to_end(m.id)
-            while len(self._manifests) > _CACHED_MANIFESTS:
-                self._manifests.popitem(last=False)
+        return self._manifests.get(snapshot_id, fresh=fresh)
 
     def get(self, ref: str, filters: SnapshotFilter | None = None) -> Manifest:
         return self.manifest(self.resolve(ref, filters=filters))
 
     def manifests(self, ids: Sequence[str] | None = None) -> list[Manifest]:
         """The manifests of ``ids`` (default: all), in that order, fetched in parallel."""
-        ids = self.snapshot_ids() if ids is None else ids
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
-            return list(pool.map(self.manifest, ids))
+        return self._manifests.many(ids)
 
     def scan_manifests(self) -> Iterator[ManifestScan]:
         """Every key under snapshots/, oldest first, with its manifest or the error reading it
         (for check and list, which report a broken manifest instead of stopping at it)."""
-        keys = [info.key for info in self.store.list(layout.SNAPSHOTS_PREFIX)]
-
-        def load(key: str) -> ManifestScan:
-            sid = layout.snapshot_id_from_key(key)
-            if sid is None:
-                return ManifestScan(key, None, None, None)
-            try:
-                return ManifestScan(key, sid, self.manifest(sid), None)
-            except SnapshotError as exc:
-                return ManifestScan(key, sid, None, exc)
-
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="manifest") as pool:
-            for start in range(0, len(keys), _CACHED_MANIFESTS):  # a bounded window in flight
-                yield from pool.map(load, keys[start : start + _CACHED_MANIFESTS])
+        return self._manifests.scan()
 
     def list_snapshots(self) -> builtins.list[SnapshotSummary]:
         """Every snapshot's summary, oldest first; one whose manifest cannot be read is listed
         with its error (so that a user can find it to forget it) instead of failing the listing."""
-        out = []
-        for scan in self.scan_manifests():
-            if scan.manifest is not None:
-                out.append(SnapshotSummary.of(scan.manifest))
-            elif scan.id is not None and scan.error is not None:
-                out.append(SnapshotSummary.unreadable(scan.id, scan.error))
-        return out
+        return self._manifests.summaries()
 
     def list(self) -> builtins.list[SnapshotSummary]:
         """Deprecated name of :meth:`list_snapshots` (it shadowed the builtin)."""
@@ -447,151 +257,41 @@ class Repository:
         return self.list_snapshots()
 
     def has_snapshot(self, snapshot_id: str) -> bool:
-        return self.store.exists(layout.snapshot_key(snapshot_id))
+        return self._manifests.exists(snapshot_id)
 
     def save_manifest(self, m: Manifest) -> None:
-        """Commit a snapshot: its manifest, create-only. A retry whose first attempt did land
-        (its response was lost) finds our own bytes there: that is success."""
-        key = layout.snapshot_key(m.id)
-        data = self._root_bytes(m)
-        try:
-            self.store.put(key, data, kind=ObjectKind.ROOT, create_only=True)
-        except AlreadyExistsError as exc:
-            try:
-                ours = self.store.get(key) == data
-            except SnapshotError:
-                ours = False
-            if not ours:  # same 1/65536 s and 16 random bits: vanishingly rare
-                raise SnapshotError(f"snapshot id {m.id} already exists; run create again") from exc
-        self._remember(m)
+        """Commit a snapshot: its manifest, create-only (see :meth:`Manifests.save`)."""
+        self._manifests.save(m)
 
     def replace_manifest(self, m: Manifest) -> None:
-        """Rewrite an existing snapshot's root (repack moved frames it points at). One atomic
-        PUT on S3, a rename locally: a reader sees the old root or the new one, never a mix, and
-        both point only at objects that exist until the last rewritten root has landed."""
-        if not self.store.exists(layout.snapshot_key(m.id)):
-            raise NotFoundError(f"snapshot {m.id} not found in {self.url}")
-        self.store.put(layout.snapshot_key(m.id), self._root_bytes(m), kind=ObjectKind.ROOT)
-        self._remember(m)
-
-    def _root_bytes(self, m: Manifest) -> bytes:
-        return dumps(m) if self._cipher is None else self._cipher.seal_root(dumps(m), m.id)
+        """Rewrite an existing snapshot's root (repack moved frames it points at), atomically:
+        see :meth:`Manifests.replace`."""
+        self._manifests.replace(m)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        self.store.delete(layout.snapshot_key(snapshot_id))
-        with self._cache_lock:
-            self._manifests.pop(snapshot_id, None)
+        self._manifests.delete(snapshot_id)
 
     def chunks(self, m: Manifest, f: FileEntry) -> tuple[Chunk, ...]:
         """The chunks of file ``f`` of snapshot ``m``: inline (format 1) or read from its
         table (format 2: one range read, decoded bounded by its declared size, hash-checked)."""
-        if f.table is None:
-            return f.chunks
-        return checked_read(*self._table_read(m, f, lambda raw: self._parse_table(m, f, raw)))
+        return read_chunks(self, m, f)
 
     def table_content(self, m: Manifest, f: FileEntry) -> bytes:
         """The bytes of file ``f``'s chunk table (format 2), read and checked as :meth:`chunks`
-        reads them, not parsed: a reader that wants a part of a long table at a time parses
-        those lines itself (snapshot/format/chunk_tables.py ``parse_lines``)."""
-        return checked_read(*self._table_read(m, f, lambda raw: self._table_bytes(m, f, raw)))
-
-    def _table_read(
-        self, m: Manifest, f: FileEntry, check: Callable[[bytes | memoryview], _T]
-    ) -> tuple[bytes, Callable[[], bytes], Callable[[bytes | memoryview], _T]]:
-        assert f.table is not None
-        frame = f.table.frame()
-
-        def read() -> bytes:
-            try:
-                return self.read_range(frame.object, frame.offset, frame.length)
-            except SnapshotError as exc:
-                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-
-        def parse(raw: bytes | memoryview) -> _T:
-            try:
-                opened = self.read_frame(frame, table=True, fetched=raw)
-            except SnapshotError as exc:
-                raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-            return check(opened)
-
-        return read(), read, parse
+        reads them, not parsed (snapshot/format/chunk_tables.py ``parse_lines`` parses them)."""
+        return read_table_content(self, m, f)
 
     def tables(
         self, m: Manifest, files: Sequence[FileEntry] | None = None
     ) -> Iterator[tuple[FileEntry, tuple[Chunk, ...]]]:
-        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order. A pack holding
-        the tables of many of them is read whole, once (a DB with 500 collections has 2,000
-        files: 2,000 range reads, on S3 as many requests, become one or two), and at most two
-        such packs are held at a time."""
-        files = m.files if files is None else files
-        uses = Counter(f.table.object for f in files if f.table is not None)
-        packs: OrderedDict[str, bytes] = OrderedDict()
-        damaged: set[str] = set()
-        for f in files:
-            ref = f.table
-            if ref is None or uses[ref.object] < _WHOLE_TABLE_PACK or ref.object in damaged:
-                yield f, self.chunks(m, f)
-                continue
-            pack = packs.get(ref.object)
-            if pack is None:
-                try:
-                    pack = packs[ref.object] = self.read_object(ref.object)
-                except IntegrityError:  # damaged elsewhere, maybe: read this snapshot's tables alone
-                    damaged.add(ref.object)
-                    yield f, self.chunks(m, f)
-                    continue
-                except SnapshotError as exc:
-                    raise type(exc)(f"snapshot {m.id}: chunk table of {f.path}: {exc}") from exc
-                while len(packs) > 2:
-                    packs.popitem(last=False)
-            if ref.offset + ref.length > len(pack):
-                raise IntegrityError(f"snapshot {m.id}: chunk table of {f.path}: object {ref.object} is "
-                                     f"shorter than its frame at {ref.offset}+{ref.length}")
-            raw: bytes | memoryview = pack[ref.offset : ref.offset + ref.length]
-            if self._cipher is not None:
-                raw = self._cipher.open_frame(bytes(raw), ref.frame(), f"object {ref.object} at offset "
-                                              f"{ref.offset}", table=True)
-            yield f, self._parse_table(m, f, raw)
+        """Each of ``files`` (default: all of ``m``'s) with its chunks, in order, a pack holding
+        many of their tables read whole: see :func:`snapshot.repo.tables.read_tables`."""
+        return read_tables(self, m, files)
 
     def table_reads(self, files: Sequence[FileEntry]) -> builtins.list[tuple[str, int]]:
         """The requests :meth:`tables` makes for ``files`` when nothing fails, as (kind, bytes):
-        a "get" per pack it reads whole (its size taken as the end of the last of these tables
-        in it: a pack holding tables of other snapshots too is bigger), a "get_range" per table
-        read alone."""
-        uses = Counter(f.table.object for f in files if f.table is not None)
-        ends: dict[str, int] = {}
-        for f in files:
-            if f.table is not None:
-                ends[f.table.object] = max(ends.get(f.table.object, 0), f.table.offset + f.table.length)
-        held: OrderedDict[str, None] = OrderedDict()
-        out = []
-        for f in files:
-            ref = f.table
-            if ref is None:
-                continue
-            if uses[ref.object] < _WHOLE_TABLE_PACK:
-                out.append(("get_range", ref.length))
-            elif ref.object not in held:
-                held[ref.object] = None
-                out.append(("get", ends[ref.object]))
-                while len(held) > 2:
-                    held.popitem(last=False)
-        return out
-
-    def _parse_table(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> tuple[Chunk, ...]:
-        return parse_table(self._table_bytes(m, f, raw), f, m.chunk_size, f"snapshot {m.id}")
-
-    def _table_bytes(self, m: Manifest, f: FileEntry, raw: bytes | memoryview) -> bytes:
-        assert f.table is not None
-        ref = f.table
-        what = f"snapshot {m.id}: chunk table of {f.path} (object {ref.object})"
-        try:
-            content = decompress(raw, ref.codec, ref.size)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{what}: {exc}") from exc
-        if digest(content) != ref.hash:
-            raise IntegrityError(f"{what} does not match its hash")
-        return content
+        see :func:`snapshot.repo.tables.plan_table_reads`."""
+        return plan_table_reads(files)
 
     # ------------------------------------------------------------------ locks
 
@@ -612,61 +312,31 @@ class Repository:
         """The store's clock (the one that stamps listed mtimes), in seconds since the epoch,
         moved by ``CHROMA_SNAPSHOT_CLOCK_SHIFT`` seconds where that is set (benchmarks that
         simulate nights, tests that let days pass)."""
-        return self.store.now() + _clock_shift()
+        return store_now(self.store)
 
     def condemned(self) -> Condemned:
         """Every condemned object and when (see snapshot/format/condemned.py); one listing plus one
         small read per record (a prune leaves one record behind)."""
-        records: builtins.list[CondemnedRecord] = []
-        bad: builtins.list[str] = []
-        for info in self.store.list(layout.CONDEMNED_PREFIX):
-            rid = layout.condemned_id_from_key(info.key)
-            if rid is None:
-                continue
-            try:
-                records.append(CondemnedRecord.from_json(self.store.get(info.key), rid))
-            except NotFoundError:
-                continue  # a concurrent prune replaced it
-            except IntegrityError:
-                bad.append(rid)
-        return Condemned.merge(records, bad)
+        return self._condemned.read()
 
     def condemn(self, objects: Mapping[str, float], *, delete_after: float) -> builtins.list[str]:
         """Record ``objects`` (id -> when) as condemned, in new create-only record objects."""
-        written = []
-        items = sorted(objects.items())
-        for start in range(0, len(items), MAX_RECORD_OBJECTS):
-            rid = secrets.token_hex(16)
-            rec = new_record(rid, dict(items[start:start + MAX_RECORD_OBJECTS]), now=self.now(),
-                             delete_after=delete_after)
-            self.store.put(layout.condemned_key(rid), rec.to_json(), kind=ObjectKind.CONDEMNED,
-                           create_only=True)
-            written.append(rid)
-        return written
+        return self._condemned.condemn(objects, delete_after=delete_after)
 
     def replace_condemned(self, remaining: Mapping[str, float], old: Iterable[str], *,
                           delete_after: float) -> None:
         """The records ``old`` are replaced by one holding ``remaining``: the new one is written
         first, so an interruption leaves a duplicate (harmless), never a pack uncondemned."""
-        self.condemn(remaining, delete_after=delete_after)
-        for rid in old:
-            self.store.delete(layout.condemned_key(rid))
-            pausepoints.point("repository.condemned-record-deleted")
+        self._condemned.replace(remaining, old, delete_after=delete_after)
 
     # ------------------------------------------------------------------ objects
 
     def put_object(self, object_id: str, data: bytes | bytearray) -> None:
-        self.store.put(layout.object_key(object_id), data, kind=ObjectKind.PACK)
+        self._objects.put(object_id, data)
 
     def read_object(self, object_id: str) -> bytes:
         """A whole pack, checked against its name (the xxh3-128 of its bytes)."""
-        try:
-            data = self.store.get(layout.object_key(object_id))
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
-        if digest(data) != object_id:
-            raise IntegrityError(f"object {object_id} does not match its name (damaged)")
-        return data
+        return self._objects.read(object_id)
 
     @property
     def cold_class(self) -> ColdClass | None:
@@ -683,96 +353,37 @@ class Repository:
 
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         """Stored bytes of a pack, as they are (several frames at once: see ChunkReader)."""
-        try:
-            return self.store.get_range(layout.object_key(object_id), offset, length)
-        except NotFoundError as exc:
-            raise NotFoundError(f"object {object_id} is missing from the repository") from exc
+        return self._objects.read_range(object_id, offset, length)
 
     def read_frame(
         self, frame: Frame, *, table: bool = False, scratch: bytearray | None = None,
         fetched: bytes | memoryview | None = None,
     ) -> bytes | memoryview:
-        """The compressed bytes of one frame (a data frame, or with ``table`` a chunk table): a
-        range read of its pack, opened (authenticated) in an encrypted repository; given a
-        ``scratch`` buffer, opened into it (a view valid until the buffer's next use).
-        ``fetched``: the frame's stored bytes, already read with others of its pack."""
-        raw = self.read_range(frame.object, frame.offset, frame.length) if fetched is None else fetched
-        if self._cipher is None:
-            return raw
-        what = f"object {frame.object} at offset {frame.offset}"
-        return self._cipher.open_frame(raw, frame, what, table=table, scratch=scratch)
+        """The compressed bytes of one frame, opened in an encrypted repository: see
+        :meth:`snapshot.repo.objects.Objects.read_frame`."""
+        return self._objects.read_frame(frame, table=table, scratch=scratch, fetched=fetched)
 
     def list_objects(self) -> Iterator[tuple[str | None, ObjectInfo]]:
         """(object id, listing) for every key under data/; the id is None for a stray key."""
-        for info in self.store.list(layout.DATA_PREFIX):
-            yield layout.object_id_from_key(info.key), info
+        return self._objects.listing()
 
     def inventory(self) -> Iterator[tuple[str, str | None, ObjectInfo]]:
-        """Every object of the repository as (kind, id, listing), one listing per kind: kind is
-        config, snapshots, data, keys, locks or condemned; the id is None for a stray key (and
-        for the config). Keys outside these (others' objects in a shared prefix) are not listed."""
-        for kind, prefix, parse in _INVENTORY:
-            for info in self.store.list(prefix):
-                if kind != "config" or info.key == layout.CONFIG_KEY:
-                    yield kind, parse(info.key), info
+        """Every object of the repository as (kind, id, listing), one listing per kind: see
+        :meth:`snapshot.repo.objects.Objects.inventory`."""
+        return self._objects.inventory()
 
     def listed(self, kind: str) -> builtins.list[ObjectInfo]:
         """The objects of one kind of :meth:`inventory` (one listing; stray keys included)."""
-        for name, prefix, _parse in _INVENTORY:
-            if name == kind:
-                return builtins.list(self.store.list(prefix))
-        raise ValueError(f"no kind of object {kind!r}")
+        return self._objects.listed(kind)
 
     def check_deletes_allowed(self, command: str) -> None:
-        """Raise :class:`AccessDeniedError` (naming the action) unless the credentials may delete
-        snapshots, packs and condemned records: asked of the store by deleting keys that never
-        exist, before ``command`` changes anything (backup credentials may not delete)."""
-        for key in layout.DELETE_PROBE_KEYS:
-            try:
-                self.store.delete(key)
-            except AccessDeniedError as exc:
-                raise AccessDeniedError(f"{command} needs to delete objects and may not: {exc}") from None
+        """Raise :class:`AccessDeniedError` unless the credentials may delete, before ``command``
+        changes anything: see :meth:`snapshot.repo.objects.Objects.check_deletes_allowed`."""
+        self._objects.check_deletes_allowed(command)
 
     def missing_objects(self, object_ids: Iterable[str]) -> set[str]:
         """Which of ``object_ids`` the repository does not hold (one listing)."""
-        wanted = set(object_ids)
-        if not wanted:
-            return set()
-        present = {oid for oid, _ in self.list_objects() if oid is not None}
-        return wanted - present
+        return self._objects.missing(object_ids)
 
     def delete_objects(self, object_ids: Iterable[str]) -> None:
-        keys = [layout.object_key(oid) for oid in object_ids]
-
-        def delete(key: str) -> None:
-            self.store.delete(key)
-            pausepoints.point("repository.object-deleted")
-
-        with ThreadPoolExecutor(max_workers=_FETCHERS, thread_name_prefix="delete") as pool:
-            list(pool.map(delete, keys))
-
-
-#: The kinds of objects :meth:`Repository.inventory` lists: kind, key prefix, key -> id.
-_INVENTORY: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
-    ("config", layout.CONFIG_KEY, lambda key: None),
-    ("snapshots", layout.SNAPSHOTS_PREFIX, layout.snapshot_id_from_key),
-    ("data", layout.DATA_PREFIX, layout.object_id_from_key),
-    ("keys", layout.KEYS_PREFIX, layout.key_id_from_key),
-    ("locks", layout.LOCKS_PREFIX, layout.lock_id_from_key),
-    ("condemned", layout.CONDEMNED_PREFIX, layout.condemned_id_from_key),
-)
-
-CLOCK_SHIFT_ENV = "CHROMA_SNAPSHOT_CLOCK_SHIFT"
-
-
-def _clock_shift() -> float:
-    raw = os.environ.get(CLOCK_SHIFT_ENV)
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise UsageError(f"{CLOCK_SHIFT_ENV} must be a number of seconds, not {raw!r}")
-    return value
+        self._objects.delete(object_ids)
