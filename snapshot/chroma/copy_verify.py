@@ -4,13 +4,24 @@ counts being equal, the id sets are then equal); a sample of records equal field
 (embedding as float32 bit for bit, document, metadata, uri; in cosine space chromadb 1.5 gives a
 vector back rescaled from its normalised form, up to 1 unit in the last place off what was sent,
 so there each component may differ by COSINE_ULPS); each sampled embedding's nearest
-neighbour in the target is itself; the collection's metadata and index configuration equal.
+neighbour in the target is itself about as often as in the source's own index; the collection's
+metadata and index configuration equal.
+
+HNSW is approximate: on hard data (high-dimensional embeddings with little structure) an index
+built by chromadb with its default settings does not return a record among the ten nearest to
+its own embedding for a share of its records (measured: 316 of 2,000 for 200,000 random
+384-dimensional unit vectors, in the snapshot's own index). So the sample is queried in both
+indexes, and the copy fails only when its own misses are more than :func:`allowed_misses`: twice
+the source's, plus four standard deviations of the difference of two such counts (at least
+MISS_FLOOR). Two graphs of the same records differ (insertion order, threads) but miss alike;
+a damaged or unbuilt index misses most.
 
 Memory is bounded by a batch of ids and the sample, never the collection.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +29,11 @@ from typing import Any
 import numpy as np
 
 SAMPLE = 1000
-#: Top results a sampled embedding's own record must be among.
+#: Top results a sampled embedding's own record is looked for among.
 NEIGHBOURS = 10
-#: Share of the sample whose own record may rank below an equally near one's or, HNSW being
-#: approximate, below a nearer one inside the top NEIGHBOURS (a damaged index misses most).
-MISS_SHARE = 0.005
+#: Misses (a record not first among its embedding's NEIGHBOURS nearest, nor tied with the
+#: first) the copy's index may always have beyond twice the source's.
+MISS_FLOOR = 5
 #: Configuration fields that must be equal (num_threads and batch_size are the host's choice).
 HNSW_FIELDS = ("space", "ef_construction", "ef_search", "max_neighbors", "resize_factor", "sync_threshold")
 ALL = ["embeddings", "documents", "metadatas", "uris"]
@@ -37,7 +48,10 @@ class CopyMismatch(Exception):
 @dataclass(frozen=True)
 class Checked:
     sampled: int
+    #: Sampled embeddings whose own record the copy's index does not return first.
     neighbour_misses: int
+    #: The same in the source's own index (the snapshot's, as it was restored).
+    source_misses: int = 0
 
 
 def sample_positions(n: int, k: int) -> list[int]:
@@ -67,13 +81,23 @@ def verify(src: Any, dst: Any, n: int, batch: int, sample: int = SAMPLE,
             wanted.append(ids[picks[at] - offset])
             at += 1
         tick(len(ids))
-    misses = 0
+    misses = source_misses = 0
     ulps = COSINE_ULPS if space(src) == "cosine" else 0
     for start in range(0, len(wanted), batch):
-        misses += _compare(src, dst, wanted[start:start + batch], n, ulps)
-    if misses > int(len(wanted) * MISS_SHARE):
-        raise CopyMismatch(f"{misses} of {len(wanted)} sampled embeddings do not find their own record first")
-    return Checked(len(wanted), misses)
+        theirs, mine = _compare(src, dst, wanted[start:start + batch], n, ulps)
+        misses, source_misses = misses + theirs, source_misses + mine
+    if misses > allowed_misses(source_misses):
+        raise CopyMismatch(f"{misses} of {len(wanted)} sampled embeddings do not find their own record first "
+                           f"in the copy's index, against {source_misses} in the source's: its index is "
+                           "not searchable as the source's is")
+    return Checked(len(wanted), misses, source_misses)
+
+
+def allowed_misses(source_misses: int) -> int:
+    """The most self-query misses a copy's index may have when the source's has ``source_misses``
+    on the same sample: twice as many, plus four standard deviations of the difference of two
+    counts of that size (about sqrt(2 x source_misses) each), at least MISS_FLOOR."""
+    return 2 * source_misses + max(MISS_FLOOR, math.ceil(4 * math.sqrt(2 * source_misses)))
 
 
 def same_settings(src: Any, dst: Any) -> None:
@@ -119,10 +143,11 @@ def _rows(result: Any) -> dict[str, tuple[bytes, Any, Any, Any]]:
     return out
 
 
-def _compare(src: Any, dst: Any, ids: list[str], n: int, ulps: int) -> int:
-    """Compare the records ``ids`` field by field; query each embedding; the misses."""
+def _compare(src: Any, dst: Any, ids: list[str], n: int, ulps: int) -> tuple[int, int]:
+    """Compare the records ``ids`` field by field; query each embedding in both indexes; the
+    misses (the copy's, the source's)."""
     if not ids:
-        return 0
+        return 0, 0
     want, have = _rows(src.get(ids=ids, include=ALL)), _rows(dst.get(ids=ids, include=ALL))
     for rid in ids:
         if rid not in have:
@@ -133,14 +158,18 @@ def _compare(src: Any, dst: Any, ids: list[str], n: int, ulps: int) -> int:
             if a != b:
                 raise CopyMismatch(f"record {rid!r}: its {field} differs from the source's")
     vectors = [np.frombuffer(want[rid][0], dtype=np.float32) for rid in ids]
-    res = dst.query(query_embeddings=vectors, n_results=min(NEIGHBOURS, n), include=["distances"])
+    return _self_misses(dst, ids, vectors, n), _self_misses(src, ids, vectors, n)
+
+
+def _self_misses(col: Any, ids: list[str], vectors: list[Any], n: int) -> int:
+    """Of ``ids``, those whose embedding (``vectors``) does not return its own record first in
+    ``col``'s index (an equally near record first is a tie, not a miss)."""
+    res = col.query(query_embeddings=vectors, n_results=min(NEIGHBOURS, n), include=["distances"])
     misses = 0
     for rid, found, dists in zip(ids, res["ids"], res["distances"] or [[]] * len(ids), strict=True):
         if found and found[0] == rid:
             continue
-        if rid not in found:
-            raise CopyMismatch(f"record {rid!r}: its embedding does not find it among the nearest "
-                               f"{len(found)}")
-        if dists[found.index(rid)] > dists[0]:
-            misses += 1  # an equally near record first is a tie, not a miss
+        if rid in found and dists and dists[found.index(rid)] <= dists[0]:
+            continue
+        misses += 1
     return misses

@@ -85,7 +85,10 @@ class ChromaTarget:
 class CollectionCopy:
     """One collection copied and verified. ``records_sent``: records this run sent (a resumed
     run skips the ``resumed_at`` records the target had confirmed before); ``sampled``: records
-    compared field by field; ``replaced``: an older collection of that name was dropped."""
+    compared field by field; ``neighbour_misses``: sampled embeddings whose own record the copy's
+    index does not return first, ``source_neighbour_misses``: the same in the source's own index
+    (HNSW is approximate: the copy fails when it misses clearly more, snapshot/chroma/copy_verify.py);
+    ``replaced``: an older collection of that name was dropped."""
 
     source: str
     name: str
@@ -96,6 +99,7 @@ class CollectionCopy:
     sampled: int
     neighbour_misses: int
     replaced: bool
+    source_neighbour_misses: int = 0
 
 
 def check_target(target: ChromaTarget) -> None:

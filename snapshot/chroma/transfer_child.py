@@ -297,7 +297,8 @@ def copy_one(client: Any, source: Any, name: str, req: dict[str, Any], out: Out)
     journal.remove()
     return {"source": name, "name": final, "records": n, "records_sent": sent, "resumed_at": resumed,
             "batch_size": batch, "sampled": checked.sampled if checked else 0,
-            "neighbour_misses": checked.neighbour_misses if checked else 0, "replaced": replaced}
+            "neighbour_misses": checked.neighbour_misses if checked else 0, "replaced": replaced,
+            "source_neighbour_misses": checked.source_misses if checked else 0}
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
