@@ -36,7 +36,8 @@ class Col:
             include: list[str] | None = None) -> dict[str, Any]:
         chosen = ids if ids is not None else self.ids[offset:offset + (limit or len(self.ids))]
         return {"ids": chosen, "embeddings": [self.vec[i] for i in chosen],
-                "documents": [f"d {i}" for i in chosen], "metadatas": [{"i": i} for i in chosen], "uris": [None for _ in chosen]}
+                "documents": [f"d {i}" for i in chosen], "metadatas": [{"i": i} for i in chosen],
+                "uris": [None for _ in chosen]}
 
     def query(self, query_embeddings: list[Any], n_results: int, include: list[str]) -> dict[str, Any]:
         ids, dists = [], []
