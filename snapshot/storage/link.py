@@ -26,7 +26,7 @@ flight says nothing of the width (the caller had no more work) and is not judged
 answered after more than :data:`SPIKE` times the latency is left out of its window's aggregate.
 
 The width stays within [:data:`LOW`, :data:`HIGH`] and within the memory budget: the bytes held
-ahead (width x a typical request of recent ones) at most :data:`BUDGET`. It starts from the
+ahead (width x the mean size of recent requests) at most :data:`BUDGET`. It starts from the
 fixed counts used before; it goes below them only where the link's cap was measured and a
 window at the fewer requests carried it.
 """
@@ -232,7 +232,9 @@ class Gauge:
         return statistics.median(rates) if rates else None
 
     def _typical(self) -> int:
-        return int(statistics.median(s.nbytes for s in self._recent)) if self._recent else 0
+        """The bytes of a request, on average: what each of ``width`` requests holds (a few big
+        ranges among many small reads weigh as they do in memory)."""
+        return int(statistics.fmean(s.nbytes for s in self._recent)) if self._recent else 0
 
     def _ceiling(self) -> int:
         typical = self._typical()
