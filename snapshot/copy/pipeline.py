@@ -65,6 +65,7 @@ from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Ma
 from snapshot.repo.basecache import default_root
 from snapshot.repo.commit import check_condemned, check_present
 from snapshot.repo.journal import TABLE, CopyJournal
+from snapshot.repo.links import read_ahead
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.packs import (
     DELTA_FRAMES,
@@ -84,7 +85,6 @@ from snapshot.util.progress import NullReporter, Reporter
 #: are read with one request), and how many such groups are in flight.
 _GROUP = 16
 _GROUPS_AHEAD = 2
-_REMOTE_READERS = 8
 
 #: What a source chunk becomes: (stored bytes, codec, size, content hash, lane, base note).
 _Out = list[tuple[bytes | bytearray, str, int, str, str, str | None]]
@@ -378,8 +378,8 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
     resumed = index_resumed(known, journal, dest, seen)
     predicted = None
     workers = max(2, os.cpu_count() or 2)
-    ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range") \
-        if source.local_root is None or dest.local_root is None else None
+    # the source's link sets the width when it is remote (a copy reads it most), else the destination's
+    ahead = read_ahead(source if source.local_root is None else dest)
     out: list[SnapshotCopy] = []
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:

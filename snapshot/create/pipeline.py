@@ -47,6 +47,7 @@ from snapshot.format.manifest import (
 from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.commit import RECHECK_AFTER, check_condemned, check_present
 from snapshot.repo.journal import NOTHING, Journal, Resume
+from snapshot.repo.links import LinkReport, watch
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Measurement, Repository
@@ -88,6 +89,9 @@ class CreateResult:
     bytes_resumed: int = 0
     #: With ``CreateOptions.predict``: what was predicted once the source was captured.
     predicted: Prediction | None = None
+    #: To a remote store: the uploads in flight at most and at the end, the latency and rates
+    #: measured (snapshot/storage/link.py); None to a folder.
+    link: LinkReport | None = None
 
 
 def pick_parent(repo: Repository, source: Path, ref: str | None) -> Manifest | None:
@@ -298,6 +302,7 @@ def create_snapshot(
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_root()
     cache = BaseCache(cache_root, repo.config.id, source) if opts.use_cache and not opts.in_place else None
     journal = Journal(cache_root, repo.config.id, source, repo.config.codec)  # also with --no-cache
+    link = watch(repo, "up")
     with repo.measure() as moved, repo.lock(SHARED, "create", wait=opts.wait or 0.0) as lock:
         ids = repo.snapshot_ids()
         parent_m, roots_read = choose_parent(repo, source, opts.parent, ids)
@@ -320,7 +325,8 @@ def create_snapshot(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             reporter.done()
-    return replace(_result(manifest, cap, builder, verification, moved, started), predicted=job.predicted)
+    return replace(_result(manifest, cap, builder, verification, moved, started), predicted=job.predicted,
+                   link=link.report())
 
 
 def _result(manifest: Manifest, cap: Capture, builder: Builder, verification: Verification,

@@ -23,15 +23,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from snapshot.errors import IntegrityError, SnapshotError
 from snapshot.format.codecs import decompress
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, Frame
+from snapshot.repo.links import uploads_gauge
 from snapshot.repo.repository import Repository, checked_read
+from snapshot.storage.link import HIGH
 from snapshot.util import pausepoints
+from snapshot.util.gate import GatedExecutor
 
 DEFAULT_PACK_SIZE = 16 << 20
 #: The smallest pack size :func:`pack_size_for` picks.
@@ -62,9 +65,10 @@ class PendingFrame:
 #: starts: whoever reads that record checks that the pack landed (a PUT lands whole or not at all).
 SealHook = Callable[[str, int, Sequence[tuple[PendingFrame, str | None]]], None]
 
-#: Packs uploaded at once to a folder, and to a remote store: there each upload waits a round
-#: trip and one connection moves only a share of the link, so more run at once (each holds a
-#: pack in memory until it is stored).
+#: Packs uploaded at once to a folder, and to a remote store without a link gauge: there each
+#: upload waits a round trip and one connection moves only a share of the link, so more run at
+#: once (each holds a pack in memory until it is stored). A remote store's gauge says how many
+#: (snapshot/storage/link.py: from 4, as many as the uplink carries, within its memory budget).
 _LOCAL_UPLOADS = 2
 _REMOTE_UPLOADS = 4
 
@@ -77,8 +81,12 @@ class PackWriter:
         self, repo: Repository, pack_size: int = DEFAULT_PACK_SIZE, uploads: int | None = None,
         on_sealed: SealHook | None = None,
     ) -> None:
+        gauge = uploads_gauge(repo) if uploads is None else None
         if uploads is None:
             uploads = _LOCAL_UPLOADS if repo.local_root is not None else _REMOTE_UPLOADS
+        fixed = uploads
+        #: Uploads at once, now (the gauge's width, or the fixed count).
+        self._width: Callable[[], int] = (lambda: gauge.width) if gauge is not None else (lambda: fixed)
         self.repo = repo
         self.pack_size = pack_size
         #: lane -> (its pack's number, the pack's bytes so far)
@@ -88,9 +96,13 @@ class PackWriter:
         self._on_sealed = on_sealed
         #: pack number -> its frames and their notes (only with ``on_sealed``)
         self._notes: dict[int, list[tuple[PendingFrame, str | None]]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload")
+        self._pool: Executor = (
+            GatedExecutor(self._width, HIGH, thread_name_prefix="upload") if gauge is not None
+            else ThreadPoolExecutor(max_workers=uploads, thread_name_prefix="upload"))
         self._inflight: list[Future[None]] = []
-        self._slots = threading.Semaphore(uploads + 1)
+        #: Packs sealed and not yet stored: at most one more than uploads at once.
+        self._held = 0
+        self._stored = threading.Condition()
         self.objects_uploaded = 0
         self.bytes_uploaded = 0
         self._lock = threading.Lock()
@@ -121,7 +133,9 @@ class PackWriter:
             return
         oid = digest(data)
         self._ids[no] = oid
-        self._slots.acquire()  # bounds packs held in memory while uploading
+        with self._stored:  # bounds packs held in memory while uploading
+            self._stored.wait_for(lambda: self._held <= self._width())
+            self._held += 1
         notes = self._notes.pop(no, [])
         if self._on_sealed is not None:
             self._on_sealed(oid, len(data), notes)
@@ -138,7 +152,9 @@ class PackWriter:
                 self.bytes_uploaded += len(data)
             pausepoints.point("create.pack-uploaded")
         finally:
-            self._slots.release()
+            with self._stored:
+                self._held -= 1
+                self._stored.notify_all()
 
     def _raise_failed(self) -> None:
         for f in [f for f in self._inflight if f.done()]:
@@ -210,6 +226,8 @@ class Span:
     lock: threading.Lock = field(default_factory=threading.Lock)
     data: bytes | None = None
     released: bool = False
+    #: Its read by the read-ahead pool, once handed to it.
+    ahead: Future[None] | None = None
 
 
 class ChunkReader:
@@ -243,7 +261,7 @@ class ChunkReader:
                 self._spans.setdefault(sp.object, []).append(sp)
         if self._read_ahead is not None:
             for sp in spans:
-                self._read_ahead.submit(self._load_ahead, sp)
+                sp.ahead = self._read_ahead.submit(self._load_ahead, sp)
         return spans
 
     def _load(self, span: Span) -> bytes:
@@ -281,6 +299,11 @@ class ChunkReader:
                          if sp.start <= frame.offset and frame.offset + frame.length <= sp.end), None)
         if span is None:
             return None
+        if span.ahead is not None:
+            # Read by the pool, in the planned order and only as many at once as the link
+            # carries (a reader reading ahead of its turn would add to them); if that read
+            # failed, or was cancelled, the reader reads the range itself below.
+            wait([span.ahead])
         at = frame.offset - span.start
         return memoryview(self._load(span))[at : at + frame.length]
 

@@ -21,6 +21,7 @@ from snapshot.errors import IntegrityError, SnapshotError, naming_full_disk
 from snapshot.format.chunking import read_verified
 from snapshot.format.hashing import FileHasher
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest
+from snapshot.repo.links import ahead_bytes, read_ahead
 from snapshot.repo.packs import ChunkReader, Span, read_ranges
 from snapshot.repo.repository import Repository
 from snapshot.restore.local import Local, LocalChunk, Staged, index_local_file
@@ -30,7 +31,8 @@ from snapshot.util.progress import Reporter
 
 #: Files of one chunk written at once by the small-file workers (each holds one chunk).
 _SMALL_WINDOW = 64
-#: Chunk readers for a remote store (each mostly waits for its response).
+#: Chunk readers for a remote store (each mostly waits for its range, read ahead by a pool as
+#: wide as the link carries: snapshot/repo/links.py).
 _REMOTE_READERS = 8
 #: Frames of files of one chunk read ahead together from a remote store (see materialise).
 _GROUP_BYTES = 32 << 20
@@ -44,7 +46,8 @@ _PLAN_BYTES = 16 << 20
 #: does not compress held before): several range readers have a range in flight however well
 #: the file compresses. (Counting chunks instead, 16 ahead, left a file that compresses 3:1
 #: with one to three ranges in flight, and its restore at a fraction of the link; 32 MiB ahead
-#: raised a 200k restore's peak RSS by 15-40 MiB, 16 by at most 16.)
+#: raised a 200k restore's peak RSS by 15-40 MiB, 16 by at most 16.) More when the link's
+#: gauge keeps more ranges in flight than that holds (up to its budget, 64 MiB).
 _AHEAD_BYTES = 16 << 20
 _WINDOW = 8
 #: A restored file's data is handed to the OS's writeback every this many bytes (see
@@ -70,10 +73,13 @@ def first_missing_frame(chunk: Chunk, local: dict[str, LocalChunk]) -> int:
 class Fetcher:
     """Gets chunk contents: from the target when it holds them, else from the repository."""
 
-    def __init__(self, reader: ChunkReader, ahead: int = 0) -> None:
+    def __init__(self, reader: ChunkReader, ahead: int = 0,
+                 ahead_bytes: Callable[[], int] = lambda: _AHEAD_BYTES) -> None:
         self.reader = reader
         #: Chunks of a file whose frames are planned together (ChunkReader.prefetch; 0: off).
         self.ahead = ahead
+        #: The bytes of planned ranges a file's writer keeps ahead of it.
+        self.ahead_bytes = ahead_bytes
         self.reused = self.fetched = self.bytes_reused = 0
         #: Chunks taken from the leftovers of killed restores (not counted as reused).
         self.resumed = self.bytes_resumed = 0
@@ -248,10 +254,11 @@ def _write_file(
 
         plan_at = 0  # the chunks before it are planned
         for i, chunk in enumerate(chunks):
-            # Plans are made while those before are still being read (up to _AHEAD_BYTES): the
-            # reads of the next chunks are under way while these are decoded and written.
+            # Plans are made while those before are still being read (up to _AHEAD_BYTES, or
+            # what keeps the link's width busy): the reads of the next chunks are under way
+            # while these are decoded and written.
             while pool is not None and fetcher.ahead and plan_at < len(chunks) and (
-                plan_at <= i or held < _AHEAD_BYTES
+                plan_at <= i or held < fetcher.ahead_bytes()
             ):
                 upcoming = _upcoming(chunks, plan_at, local, fetcher.ahead)
                 plan_at += len(upcoming)
@@ -320,12 +327,13 @@ def materialise(
                             staged, tables)
     # From a remote store, the ranges planned are read as soon as they are planned, several at
     # once: each request waits a round trip, and one connection moves a share of the link.
-    ahead = ThreadPoolExecutor(max_workers=_REMOTE_READERS, thread_name_prefix="range")
+    ahead = read_ahead(repo)
     try:
-        return _materialise(repo, m, root, target, reporter, written, order,
-                            Fetcher(ChunkReader(repo, ahead), _AHEAD), staged, tables)
+        fetcher = Fetcher(ChunkReader(repo, ahead), _AHEAD, lambda: ahead_bytes(repo, _AHEAD_BYTES))
+        return _materialise(repo, m, root, target, reporter, written, order, fetcher, staged, tables)
     finally:
-        ahead.shutdown(wait=True, cancel_futures=True)
+        if ahead is not None:
+            ahead.shutdown(wait=True, cancel_futures=True)
 
 
 def sources(target: Path, staged: Staged, f: FileEntry, chunks: Sequence[Chunk],

@@ -40,6 +40,7 @@ from snapshot.errors import ArchivedError, ChromaCheckError, UsageError
 from snapshot.format.manifest import Chunk, Manifest, check_rel_path
 from snapshot.repo.archive import require_snapshot_readable
 from snapshot.repo.basecache import default_root
+from snapshot.repo.links import LinkReport, watch
 from snapshot.repo.prediction import Prediction
 from snapshot.repo.repository import Repository
 from snapshot.restore.local import Local, Staged, claim_leftovers, index_local_file, leftovers, staging_dir
@@ -112,6 +113,9 @@ class RestoreResult:
     predicted: Prediction | None = None
     #: Every byte read from the repository (``bytes_downloaded`` and the chunk tables).
     bytes_down: int = 0
+    #: From a remote store: the reads in flight at most and at the end, the latency and rates
+    #: measured (snapshot/storage/link.py); None from a folder.
+    link: LinkReport | None = None
 
 
 def summarise(m: Manifest, files: Iterable[tuple[Sequence[Chunk], Local]], *,
@@ -258,6 +262,7 @@ def execute_restore(
     predicted: Prediction | None = None
     repaired = 0
     kept: Path | None = None
+    link = watch(repo, "down")
     with repo.measure() as moved:
         built = staging_dir(target, m.id)
         checker = ChromaChecker(built) if opts.chroma_check and m.file(DB_NAME) is not None else None
@@ -319,4 +324,5 @@ def execute_restore(
         bytes_resumed=fetcher.bytes_resumed,
         predicted=predicted,
         bytes_down=moved.bytes_down,
+        link=link.report(),
     )

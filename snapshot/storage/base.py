@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from snapshot.storage.link import Link
+
 
 class ObjectKind(enum.Enum):
     """What a stored object is, as far as a backend may care (say, to pick a storage class)."""
@@ -97,6 +99,9 @@ class Capabilities:
     #: Whether the store can keep versions of its objects and hold them under Object Lock (S3):
     #: where False, :meth:`Store.versioning` is None and nothing has versions or retention.
     versions: bool = False
+    #: The gauge of a remote store's link, which says how many requests to keep in flight
+    #: (snapshot/storage/link.py); None for a folder, read and written with fixed counts.
+    link: Link | None = field(default=None, compare=False)
 
 
 #: Storage classes whose objects must be restored before they can be read (S3).

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from snapshot.errors import IntegrityError
@@ -46,6 +45,7 @@ from snapshot.format.chunk_tables import encode_table
 from snapshot.format.codecs import compress
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.repo.links import ahead_bytes, read_ahead
 from snapshot.repo.packs import (
     DEFAULT_PACK_SIZE,
     DELTA_FRAMES,
@@ -68,9 +68,9 @@ DEFAULT_MAX_UNUSED = 0.05
 #: repository's level, 1 by default: about 5% smaller on Chroma's files, about 5x the CPU;
 #: decoding is as fast).
 REBASE_ZSTD_LEVEL = 6
-#: From a remote store: what the planned reads of re-based chains hold at most, how many run at once.
+#: From a remote store: what the planned reads of re-based chains hold at least (more when the
+#: link's gauge keeps more in flight); how many run at once, the gauge says.
 _AHEAD_BYTES = 16 << 20
-_REMOTE_AHEAD = 8
 
 
 @dataclass(frozen=True)
@@ -343,8 +343,9 @@ Written = tuple[dict[Location, Frame], dict[Location, Frame], int, int, list[str
 
 
 def read_groups(chains: Sequence[tuple[Location, tuple[Frame, ...]]], over: Mapping[Location, Frame],
-                 ) -> Iterator[list[tuple[Location, list[Frame]]]]:
-    """``chains`` in consecutive groups of up to :data:`_AHEAD_BYTES` of frames, each chain with
+                most: Callable[[], int] = lambda: _AHEAD_BYTES,
+                ) -> Iterator[list[tuple[Location, list[Frame]]]]:
+    """``chains`` in consecutive groups of up to ``most()`` bytes of frames, each chain with
     the frames it reads (its links and, re-based over its full frame, that frame)."""
     group: list[tuple[Location, list[Frame]]] = []
     planned = 0
@@ -352,7 +353,7 @@ def read_groups(chains: Sequence[tuple[Location, tuple[Frame, ...]]], over: Mapp
         frames = [*chain, *((over[loc],) if loc in over else ())]
         group.append((loc, frames))
         planned += sum(fr.length for fr in frames)
-        if planned >= _AHEAD_BYTES:
+        if planned >= most():
             yield group
             group, planned = [], 0
     if group:
@@ -366,15 +367,15 @@ def _write_frames(repo: Repository, plan: RepackPlan, pack_size: int) -> Written
         level = max(level, REBASE_ZSTD_LEVEL)
     # From a remote store the chains' frames are planned as ranges of packs and read ahead,
     # several at once, as restore reads: a request per frame costs a round trip each.
-    ahead = ThreadPoolExecutor(max_workers=_REMOTE_AHEAD, thread_name_prefix="range") \
-        if repo.local_root is None else None
+    ahead = read_ahead(repo)
     reader = ChunkReader(repo, ahead)
     writer = PackWriter(repo, pack_size=pack_size)
     rebased: dict[Location, PendingFrame] = {}
     moved: dict[Location, PendingFrame] = {}
     read = 0
     try:
-        for group in read_groups(sorted(plan.rebases.items()), plan.over):  # by old place
+        for group in read_groups(sorted(plan.rebases.items()), plan.over,  # by old place
+                                 lambda: ahead_bytes(repo, _AHEAD_BYTES)):
             spans = reader.prefetch(fr for _, frames in group for fr in frames) if ahead is not None else []
             try:
                 for loc, chain in ((loc, plan.rebases[loc]) for loc, _ in group):

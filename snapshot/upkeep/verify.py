@@ -41,6 +41,7 @@ from snapshot.errors import IntegrityError, SnapshotError, StorageError, UsageEr
 from snapshot.format.hashing import FileHasher
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest, TableRef
 from snapshot.repo.archive import RestoreRequest, require_readable, tables_of
+from snapshot.repo.links import read_ahead
 from snapshot.repo.packs import ChunkReader
 from snapshot.repo.repository import Repository
 from snapshot.repo.usage import Usage
@@ -48,9 +49,9 @@ from snapshot.storage.base import ARCHIVE_CLASSES
 from snapshot.upkeep.table_windows import BUDGET, TableWindows
 
 _READERS = 4
-#: From a remote store: what one path's planned reads hold at most, and how many run at once.
+#: From a remote store: what one path's planned reads hold at most (_READERS paths at once hold
+#: the link's memory budget, snapshot/storage/link.py); how many run at once, its gauge says.
 _AHEAD_BYTES = 16 << 20
-_REMOTE_AHEAD = 8
 #: Chunk-versions of one path held at once by each reader (snapshot/upkeep/table_windows.py).
 _TABLE_BUDGET = BUDGET
 
@@ -431,8 +432,7 @@ def check_repository(
     require_readable(repo, None if read_data else tables_of(ck.manifests),
                      "check --read-data" if read_data else "check", request_restore, listed=ck.cold)
     referenced = ck.check_frames()
-    ahead = ThreadPoolExecutor(max_workers=_REMOTE_AHEAD, thread_name_prefix="range") \
-        if read_data and repo.local_root is None else None
+    ahead = read_ahead(repo) if read_data else None
     reader = ChunkReader(repo, ahead)
     try:
         result = _read_data(ck, reader, count, read_data, subset, referenced)

@@ -18,6 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import InvalidRegionError
 
 from snapshot.errors import UsageError
+from snapshot.storage.link import HIGH
 from snapshot.storage.s3.location import safe_endpoint
 from snapshot.storage.s3.options import S3Options, check_checksum_mode
 from snapshot.storage.s3.translate import AWS_ERRORS, TRUNCATED_CODE, translate_error
@@ -37,8 +38,9 @@ def client_config(options: S3Options, *, probe: bool = False) -> Any:
         "retries": {"mode": "standard", "total_max_attempts": 2 if probe else options.max_attempts},
         "connect_timeout": min(options.connect_timeout, 3.0) if probe else options.connect_timeout,
         "read_timeout": min(options.read_timeout, 10.0) if probe else options.read_timeout,
-        # Parallel puts, each possibly multipart with its own threads, share this pool.
-        "max_pool_connections": max(10, 2 * options.max_concurrency),
+        # Parallel puts, each possibly multipart with its own threads, and as many reads as the
+        # link's gauge may keep in flight (snapshot/storage/link.py) share this pool.
+        "max_pool_connections": max(10, 2 * options.max_concurrency, HIGH + 8),
     }
     if options.checksum:
         kwargs["request_checksum_calculation"] = options.checksum

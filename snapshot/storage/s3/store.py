@@ -48,6 +48,7 @@ from snapshot.storage.base import (
     ObjectVersion,
     RequestStats,
 )
+from snapshot.storage.link import Link
 from snapshot.storage.s3 import classes, versions
 from snapshot.storage.s3.client import build_clients, known_storage_classes, transfer_config
 from snapshot.storage.s3.location import parse_s3_url
@@ -110,7 +111,10 @@ class S3Store:
         self._storage_class = classes.check_storage_class(
             options.storage_class, known_storage_classes(self._client)
         )
-        self._capabilities = Capabilities(cold_class=classes.cold_class(self._storage_class), versions=True)
+        #: Fed every GET, range GET and PUT; says how many the layers above keep in flight.
+        self.link = Link()
+        self._capabilities = Capabilities(cold_class=classes.cold_class(self._storage_class), versions=True,
+                                          link=self.link)
         #: The Object Lock retention given to objects of LOCKED_KINDS (the repository's config says).
         self._lock: ObjectLock | None = None
         for client in (self._client, self._probe):
@@ -241,14 +245,16 @@ class S3Store:
         self._ensure_ready()
         attempts, attempt = max(1, self.options.max_attempts), 1
         while True:
-            with self._request(kind, key) as req:
+            with self._request(kind, key) as req, self.link.down.timing() as timing:
                 response: dict[str, Any] = self._client.get_object(Bucket=self.bucket, Key=full, **params)
+                timing.first_byte()  # the headers are in; the body is read below
                 body = response["Body"]
                 try:
                     data: bytes = body.read()
                     req.down = len(data)
                     if check is not None:
                         check(response, data)
+                    timing.done(len(data))
                     return data
                 except (*CUT_OFF, *GARBLED) as exc:
                     body.close()
@@ -304,16 +310,20 @@ class S3Store:
             # without a transfer thread pool per call.
             conditional = {"IfNoneMatch": "*"} if create_only else {}
             try:
-                with self._request("put", key, up=size, create_only=create_only):
+                with self._request("put", key, up=size, create_only=create_only), \
+                        self.link.up.timing() as timing:
                     self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditional, **extra)
+                    timing.done(size)
             except StorageError as exc:
                 if not (create_only and self._landed_anyway(exc, key, data)):
                     raise
             return
-        with self._request("put", key, up=size, count=self.put_requests(size)):
+        with self._request("put", key, up=size, count=self.put_requests(size)), \
+                self.link.up.timing() as timing:
             self._client.upload_fileobj(
                 io.BytesIO(data), self.bucket, full, ExtraArgs=extra, Config=self._transfer
             )
+            timing.done(size)
 
     def put_requests(self, size: int, *, create_only: bool = False) -> int:
         """The requests :meth:`put` makes for ``size`` bytes when nothing fails (a prediction's)."""
