@@ -185,6 +185,10 @@ def _repack(repo: Repository, plan: PrunePlan, facts: PruneFacts, t: Tally) -> _
     for group in read_groups(sorted(rp.rebases.items()), rp.over):
         frames = [fr for _loc, frs in group for fr in frs]
         if remote:
+            # the real repack may plan bigger groups when the link's gauge asks for more in
+            # flight (snapshot/repo/links.py ahead_bytes): ranges merge more, never into more
+            t.note("the repack's range reads are counted in groups of 16 MiB of frames; a link that "
+                   "carries more in flight makes the groups bigger and the requests at most as many")
             ranges = read_ranges(frames)
             t.add("get_range", len(ranges), down=sum(e - s for _o, s, e in ranges), pack=True)
         else:
