@@ -39,6 +39,9 @@ from snapshot.storage.s3.options import CHECKSUM_MODES
 @click.option("--from-region", metavar="REGION", help="Region of the source's bucket.")
 @click.option("--from-s3-checksum", type=click.Choice(CHECKSUM_MODES),
               help="botocore checksum mode for the source (when_required for MinIO/R2/B2).")
+@click.option("--no-cache", is_flag=True,
+              help="Keep no image of each source's last snapshot copied (saves a DB-sized copy on disk per "
+              "source; the next copy then reads delta bases back from this repository).")
 @dry_run_option
 @wait_option
 @filter_options
@@ -46,7 +49,8 @@ from snapshot.storage.s3.options import CHECKSUM_MODES
 @json_option
 def copy_cmd(refs: tuple[str, ...], from_repo: str, from_password_file: str | None,
              from_password_command: str | None, from_profile: str | None, from_endpoint_url: str | None,
-             from_region: str | None, from_s3_checksum: str | None, dry_run: bool, wait: str | None,
+             from_region: str | None, from_s3_checksum: str | None, no_cache: bool, dry_run: bool,
+             wait: str | None,
              filters: SnapshotFilter, global_options: GlobalOptions, as_json: bool) -> None:
     """Copy snapshots from the repository --from-repo into this one (--repo), verified.
 
@@ -56,6 +60,8 @@ def copy_cmd(refs: tuple[str, ...], from_repo: str, from_password_file: str | No
     repositories may differ in encryption, password, codec, pack size and storage class, not
     in chunk size (exit 2). Every frame is hash-checked before it is written, and each root is
     written last. A copy killed and run again does not upload again what it had uploaded.
+    The bases of the deltas come from local disk where they can (an image of each source's
+    last snapshot copied, in the base cache; --no-cache keeps none), not from this repository.
     --dry-run also predicts the requests, bytes and cost on each side; --json of a copy reports
     that prediction beside what it took.
 
@@ -69,6 +75,6 @@ def copy_cmd(refs: tuple[str, ...], from_repo: str, from_password_file: str | No
     source = Repository.open(from_repo, source_store,
                              key_source=source_key_source(from_password_file, from_password_command))
     dest = global_options.open_repo()
-    options = CopyOptions(dry_run=dry_run, wait=seconds(wait), predict=as_json)
+    options = CopyOptions(dry_run=dry_run, wait=seconds(wait), predict=as_json, use_cache=not no_cache)
     result = copy_snapshots(dest, source, refs, filters, options, reporter=CliReporter(not as_json))
     emit(priced_copy(result, source, dest), as_json, render_copy)

@@ -11,11 +11,14 @@ stored changes. Snapshots are copied oldest first, each with what the destinatio
   destination's (plain or encrypted, any two master keys); a frame of another codec is
   re-encoded as a full frame in the destination's;
 * the source is read only for the frames copied: the content the first of them decodes from
-  (its base) is one this run decoded and kept (snapshot/copy/contents.py: before a snapshot is
-  copied, the next one's chunk tables are read, and kept for its copy, to know which of its
-  contents to keep), else rebuilt by the destination's chain to it, hash-checked. The source's
-  own frames are decoded instead when that chain is in a pack still being written, or when the
-  source is a folder and the destination is not (reading the folder costs nothing);
+  (its base, snapshot/copy/bases.py) is one this run decoded and kept (snapshot/copy/contents.py:
+  in memory, else spilled to local disk; before a snapshot is copied, the next one's chunk
+  tables are read, and kept for its copy, to know which of its contents to keep), else one the
+  image of the last snapshot copied of its source holds (snapshot/copy/image.py: kept on local
+  disk from one copy to the next, rebuilt as this one runs), else rebuilt by the destination's
+  chain to it; hash-checked wherever it comes from. The source's own frames are decoded
+  instead when that chain is in a pack still being written, or when the source is a folder and
+  the destination is not (reading the folder costs nothing);
 * frames go to packs (full frames and deltas in their lanes, as a create packs them), then each
   file's chunk table (reused when the destination holds the same table), then the root: last,
   create-only, once every object it names is listed and none is condemned beyond rescue (the
@@ -41,7 +44,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from snapshot.copy import predict
-from snapshot.copy.contents import DEFAULT_BYTES, Contents
+from snapshot.copy.bases import Bases
+from snapshot.copy.contents import DEFAULT_BYTES, Contents, spill_budget
+from snapshot.copy.image import Images, Source, source_of
 from snapshot.copy.index import ChainIndex, DestFrame, Step
 from snapshot.copy.plan import (
     COPIED,
@@ -57,14 +62,13 @@ from snapshot.copy.plan import (
     split_present,
 )
 from snapshot.copy.predict import CopyFacts, CopyPrediction, Tables
+from snapshot.copy.tables import CopiedFile, write_tables
 from snapshot.errors import NotFoundError, SnapshotError
-from snapshot.format.chunk_tables import encode_table
 from snapshot.format.codecs import compress
-from snapshot.format.hashing import digest
-from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Frame, Manifest, TableRef
+from snapshot.format.manifest import FORMAT_VERSION, Chunk, FileEntry, Manifest
 from snapshot.repo.basecache import default_root
 from snapshot.repo.commit import check_condemned, check_present
-from snapshot.repo.journal import TABLE, CopyJournal
+from snapshot.repo.journal import CopyJournal
 from snapshot.repo.links import read_ahead
 from snapshot.repo.locks import SHARED, RepositoryLock
 from snapshot.repo.packs import (
@@ -95,13 +99,18 @@ class CopyOptions:
     """``dry_run``: report what would be copied, write nothing (and take no lock).
     ``pack_size``: bytes per pack [sized to each snapshot, repo/packs.py pack_size_for].
     ``wait``: seconds to wait for a prune holding the destination [0].
-    ``cache_bytes``: chunk contents kept as bases for the deltas copied next [64 MiB].
+    ``cache_bytes``: chunk contents kept in memory as bases for the deltas copied next [128 MiB].
+    ``spill_bytes``: those kept beyond it on local disk [twice the largest snapshot copied].
+    ``use_cache``: take bases from, and keep, the image of each source's last snapshot copied
+    (snapshot/copy/image.py; ``--no-cache``: false).
     ``predict``: also predict what the copy takes (snapshot/copy/predict.py)."""
 
     dry_run: bool = False
     pack_size: int | None = None
     wait: float | None = None
     cache_bytes: int = DEFAULT_BYTES
+    spill_bytes: int | None = None
+    use_cache: bool = True
     #: Also predict each side's requests and bytes (``CopyResult.predicted``; a dry run always
     #: does): the chunk tables of every snapshot to copy are then read first.
     predict: bool = False
@@ -113,6 +122,8 @@ class _Item:
     index: int
     chunk: Chunk
     step: Step
+    #: The snapshot path of the chunk's file.
+    rel: str
     future: Future[_Out] | None = None
 
 
@@ -125,9 +136,8 @@ class _Copier:
     known: DestIndex
     journal: CopyJournal
     reader: ChunkReader
-    #: Reads the destination's chains to the bases of the deltas copied.
-    dest_reader: ChunkReader
-    contents: Contents
+    #: The bases of the deltas copied (the destination's reader among them).
+    bases: Bases
     pool: ThreadPoolExecutor
     options: CopyOptions
     reporter: Reporter
@@ -140,52 +150,31 @@ class _Copier:
     _added: list[PendingFrame] = field(default_factory=list)
     _stats: list[int] = field(default_factory=list)
     _spans: deque[tuple[list[Span], list[Span]]] = field(default_factory=deque)
+    #: The (host, path) of the snapshot being copied.
+    _source: Source = ("", "")
 
-    def _dest_base(self, chunk: Chunk, step: Step) -> list[Frame] | None:
-        """The destination chain to read for ``step``'s base: None when this run holds that
-        content, when the chain has frames in a pack not yet written, or when bases are read
-        from the source (a folder, while the destination is not)."""
-        if self.source.local_root is not None and self.dest.local_root is None:
-            return None
-        if step.base_hash(chunk) in self.contents:
-            return None
-        stored = [fr for fr in step.base if isinstance(fr, Frame)]
-        return stored if stored and len(stored) == len(step.base) else None
-
-    def _base(self, chunk: Chunk, step: Step) -> bytes | None:
-        """The content the frames read decode from (see the module docstring), hash-checked."""
-        content = step.base_hash(chunk)
-        if content is None:
-            return None
-        held = self.contents.get(content)
-        if held is not None:
-            return held
-        chain = self._dest_base(chunk, step)
-        if chain is not None:
-            return self.dest_reader.decode_chain(chain, None)
-        return self.reader.decode_chain(chunk.frames[: step.skip], None)
-
-    def _fetch(self, chunk: Chunk, step: Step) -> _Out:
-        """The frames to store for ``chunk``, each verified: decoded against the content of
-        the link before it, its hash checked."""
+    def _fetch(self, chunk: Chunk, step: Step, rel: str, offset: int) -> _Out:
+        """The frames to store for ``chunk`` (at ``offset`` of file ``rel``), each verified:
+        decoded against the content of the link before it, its hash checked. Its content is
+        kept as a base and written to the source's new image."""
         codec = self.dest.config.codec
         frames = chunk.frames
-        content = self._base(chunk, step)
+        content = self.bases.get(chunk, step, self._source)
+        out: _Out = []
         if step.reencode:
             content = self.reader.decode_chain(frames[step.skip :], content)
-            self.contents.put(chunk.hash, content)
             data = compress(content, codec, self.dest.config.level)
-            return [(self.dest.seal_frame(data, codec, len(content), chunk.hash), codec, len(content),
-                     chunk.hash, FULL_FRAMES, None)]
-        out: _Out = []
-        for j in range(step.skip, len(frames)):
+            out.append((self.dest.seal_frame(data, codec, len(content), chunk.hash), codec, len(content),
+                        chunk.hash, FULL_FRAMES, None))
+        for j in range(step.skip, len(frames)) if not step.reencode else ():
             fr = frames[j]
             raw, content = self.reader.decode_keeping(fr, content)
             note = frames[j - 1].hash if j else None
             out.append((self.dest.seal_frame(raw, fr.codec, fr.size, fr.hash), fr.codec, fr.size, fr.hash,
                         DELTA_FRAMES if j else FULL_FRAMES, note))
         assert content is not None
-        self.contents.put(chunk.hash, content)
+        self.bases.contents.put(chunk.hash, content)
+        self.bases.images.put(self._source, rel, offset, chunk.hash, content)
         return out
 
     def _peek(self, sid: str | None) -> None:
@@ -202,7 +191,7 @@ class _Copier:
                 tables = []  # read again when it is copied, which reports what fails
             else:
                 self._peeked = (m, tables)
-        self.contents.want(frozenset(fr.hash for _f, chunks in tables for c in chunks
+        self.bases.contents.want(frozenset(fr.hash for _f, chunks in tables for c in chunks
                                      for fr in c.frames[:-1]))
 
     def _tables_of(self, m: Manifest) -> list[tuple[FileEntry, tuple[Chunk, ...]]]:
@@ -216,11 +205,12 @@ class _Copier:
     def copy(self, m: Manifest, lock: RepositoryLock, started: float, seen: frozenset[str],
              next_sid: str | None = None) -> SnapshotCopy:
         """Copy snapshot ``m``; ``next_sid``: the one copied after it."""
+        self._source = source_of(m)
         tables = self._tables_of(m)
         self._peek(next_sid)
         pack_size = self.options.pack_size or pack_size_for(m.totals.bytes)
         writer = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
-        files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]] = []
+        files: list[CopiedFile] = []
         self._stats, self._added = [0, 0, 0, 0], []
         try:
             self._pack(tables, writer, files)
@@ -231,7 +221,7 @@ class _Copier:
             raise
         done = {pf: writer.resolve(pf) for pf in self._added}
         self.known.chains.resolve(done)
-        entries, needed = self._tables(files, done, pack_size)
+        entries, needed = write_tables(self.dest, self.known, self.journal, files, done, pack_size)
         root = replace(m, files=tuple(entries), format_version=FORMAT_VERSION)
         pausepoints.point("copy.before-commit")
         lock.check()
@@ -239,17 +229,18 @@ class _Copier:
         check_present(self.dest, needed, command="copy")
         self.dest.save_manifest(root)
         pausepoints.point("copy.committed")
+        self.bases.images.settle(self._source, m.id, tables, self.bases.contents.get)
         return SnapshotCopy(m.id, COPIED, *self._stats)
 
     def _pack(self, tables: Sequence[tuple[FileEntry, tuple[Chunk, ...]]], writer: PackWriter,
-              files: list[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]]) -> None:
+              files: list[CopiedFile]) -> None:
         group: list[_Item] = []
         flying: deque[list[_Item]] = deque()
         for f, chunks in tables:
             chains: list[tuple[DestFrame, ...]] = [()] * len(chunks)
             files.append((f, chunks, chains))
             for i, c in enumerate(chunks):
-                group.append(_Item(chains, i, c, self.known.chains.plan(c)))
+                group.append(_Item(chains, i, c, self.known.chains.plan(c), f.path))
                 if sum(1 for it in group if it.step.stores) >= _GROUP:
                     self._launch(group, flying, writer)
                     group = []
@@ -260,10 +251,11 @@ class _Copier:
     def _launch(self, group: list[_Item], flying: deque[list[_Item]], writer: PackWriter) -> None:
         readers = [it for it in group if it.step.stores]
         spans = self.reader.prefetch([fr for it in readers for fr in it.step.reads(it.chunk)])
-        bases = self.dest_reader.prefetch(
-            [fr for it in readers for fr in self._dest_base(it.chunk, it.step) or ()])
+        bases = self.bases.dest_reader.prefetch(
+            [fr for it in readers for fr in self.bases.to_read(it.chunk, it.step, self._source)])
         for it in readers:
-            it.future = self.pool.submit(self._fetch, it.chunk, it.step)
+            it.future = self.pool.submit(self._fetch, it.chunk, it.step, it.rel,
+                                         it.index * self.dest.config.chunk_size)
         flying.append(group)
         self._spans.append((spans, bases))
         while len(flying) > _GROUPS_AHEAD:
@@ -296,43 +288,7 @@ class _Copier:
         finally:
             spans, bases = self._spans.popleft()
             self.reader.release(spans)
-            self.dest_reader.release(bases)
-
-    def _tables(self, files: Sequence[tuple[FileEntry, tuple[Chunk, ...], list[tuple[DestFrame, ...]]]],
-                done: dict[PendingFrame, Frame], pack_size: int) -> tuple[list[FileEntry], set[str]]:
-        """Each file's chunk table (the destination's when it holds the same one, else written
-        now) and every object the root will name."""
-        codec, level = self.dest.config.codec, self.dest.config.level
-        tables = PackWriter(self.dest, pack_size=pack_size, on_sealed=self.journal.record)
-        needed: set[str] = set()
-        pending: list[tuple[FileEntry, int, TableRef | PendingFrame]] = []
-        written: dict[str, PendingFrame] = {}
-        try:
-            for f, src_chunks, chains in files:
-                chunks = tuple(Chunk(c.hash, c.size, tuple(done[fr] if isinstance(fr, PendingFrame) else fr
-                                                           for fr in chain))
-                               for c, chain in zip(src_chunks, chains, strict=True))
-                needed |= {fr.object for c in chunks for fr in c.frames}
-                raw = encode_table(chunks)
-                h = digest(raw)
-                ref: TableRef | PendingFrame | None = self.known.tables.get(h) or written.get(h)
-                if ref is None:
-                    frame = self.dest.seal_frame(compress(raw, codec, level), codec, len(raw), h, table=True)
-                    ref = written[h] = tables.add(frame, codec, len(raw), h, note=TABLE)
-                pending.append((f, len(chunks), ref))
-            tables.close()
-        except BaseException:
-            tables.abort()
-            raise
-        entries = []
-        for f, count, ref in pending:
-            if isinstance(ref, PendingFrame):
-                fr = tables.resolve(ref)
-                ref = self.known.tables[fr.hash] = TableRef(fr.object, fr.offset, fr.length, fr.size, fr.hash,
-                                                            fr.codec)
-            needed.add(ref.object)
-            entries.append(replace(f, chunks=(), table=ref, chunk_count=count))
-        return entries, needed
+            self.bases.dest_reader.release(bases)
 
 
 def copy_snapshots(
@@ -355,8 +311,10 @@ def copy_snapshots(
         resumed = 0
         predicted = None
         if options.dry_run:
-            snaps, predicted = predict.dry_run(dest, source, to_copy, present, facts,
-                                               pack_size=options.pack_size, cache_bytes=options.cache_bytes)
+            images = Images(default_root(), dest.config.id, dest.config.chunk_size, options.use_cache)
+            snaps, predicted = predict.dry_run(
+                dest, source, to_copy, present, facts, pack_size=options.pack_size,
+                cache_bytes=options.cache_bytes, spill_bytes=options.spill_bytes, images=images)
         else:
             with dest.lock(SHARED, "copy", wait=options.wait or 0.0) as lock:
                 copied, resumed, predicted = _run(dest, source, to_copy, options, reporter, lock, started,
@@ -381,26 +339,34 @@ def _run(dest: Repository, source: Repository, to_copy: Sequence[str], options: 
     # the source's link sets the width when it is remote (a copy reads it most), else the destination's
     ahead = read_ahead(source if source.local_root is None else dest)
     out: list[SnapshotCopy] = []
+    with source.measure() as facts.roots:
+        sizes = [source.manifest(sid).totals.bytes for sid in to_copy]
+    spill = spill_budget(sizes) if options.spill_bytes is None else options.spill_bytes
+    contents = Contents(options.cache_bytes, spill, default_root() / dest.config.id)
+    images = Images(default_root(), dest.config.id, dest.config.chunk_size, options.use_cache, reporter.warn)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
             reader = ChunkReader(source, ahead if source.local_root is None else None)
             dest_reader = ChunkReader(dest, ahead if dest.local_root is None else None)
-            copier = _Copier(dest, source, known, journal, reader, dest_reader, Contents(options.cache_bytes),
-                             pool, options, reporter)
-            with source.measure() as facts.roots:
-                total = sum(source.manifest(sid).totals.bytes for sid in to_copy)
-            reporter.phase("copy", total)
+            bases = Bases(reader, dest_reader, contents, images)
+            copier = _Copier(dest, source, known, journal, reader, bases, pool, options, reporter)
+            reporter.phase("copy", sum(sizes))
             if options.predict:
                 copier.preread = {sid: (m, list(source.tables(m))) for sid in to_copy
                                   for m in (source.manifest(sid),)}
                 _copies, predicted = predict.predict_copy(
                     dest, source, list(copier.preread.values()), copy.deepcopy(known), facts,
-                    pack_size=options.pack_size, cache_bytes=options.cache_bytes)
+                    pack_size=options.pack_size, cache_bytes=options.cache_bytes, spill_bytes=spill,
+                    images=images)
             for i, sid in enumerate(to_copy):
                 nxt = to_copy[i + 1] if i + 1 < len(to_copy) else None
                 out.append(_one(copier, source, sid, lock, started, seen, nxt))
         journal.discard()
+        images.commit()
+        pausepoints.point("copy.image-committed")
     finally:
+        images.abort()
+        contents.close()
         if ahead is not None:
             ahead.shutdown(wait=True, cancel_futures=True)
         reporter.done()

@@ -2,8 +2,11 @@
 
 The copy of each snapshot is simulated as snapshot/copy/pipeline.py runs it: chunk by chunk
 against the destination's index (snapshot/copy/index.py), in groups of chunks planned and read
-together, with the same groups in flight, the contents this run keeps as delta bases (mirrored
-from snapshot/copy/contents.py), frames packed lane by lane and sealed as PackWriter seals them,
+together, with the same groups in flight, the contents this run keeps as delta bases (in
+memory and spilled: the same Ledger as snapshot/copy/contents.py), the images of the sources
+(snapshot/copy/image.py: the committed one's contents, and where each chunk decoded lands in the
+one being built, as Placement tracks it; their reads taken to succeed, so a base they hold is
+read from neither side), frames packed lane by lane and sealed as PackWriter seals them,
 each file's chunk table encoded (and reused when the destination holds the same one), and the
 commit's checks. Counted exactly when nothing fails: the listings, the roots and chunk tables
 read, the source's planned range reads (and a frame at a time for the bases decoded from a
@@ -24,10 +27,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from snapshot.copy.contents import Ledger, spill_budget
+from snapshot.copy.image import Images, Placement, Source, source_of
 from snapshot.copy.index import ChainIndex, Step
 from snapshot.copy.plan import PRESENT, TO_COPY, DestIndex, SnapshotCopy, index_destination
 from snapshot.format.chunk_tables import encode_table
@@ -86,41 +91,13 @@ def lock_facts(dest: Repository, facts: CopyFacts) -> None:
     facts.locks_dead = sum(1 for _i, obj, stale in locks if stale and now - obj.mtime <= STALE_AFTER)
 
 
-class _Held:
-    """The sizes of the contents snapshot/copy/contents.py would hold (same rules)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.bytes = limit, 0
-        self.held: OrderedDict[str, int] = OrderedDict()
-        self.wanted: frozenset[str] = frozenset()
-
-    def want(self, contents: frozenset[str]) -> None:
-        keep, self.wanted = self.wanted | contents, contents
-        for h in [h for h in self.held if h not in keep]:
-            self.bytes -= self.held.pop(h)
-
-    def get(self, content: str) -> bool:
-        if content in self.held:
-            self.held.move_to_end(content)
-            return True
-        return False
-
-    def put(self, content: str, size: int) -> None:
-        if size > self.limit or content not in self.wanted:
-            return
-        self.bytes -= self.held.pop(content, 0)
-        self.held[content] = size
-        self.bytes += size
-        while self.bytes > self.limit:
-            self.bytes -= self.held.popitem(last=False)[1]
-
-
 @dataclass
 class _Item:
     chunk: Chunk
     step: Step
     chains: list[tuple[Frame, ...]]
     index: int
+    rel: str
 
 
 def _add_measured(t: Tally, m: Measurement) -> None:
@@ -135,12 +112,16 @@ class CopySimulation:
     """Copies snapshots on paper: their figures (SnapshotCopy) and each side's requests."""
 
     def __init__(self, dest: Repository, source: Repository, known: DestIndex, pack_size: int | None,
-                 cache_bytes: int, data_objects: int = 0) -> None:
+                 held: Ledger, images: Images, data_objects: int = 0) -> None:
         self.dest, self.source = dest, source
         self.index: ChainIndex = known.chains
         self.tables: set[str] = set(known.tables)
         self.pack_size = pack_size
-        self.held = _Held(cache_bytes)
+        #: The contents the copy holds (snapshot/copy/contents.py), the images it reads.
+        self.held, self.images = held, images
+        #: What the images being built hold at each offset, by source.
+        self.placed: dict[Source, Placement] = {}
+        self._source = ("", "")
         self.src, self.dst = Tally(), Tally()
         self.src_local, self.dst_local = source.local_root is not None, dest.local_root is not None
         codec = dest.config.codec
@@ -164,7 +145,28 @@ class CopySimulation:
             out.append(self._one(m, tables))
         return out
 
+    def _imaged(self, content: str) -> bool:
+        """Whether the image being built or the last one left holds ``content``."""
+        return content in self.placed.setdefault(self._source, Placement()) \
+            or content in self.images.old(self._source)
+
+    def _settle(self, tables: Tables) -> None:
+        """Mirrors snapshot/copy/image.py Builder.settle."""
+        placed, old = self.placed[self._source], self.images.old(self._source)
+        size = self.dest.config.chunk_size
+        for f, chunks in tables:
+            for i, c in enumerate(chunks):
+                at = (f.path, i * size)
+                if placed.at.get(at) == c.hash:
+                    continue
+                if c.hash in old or c.hash in placed or self.held.touch(c.hash):
+                    placed.put(at, c.hash)
+                else:
+                    placed.forget(at)
+
     def _one(self, m: Manifest, tables: Tables) -> SnapshotCopy:
+        self._source = source_of(m)
+        self.placed.setdefault(self._source, Placement())
         pack_size = self.pack_size or pack_size_for(m.totals.bytes)
         self._lanes: dict[str, int] = {}
         self._sizes: list[int] = []
@@ -177,7 +179,7 @@ class CopySimulation:
             chains: list[tuple[Frame, ...]] = [()] * len(chunks)
             files.append((f, chains))
             for i, c in enumerate(chunks):
-                group.append(_Item(c, self.index.plan(c), chains, i))
+                group.append(_Item(c, self.index.plan(c), chains, i, f.path))
                 if sum(1 for it in group if it.step.stores) >= _GROUP:
                     self._launch(group, flying, pack_size)
                     group = []
@@ -190,6 +192,7 @@ class CopySimulation:
         self.dst.add("head")  # the lock, confirmed
         self.dst.add("list", self.dest.list_requests(self.data_objects + self.packs))
         self.dst.add("put", up=self.dest.root_size(m))
+        self._settle(tables)
         return SnapshotCopy(m.id, TO_COPY, *self._stats)
 
     def _launch(self, group: list[_Item], flying: deque[list[_Item]], pack_size: int) -> None:
@@ -201,10 +204,13 @@ class CopySimulation:
             base = self._dest_base(it.chunk, it.step)
             if base is not None:
                 bases += base
-            elif (content := it.step.base_hash(it.chunk)) is not None and not self.held.get(content):
+            elif (content := it.step.base_hash(it.chunk)) is not None and not self.held.touch(content) \
+                    and not self._imaged(content):
                 for fr in it.chunk.frames[: it.step.skip]:  # decoded from the source, a frame at a time
                     self.src.add("get_range", down=fr.length, pack=True)
             self.held.put(it.chunk.hash, it.chunk.size)
+        for it in readers:  # each decoded chunk is written to the image at its offset
+            self.placed[self._source].put((it.rel, it.index * self.dest.config.chunk_size), it.chunk.hash)
         dranges = read_ranges(bases)
         self.dst.add("get_range", len(dranges), down=sum(e - s for _o, s, e in dranges), pack=True)
         flying.append(group)
@@ -215,7 +221,7 @@ class CopySimulation:
         if self.src_local and not self.dst_local:
             return None
         content = step.base_hash(chunk)
-        if content is None or content in self.held.held:
+        if content is None or content in self.held or self._imaged(content):
             return None
         stored = [fr for fr in step.base if isinstance(fr, Frame) and fr not in self._pending]
         return stored if stored and len(stored) == len(step.base) else None
@@ -282,10 +288,13 @@ class CopySimulation:
 
 def predict_copy(dest: Repository, source: Repository, snapshots: Sequence[tuple[Manifest, Tables]],
                  known: DestIndex, facts: CopyFacts, *, pack_size: int | None, cache_bytes: int,
-                 ) -> tuple[list[SnapshotCopy], CopyPrediction]:
+                 spill_bytes: int, images: Images) -> tuple[list[SnapshotCopy], CopyPrediction]:
     """The figures of each snapshot ``snapshots`` copies, and the copy's prediction; ``known``
-    is changed (it ends as the copy would leave it, with source frames standing for new ones)."""
-    sim = CopySimulation(dest, source, known, pack_size, cache_bytes, facts.data_objects or 0)
+    is changed (it ends as the copy would leave it, with source frames standing for new ones).
+    ``cache_bytes``, ``spill_bytes``: the contents held in memory and spilled; ``images``: the
+    images of the sources' last snapshots copied (their bases are not read from either side)."""
+    sim = CopySimulation(dest, source, known, pack_size, Ledger(cache_bytes, spill_bytes), images,
+                         facts.data_objects or 0)
     src, dst = sim.src, sim.dst
     _add_measured(src, facts.chosen_source)
     _add_measured(dst, facts.chosen_dest)
@@ -318,8 +327,8 @@ def predict_copy(dest: Repository, source: Repository, snapshots: Sequence[tuple
 
 
 def dry_run(dest: Repository, source: Repository, to_copy: Sequence[str], present: Sequence[str],
-            facts: CopyFacts, *, pack_size: int | None, cache_bytes: int,
-            ) -> tuple[list[SnapshotCopy], CopyPrediction]:
+            facts: CopyFacts, *, pack_size: int | None, cache_bytes: int, spill_bytes: int | None,
+            images: Images) -> tuple[list[SnapshotCopy], CopyPrediction]:
     """``copy --dry-run``: what each snapshot would store and what the copy would take, reading
     roots, chunk tables, the destination's index and listings; writing nothing."""
     lock_facts(dest, facts)
@@ -333,6 +342,7 @@ def dry_run(dest: Repository, source: Repository, to_copy: Sequence[str], presen
     with source.measure() as facts.roots:
         roots = [source.manifest(sid) for sid in to_copy]
     snapshots = [(m, list(source.tables(m))) for m in roots]
+    spill = spill_budget([m.totals.bytes for m in roots]) if spill_bytes is None else spill_bytes
     copies, predicted = predict_copy(dest, source, snapshots, known, facts, pack_size=pack_size,
-                                     cache_bytes=cache_bytes)
+                                     cache_bytes=cache_bytes, spill_bytes=spill, images=images)
     return sorted([SnapshotCopy(sid, PRESENT) for sid in present] + copies, key=lambda s: s.id), predicted

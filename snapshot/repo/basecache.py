@@ -21,11 +21,13 @@ import re
 import secrets
 import shutil
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from snapshot.format.chunking import read_verified
 from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk
+from snapshot.util import pausepoints
 from snapshot.util.tempdirs import owned_dir, sweep
 
 ENV = "CHROMA_SNAPSHOT_CACHE"
@@ -47,20 +49,29 @@ def slot_key(source: Path) -> str:
 
 
 class BaseCache:
-    """The cache slot of one (repository, host, source path)."""
+    """The cache slot of one (repository, host, source path): create's (named by
+    :func:`slot_key`), or another one named ``key`` (a copy keeps its own, never taken for a
+    capture)."""
 
-    def __init__(self, root: Path, repo_id: str, source: Path) -> None:
-        key = slot_key(source)
+    def __init__(self, root: Path, repo_id: str, source: Path, *, key: str | None = None) -> None:
         self.area = root / repo_id
-        self.slot = self.area / key
+        self.slot = self.area / (key or slot_key(source))
         self._files: dict[str, Path] | None = None
         self.snapshot_id: str | None = None
+        #: Everything ``cache.json`` holds (the ``extra`` fields a commit wrote among them).
+        self.index: dict[str, object] = {}
         try:
             index = json.loads((self.slot / _INDEX).read_text())
             self.snapshot_id = str(index["snapshot"])
             self._files = {rel: self.slot / str(p) for rel, p in dict(index["files"]).items()}
+            self.index = dict(index)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Snapshot path -> the cached file (none when the slot holds nothing readable)."""
+        return dict(self._files or {})
 
     def new_staging(self) -> Path:
         """A fresh folder on the cache's filesystem, so commit is a rename. Staging folders a
@@ -88,13 +99,14 @@ class BaseCache:
         return raw if digest(raw) == expected else None
 
     def commit(
-        self, staging: Path, snapshot_id: str, files: dict[str, Path], tables: dict[str, bytes] | None = None
+        self, staging: Path, snapshot_id: str, files: dict[str, Path], tables: dict[str, bytes] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         """Make ``staging`` (holding ``files``: snapshot path -> staged file) the cached copy of
-        ``snapshot_id``, with its chunk ``tables`` (hash -> bytes). The old copy is replaced
-        whole; a failure leaves no half cache."""
+        ``snapshot_id``, with its chunk ``tables`` (hash -> bytes) and ``extra`` fields in its
+        ``cache.json``. The old copy is replaced whole; a failure leaves no half cache."""
         rels = {r: p.relative_to(staging).as_posix() for r, p in files.items()}
-        index = {"snapshot": snapshot_id, "files": rels}
+        index = {**(extra or {}), "snapshot": snapshot_id, "files": rels}
         if tables:
             (staging / _TABLES).mkdir(exist_ok=True)
             for h, raw in tables.items():
@@ -104,6 +116,7 @@ class BaseCache:
         old = self.area / f".old-{os.getpid()}-{secrets.token_hex(4)}"
         if self.slot.exists():
             os.rename(self.slot, old)
+        pausepoints.point("cache.swapping")  # (a kill here leaves no cache: never half of one)
         try:
             os.rename(staging, self.slot)
         except OSError as exc:
