@@ -25,8 +25,6 @@ holds them until it has copied them.
 
 from __future__ import annotations
 
-import socket
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,9 +39,9 @@ from snapshot.format.hashing import digest
 from snapshot.format.manifest import Chunk, FileEntry, Frame, Manifest
 from snapshot.repo.basecache import default_root
 from snapshot.repo.journal import CopyJournal
-from snapshot.repo.locks import SHARED, STALE_AFTER, LockInfo, process_space
+from snapshot.repo.locks import SHARED
 from snapshot.repo.packs import DELTA_FRAMES, FULL_FRAMES, pack_size_for, read_ranges
-from snapshot.repo.prediction import Prediction, Tally
+from snapshot.repo.prediction import LocksSeen, Prediction, Tally
 from snapshot.repo.repository import Measurement, Repository
 
 #: Mirrors snapshot/copy/pipeline.py: chunks stored per group, groups in flight.
@@ -84,11 +82,8 @@ class CopyFacts:
 
 def lock_facts(dest: Repository, facts: CopyFacts) -> None:
     """The other locks of the destination (a dry run's; a real copy predicts holding its own)."""
-    now = dest.now()
-    locks = dest.list_locks()
-    facts.locks_listed = len(locks)
-    facts.locks_read = tuple(obj.size for info, obj, stale in locks if not stale)
-    facts.locks_dead = sum(1 for _i, obj, stale in locks if stale and now - obj.mtime <= STALE_AFTER)
+    seen = LocksSeen.now(dest)
+    facts.locks_listed, facts.locks_read, facts.locks_dead = seen.listed, seen.read, seen.dead
 
 
 @dataclass
@@ -299,13 +294,7 @@ def predict_copy(dest: Repository, source: Repository, snapshots: Sequence[tuple
     _add_measured(src, facts.chosen_source)
     _add_measured(dst, facts.chosen_dest)
     # the copy takes the lock, reads the records and indexes its chains also with nothing to copy
-    lock = LockInfo("0" * 32, SHARED, socket.gethostname(), 0, "copy", time.time(), time.time(),
-                    process_space()).to_json()
-    dst.add("put", up=len(lock))
-    dst.add("list", dest.list_requests(facts.locks_listed + 1))
-    for size in facts.locks_read:
-        dst.add("get", down=size)
-    dst.add("delete", facts.locks_dead)
+    LocksSeen(facts.locks_listed, facts.locks_read, facts.locks_dead).taking(dest, dst, SHARED, "copy")
     _add_measured(dst, facts.condemned)
     _add_measured(dst, facts.index)
     if facts.journal:

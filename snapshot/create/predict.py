@@ -20,11 +20,9 @@ chunk tables it reads for it are handed to the builder, so it reads none twice.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,9 +48,9 @@ from snapshot.format.manifest import (
 )
 from snapshot.repo.basecache import BaseCache, default_root
 from snapshot.repo.journal import Journal
-from snapshot.repo.locks import SHARED, STALE_AFTER, LockInfo, process_space
+from snapshot.repo.locks import SHARED, STALE_AFTER
 from snapshot.repo.packs import DEFAULT_PACK_SIZE, DELTA_FRAMES, FULL_FRAMES, ChunkReader, pack_size_for
-from snapshot.repo.prediction import Prediction, Tally
+from snapshot.repo.prediction import LocksSeen, Prediction, Tally
 from snapshot.repo.repository import Repository
 from snapshot.util.tempdirs import TEMP_PREFIX, owned_dir, sweep
 from snapshot.version import __version__
@@ -278,13 +276,7 @@ def predict_packing(
     level = repo.config.level if options.level is None else options.level
     sim = CreateSimulation(repo, parent, level, options.delta, cache, condemned, tally)
     # the order the create makes its requests in: lock, parent, condemned records, journal
-    lock = LockInfo(secrets.token_hex(16), SHARED, socket.gethostname(), os.getpid(), "create", time.time(),
-                    time.time(), process_space()).to_json()
-    tally.add("put", up=len(lock))
-    tally.add("list", repo.list_requests(facts.locks_listed + 1))
-    for size in facts.locks_read:
-        tally.add("get", down=size)
-    tally.add("delete", facts.locks_dead)
+    LocksSeen(facts.locks_listed, facts.locks_read, facts.locks_dead).taking(repo, tally, SHARED, "create")
     tally.add("list", repo.list_requests(facts.snapshots))
     for size in facts.roots_read:
         tally.add("get", down=size)

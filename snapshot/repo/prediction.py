@@ -11,9 +11,18 @@ price table (snapshot/upkeep/cost.py), which the operations do not see.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from snapshot.format import layout
+from snapshot.repo.locks import STALE_AFTER, LockInfo, process_space
+
+if TYPE_CHECKING:
+    from snapshot.repo.repository import Repository
 
 #: The DELETEs :meth:`Repository.check_deletes_allowed` sends before a prune or forget.
 DELETE_PROBES = len(layout.DELETE_PROBE_KEYS)
@@ -75,3 +84,32 @@ class Tally:
         requests["total"] = sum(requests.values())
         return Prediction(requests, self.bytes_up, self.bytes_down, dict(sorted(self._pack.items())),
                           self._pack_down, tuple(self._notes))
+
+
+@dataclass(frozen=True)
+class LocksSeen:
+    """The other locks a command finds as it takes its own: how many are listed, the sizes of
+    the live ones it reads, and how many dead ones (within the stale bound) it removes."""
+
+    listed: int = 0
+    read: tuple[int, ...] = ()
+    dead: int = 0
+
+    @classmethod
+    def now(cls, repo: Repository) -> LocksSeen:
+        """What taking a lock on ``repo`` would find now (one listing)."""
+        now = repo.now()
+        locks = repo.list_locks()
+        return cls(len(locks), tuple(obj.size for _info, obj, stale in locks if not stale),
+                   sum(1 for _info, obj, stale in locks if stale and now - obj.mtime <= STALE_AFTER))
+
+    def taking(self, repo: Repository, tally: Tally, kind: str, command: str) -> None:
+        """Add to ``tally`` what taking a ``kind`` lock for ``command`` costs: the lock written,
+        the locks listed and read, the dead ones removed."""
+        lock = LockInfo(secrets.token_hex(16), kind, socket.gethostname(), os.getpid(), command, time.time(),
+                        time.time(), process_space()).to_json()
+        tally.add("put", up=len(lock))
+        tally.add("list", repo.list_requests(self.listed + 1))
+        for size in self.read:
+            tally.add("get", down=size)
+        tally.add("delete", self.dead)

@@ -30,8 +30,6 @@ read again beyond the 64 held in memory add requests the prediction does not cou
 from __future__ import annotations
 
 import secrets
-import socket
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,9 +37,9 @@ from snapshot.format.chains import location
 from snapshot.format.condemned import MAX_RECORD_OBJECTS, new_record
 from snapshot.format.manifest import Manifest, TableRef
 from snapshot.repo import versions
-from snapshot.repo.locks import EXCLUSIVE, STALE_AFTER, LockInfo, process_space
+from snapshot.repo.locks import EXCLUSIVE
 from snapshot.repo.packs import DELTA_FRAMES, FULL_FRAMES, read_ranges
-from snapshot.repo.prediction import DELETE_PROBES, Prediction, Tally
+from snapshot.repo.prediction import DELETE_PROBES, LocksSeen, Prediction, Tally
 from snapshot.repo.repository import Measurement, Repository
 from snapshot.upkeep.prune_plan import PrunePlan
 from snapshot.upkeep.repack import RepackPlan, read_groups
@@ -84,11 +82,8 @@ class PruneFacts:
 
 def lock_facts(repo: Repository, facts: PruneFacts) -> None:
     """The other locks a dry run finds (a real prune predicts after it holds the lock: none)."""
-    now = repo.now()
-    locks = repo.list_locks()
-    facts.locks_listed = len(locks)
-    facts.locks_read = tuple(obj.size for info, obj, stale in locks if not stale)
-    facts.locks_dead = sum(1 for _i, obj, stale in locks if stale and now - obj.mtime <= STALE_AFTER)
+    seen = LocksSeen.now(repo)
+    facts.locks_listed, facts.locks_read, facts.locks_dead = seen.listed, seen.read, seen.dead
     if facts.locks_read:
         facts.notes += ("another command holds the repository now: the prune would wait or stop",)
 
@@ -96,13 +91,7 @@ def lock_facts(repo: Repository, facts: PruneFacts) -> None:
 def predict_prune(repo: Repository, plan: PrunePlan, facts: PruneFacts) -> Prediction:
     """The requests and bytes of ``plan``'s prune, from its start to its lock's release."""
     t = Tally()
-    lock = LockInfo(secrets.token_hex(16), EXCLUSIVE, socket.gethostname(), 0, "prune", time.time(),
-                    time.time(), process_space()).to_json()
-    t.add("put", up=len(lock))
-    t.add("list", repo.list_requests(facts.locks_listed + 1))
-    for size in facts.locks_read:
-        t.add("get", down=size)
-    t.add("delete", facts.locks_dead)
+    LocksSeen(facts.locks_listed, facts.locks_read, facts.locks_dead).taking(repo, t, EXCLUSIVE, "prune")
     t.add("delete", DELETE_PROBES)
     _planning(repo, plan, facts, t)
     written = _repack(repo, plan, facts, t) if not plan.repack.empty else _Written()
