@@ -2,7 +2,8 @@
 
 chromadb reads the directory in a child process (its process-wide state, native crashes and
 memory stay out of the caller), paging ``collection.get(limit, offset)`` in batches of
-:data:`BATCH` records, so memory is bounded by one batch whatever the collection's size. The
+:data:`BATCH` records: what this package holds is one batch whatever the collection's size
+(chromadb itself holds the collection's vector index whole once it reads from it). The
 child writes the encoded records to its stdout; the caller copies that pipe into any binary
 sink (a temporary file it renames into place, or its own stdout). The child's last line on
 stderr is its report: ``{"records": N}`` or ``{"error": "..."}``.
