@@ -95,14 +95,6 @@ class _Item:
     rel: str
 
 
-def _add_measured(t: Tally, m: Measurement) -> None:
-    first = True
-    for kind, count in m.requests.items():
-        if kind != "total":
-            t.add(kind, count, up=m.bytes_up if first else 0, down=m.bytes_down if first else 0)
-            first = False
-
-
 class CopySimulation:
     """Copies snapshots on paper: their figures (SnapshotCopy) and each side's requests."""
 
@@ -291,16 +283,16 @@ def predict_copy(dest: Repository, source: Repository, snapshots: Sequence[tuple
     sim = CopySimulation(dest, source, known, pack_size, Ledger(cache_bytes, spill_bytes), images,
                          facts.data_objects or 0)
     src, dst = sim.src, sim.dst
-    _add_measured(src, facts.chosen_source)
-    _add_measured(dst, facts.chosen_dest)
+    src.add_measured(facts.chosen_source)
+    dst.add_measured(facts.chosen_dest)
     # the copy takes the lock, reads the records and indexes its chains also with nothing to copy
     LocksSeen(facts.locks_listed, facts.locks_read, facts.locks_dead).taking(dest, dst, SHARED, "copy")
-    _add_measured(dst, facts.condemned)
-    _add_measured(dst, facts.index)
+    dst.add_measured(facts.condemned)
+    dst.add_measured(facts.index)
     if facts.journal:
         dst.add("list", dest.list_requests(facts.data_objects or 0))
         dst.note("an interrupted copy's packs may be taken instead of uploading again: fewer bytes up")
-    _add_measured(src, facts.roots)
+    src.add_measured(facts.roots)
     out = sim.run(snapshots)
     dst.add("delete")  # the lock
     notes = ["a re-encoded frame is taken at its chain's full frame's size"] \

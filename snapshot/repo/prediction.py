@@ -22,6 +22,7 @@ from snapshot.format import layout
 from snapshot.repo.locks import STALE_AFTER, LockInfo, process_space
 
 if TYPE_CHECKING:
+    from snapshot.repo.metering import Measurement
     from snapshot.repo.repository import Repository
 
 #: The DELETEs :meth:`Repository.check_deletes_allowed` sends before a prune or forget.
@@ -74,6 +75,15 @@ class Tally:
         if pack:
             self._pack[kind] = self._pack.get(kind, 0) + count
             self._pack_down += down
+
+    def add_measured(self, m: Measurement) -> None:
+        """Add the requests a block was measured to take (:meth:`Repository.measure`), its bytes
+        on the first kind."""
+        first = True
+        for kind, count in m.requests.items():
+            if kind != "total":
+                self.add(kind, count, up=m.bytes_up if first else 0, down=m.bytes_down if first else 0)
+                first = False
 
     def note(self, text: str) -> None:
         if text not in self._notes:

@@ -107,14 +107,6 @@ def predict_prune(repo: Repository, plan: PrunePlan, facts: PruneFacts) -> Predi
     return t.result()
 
 
-def _add_measured(t: Tally, m: Measurement) -> None:
-    first = True
-    for kind, count in m.requests.items():
-        if kind != "total":
-            t.add(kind, count, up=m.bytes_up if first else 0, down=m.bytes_down if first else 0)
-            first = False
-
-
 def _planning(repo: Repository, plan: PrunePlan, facts: PruneFacts, t: Tally) -> None:
     t.add("list", repo.list_requests(facts.snapshots_listed))
     for size, _tables in facts.roots.values():
@@ -134,7 +126,7 @@ def _planning(repo: Repository, plan: PrunePlan, facts: PruneFacts, t: Tally) ->
     else:
         _walk(t, (tb.ref for sid in facts.kept for tb in facts.roots[sid][1]), seen)
     _walk(t, (tb.ref for sid in facts.removed if sid in facts.roots for tb in facts.roots[sid][1]), seen)
-    _add_measured(t, facts.condemned)
+    t.add_measured(facts.condemned)
     if repo.config.object_lock is not None:
         t.add("head", len(plan.expected.deletion.delete))
 
@@ -247,7 +239,7 @@ def _condemn_and_delete(repo: Repository, plan: PrunePlan, facts: PruneFacts, wr
     t.add("list", repo.list_requests(len(plan.kept)))
     for size in written.tables:  # the rewritten roots' new tables
         t.add("get_range", down=size, pack=True)
-    _add_measured(t, facts.condemned)
+    t.add_measured(facts.condemned)
     records = len(plan.records.records)
     if fresh:
         t.add("head")
